@@ -1,0 +1,191 @@
+"""The protocol-neutral vocabulary every stage understands.
+
+A protocol plugin turns wire traffic into these values; enforcement stages see nothing else, so one guard
+rule or mask rule works for PostgreSQL, MySQL, SSH and HTTP alike.  Values are frozen, slotted dataclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Kind(enum.StrEnum):
+    """Coarse classification shared by every protocol.
+
+    Classification is fail-closed: what cannot be parsed or is not recognised is ``UNKNOWN``, never ``READ``.
+    """
+
+    READ = "read"
+    WRITE = "write"
+    DDL = "ddl"
+    ADMIN = "admin"
+    EXEC = "exec"
+    TRANSACTION = "transaction"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is acting, as established by an identity provider (never from the client's say-so)."""
+
+    subject: str
+    groups: tuple[str, ...] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    provider: str = ""
+    #: Unix time at which the credential stops being valid, if it has an end.
+    expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.subject:
+            raise ValueError("an identity needs a non-empty subject")
+        if not isinstance(self.groups, tuple):
+            object.__setattr__(self, "groups", tuple(self.groups))
+
+    def in_any(self, groups: object) -> bool:
+        """True when this identity belongs to at least one of ``groups``."""
+        return any(g in self.groups for g in groups)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One client connection that authenticated and was admitted to a listener."""
+
+    id: str
+    listener: str
+    protocol: str
+    identity: Identity
+    client_address: str
+    upstream: str
+    started_at: float
+    #: What the client claimed to be (PostgreSQL startup ``user``, SSH user name); recorded, never trusted.
+    claimed_user: str = ""
+    #: Protocol details worth recording (database name, application_name, terminal type ...).
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One statement, exec request or HTTP request, classified.
+
+    ``objects`` are what the command touches (``public.users``; a path); ``flags`` carry facts such as
+    ``no_where``, ``multi_statement``, ``unparsed``.
+    """
+
+    session: Session
+    seq: int
+    text: str
+    language: str
+    kind: Kind = Kind.UNKNOWN
+    verb: str = ""
+    objects: tuple[str, ...] = ()
+    flags: frozenset[str] = frozenset()
+    params: tuple[Any, ...] = ()
+    #: Protocol-specific facts (prepared statement name, HTTP headers of interest ...).
+    attributes: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def identity(self) -> Identity:
+        return self.session.identity
+
+
+class Decision(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    PENDING = "pending"
+
+
+class DenyCode(enum.StrEnum):
+    """Why a command was refused, in words each protocol maps to its own error (SQLSTATE, HTTP status ...)."""
+
+    POLICY = "policy"  # a rule forbids it (PostgreSQL 42501, HTTP 403)
+    APPROVAL_REQUIRED = "approval_required"  # retry mode: ask for approval, then re-send
+    APPROVAL_DENIED = "approval_denied"  # an approver said no
+    APPROVAL_TIMEOUT = "approval_timeout"  # nobody decided in time (PostgreSQL 57014)
+    UNAVAILABLE = "unavailable"  # gw could not do what policy requires (audit store down ...): fail closed
+    INTERNAL = "internal"  # a stage raised; the command is refused, the session survives
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A stage's answer about one command.  The pipeline combines them: any deny wins."""
+
+    decision: Decision
+    reason: str = ""
+    code: DenyCode | None = None
+    stage: str = ""
+    rule: str = ""
+    request_id: str | None = None
+    #: Approvals that let the command through, for the audit trail.
+    approved_by: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW
+
+    @classmethod
+    def allow(cls, *, stage: str = "", rule: str = "", reason: str = "", request_id: str | None = None,
+              approved_by: tuple[str, ...] = ()) -> Verdict:
+        return cls(Decision.ALLOW, reason=reason, stage=stage, rule=rule, request_id=request_id,
+                   approved_by=approved_by)
+
+    @classmethod
+    def deny(cls, reason: str, *, code: DenyCode = DenyCode.POLICY, stage: str = "", rule: str = "",
+             request_id: str | None = None) -> Verdict:
+        return cls(Decision.DENY, reason=reason, code=code, stage=stage, rule=rule, request_id=request_id)
+
+    @classmethod
+    def pending(cls, request_id: str, reason: str = "", *, stage: str = "", rule: str = "") -> Verdict:
+        return cls(Decision.PENDING, reason=reason, stage=stage, rule=rule, request_id=request_id,
+                   code=DenyCode.APPROVAL_REQUIRED)
+
+
+ALLOW = Verdict(Decision.ALLOW)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a tabular result, with its source where the protocol or lineage knows it."""
+
+    name: str
+    #: Source table, schema-qualified where known (``public.people``), else None.
+    table: str | None = None
+    #: Source column name in that table, else None.
+    column: str | None = None
+    type_name: str = ""
+    #: ``text`` values arrive as UTF-8 bytes; ``binary`` values in the protocol's binary encoding.
+    binary: bool = False
+    #: Every source column the value derives from, as ``schema.table.column`` (``upper(ssn) AS x`` derives
+    #: from ``public.people.ssn``).  Protocols fill it from the wire and from SQL lineage; masking matches on it.
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a forwarded (or refused) command; filled in by the protocol plugin."""
+
+    status: str = "ok"  # ok | error | denied | cancelled
+    rows: int | None = None
+    tag: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    duration: float = 0.0
+    #: Annotations stages add while the result flows (e.g. ``{"masked": 3}``).
+    notes: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+
+def now() -> float:
+    """Wall-clock time used for records (a function so tests can reason about it)."""
+    return time.time()

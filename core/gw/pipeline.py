@@ -1,0 +1,274 @@
+"""Runs a listener's stages in the configured order.  The only place that knows the order of checks.
+
+For each command: every stage's ``check`` in order until one denies (approval holds wait here); then every
+stage's ``decided`` with the combined verdict (audit writes its durable record here, *before* the protocol
+forwards the command; if that fails the command is refused); then result filters; then ``completed``.
+A stage that raises denies the command; the session survives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .model import (ALLOW, Column, Command, Decision, DenyCode, Kind, Outcome, Session, Verdict)
+from .stage import CommandContext, RowFilter, Stage, StreamFilter
+
+if TYPE_CHECKING:
+    from .runtime import ListenerRuntime
+
+log = logging.getLogger("gw.pipeline")
+
+
+def _overrides(stage: Stage, method: str) -> bool:
+    return getattr(type(stage), method) is not getattr(Stage, method)
+
+
+class _RowChain:
+    __slots__ = ("filters",)
+
+    def __init__(self, filters: Sequence[RowFilter]) -> None:
+        self.filters = tuple(filters)
+
+    def row(self, values: list[bytes | None]) -> list[bytes | None]:
+        for f in self.filters:
+            values = f.row(values)
+        return values
+
+
+class _StreamChain:
+    __slots__ = ("filters",)
+
+    def __init__(self, filters: Sequence[StreamFilter]) -> None:
+        self.filters = tuple(filters)
+
+    def feed(self, data: bytes) -> bytes:
+        for f in self.filters:
+            data = f.feed(data)
+        return data
+
+    def finish(self) -> bytes:
+        out = b""
+        for i, f in enumerate(self.filters):
+            tail = f.finish()
+            for g in self.filters[i + 1:]:
+                tail = g.feed(tail)
+            out += tail
+        return out
+
+
+class Pipeline:
+    """The stages of one ``[pipelines.NAME]`` table, instantiated."""
+
+    def __init__(self, name: str, stages: Sequence[Stage]) -> None:
+        self.name = name
+        self.stages = tuple(stages)
+        self._checkers = [s for s in stages if _overrides(s, "check") or _overrides(s, "evaluate")]
+        self._deciders = [s for s in stages if _overrides(s, "decided")]
+        ordered = [s for s in stages if s.transforms] + [s for s in stages if not s.transforms]
+        self._row_stages = [s for s in ordered if _overrides(s, "rows")]
+        self._stream_stages = [s for s in ordered if _overrides(s, "stream")]
+        self._completers = [s for s in stages if _overrides(s, "completed")]
+        self._session_starters = [s for s in stages if _overrides(s, "session_started")]
+        self._session_enders = [s for s in stages if _overrides(s, "session_ended")]
+        self._refusers = [s for s in stages if _overrides(s, "session_refused")]
+
+    def describe(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    async def open(self) -> None:
+        for s in self.stages:
+            await s.open()
+
+    async def close(self) -> None:
+        for s in reversed(self.stages):
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                try:
+                    await s.close()
+                except Exception:
+                    log.exception("stage %s failed to close", s.name)
+
+    # -- decisions ------------------------------------------------------------------------------------------
+    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+        verdict = ALLOW
+        for stage in self._checkers:
+            try:
+                v = await stage.check(command, context)
+            except trio.Cancelled:
+                raise
+            except Exception as e:
+                log.exception("stage %s raised while checking command %s/%d", stage.name,
+                              command.session.id, command.seq)
+                v = Verdict.deny(f"gw stage {stage.name!r} failed ({type(e).__name__}); the command was not "
+                                 "run. Retry, or ask the gateway operator to check the gw log",
+                                 code=DenyCode.INTERNAL, stage=stage.name)
+            if v is None:
+                continue
+            if not v.stage:
+                v = Verdict(v.decision, v.reason, v.code, stage.name, v.rule, v.request_id, v.approved_by)
+            if v.decision is not Decision.ALLOW:
+                verdict = v
+                break
+            if v.request_id or v.approved_by or v.rule:
+                verdict = v
+        for stage in self._deciders:
+            try:
+                await stage.decided(command, verdict)
+            except trio.Cancelled:
+                raise
+            except Exception as e:
+                log.error("stage %s could not record command %s/%d: %s", stage.name, command.session.id,
+                          command.seq, e)
+                if verdict.allowed:
+                    verdict = Verdict.deny(
+                        f"gw could not write the {stage.name} record ({e}); the command was not run "
+                        "because policy requires it. Retry later or tell the gateway operator",
+                        code=DenyCode.UNAVAILABLE, stage=stage.name)
+        return verdict
+
+    def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
+        """Each checking stage's pure decision, in order (``gw policy explain``)."""
+        out: list[tuple[Stage, Verdict | None]] = []
+        for stage in self._checkers:
+            out.append((stage, stage.evaluate(command)))
+        return out
+
+    # -- results --------------------------------------------------------------------------------------------
+    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+        filters = []
+        for stage in self._row_stages:
+            f = stage.rows(command, columns)
+            if f is not None:
+                filters.append(f)
+        if not filters:
+            return None
+        return filters[0] if len(filters) == 1 else _RowChain(filters)
+
+    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+        filters = []
+        for stage in self._stream_stages:
+            f = stage.stream(command, channel, content_type)
+            if f is not None:
+                filters.append(f)
+        if not filters:
+            return None
+        return filters[0] if len(filters) == 1 else _StreamChain(filters)
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        for stage in self._completers:
+            try:
+                await stage.completed(command, outcome)
+            except trio.Cancelled:
+                raise
+            except Exception:
+                log.exception("stage %s failed on completion of %s/%d", stage.name, command.session.id,
+                              command.seq)
+
+    # -- sessions -------------------------------------------------------------------------------------------
+    async def session_started(self, session: Session) -> None:
+        for stage in self._session_starters:
+            await stage.session_started(session)
+
+    async def session_ended(self, session: Session, reason: str) -> None:
+        for stage in self._session_enders:
+            try:
+                await stage.session_ended(session, reason)
+            except Exception:
+                log.exception("stage %s failed on end of session %s", stage.name, session.id)
+
+    async def session_refused(self, **kw: Any) -> None:
+        for stage in self._refusers:
+            try:
+                await stage.session_refused(**kw)
+            except Exception:
+                log.exception("stage %s failed to record a refused session", stage.name)
+
+
+class SessionRuntime:
+    """One admitted session: numbers its commands and runs them through the listener's *current* pipeline
+    (a reloaded policy applies to the next command of an existing session)."""
+
+    def __init__(self, listener: ListenerRuntime, session: Session) -> None:
+        self.listener = listener
+        self.session = session
+        self._seq = 0
+        self._inflight: dict[int, tuple[Pipeline, float]] = {}
+        self._terminate = trio.Event()
+        self.termination_reason = ""
+        self.ended = False
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
+                objects: Sequence[str] = (), flags: frozenset[str] | Sequence[str] = frozenset(),
+                params: Sequence[Any] = (), attributes: dict[str, Any] | None = None) -> Command:
+        self._seq += 1
+        return Command(self.session, self._seq, text, language, kind, verb, tuple(objects), frozenset(flags),
+                       tuple(params), attributes if attributes is not None else {})
+
+    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+        pipeline = self.listener.pipeline
+        self._inflight[command.seq] = (pipeline, time.perf_counter())
+        return await pipeline.decide(command, context)
+
+    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+        pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
+        return pipeline.rows(command, columns)
+
+    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+        pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
+        return pipeline.stream(command, channel, content_type)
+
+    async def complete(self, command: Command, outcome: Outcome) -> None:
+        """Every command that went through :meth:`decide` ends here, refused or not."""
+        pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
+        if not outcome.duration and started:
+            outcome.duration = time.perf_counter() - started
+        await pipeline.completed(command, outcome)
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    @property
+    def deadline(self) -> float:
+        """Unix time at which gw ends this session (token expiry + grace, ``session_max``), or inf."""
+        opts = self.listener.options
+        candidates = [math.inf]
+        exp = self.session.identity.expires_at
+        if exp is not None:
+            candidates.append(exp + opts.token_grace.total_seconds())
+        if opts.session_max is not None:
+            candidates.append(self.session.started_at + opts.session_max.total_seconds())
+        return min(candidates)
+
+    def terminate(self, reason: str) -> None:
+        """Ask the protocol to end this session (revocation, shutdown); see :meth:`wait_terminated`."""
+        if not self._terminate.is_set():
+            self.termination_reason = reason
+            self._terminate.set()
+
+    async def wait_terminated(self) -> str:
+        """Return when gw wants this session ended, with the reason: ``token_expired``, ``session_max``,
+        ``revoked``, ``shutdown``.  Protocols run this beside the session and close it with a native
+        message when it returns."""
+        deadline = self.deadline
+        if math.isfinite(deadline):
+            with trio.move_on_after(max(0.0, deadline - time.time())):
+                await self._terminate.wait()
+                return self.termination_reason
+            exp = self.session.identity.expires_at
+            grace = self.listener.options.token_grace.total_seconds()
+            if exp is not None and exp + grace <= deadline + 1e-6:
+                return "token_expired"
+            return "session_max"
+        await self._terminate.wait()
+        return self.termination_reason
+
+    async def end(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        await self.listener.session_ended(self, reason)

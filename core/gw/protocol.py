@@ -1,0 +1,94 @@
+"""What a protocol plugin implements.
+
+The wire codec is sans-IO (see docs/writing-a-plugin.md); this module is the I/O side's contract with core:
+core accepts TCP connections and hands each one to :meth:`ProtocolHandler.handle`, which authenticates through
+:meth:`gw.runtime.ListenerRuntime.authenticate`, opens a session with
+:meth:`gw.runtime.ListenerRuntime.start_session` and runs every command through the returned
+:class:`gw.pipeline.SessionRuntime`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, ClassVar
+
+import trio
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .config import Duration, parse_address
+
+from .model import Command, Session
+
+if TYPE_CHECKING:
+    from .runtime import ListenerRuntime
+
+
+class ListenerOptions(BaseModel):
+    """Keys every listener has.  A protocol's ``Options`` subclasses this and adds its own (``upstream`` ...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    protocol: str
+    #: ``HOST:PORT`` to accept connections on; port 0 picks a free port (reported at start-up).
+    listen: str
+    #: Identity provider name(s); with several, the first that accepts the credential decides.
+    identity: str | list[str]
+    pipeline: str
+    #: Only identities in at least one of these groups may connect (None: any authenticated identity).
+    allow_groups: list[str] | None = None
+    #: Subjects and groups refused even with a valid credential (revocation without touching the IdP).
+    deny_subjects: list[str] = Field(default_factory=list)
+    deny_groups: list[str] = Field(default_factory=list)
+    #: Extra time a session may run after its token expires before gw closes it.
+    token_grace: Duration = timedelta(seconds=0)
+    #: Hard cap on any session's length regardless of its token.
+    session_max: Duration | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_address(v)
+        return v
+
+    @property
+    def identities(self) -> list[str]:
+        return [self.identity] if isinstance(self.identity, str) else list(self.identity)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_address(self.listen)
+
+
+class ProtocolHandler:
+    """Base class of protocol handlers; one instance per listener."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[ListenerOptions]] = ListenerOptions
+
+    def __init__(self, listener: ListenerRuntime) -> None:
+        self.listener = listener
+
+    @property
+    def options(self) -> ListenerOptions:
+        return self.listener.options
+
+    async def open(self) -> None:
+        """Called once before the listener accepts connections."""
+
+    async def close(self) -> None:
+        """Called once after the listener stopped and its sessions ended."""
+
+    def describe_upstream(self) -> str:
+        """A credential-free description of the upstream for logs and ``gw check`` (``127.0.0.1:5432/test``)."""
+        return ""
+
+    def classify(self, text: str, *, session: Session) -> Command:
+        """Classify a command text the way this protocol would on the data path (``gw policy explain``).
+        Protocols without a text form of commands may raise NotImplementedError."""
+        raise NotImplementedError(f"protocol {self.name!r} cannot classify command text")
+
+    async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
+        """Serve one client connection until it ends.  Exceptions are logged by core and end only this
+        connection; the handler should already have sent the client a protocol-native error."""
+        raise NotImplementedError

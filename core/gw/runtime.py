@@ -1,0 +1,326 @@
+"""Builds a running gateway from a pipeline file: the store, identity providers, pipelines and listeners.
+
+``Runtime.build`` validates everything (plugin options included) without touching the outside world, which
+is what ``gw check`` prints; ``open`` connects (creates the database, fetches keys ...); ``close`` releases.
+CLI commands use the same runtime, so ``gw audit list`` reads exactly the store ``gw serve`` writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pluggy
+import trio
+
+from .config import LoadedConfig, load_config, validate_model
+from .errors import AccessDenied, AuthenticationError, ConfigError, PluginError
+from .identity import Credential, IdentityProvider
+from .model import Identity, Session
+from .pipeline import Pipeline, SessionRuntime
+from .plugins import Registry, make_plugin_manager
+from .protocol import ListenerOptions, ProtocolHandler
+from .stage import Stage
+from .store import Store
+
+log = logging.getLogger("gw.runtime")
+
+
+@dataclass
+class Services:
+    """What plugins may use: the configuration, the registry, the store and the data directory."""
+
+    config: LoadedConfig
+    registry: Registry
+    gateway_name: str
+    store: Store | None = None
+    runtime: Runtime | None = None
+    _detectors: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        return self.registry.pm
+
+    def resolve_path(self, value: str | Path) -> Path:
+        return self.config.resolve_path(value)
+
+    def require_store(self, who: str) -> Store:
+        if self.store is None:
+            raise ConfigError(f"{who} needs a [storage] table (for example: [storage] use = \"sqlite\")",
+                              file=str(self.config.path), path="storage")
+        return self.store
+
+    def detector(self, name: str) -> Any:
+        return self.registry.get("detectors", name)
+
+
+class ListenerRuntime:
+    """One listener: its options, protocol handler, identity providers and (current) pipeline."""
+
+    def __init__(self, runtime: Runtime, options: ListenerOptions, handler_cls: type[ProtocolHandler]) -> None:
+        self.runtime = runtime
+        self.options = options
+        self.name = options.name
+        self.handler = handler_cls(self)
+        self.sessions: set[SessionRuntime] = set()
+        self.bound: list[tuple[str, int]] = []
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runtime.pipelines[self.options.pipeline]
+
+    @property
+    def services(self) -> Services:
+        return self.runtime.services
+
+    @property
+    def handshake_timeout(self) -> float:
+        return self.runtime.config.model.gateway.handshake_timeout.total_seconds()
+
+    @property
+    def shutting_down(self) -> trio.Event:
+        return self.runtime.shutting_down
+
+    def providers(self) -> list[IdentityProvider]:
+        return [self.runtime.identity[name] for name in self.options.identities]
+
+    async def resolve(self, credential: Credential) -> Identity:
+        """Authenticate and apply this listener's admission rules, without auditing (``gw whoami``)."""
+        error: AuthenticationError | None = None
+        identity = None
+        tried = False
+        for provider in self.providers():
+            if not provider.accepts(credential):
+                continue
+            tried = True
+            try:
+                identity = await provider.authenticate(credential)
+                break
+            except AuthenticationError as e:
+                error = e
+        if identity is None:
+            if error is not None:
+                raise error
+            if not tried:
+                raise AuthenticationError(
+                    f"listener {self.name!r} does not accept {credential.kind} credentials; present an "
+                    "identity token", reason="unsupported_credential")
+            raise AuthenticationError("authentication failed", reason="invalid_token")
+        self.admit(identity)
+        return identity
+
+    def admit(self, identity: Identity) -> None:
+        """Raise :class:`AccessDenied` when this identity may not use this listener."""
+        opts = self.options
+        if identity.subject in opts.deny_subjects:
+            raise AccessDenied(f"subject {identity.subject!r} is denied on listener {self.name!r}; ask the "
+                               "gateway operator", reason="denied_subject")
+        bad = [g for g in identity.groups if g in opts.deny_groups]
+        if bad:
+            raise AccessDenied(f"group {bad[0]!r} is denied on listener {self.name!r}; ask the gateway "
+                               "operator", reason="denied_group")
+        if opts.allow_groups is not None and not identity.in_any(opts.allow_groups):
+            have = ", ".join(identity.groups) or "none"
+            want = ", ".join(opts.allow_groups)
+            raise AccessDenied(
+                f"identity {identity.subject!r} is not in a group allowed on listener {self.name!r} "
+                f"(has: {have}; needs one of: {want}); request a token with one of those groups",
+                reason="group_not_allowed")
+
+    async def authenticate(self, credential: Credential, *, client_address: str,
+                           claimed_user: str = "") -> Identity:
+        """Turn the client's credential into an admitted identity, or raise
+        :class:`~gw.errors.AuthenticationError` (whose message is for the client).  Refusals are audited."""
+        try:
+            return await self.resolve(credential)
+        except AuthenticationError as e:
+            await self.refused(client_address=client_address, claimed_user=claimed_user, reason=e.reason,
+                               message=str(e))
+            raise
+
+    async def refused(self, *, client_address: str, claimed_user: str, reason: str, message: str) -> None:
+        """Record a client refused before its session began (stages see ``session_refused``)."""
+        log.info("listener %s refused %s (user %r): %s", self.name, client_address, claimed_user, message)
+        await self.pipeline.session_refused(listener=self.name, protocol=self.options.protocol,
+                                            client_address=client_address, claimed_user=claimed_user,
+                                            reason=reason, message=message)
+
+    async def start_session(self, identity: Identity, *, client_address: str, claimed_user: str = "",
+                            upstream: str = "", attributes: dict[str, str] | None = None) -> SessionRuntime:
+        session = Session(
+            id=Session.new_id(), listener=self.name, protocol=self.options.protocol, identity=identity,
+            client_address=client_address, upstream=upstream or self.handler.describe_upstream(),
+            started_at=time.time(), claimed_user=claimed_user, attributes=dict(attributes or {}),
+        )
+        rt = SessionRuntime(self, session)
+        await self.pipeline.session_started(session)
+        self.sessions.add(rt)
+        self.runtime.pm.hook.gw_session_started(session=session)
+        return rt
+
+    async def session_ended(self, rt: SessionRuntime, reason: str) -> None:
+        self.sessions.discard(rt)
+        with trio.CancelScope(shield=True):
+            await self.pipeline.session_ended(rt.session, reason)
+        self.runtime.pm.hook.gw_session_ended(session=rt.session, reason=reason)
+
+
+class Runtime:
+    """Everything a pipeline file describes, built from the installed plugins."""
+
+    def __init__(self, config: LoadedConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.pm = registry.pm
+        name = config.model.gateway.name or socket.gethostname()
+        self.services = Services(config=config, registry=registry, gateway_name=name)
+        self.services.runtime = self
+        self.store: Store | None = None
+        self.identity: dict[str, IdentityProvider] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.listeners: dict[str, ListenerRuntime] = {}
+        self.shutting_down = trio.Event()
+        self._opened = False
+
+    # -- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: LoadedConfig | str | Path, *, pm: pluggy.PluginManager | None = None) -> Runtime:
+        """Validate the whole file with every plugin's options model and instantiate (no I/O)."""
+        if not isinstance(config, LoadedConfig):
+            config = load_config(config)
+        registry = Registry.build(pm if pm is not None else make_plugin_manager())
+        rt = cls(config, registry)
+        rt._build_store()
+        rt._build_identity()
+        rt._build_pipelines()
+        rt._build_listeners()
+        return rt
+
+    def _plugin(self, kind: str, name: str, path: str) -> Any:
+        try:
+            return self.registry.get(kind, name)
+        except PluginError as e:
+            raise ConfigError(str(e), file=str(self.config.path), path=path) from None
+
+    def _options(self, cls: type[Any], data: Any, path: str) -> Any:
+        return validate_model(cls.Options, data, file=str(self.config.path), prefix=path)
+
+    def _build_store(self) -> None:
+        table = self.config.raw.get("storage")
+        if table is None:
+            return
+        cls = self._plugin("storage", table.get("use", ""), "storage.use")
+        opts = self._options(cls, table, "storage")
+        self.store = cls(opts, self.services)
+        self.services.store = self.store
+
+    def _build_identity(self) -> None:
+        for name, table in self.config.raw.get("identity", {}).items():
+            cls = self._plugin("identity_providers", table.get("use", ""), f"identity.{name}.use")
+            opts = self._options(cls, table, f"identity.{name}")
+            try:
+                self.identity[name] = cls(name, opts, self.services)
+            except (ValueError, ConfigError) as e:
+                raise ConfigError(str(e), file=str(self.config.path), path=f"identity.{name}") from None
+
+    def _build_pipelines(self) -> None:
+        for name, table in self.config.raw.get("pipelines", {}).items():
+            stages: list[Stage] = []
+            for i, st in enumerate(table.get("stages", [])):
+                path = f"pipelines.{name}.stages[{i}]"
+                cls = self._plugin("stages", st.get("use", ""), f"{path}.use")
+                opts = self._options(cls, st, path)
+                try:
+                    stages.append(cls(opts, self.services, pipeline=name, index=i))
+                except (ValueError, ConfigError) as e:
+                    msg = e.detail if isinstance(e, ConfigError) else str(e)
+                    raise ConfigError(msg, file=str(self.config.path), path=path) from None
+            self.pipelines[name] = Pipeline(name, stages)
+
+    def _build_listeners(self) -> None:
+        for i, table in enumerate(self.config.raw.get("listeners", [])):
+            path = f"listeners[{i}]"
+            cls = self._plugin("protocols", table.get("protocol", ""), f"{path}.protocol")
+            opts = self._options(cls, table, path)
+            try:
+                self.listeners[opts.name] = ListenerRuntime(self, opts, cls)
+            except (ValueError, ConfigError) as e:
+                msg = e.detail if isinstance(e, ConfigError) else str(e)
+                raise ConfigError(msg, file=str(self.config.path), path=path) from None
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    async def open(self, *, serving: bool = True) -> None:
+        """Open the store, providers and (when ``serving``) pipelines and protocol handlers."""
+        if self.store is not None:
+            await self.store.open()
+        for provider in self.identity.values():
+            await provider.open()
+        if serving:
+            for p in self.pipelines.values():
+                await p.open()
+            for lr in self.listeners.values():
+                await lr.handler.open()
+        self._opened = True
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            for lr in self.listeners.values():
+                try:
+                    await lr.handler.close()
+                except Exception:
+                    log.exception("listener %s failed to close", lr.name)
+            for p in self.pipelines.values():
+                await p.close()
+            for provider in self.identity.values():
+                try:
+                    await provider.close()
+                except Exception:
+                    log.exception("identity provider %s failed to close", provider.instance_name)
+            if self.store is not None:
+                await self.store.close()
+
+    @asynccontextmanager
+    async def opened(self, *, serving: bool = False) -> AsyncIterator[Runtime]:
+        await self.open(serving=serving)
+        try:
+            yield self
+        finally:
+            await self.close()
+
+    def sessions(self) -> Iterator[SessionRuntime]:
+        for lr in self.listeners.values():
+            yield from list(lr.sessions)
+
+    def listener(self, name: str) -> ListenerRuntime:
+        try:
+            return self.listeners[name]
+        except KeyError:
+            known = ", ".join(sorted(self.listeners)) or "none"
+            raise ConfigError(f"no listener named {name!r} (listeners: {known})",
+                              file=str(self.config.path)) from None
+
+    def describe(self) -> dict[str, Any]:
+        """A credential-free summary for ``gw check``."""
+        return {
+            "file": str(self.config.path),
+            "data_dir": str(self.config.data_dir),
+            "storage": self.store.name if self.store is not None else None,
+            "identity": {n: p.name for n, p in self.identity.items()},
+            "pipelines": {n: p.describe() for n, p in self.pipelines.items()},
+            "listeners": [
+                {"name": lr.name, "protocol": lr.options.protocol, "listen": lr.options.listen,
+                 "identity": lr.options.identities, "pipeline": lr.options.pipeline,
+                 "allow_groups": lr.options.allow_groups, "upstream": lr.handler.describe_upstream()}
+                for lr in self.listeners.values()
+            ],
+        }

@@ -1,0 +1,115 @@
+"""What an enforcement stage implements.
+
+A stage sees only the protocol-neutral vocabulary of :mod:`gw.model`.  Every method has a no-op default, and
+the pipeline calls only the methods a stage overrides, so a stage pays nothing for what it does not do.
+
+Order of calls for one command (the pipeline owns it, see :mod:`gw.pipeline`):
+
+1. :meth:`Stage.check` of every stage in configured order, until one denies (approval holds happen here);
+2. :meth:`Stage.decided` of every stage with the combined verdict -- the audit record is written here, before
+   the command is forwarded; if it raises, the command is refused (fail closed);
+3. the protocol forwards the command; :meth:`Stage.rows` / :meth:`Stage.stream` filters see the result
+   (transforming filters first, in configured order, then observing ones);
+4. :meth:`Stage.completed` with the :class:`~gw.model.Outcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from .model import Column, Command, Outcome, Session, Verdict
+
+if TYPE_CHECKING:
+    from .runtime import Services
+
+
+class StageOptions(BaseModel):
+    """Base of a stage's options model; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+    use: str
+
+
+class CommandContext(Protocol):
+    """What a protocol offers stages while a command is being decided."""
+
+    async def notice(self, message: str) -> None:
+        """Show an informational message to the client without ending the command (PostgreSQL
+        NoticeResponse, SSH stderr line ...)."""
+
+
+class RowFilter(Protocol):
+    """Transforms (or observes) tabular rows one at a time.  ``values`` holds text values as UTF-8 bytes
+    (``None`` for SQL NULL); return the row to pass on (the same list when nothing changed)."""
+
+    def row(self, values: list[bytes | None]) -> list[bytes | None]: ...
+
+
+class StreamFilter(Protocol):
+    """Transforms (or observes) a byte stream (SSH output, HTTP body)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Stage:
+    """Base class of every enforcement stage.  Subclasses set ``name`` and ``Options``."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[StageOptions]] = StageOptions
+    #: True for stages whose row/stream filters change data (mask); they run before observers (record).
+    transforms: ClassVar[bool] = False
+
+    def __init__(self, options: Any, services: Services, *, pipeline: str = "", index: int = 0) -> None:
+        self.options = options
+        self.services = services
+        self.pipeline = pipeline
+        self.index = index
+
+    async def open(self) -> None:
+        """Called once before the first session (connect to storage, start background tasks)."""
+
+    async def close(self) -> None:
+        """Called once at shutdown."""
+
+    # -- sessions -------------------------------------------------------------------------------------------
+    async def session_started(self, session: Session) -> None:
+        """A client authenticated and was admitted."""
+
+    async def session_refused(self, listener: str, protocol: str, client_address: str, claimed_user: str,
+                              reason: str, message: str) -> None:
+        """A client was refused before a session began (bad token, group not allowed ...)."""
+
+    async def session_ended(self, session: Session, reason: str) -> None:
+        """The session ended (``client_closed``, ``token_expired``, ``shutdown``, ``error: ...``)."""
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def evaluate(self, command: Command) -> Verdict | None:
+        """Pure decision without side effects (used by ``gw policy explain``).  ``None`` means no opinion."""
+        return None
+
+    async def check(self, command: Command, context: CommandContext) -> Verdict | None:
+        """Decide about a command before it is forwarded; may wait (approval holds).  Defaults to
+        :meth:`evaluate`."""
+        return self.evaluate(command)
+
+    async def decided(self, command: Command, verdict: Verdict) -> None:
+        """The combined verdict is known.  Raising here refuses an allowed command (fail closed)."""
+
+    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+        """A filter for this result's rows, or None when the stage has nothing to do with it."""
+        return None
+
+    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+        """A filter for a byte stream of this command (``stdout``, ``stderr``, ``body`` ...), or None."""
+        return None
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        """The command finished (or was refused); ``outcome`` is final."""
+
+
+Notice = Callable[[str], Awaitable[None]]

@@ -78,6 +78,11 @@ class Pipeline:
         self._session_enders = [s for s in stages if _overrides(s, "session_ended")]
         self._refusers = [s for s in stages if _overrides(s, "session_refused")]
 
+    @property
+    def wants_rows(self) -> bool:
+        """Whether any stage looks at rows; when not, protocols forward result bytes untouched."""
+        return bool(self._row_stages)
+
     def describe(self) -> list[str]:
         return [s.name for s in self.stages]
 
@@ -215,6 +220,10 @@ class SessionRuntime:
         pipeline = self.listener.pipeline
         self._inflight[command.seq] = (pipeline, time.perf_counter())
         return await pipeline.decide(command, context)
+
+    @property
+    def wants_rows(self) -> bool:
+        return self.listener.pipeline.wants_rows
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]

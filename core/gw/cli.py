@@ -189,6 +189,138 @@ def plugins_cmd(as_json: bool) -> None:
     print_table(rows, ["name", "distribution", "version", "provides"], max_width=80)
 
 
+@cli.command()
+@config_option
+@click.option("--token", envvar="GW_TOKEN", required=True, help="The token to inspect (default: $GW_TOKEN).")
+@json_option
+def whoami(config: Path, token: str, as_json: bool) -> None:
+    """Print the identity and groups TOKEN resolves to, and the listeners it may use."""
+    from .errors import AccessDenied, AuthenticationError
+    from .identity import Credential
+
+    async def inspect(rt: Runtime) -> dict[str, Any]:
+        credential = Credential("token", token)
+        identity = None
+        errors: dict[str, str] = {}
+        for name, provider in rt.identity.items():
+            if not provider.accepts(credential):
+                continue
+            try:
+                identity = await provider.authenticate(credential)
+                break
+            except AuthenticationError as e:
+                errors[name] = str(e)
+        listeners = []
+        for lr in rt.listeners.values():
+            entry: dict[str, Any] = {"name": lr.name, "protocol": lr.options.protocol,
+                                     "listen": lr.options.listen}
+            if identity is None or identity.provider not in lr.options.identities:
+                entry["allowed"] = False
+                entry["reason"] = (f"the token is not from this listener's identity provider(s): "
+                                   f"{', '.join(lr.options.identities)}")
+            else:
+                try:
+                    lr.admit(identity)
+                    entry["allowed"] = True
+                except AccessDenied as e:
+                    entry["allowed"] = False
+                    entry["reason"] = str(e)
+            listeners.append(entry)
+        out: dict[str, Any] = {"valid": identity is not None, "listeners": listeners}
+        if identity is not None:
+            out.update(subject=identity.subject, groups=list(identity.groups), provider=identity.provider,
+                       expires_at=identity.expires_at)
+        else:
+            out["errors"] = errors or {"-": "no identity provider accepts this kind of token"}
+        return out
+
+    info = with_runtime(config, inspect)
+    if as_json:
+        print_json(info)
+    else:
+        if info["valid"]:
+            click.echo(f"subject:  {info['subject']}")
+            click.echo(f"groups:   {', '.join(info['groups']) or '(none)'}")
+            click.echo(f"provider: {info['provider']}")
+            click.echo(f"expires:  {format_time(info['expires_at'])} UTC")
+        else:
+            click.echo("token refused:")
+            for name, err in info["errors"].items():
+                click.echo(f"  {name}: {err}")
+        click.echo("listeners:")
+        for entry in info["listeners"]:
+            verdict = "allowed" if entry["allowed"] else f"refused: {entry['reason']}"
+            click.echo(f"  {entry['name']} ({entry['protocol']} on {entry['listen']}): {verdict}")
+    if not info["valid"]:
+        sys.exit(1)
+
+
+@cli.group()
+def policy() -> None:
+    """Test policies before deploying them."""
+
+
+@policy.command()
+@config_option
+@click.option("--listener", "listener_name", required=True, help="Listener whose pipeline decides.")
+@click.option("--user", "subject", default="policy-explain", show_default=True, help="Subject of the identity.")
+@click.option("--group", "groups", multiple=True, help="Group of the identity (repeatable).")
+@click.argument("command_text", metavar="COMMAND")
+@json_option
+def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, ...], command_text: str,
+            as_json: bool) -> None:
+    """Classify COMMAND as LISTENER would and show each stage's decision.
+
+    Exit status: 0 allowed, 1 denied, 2 needs approval, 3 error.
+    """
+    import time as _time
+
+    from .model import Decision, Identity, Session
+
+    try:
+        rt = Runtime.build(config, pm=registry().pm)
+        lr = rt.listener(listener_name)
+        identity = Identity(subject, tuple(groups), provider="policy-explain")
+        session = Session(id="explain", listener=lr.name, protocol=lr.options.protocol, identity=identity,
+                          client_address="-", upstream=lr.handler.describe_upstream(),
+                          started_at=_time.time())
+        command = lr.handler.classify(command_text, session=session)
+        decisions = lr.pipeline.explain(command)
+    except (GwError, NotImplementedError, ValueError) as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(3)
+    final: Decision = Decision.ALLOW
+    deciding = None
+    for stage, verdict in decisions:
+        if verdict is not None and verdict.decision is not Decision.ALLOW:
+            final, deciding = verdict.decision, (stage, verdict)
+            break
+    result = {
+        "listener": lr.name, "pipeline": lr.pipeline.name, "subject": subject, "groups": list(groups),
+        "command": command_text, "kind": command.kind.value, "verb": command.verb,
+        "objects": list(command.objects), "flags": sorted(command.flags),
+        "stages": [{"stage": s.name, "decision": v.decision.value if v else "no rule matched",
+                    "rule": v.rule if v else None, "reason": v.reason if v else None} for s, v in decisions],
+        "decision": {"allow": "allowed", "deny": "denied", "pending": "approval required"}[final.value],
+    }
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"classification: kind={result['kind']} verb={result['verb'] or '-'} "
+                   f"objects={','.join(result['objects']) or '-'} flags={','.join(result['flags']) or '-'}")
+        for entry in result["stages"]:
+            line = f"  {entry['stage']}: {entry['decision']}"
+            if entry["rule"]:
+                line += f" (rule {entry['rule']})"
+            if entry["reason"]:
+                line += f": {entry['reason']}"
+            click.echo(line)
+        click.echo(f"decision: {result['decision']}")
+        if deciding is None and not decisions:
+            click.echo("  (no stage in this pipeline decides about commands)")
+    sys.exit({Decision.ALLOW: 0, Decision.DENY: 1, Decision.PENDING: 2}[final])
+
+
 def build_cli() -> click.Group:
     """The full CLI: core commands plus every command plugins register."""
     try:

@@ -73,7 +73,8 @@ class Pipeline:
         ordered = [s for s in stages if s.transforms] + [s for s in stages if not s.transforms]
         self._row_stages = [s for s in ordered if _overrides(s, "rows")]
         self._stream_stages = [s for s in ordered if _overrides(s, "stream")]
-        self._completers = [s for s in stages if _overrides(s, "completed")]
+        # Transforming stages complete first, so the notes they add (mask counts) reach the audit record.
+        self._completers = [s for s in ordered if _overrides(s, "completed")]
         self._session_starters = [s for s in stages if _overrides(s, "session_started")]
         self._session_enders = [s for s in stages if _overrides(s, "session_ended")]
         self._refusers = [s for s in stages if _overrides(s, "session_refused")]

@@ -76,15 +76,19 @@ class Registry:
     @classmethod
     def build(cls, pm: pluggy.PluginManager) -> Registry:
         registry = cls(pm)
+        plugins = pm.get_plugins()
         for kind in KINDS:
-            hook = getattr(pm.hook, f"gw_register_{kind}")
-            for impl in hook.get_hookimpls():
+            name = f"gw_register_{kind}"
+            for impl in getattr(pm.hook, name).get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or "?"
 
                 def register(obj: Any, *, _kind: str = kind, _plugin: str = plugin_name) -> None:
                     registry._add(_kind, obj, _plugin)
 
-                impl.function(register=register)
+                # Call through pluggy (so GW_TRACE_PLUGINS sees it), one plugin at a time, so each
+                # registration is attributed to the plugin that made it.
+                others = [p for p in plugins if p is not impl.plugin]
+                pm.subset_hook_caller(name, remove_plugins=others)(register=register)
         return registry
 
     def _add(self, kind: str, obj: Any, plugin: str) -> None:
@@ -112,9 +116,9 @@ class Registry:
         label = {"protocols": "protocol", "identity_providers": "identity provider", "stages": "stage",
                  "storage": "storage backend", "detectors": "detector", "commands": "command"}[kind]
         known = ", ".join(self.names(kind)) or "none"
-        hint = ""
-        if name in disabled_plugins():
-            hint = f" (it is disabled by GW_DISABLE_PLUGINS)"
+        blocked = sorted(disabled_plugins())
+        if blocked:
+            hint = f" (GW_DISABLE_PLUGINS blocks: {', '.join(blocked)})"
         else:
             hint = f"; install the plugin that provides it (e.g. pip install gw-{name})"
         return f"unknown {label} {name!r}{hint}; available: {known}"

@@ -191,6 +191,7 @@ class Runtime:
         self.listeners: dict[str, ListenerRuntime] = {}
         self.shutting_down = trio.Event()
         self._opened = False
+        self._retired: list[Stage] = []
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -281,6 +282,8 @@ class Runtime:
                     log.exception("listener %s failed to close", lr.name)
             for p in self.pipelines.values():
                 await p.close()
+            if self._retired:
+                await Pipeline("retired", self._retired).close()
             for provider in self.identity.values():
                 try:
                     await provider.close()
@@ -296,6 +299,70 @@ class Runtime:
             yield self
         finally:
             await self.close()
+
+    async def reload(self) -> list[str]:
+        """Re-read the pipeline file and apply it to new commands of existing sessions (SIGHUP).
+
+        The new file is validated completely first; if anything is wrong, :class:`ConfigError` is raised and
+        the running configuration is kept.  Stages and identity providers whose options did not change keep
+        their instance (an audit chain never forks); changed ones are opened before the switch and the old
+        ones closed at shutdown.  Listener admission rules apply at once: sessions whose identity the new
+        rules refuse are terminated with reason ``revoked``.  Listeners cannot be added, removed or moved
+        without a restart.  Returns a list of human-readable changes.
+        """
+        new = Runtime.build(load_config(self.config.path), pm=self.pm)
+        changes: list[str] = []
+        old_names = {n: (lr.options.protocol, lr.options.listen) for n, lr in self.listeners.items()}
+        new_names = {n: (lr.options.protocol, lr.options.listen) for n, lr in new.listeners.items()}
+        if old_names != new_names:
+            raise ConfigError("listeners were added, removed, renamed or moved; that needs a restart of "
+                              "gw serve (the running configuration is kept)", file=str(self.config.path))
+        if self.config.raw.get("storage") != new.config.raw.get("storage"):
+            changes.append("storage changes need a restart and were not applied")
+        identity: dict[str, IdentityProvider] = {}
+        for name, provider in new.identity.items():
+            old = self.identity.get(name)
+            if old is not None and type(old) is type(provider) and old.options == provider.options:
+                identity[name] = old
+            else:
+                provider.services = self.services
+                await provider.open()
+                identity[name] = provider
+                changes.append(f"identity {name} reloaded")
+        pipelines: dict[str, Pipeline] = {}
+        for name, pipeline in new.pipelines.items():
+            old_stages = list(self.pipelines[name].stages) if name in self.pipelines else []
+            stages: list[Stage] = []
+            for stage in pipeline.stages:
+                keep = next((s for s in old_stages if type(s) is type(stage) and s.options == stage.options),
+                            None)
+                if keep is not None:
+                    old_stages.remove(keep)
+                    stages.append(keep)
+                else:
+                    stage.services = self.services
+                    await stage.open()
+                    stages.append(stage)
+            self._retired.extend(old_stages)
+            previous = self.pipelines[name].stages if name in self.pipelines else ()
+            if len(previous) != len(stages) or any(a is not b for a, b in zip(stages, previous)):
+                changes.append(f"pipeline {name} reloaded")
+            pipelines[name] = Pipeline(name, stages)
+        self.config = new.config
+        self.services.config = new.config
+        self.identity = identity
+        self.pipelines = pipelines
+        for name, lr in self.listeners.items():
+            if lr.options != new.listeners[name].options:
+                lr.options = new.listeners[name].options
+                changes.append(f"listener {name} options reloaded")
+        for rt in list(self.sessions()):
+            try:
+                rt.listener.admit(rt.session.identity)
+            except AccessDenied as e:
+                log.info("session %s of %s ends: %s", rt.session.id, rt.session.identity.subject, e)
+                rt.terminate("revoked")
+        return changes
 
     def sessions(self) -> Iterator[SessionRuntime]:
         for lr in self.listeners.values():

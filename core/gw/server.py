@@ -10,11 +10,11 @@ from __future__ import annotations
 import errno
 import logging
 import signal
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from .errors import ConfigError, PluginError
 from .runtime import ListenerRuntime, Runtime
 
 log = logging.getLogger("gw.server")
@@ -41,7 +41,6 @@ class Gateway:
         self._idle.set()
         self._accept_scope = trio.CancelScope()
         self._stop = trio.Event()
-        self.reloader: Callable[[], None] | None = None
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown (safe to call more than once)."""
@@ -125,17 +124,24 @@ class Gateway:
                         self.active)
         conn_nursery.cancel_scope.cancel()
 
+    async def reload(self) -> bool:
+        """Re-read the pipeline file (SIGHUP).  An invalid file is logged and the running one kept."""
+        try:
+            changes = await self.runtime.reload()
+        except (ConfigError, PluginError) as e:
+            log.error("reload refused, the running configuration is kept: %s", e)
+            return False
+        except Exception:
+            log.exception("reload failed; the running configuration is kept")
+            return False
+        log.info("reloaded %s: %s", self.runtime.config.path, "; ".join(changes) or "no changes")
+        return True
+
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for sig in signals:
                 if sig == signal.SIGHUP:
-                    if self.reloader is not None:
-                        try:
-                            self.reloader()
-                        except Exception:
-                            log.exception("reload failed; the running configuration is kept")
-                    else:
-                        log.info("SIGHUP: reload is not supported by this gateway; ignored")
+                    await self.reload()
                     continue
                 if self._stop.is_set():
                     log.warning("second %s: stopping now", signal.Signals(sig).name)

@@ -69,12 +69,13 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(str(e)) from None
 
 
-def with_runtime(config: Path | str, fn: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Build and open the runtime (store and identity providers, no listeners) and call ``fn`` with it."""
+def with_runtime(config: Path | str, fn: Callable[[Runtime], Awaitable[T]], *, identity: bool = False) -> T:
+    """Build and open the runtime's store (and, with ``identity=True``, its identity providers; never the
+    listeners) and call ``fn`` with it."""
     rt = load_runtime(config)
 
     async def main() -> T:
-        async with rt.opened(serving=False):
+        async with rt.opened(serving=False, identity=identity):
             return await fn(rt)
 
     return run(main)
@@ -234,7 +235,7 @@ def whoami(config: Path, token: str, as_json: bool) -> None:
             out["errors"] = errors or {"-": "no identity provider accepts this kind of token"}
         return out
 
-    info = with_runtime(config, inspect)
+    info = with_runtime(config, inspect, identity=True)
     if as_json:
         print_json(info)
     else:

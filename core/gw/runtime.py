@@ -192,6 +192,7 @@ class Runtime:
         self.shutting_down = trio.Event()
         self._opened = False
         self._retired: list[Stage] = []
+        self._identity_open = False
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -260,12 +261,15 @@ class Runtime:
                 raise ConfigError(msg, file=str(self.config.path), path=path) from None
 
     # -- lifetime -------------------------------------------------------------------------------------------
-    async def open(self, *, serving: bool = True) -> None:
-        """Open the store, providers and (when ``serving``) pipelines and protocol handlers."""
+    async def open(self, *, serving: bool = True, identity: bool = True) -> None:
+        """Open the store, (when ``identity``) identity providers and (when ``serving``) pipelines and
+        protocol handlers."""
         if self.store is not None:
             await self.store.open()
-        for provider in self.identity.values():
-            await provider.open()
+        self._identity_open = identity or serving
+        if self._identity_open:
+            for provider in self.identity.values():
+                await provider.open()
         if serving:
             for p in self.pipelines.values():
                 await p.open()
@@ -284,7 +288,7 @@ class Runtime:
                 await p.close()
             if self._retired:
                 await Pipeline("retired", self._retired).close()
-            for provider in self.identity.values():
+            for provider in self.identity.values() if self._identity_open else ():
                 try:
                     await provider.close()
                 except Exception:
@@ -293,8 +297,8 @@ class Runtime:
                 await self.store.close()
 
     @asynccontextmanager
-    async def opened(self, *, serving: bool = False) -> AsyncIterator[Runtime]:
-        await self.open(serving=serving)
+    async def opened(self, *, serving: bool = False, identity: bool = True) -> AsyncIterator[Runtime]:
+        await self.open(serving=serving, identity=identity)
         try:
             yield self
         finally:

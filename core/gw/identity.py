@@ -58,6 +58,10 @@ class IdentityProvider:
     async def authenticate(self, credential: Credential) -> Identity:
         raise NotImplementedError
 
+    def admit(self, identity: Identity) -> None:
+        """Raise :class:`~gw.errors.AccessDenied` when this provider's own rules (``deny_subjects`` ...) now
+        refuse an identity it issued earlier; core re-checks live sessions with it after a reload."""
+
     def issue_token(self, subject: str, groups: list[str], ttl_seconds: float,
                     extra_claims: dict[str, Any] | None = None) -> str:
         """Issue a token this provider accepts (dev providers only).  Others raise NotImplementedError."""

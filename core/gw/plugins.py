@@ -126,7 +126,7 @@ class Registry:
     def plugins(self) -> list[dict[str, Any]]:
         """Describe each loaded plugin: name, distribution version, what it registers."""
         dists = {}
-        for dist, plugin in self.pm.list_plugin_distinfo():
+        for plugin, dist in self.pm.list_plugin_distinfo():
             dists[id(plugin)] = dist
         out = []
         for plugin in self.pm.get_plugins():

@@ -113,14 +113,19 @@ class ListenerRuntime:
                 raise error
             if not tried:
                 raise AuthenticationError(
-                    f"listener {self.name!r} does not accept {credential.kind} credentials; present an "
-                    "identity token", reason="unsupported_credential")
+                    f"the {credential.kind} presented is not in a form the identity providers of listener "
+                    f"{self.name!r} understand ({', '.join(self.options.identities)}); present a token "
+                    "they issue", reason="unsupported_credential")
             raise AuthenticationError("authentication failed", reason="invalid_token")
         self.admit(identity)
         return identity
 
     def admit(self, identity: Identity) -> None:
-        """Raise :class:`AccessDenied` when this identity may not use this listener."""
+        """Raise :class:`AccessDenied` when this identity may not use this listener (its provider's rules
+        included)."""
+        provider = self.runtime.identity.get(identity.provider)
+        if provider is not None:
+            provider.admit(identity)
         opts = self.options
         if identity.subject in opts.deny_subjects:
             raise AccessDenied(f"subject {identity.subject!r} is denied on listener {self.name!r}; ask the "

@@ -120,9 +120,10 @@ class ListenerRuntime:
         self.admit(identity)
         return identity
 
-    def admit(self, identity: Identity) -> None:
-        """Raise :class:`AccessDenied` when this identity may not use this listener (its provider's rules
-        included)."""
+    def check_revoked(self, identity: Identity) -> None:
+        """Raise :class:`AccessDenied` when revocation rules refuse this identity: the listener's
+        ``deny_subjects`` / ``deny_groups`` and its provider's own rules.  Applies to anyone acting through
+        this listener, approvers included."""
         provider = self.runtime.identity.get(identity.provider)
         if provider is not None:
             provider.admit(identity)
@@ -134,6 +135,12 @@ class ListenerRuntime:
         if bad:
             raise AccessDenied(f"group {bad[0]!r} is denied on listener {self.name!r}; ask the gateway "
                                "operator", reason="denied_group")
+
+    def admit(self, identity: Identity) -> None:
+        """Raise :class:`AccessDenied` when this identity may not connect to this listener: revoked (see
+        :meth:`check_revoked`) or in none of ``allow_groups``."""
+        self.check_revoked(identity)
+        opts = self.options
         if opts.allow_groups is not None and not identity.in_any(opts.allow_groups):
             have = ", ".join(identity.groups) or "none"
             want = ", ".join(opts.allow_groups)

@@ -1,0 +1,27 @@
+"""gw-approve: human-in-the-loop approval of high-risk commands, and just-in-time grants.
+
+Registers the ``approve`` stage and the ``gw approvals`` command group.  See docs/plugins/approve.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gw import hookimpl
+
+from .stage import ApproveOptions, ApproveStage
+
+__all__ = ["ApproveOptions", "ApproveStage"]
+
+
+@hookimpl
+def gw_register_stages(register: Callable[[type[Any]], None]) -> None:
+    register(ApproveStage)
+
+
+@hookimpl
+def gw_register_commands(register: Callable[[Any], None]) -> None:
+    from .cli import approvals
+
+    register(approvals)

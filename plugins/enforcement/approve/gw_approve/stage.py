@@ -1,0 +1,302 @@
+"""The ``approve`` stage: commands matching a ``require`` rule need a human approver's yes.
+
+``mode = "hold"`` keeps the command waiting (the client gets a notice with the request id and the command that
+approves it) until it is approved, denied or times out.  ``mode = "retry"`` refuses it at once with the request
+id; the same identity re-sending the same statement on the same listener after approval runs it once.
+
+Requests live in the store, so the gateway holding a command, the approver's ``gw approvals`` CLI and other
+replicas sharing the store all see one state.  The holding side polls the store every ``poll_interval``: one
+small read per held command, and it works across processes without any other channel.
+
+Cost on the data path: commands that match no rule pay for the rule checks only (no I/O).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+import trio
+from gw.config import Duration
+from gw.model import Command, DenyCode, Verdict
+from gw.rules import Rule, first_match
+from gw.stage import CommandContext, Stage, StageOptions
+from pydantic import Field, field_validator, model_validator
+
+from . import decisions
+from .ledger import ApprovalLedger
+from .notify import WebhookNotifier, request_payload
+from .records import ApprovalRequest, Status
+from .text import human_duration, snippet
+
+if TYPE_CHECKING:
+    from gw.runtime import Services
+
+log = logging.getLogger("gw.approve")
+
+#: Longest a cancelled hold may spend writing down that its client went away.
+_ABANDON_DEADLINE = 5.0
+
+
+class ApproveOptions(StageOptions):
+    """Keys of ``{ use = "approve", ... }`` (docs/plugins/approve.md has one example per key)."""
+
+    #: Groups whose members may approve (and deny, and grant).  At least one.
+    approvers: list[str]
+    #: Rules (gw.rules: kind, verb, objects, flags, text, groups, except_groups, message, name); the first
+    #: that matches makes the command need approval.
+    require: list[Rule]
+    #: How long a request waits for a decision.
+    timeout: Duration = timedelta(minutes=10)
+    mode: Literal["hold", "retry"] = "hold"
+    #: Distinct approvers needed.
+    min_approvals: int = Field(default=1, ge=1, le=20)
+    #: Retry mode: how long after approval the re-sent statement may run (default: ``timeout``).
+    retry_window: Duration | None = None
+    #: How often a held command looks for a decision in the store.
+    poll_interval: Duration = timedelta(milliseconds=250)
+    #: Longest ``gw approvals grant --for`` accepted on listeners of this pipeline.
+    max_grant: Duration = timedelta(hours=12)
+    #: Webhook URL that receives each new request as JSON (Slack-compatible ``text`` included).
+    notify: str | None = None
+    #: Delivery attempts per request (first try included) before the webhook is given up on.
+    notify_attempts: int = Field(default=5, ge=1, le=20)
+    #: Pause before the first retry; doubles after each failure (up to 60s).
+    notify_backoff: Duration = timedelta(seconds=1)
+    #: Limit on one webhook HTTP request.
+    notify_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: list[str]) -> list[str]:
+        groups = [g.strip() for g in v if g.strip()]
+        if not groups:
+            raise ValueError('name at least one approver group, for example approvers = ["dba"]')
+        return groups
+
+    @field_validator("require")
+    @classmethod
+    def _require(cls, v: list[Rule]) -> list[Rule]:
+        if not v:
+            raise ValueError('give at least one rule, for example require = [{ kind = "write", '
+                             'flags = ["no_where"] }]; use require = [{}] to hold every command')
+        return v
+
+    @field_validator("timeout", "max_grant", "notify_backoff", "notify_timeout")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() <= 0:
+            raise ValueError("must be longer than zero, for example \"10m\"")
+        return v
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll(cls, v: timedelta) -> timedelta:
+        if not 0.01 <= v.total_seconds() <= 10:
+            raise ValueError("expected between \"10ms\" and \"10s\" (a held command reads the store this often)")
+        return v
+
+    @field_validator("notify")
+    @classmethod
+    def _notify(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http:// or https:// webhook URL, such as "
+                                 "\"https://hooks.slack.com/services/...\"")
+        return v
+
+    @model_validator(mode="after")
+    def _window(self) -> ApproveOptions:
+        if self.retry_window is not None and self.retry_window.total_seconds() <= 0:
+            raise ValueError("retry_window must be longer than zero")
+        return self
+
+
+def match_key(command: Command) -> str:
+    """What makes a re-send "the same statement by the same identity": listener, subject and exact text."""
+    s = command.session
+    raw = f"{s.listener}\0{s.identity.subject}\0{command.text}"
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def who_decides(approvers: tuple[str, ...] | list[str], min_approvals: int) -> str:
+    groups = " or ".join(approvers)
+    if min_approvals == 1:
+        return f"a member of {groups}"
+    return f"{min_approvals} different approvers from {groups}"
+
+
+class ApproveStage(Stage):
+    """Holds (or refuses until approved) commands that match a ``require`` rule."""
+
+    name = "approve"
+    Options = ApproveOptions
+
+    def __init__(self, options: ApproveOptions, services: Services, *, pipeline: str = "",
+                 index: int = 0) -> None:
+        super().__init__(options, services, pipeline=pipeline, index=index)
+        self.options: ApproveOptions = options
+        # Checked when the file is loaded (gw check), not at the first held command.
+        self.ledger = ApprovalLedger(services.require_store("the approve stage"))
+        self.rules: list[Rule] = list(options.require)
+        self.notifier: WebhookNotifier | None = None
+        if options.notify:
+            self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
+                                            backoff=options.notify_backoff.total_seconds(),
+                                            timeout=options.notify_timeout.total_seconds())
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.aclose()
+
+    # -- decisions -------------------------------------------------------------------------------------------
+    def evaluate(self, command: Command) -> Verdict | None:
+        rule = first_match(self.rules, command)
+        if rule is None:
+            return None
+        return Verdict.pending("(new)", f"needs approval by {self._who()}", stage=self.name, rule=rule.label())
+
+    async def check(self, command: Command, context: CommandContext) -> Verdict | None:
+        rule = first_match(self.rules, command)
+        if rule is None:
+            return None
+        identity = command.identity
+        grant = await self.ledger.active_grant(identity.subject, command.session.listener, time.time())
+        if grant is not None:
+            return Verdict.allow(stage=self.name, rule=f"grant {grant.id}",
+                                 reason=f"just-in-time grant {grant.id} by {grant.granted_by} (rule "
+                                        f"{rule.label()} not applied)")
+        if self.options.mode == "retry":
+            return await self._retry(command, rule)
+        return await self._hold(command, rule, context)
+
+    # -- hold mode -------------------------------------------------------------------------------------------
+    async def _hold(self, command: Command, rule: Rule, context: CommandContext) -> Verdict:
+        request = await self.ledger.open_request(self._new_request(command, rule))
+        self._announce(request)
+        try:
+            await context.notice(
+                f"gw: approval required ({self._why(rule)}). Request {request.id} is waiting for "
+                f"{self._who()}: gw approvals approve {request.id} (expires in "
+                f"{human_duration(request.expires - request.created)})")
+            return await self._wait(request)
+        except BaseException as e:
+            # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
+            await self._abandon(request, "the client went away while the command was held"
+                                if isinstance(e, trio.Cancelled) else f"gw failed while holding it "
+                                f"({type(e).__name__}: {e})")
+            raise
+
+    async def _wait(self, request: ApprovalRequest) -> Verdict:
+        interval = self.options.poll_interval.total_seconds()
+        while True:
+            current = await self.ledger.require(request.id)
+            now = time.time()
+            status = current.effective_status(now)
+            if status is Status.EXPIRED:
+                # Write it down, unless an approver decided in the last moment (then the loop sees that).
+                current = await self.ledger.change(request.id, lambda r: decisions.expire(r, time.time()))
+                status = current.effective_status(time.time())
+                if status is Status.EXPIRED:
+                    return self._timed_out(current)
+                continue
+            if status is Status.APPROVED:
+                return Verdict.allow(stage=self.name, rule=current.rule, request_id=current.id,
+                                     approved_by=current.approved_by,
+                                     reason=f"approved by {', '.join(current.approved_by)}")
+            if status is not Status.PENDING:
+                return self._refused(current)
+            await trio.sleep(max(0.0, min(interval, current.expires - now)))
+
+    async def _abandon(self, request: ApprovalRequest, reason: str) -> None:
+        with trio.move_on_after(_ABANDON_DEADLINE) as scope:
+            scope.shield = True
+            try:
+                await self.ledger.change(request.id, lambda r: decisions.cancel(r, time.time(), reason))
+            except Exception as e:  # noqa: BLE001 -- best effort while the command is already ending
+                log.error("approve: could not mark request %s cancelled (%s); it stays pending until it expires",
+                          request.id, e)
+
+    # -- retry mode ------------------------------------------------------------------------------------------
+    async def _retry(self, command: Command, rule: Rule) -> Verdict:
+        key = match_key(command)
+        latest = await self.ledger.latest_for(key)
+        if latest is not None:
+            now = time.time()
+            status = latest.effective_status(now)
+            if status is Status.APPROVED:
+                by = f"{command.session.id}/{command.seq}"
+                latest = await self.ledger.change(latest.id, lambda r: decisions.use(r, time.time(), by))
+                if latest.status is Status.USED and latest.used_by == by:
+                    return Verdict.allow(stage=self.name, rule=latest.rule, request_id=latest.id,
+                                         approved_by=latest.approved_by,
+                                         reason=f"approved by {', '.join(latest.approved_by)}; used once")
+                status = latest.effective_status(time.time())
+            if status is Status.PENDING:
+                return Verdict.deny(
+                    f"gw: request {latest.id} for `{snippet(latest.text)}` is still waiting for {self._who()} "
+                    f"(expires in {human_duration(latest.expires - now)}); the command was not run. Ask for "
+                    f"approval (gw approvals approve {latest.id}) and send the same statement again",
+                    code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=latest.rule, request_id=latest.id)
+            if status is Status.DENIED and now < latest.expires:
+                return self._refused(latest)
+            if latest.status is Status.PENDING:  # expired without anyone writing it down
+                await self.ledger.change(latest.id, lambda r: decisions.expire(r, time.time()))
+        request = await self.ledger.open_request(self._new_request(command, rule, key))
+        self._announce(request)
+        return Verdict.deny(
+            f"gw: approval required ({self._why(rule)}); the command was not run. Request {request.id} for "
+            f"`{snippet(request.text)}` is waiting for {self._who()}: gw approvals approve {request.id}. "
+            f"Send the same statement again once it is approved; it will run once (the request expires in "
+            f"{human_duration(request.expires - request.created)})",
+            code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=request.rule, request_id=request.id)
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    def _new_request(self, command: Command, rule: Rule, key: str = "") -> ApprovalRequest:
+        s = command.session
+        now = time.time()
+        opts = self.options
+        window = opts.retry_window or opts.timeout
+        return ApprovalRequest(
+            id="", listener=s.listener, pipeline=self.pipeline, session=s.id, subject=s.identity.subject,
+            groups=s.identity.groups, client_address=s.client_address, text=command.text,
+            language=command.language, kind=command.kind.value, verb=command.verb, objects=command.objects,
+            flags=tuple(sorted(command.flags)), rule=rule.label(), message=rule.message or "", mode=opts.mode,
+            approvers=tuple(opts.approvers), min_approvals=opts.min_approvals, created=now,
+            expires=now + opts.timeout.total_seconds(), match_key=key, use_within=window.total_seconds(),
+            gateway=self.services.gateway_name)
+
+    def _announce(self, request: ApprovalRequest) -> None:
+        log.info("approve: request %s: %s on %s needs approval by %s (rule %s)", request.id, request.subject,
+                 request.listener, ", ".join(request.approvers), request.rule)
+        if self.notifier is not None:
+            self.notifier.submit(request_payload(request))
+
+    def _who(self) -> str:
+        return who_decides(self.options.approvers, self.options.min_approvals)
+
+    @staticmethod
+    def _why(rule: Rule) -> str:
+        return rule.message or f"rule {rule.label()}"
+
+    def _timed_out(self, request: ApprovalRequest) -> Verdict:
+        return Verdict.deny(
+            f"gw: nobody approved request {request.id} within "
+            f"{human_duration(request.expires - request.created)}; the command was not run. Ask "
+            f"{self._who()} to watch for it (gw approvals list) and send the command again",
+            code=DenyCode.APPROVAL_TIMEOUT, stage=self.name, rule=request.rule, request_id=request.id)
+
+    def _refused(self, request: ApprovalRequest) -> Verdict:
+        if request.status is Status.DENIED:
+            reason = (f"gw: request {request.id} was denied by {request.decided_by}: {request.reason}. The "
+                      "command was not run; change it or talk to the approver before sending it again")
+        else:
+            reason = (f"gw: request {request.id} is {request.status.value} ({request.reason or 'no reason'}); "
+                      "the command was not run")
+        return Verdict.deny(reason, code=DenyCode.APPROVAL_DENIED, stage=self.name, rule=request.rule,
+                            request_id=request.id)

@@ -1,0 +1,154 @@
+"""The tamper-evident hash chain and its writer.
+
+Each record carries ``chain`` (its name), ``n`` (position, from 1), ``prev`` (the previous record's hash, or
+:data:`GENESIS` for position 1) and ``hash``: SHA-256 over the canonical JSON encoding of the record without
+``hash`` (keys sorted, no spaces, ASCII).  Changing, inserting or removing a record breaks a hash or a link,
+which ``gw audit verify`` reports.
+
+Ordering: all audit stages of one process that write the same chain share one :class:`AuditChain` (a reloaded
+pipeline keeps writing the same chain).  Records are hashed and handed to the store in one ``append`` call per
+batch, batches strictly one after another, so the store's order is the chain's order for any backend.  While a
+batch is being made durable, new records queue up and become the next batch: many sessions writing at once
+cost one durable write per batch, not one per record.  The chain head advances only after the store confirmed
+the batch, so a failed write leaves no gap: its commands are refused (fail closed) and the next record links to
+the last durable one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+from gw.errors import StoreError
+from gw.store import Store
+
+from .records import STREAM, Index, Record
+
+#: ``prev`` of the first record of a chain.
+GENESIS = "0" * 64
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """The byte string a record's hash covers (the record must already be plain JSON, see ``json_safe``)."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical encoding of ``record`` without its ``hash`` field."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+class _Pending:
+    __slots__ = ("done", "error", "index", "record", "seq")
+
+    def __init__(self, record: Record, index: Index) -> None:
+        self.record = record
+        self.index = index
+        self.seq: int | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class AuditChain:
+    """One named chain in one store: its head (position and hash) and the queue of records to append."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.position = 0
+        self.head = GENESIS
+        self.loaded = False
+        self._load_lock = trio.Lock()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._written = trio.Event()
+        #: Batches appended by this process (observability and tests).
+        self.batches = 0
+
+    async def ensure_loaded(self) -> None:
+        """Read the chain head from the store once, so a restarted gateway continues its chain."""
+        async with self._load_lock:
+            if self.loaded:
+                return
+            last = await self.store.scan(STREAM, where={"chain": self.name}, newest_first=True, limit=1)
+            if last:
+                data = last[0].data
+                n, h = data.get("n"), data.get("hash")
+                if not isinstance(n, int) or not isinstance(h, str) or len(h) != 64:
+                    raise StoreError(
+                        f"the newest audit record of chain {self.name!r} (id {last[0].seq}) has no valid chain "
+                        "position/hash, so gw cannot continue the chain; run `gw audit verify` and restore the "
+                        "audit store from a backup")
+                self.position, self.head = n, h
+            self.loaded = True
+
+    async def write(self, record: Record, index: Index) -> int:
+        """Chain ``record`` and return its store id once it is durable; raises if the store failed."""
+        if not self.loaded:
+            raise StoreError(f"audit chain {self.name!r} is not open yet")
+        item = _Pending(record, index)
+        self._queue.append(item)
+        try:
+            while not item.done:
+                if self._writing:
+                    await self._written.wait()
+                    continue
+                await self._write_batch()
+        except trio.Cancelled:
+            if item in self._queue:  # not handed to the store yet: drop it with the cancelled command
+                self._queue.remove(item)
+            raise
+        if item.error is not None:
+            raise item.error
+        assert item.seq is not None
+        return item.seq
+
+    async def _write_batch(self) -> None:
+        self._writing = True
+        batch, self._queue = self._queue, []
+        try:
+            position, head = self.position, self.head
+            try:
+                records = []
+                for item in batch:
+                    position += 1
+                    rec = dict(item.record, chain=self.name, n=position, prev=head)
+                    head = rec["hash"] = record_hash(rec)
+                    records.append(rec)
+                index = [dict(item.index, chain=self.name) for item in batch]
+                # Shielded: once handed to the store, the outcome must be known to keep the head right.
+                with trio.CancelScope(shield=True):
+                    seqs = await self.store.append(STREAM, records, index=index)
+            except Exception as e:  # noqa: BLE001 -- whatever failed, every waiter must learn it
+                for item in batch:
+                    item.error = e
+            else:
+                self.position, self.head = position, head
+                self.batches += 1
+                for item, seq in zip(batch, seqs):
+                    item.seq = seq
+        finally:
+            for item in batch:
+                item.done = True
+            self._writing = False
+            finished, self._written = self._written, trio.Event()
+            finished.set()
+
+
+_chains: weakref.WeakKeyDictionary[Store, dict[str, AuditChain]] = weakref.WeakKeyDictionary()
+
+
+async def open_chain(store: Store, name: str) -> AuditChain:
+    """The process-wide chain ``name`` in ``store`` (created and loaded on first use)."""
+    chains = _chains.setdefault(store, {})
+    chain = chains.get(name)
+    if chain is None:
+        chain = chains[name] = AuditChain(store, name)
+    await chain.ensure_loaded()
+    return chain

@@ -1,0 +1,88 @@
+"""The audit stage: one durable, hash-chained record per command, plus session events.
+
+The command record is written in :meth:`AuditStage.decided`, which the pipeline awaits before the protocol
+forwards the command.  If the write fails the method raises, and core turns an allowed verdict into a refusal
+(``DenyCode.UNAVAILABLE``): no command runs without its audit record.  The outcome record follows in
+:meth:`AuditStage.completed`.  A session whose start cannot be recorded is not admitted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gw.errors import PluginError, StoreError
+from gw.model import Command, Outcome, Session, Verdict
+from gw.stage import Stage, StageOptions
+from pydantic import Field
+
+from .chain import AuditChain, open_chain
+from .records import Index, Record, RecordBuilder, Redactor
+
+if TYPE_CHECKING:
+    from gw.runtime import Services
+
+
+class AuditOptions(StageOptions):
+    """``{ use = "audit", ... }`` in a pipeline's stages."""
+
+    #: Name of the hash chain; default: the gateway's name (``[gateway] name``, else the host name).  Gateways
+    #: sharing one store need distinct chains.
+    chain: str | None = Field(default=None, min_length=1)
+    #: Also record bind parameters (prepared statements).  Off by default: they often carry the very values
+    #: masking protects.
+    include_params: bool = False
+    #: Statement text longer than this is cut (the record keeps its length and SHA-256).
+    max_text: int = Field(default=65536, ge=64)
+    #: Detectors (``us_ssn``, ``credit_card`` ...) whose findings are replaced by ``***`` in the statement
+    #: text, parameters and error messages before the record is written.
+    redact: list[str] = Field(default_factory=list)
+
+
+class AuditStage(Stage):
+    """Writes the tamper-evident audit trail (see the module docstring)."""
+
+    name = "audit"
+    Options = AuditOptions
+
+    def __init__(self, options: AuditOptions, services: Services, *, pipeline: str = "", index: int = 0) -> None:
+        super().__init__(options, services, pipeline=pipeline, index=index)
+        self.options: AuditOptions = options
+        services.require_store("audit")  # a pipeline with audit but no [storage] fails `gw check`
+        detectors = []
+        for name in options.redact:
+            try:
+                detectors.append(services.detector(name))
+            except PluginError as e:
+                raise ValueError(f"redact: {e}") from None
+        self.records = RecordBuilder(include_params=options.include_params, max_text=options.max_text,
+                                     redactor=Redactor(detectors))
+        self._chain: AuditChain | None = None
+
+    async def open(self) -> None:
+        store = self.services.require_store("audit")
+        self._chain = await open_chain(store, self.options.chain or self.services.gateway_name)
+
+    async def _write(self, built: tuple[Record, Index]) -> None:
+        if self._chain is None:
+            raise StoreError("the audit stage is not open (gw is starting or shutting down)")
+        await self._chain.write(*built)
+
+    # -- sessions -------------------------------------------------------------------------------------------
+    async def session_started(self, session: Session) -> None:
+        await self._write(self.records.session_start(self.services.gateway_name, session))
+
+    async def session_ended(self, session: Session, reason: str) -> None:
+        await self._write(self.records.session_end(self.services.gateway_name, session, reason))
+
+    async def session_refused(self, listener: str, protocol: str, client_address: str, claimed_user: str,
+                              reason: str, message: str) -> None:
+        await self._write(self.records.session_refused(
+            self.services.gateway_name, listener=listener, protocol=protocol, client_address=client_address,
+            claimed_user=claimed_user, reason=reason, message=message))
+
+    # -- commands -------------------------------------------------------------------------------------------
+    async def decided(self, command: Command, verdict: Verdict) -> None:
+        await self._write(self.records.command(self.services.gateway_name, self.pipeline, command, verdict))
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        await self._write(self.records.outcome(self.services.gateway_name, command, outcome))

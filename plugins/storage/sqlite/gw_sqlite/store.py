@@ -1,0 +1,532 @@
+"""The embedded SQLite storage backend.
+
+Design points (see docs/plugins/sqlite.md):
+
+* **WAL mode.** Readers (``gw audit list`` in another process) never block ``gw serve``'s writer and see every
+  committed record.
+* **Durability.** ``synchronous = "full"`` (the default) fsyncs the WAL at every commit, so a record is on disk
+  when :meth:`SqliteStore.append` returns -- the audit stage relies on that before a command is forwarded.
+  ``"normal"`` skips that fsync (a commit survives a gw crash but may be lost on power failure or an OS crash).
+* **Group commit.** All writes of this process go through one writer connection.  A write that arrives while a
+  transaction is being committed waits and joins the *next* transaction together with every other write that
+  arrived meanwhile: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync) per batch, not per record.  Each call
+  returns once the transaction holding its writes has committed.
+* **Off the trio thread.** Every SQLite call runs in a worker thread (``trio.to_thread``); reads use a small pool
+  of read-only connections, bounded by a capacity limiter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import trio
+from gw.config import Duration, parse_duration
+from gw.errors import StoreError
+from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
+from pydantic import Field, field_validator
+
+from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
+
+if TYPE_CHECKING:
+    from gw.runtime import Services
+
+log = logging.getLogger("gw.sqlite")
+
+T = TypeVar("T")
+
+#: Rows deleted per transaction by :meth:`SqliteStore.prune`, so a large prune (possibly from the CLI, in
+#: another process) never holds the write lock long enough to make ``gw serve``'s writes time out.
+PRUNE_CHUNK = 2000
+
+
+class SqliteOptions(StorageOptions):
+    """``[storage] use = "sqlite"``."""
+
+    #: Database file; relative paths are relative to the pipeline file.  Default: ``<data_dir>/gw.db``.
+    path: str | None = None
+    #: How long a write waits for a lock held by another process before failing.
+    busy_timeout: Duration = timedelta(seconds=5)
+    #: ``full``: every commit is fsynced (durable across power loss).  ``normal``: durable across a gw crash
+    #: only; faster on slow disks.
+    synchronous: Literal["full", "normal"] = "full"
+    #: Read connections used concurrently (CLI queries, stages reading documents).
+    readers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # "90d", "12w" ...: a typo is a `gw check` error, not a silent no-op
+        return value
+
+
+class _Write:
+    """One write waiting for the next transaction; ``apply`` runs in the writer thread."""
+
+    __slots__ = ("apply", "done", "error", "result")
+
+    def __init__(self, apply: Callable[[sqlite3.Connection], Any]) -> None:
+        self.apply = apply
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class SqliteStore(Store):
+    """Streams and documents in one SQLite file (see the module docstring)."""
+
+    name = "sqlite"
+    Options = SqliteOptions
+
+    def __init__(self, options: SqliteOptions, services: Services) -> None:
+        super().__init__(options, services)
+        self.options: SqliteOptions = options
+        self.path: Path = (services.resolve_path(options.path) if options.path
+                           else services.data_dir / "gw.db")
+        self._timeout = options.busy_timeout.total_seconds()
+        self._writer: sqlite3.Connection | None = None
+        self._connections: list[sqlite3.Connection] = []
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._pending: list[_Write] = []
+        self._committing = False
+        self._committed: trio.Event | None = None
+        self._reader_slots: trio.CapacityLimiter | None = None
+        self._closed = False
+        #: Transactions committed by this process, and the writes they carried (observability and tests:
+        #: ``writes / transactions`` is the group-commit batching factor).
+        self.transactions = 0
+        self.writes = 0
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the file (and its directory) if needed, switch to WAL and migrate the schema."""
+        if self._writer is not None:
+            return
+        self._closed = False
+        self._pending = []
+        self._committing = False
+        self._committed = trio.Event()
+        self._reader_slots = trio.CapacityLimiter(self.options.readers)
+        self._writer = await trio.to_thread.run_sync(self._open_writer)
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the directory {self.path.parent} for the gw database "
+                             f"({e.strerror}); create it or set storage.path") from None
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect(reader=False)
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            if mode != "wal":
+                raise StoreError(f"{self.path}: SQLite refused WAL mode (journal mode is {mode!r}); put the "
+                                 "database on a local file system")
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            before, after = migrate(conn)
+            if before != after:
+                log.info("%s: schema migrated from version %d to %d", self.path, before, after)
+            return conn
+        except SchemaError as e:
+            self._discard(conn)
+            raise StoreError(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            self._discard(conn)
+            raise self._error(e, "opening the database") from None
+        except BaseException:
+            self._discard(conn)
+            raise
+
+    def _discard(self, conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            conn.close()
+            self._connections.remove(conn)
+
+    def _connect(self, *, reader: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), timeout=self._timeout, isolation_level=None,
+                               check_same_thread=False)
+        self._connections.append(conn)
+        if reader:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    async def close(self) -> None:
+        """Commit writes still queued, then close every connection (the last close checkpoints the WAL)."""
+        if self._writer is None or self._closed:
+            return
+        self._closed = True
+        assert self._committed is not None and self._reader_slots is not None
+        while self._committing:
+            await self._committed.wait()
+        if self._pending:
+            await self._commit_pending()
+        for _ in range(int(self._reader_slots.total_tokens)):
+            await self._reader_slots.acquire_on_behalf_of(object())
+        connections, self._connections, self._idle_readers = self._connections, [], []
+        self._writer = None
+
+        def close_all() -> None:
+            for conn in connections:
+                try:
+                    conn.close()
+                except sqlite3.Error as e:
+                    log.warning("%s: closing a connection failed: %s", self.path, e)
+
+        await trio.to_thread.run_sync(close_all)
+
+    def _require_open(self) -> None:
+        if self._writer is None or self._closed:
+            raise StoreError(f"the SQLite store {self.path} is not open (gw is starting or shutting down); "
+                             "retry in a moment")
+
+    # -- errors ---------------------------------------------------------------------------------------------
+    def _error(self, e: sqlite3.Error, doing: str) -> StoreError:
+        """Turn an SQLite error into a message that says what happened to which file and what to do."""
+        code = getattr(e, "sqlite_errorname", "") or ""
+        where = str(self.path)
+        if code.startswith("SQLITE_FULL"):
+            msg = f"{where}: the disk is full (or the database hit its size limit) while {doing}; free space"
+        elif code.startswith("SQLITE_READONLY"):
+            msg = (f"{where} is read-only ({e}) while {doing}; gw needs write access to the file and its "
+                   "directory (for the -wal and -shm files)")
+        elif code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            msg = (f"{where} stayed locked by another process for more than {self._timeout:g}s while {doing}; "
+                   "look for a stuck process holding a write transaction, or raise storage.busy_timeout")
+        elif code.startswith("SQLITE_CANTOPEN"):
+            msg = f"cannot open {where} while {doing}; check that its directory exists and is writable"
+        elif code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+            msg = (f"{where} is not a valid SQLite database ({e}); restore it from a backup or point "
+                   "storage.path at another file")
+        elif code.startswith("SQLITE_IOERR"):
+            msg = f"{where}: I/O error while {doing} ({e}); check the disk and the kernel log"
+        else:
+            msg = f"{where}: SQLite error while {doing}: {e}"
+        return StoreError(msg)
+
+    # -- the write path (group commit) ----------------------------------------------------------------------
+    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue ``apply`` for the next transaction and return its result once that transaction committed.
+
+        Leader/follower: when no commit is running, the caller commits everything queued (its own write and
+        whatever arrived before it); otherwise it waits for the running commit to end and tries again, by which
+        time its write is usually part of the batch another caller just started.
+        """
+        self._require_open()
+        assert self._committed is not None
+        op = _Write(apply)
+        self._pending.append(op)
+        while not op.done:
+            if self._committing:
+                await self._committed.wait()
+                continue
+            await self._commit_pending()
+        if op.error is not None:
+            raise op.error
+        return op.result  # type: ignore[no-any-return]
+
+    async def _commit_pending(self) -> None:
+        self._committing = True
+        batch, self._pending = self._pending, []
+        try:
+            # Not abandoned on cancellation: the commit finishes, so every waiter learns its fate.
+            await trio.to_thread.run_sync(self._commit, batch)
+        finally:
+            self._committing = False
+            assert self._committed is not None
+            finished, self._committed = self._committed, trio.Event()
+            finished.set()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Run in a worker thread: one transaction for the whole batch."""
+        conn = self._writer
+        try:
+            if conn is None:
+                raise StoreError(f"the SQLite store {self.path} was closed before the write was committed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in batch:
+                    try:
+                        op.result = op.apply(conn)
+                    except VersionConflict as e:  # raised before that write changed anything
+                        op.error = e
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+            self.transactions += 1
+            self.writes += len(batch)
+        except Exception as e:  # noqa: BLE001 -- whatever failed, every write of the batch must learn it
+            failure: BaseException = self._error(e, "writing") if isinstance(e, sqlite3.Error) else e
+            for op in batch:
+                if not isinstance(op.error, VersionConflict):
+                    op.error = failure
+                op.result = None
+        finally:
+            for op in batch:
+                op.done = True
+
+    # -- the read path --------------------------------------------------------------------------------------
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        self._require_open()
+        return await trio.to_thread.run_sync(self._run_read, query, limiter=self._reader_slots)
+
+    def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn = self._idle_readers.pop() if self._idle_readers else self._connect(reader=True)
+        except sqlite3.Error as e:
+            raise self._error(e, "opening a read connection") from None
+        try:
+            return query(conn)
+        except sqlite3.Error as e:
+            raise self._error(e, "reading") from None
+        finally:
+            self._idle_readers.append(conn)
+
+    # -- streams --------------------------------------------------------------------------------------------
+    async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
+                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+        if not records:
+            return []
+        if index is not None and len(index) != len(records):
+            raise ValueError(f"append to {stream!r}: {len(records)} records but {len(index)} index entries")
+        _check_text(stream, "stream name")
+        ts = time.time()
+        # Encode here, in the caller's task: a record that cannot be stored fails its own call, never the batch.
+        rows = [(_encode(stream, r), _fields(index[i]) if index is not None else ())
+                for i, r in enumerate(records)]
+
+        def apply(conn: sqlite3.Connection) -> list[int]:
+            conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
+            seqs: list[int] = []
+            for data, fields in rows:
+                seq = conn.execute("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)",
+                                   (stream, ts, data)).lastrowid
+                assert seq is not None
+                if fields:
+                    conn.executemany("INSERT INTO entry_fields (seq, field, value, stream) VALUES (?, ?, ?, ?)",
+                                     [(seq, f, v, stream) for f, v in fields])
+                seqs.append(seq)
+            return seqs
+
+        return await self._write(apply)
+
+    async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,
+                   before: int | None = None, limit: int | None = None, newest_first: bool = False
+                   ) -> list[Entry]:
+        params: list[Any] = []
+        if where:
+            # Drive the query from the index of the first field (rows come in seq order from it); every other
+            # field is a primary-key lookup on (seq, field).
+            (first_field, first_value), *others = sorted(_fields(where))
+            sql = "SELECT e.seq, e.ts, e.data FROM entry_fields f0 JOIN entries e ON e.seq = f0.seq"
+            for i, (f, v) in enumerate(others, 1):
+                sql += f" JOIN entry_fields f{i} ON f{i}.seq = f0.seq AND f{i}.field = ? AND f{i}.value = ?"
+                params += [f, v]
+            sql += " WHERE f0.stream = ? AND f0.field = ? AND f0.value = ?"
+            params += [stream, first_field, first_value]
+            seq_col = "f0.seq"
+        else:
+            sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?"
+            params.append(stream)
+            seq_col = "e.seq"
+        if after is not None:
+            sql += f" AND {seq_col} > ?"
+            params.append(after)
+        if before is not None:
+            sql += f" AND {seq_col} < ?"
+            params.append(before)
+        sql += f" ORDER BY {seq_col} {'DESC' if newest_first else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, limit))
+
+        def query(conn: sqlite3.Connection) -> list[Entry]:
+            return [Entry(seq, ts, _decode(f"record {seq} of stream {stream!r}", data))
+                    for seq, ts, data in conn.execute(sql, params)]
+
+        return await self._read(query)
+
+    async def streams(self) -> list[str]:
+        def query(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT name FROM streams s WHERE EXISTS (SELECT 1 FROM entries e WHERE e.stream = s.name) "
+                "ORDER BY name")]
+
+        return await self._read(query)
+
+    async def prune(self, stream: str, older_than: float) -> int:
+        """Delete in chunks of :data:`PRUNE_CHUNK` rows per transaction (short write locks)."""
+
+        def apply(conn: sqlite3.Connection) -> int:
+            doomed = [r[0] for r in conn.execute(
+                "SELECT seq FROM entries WHERE stream = ? AND ts < ? ORDER BY seq LIMIT ?",
+                (stream, older_than, PRUNE_CHUNK))]
+            if doomed:
+                marks = ",".join("?" * len(doomed))
+                conn.execute(f"DELETE FROM entry_fields WHERE seq IN ({marks})", doomed)
+                conn.execute(f"DELETE FROM entries WHERE seq IN ({marks})", doomed)
+            return len(doomed)
+
+        total = 0
+        while True:
+            n = await self._write(apply)
+            total += n
+            if n < PRUNE_CHUNK:
+                return total
+
+    # -- documents ------------------------------------------------------------------------------------------
+    async def put(self, collection: str, key: str, data: Mapping[str, Any], *,
+                  expect_version: int | None = None) -> int:
+        _check_text(collection, "collection name")
+        _check_text(key, "document key")
+        encoded = _encode(f"{collection}/{key}", data)
+        updated = time.time()
+
+        def apply(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT version FROM documents WHERE collection = ? AND key = ?",
+                               (collection, key)).fetchone()
+            current = int(row[0]) if row else 0
+            if expect_version is not None and current != expect_version:
+                raise VersionConflict(f"document {collection}/{key} is at version {current}, not "
+                                      f"{expect_version}: someone changed it first; read it again and retry")
+            conn.execute(
+                "INSERT INTO documents (collection, key, version, data, updated) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (collection, key) DO UPDATE SET version = excluded.version, data = excluded.data, "
+                "updated = excluded.updated", (collection, key, current + 1, encoded, updated))
+            return current + 1
+
+        return await self._write(apply)
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        def query(conn: sqlite3.Connection) -> Document | None:
+            row = conn.execute("SELECT version, data, updated FROM documents WHERE collection = ? AND key = ?",
+                               (collection, key)).fetchone()
+            return Document(key, row[0], _decode(f"document {collection}/{key}", row[1]), row[2]) if row else None
+
+        return await self._read(query)
+
+    async def query(self, collection: str, *, where: Mapping[str, Any] | None = None,
+                    limit: int | None = None) -> list[Document]:
+        sql = "SELECT key, version, data, updated FROM documents WHERE collection = ?"
+        params: list[Any] = [collection]
+        nested: dict[str, Any] = {}
+        for field, value in (where or {}).items():
+            path = _json_path(field)
+            if value is None:
+                sql += " AND json_type(data, ?) = 'null'"
+                params.append(path)
+            elif isinstance(value, bool):
+                sql += " AND json_type(data, ?) = ?"
+                params += [path, "true" if value else "false"]
+            elif isinstance(value, (int, float)):
+                sql += " AND json_type(data, ?) IN ('integer', 'real') AND json_extract(data, ?) = ?"
+                params += [path, path, value]
+            elif isinstance(value, str):
+                sql += " AND json_type(data, ?) = 'text' AND json_extract(data, ?) = ?"
+                params += [path, path, value]
+            else:  # lists and objects: compared in Python after decoding (JSON text is not canonical)
+                nested[field] = json.loads(json.dumps(value))
+        sql += " ORDER BY updated DESC, key"
+        if limit is not None and not nested:
+            sql += " LIMIT ?"
+            params.append(max(0, limit))
+
+        def query(conn: sqlite3.Connection) -> list[Document]:
+            out: list[Document] = []
+            for key, version, data, updated in conn.execute(sql, params):
+                doc = _decode(f"document {collection}/{key}", data)
+                if nested and any(doc.get(f) != v for f, v in nested.items()):
+                    continue
+                out.append(Document(key, version, doc, updated))
+                if limit is not None and len(out) >= limit:
+                    break
+            return out
+
+        return await self._read(query)
+
+    async def delete(self, collection: str, key: str) -> bool:
+        def apply(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM documents WHERE collection = ? AND key = ?",
+                                (collection, key)).rowcount > 0
+
+        return bool(await self._write(apply))
+
+    # -- status ---------------------------------------------------------------------------------------------
+    async def describe(self) -> dict[str, Any]:
+        """File, sizes and schema version for ``gw storage info``."""
+        def query(conn: sqlite3.Connection) -> dict[str, Any]:
+            def size(p: Path) -> int | None:
+                try:
+                    return os.stat(p).st_size
+                except OSError:
+                    return None
+
+            return {
+                "path": str(self.path),
+                "schema_version": schema_version(conn),
+                "schema_version_supported": SCHEMA_VERSION,
+                "size_bytes": size(self.path),
+                "wal_bytes": size(Path(f"{self.path}-wal")),
+                "synchronous": self.options.synchronous,
+                "documents": conn.execute("SELECT count(*) FROM documents").fetchone()[0],
+            }
+
+        return await self._read(query)
+
+
+def _encode(what: str, record: Mapping[str, Any]) -> str:
+    """JSON text of a record.  ASCII-only, so a stray surrogate in a string can never fail the transaction."""
+    try:
+        return json.dumps(record, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"cannot store a record in {what!r}: it is not plain JSON ({e})") from None
+
+
+def _decode(what: str, text: str) -> dict[str, Any]:
+    """A stored JSON object; anything else means the file was edited or damaged, which is worth saying."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StoreError(f"{what} is not a JSON object in the database (the file was edited or is damaged); "
+                         "restore it from a backup")
+    return value
+
+
+def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for f, v in index.items():
+        if v is None:
+            continue
+        value = v if isinstance(v, str) else str(v)
+        _check_text(f, "index field name")
+        _check_text(value, f"index field {f!r}")
+        out.append((f, value))
+    return out
+
+
+def _check_text(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the {what} {value!r} is not valid UTF-8 text") from None
+
+
+def _json_path(field: str) -> str:
+    if '"' in field or "\\" in field:
+        raise ValueError(f"document field name {field!r} cannot be queried (it contains a quote or backslash)")
+    return f'$."{field}"'

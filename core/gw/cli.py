@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,7 +83,7 @@ def with_runtime(config: Path | str, fn: Callable[[Runtime], Awaitable[T]], *, i
 def format_time(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def print_json(value: Any) -> None:
@@ -324,6 +323,9 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
 
 def build_cli() -> click.Group:
     """The full CLI: core commands plus every command plugins register."""
+    from .storage_cli import storage
+
+    cli.add_command(storage)
     try:
         reg = registry()
     except PluginError as e:

@@ -40,6 +40,21 @@ def parse_duration(value: Any) -> timedelta:
     raise ValueError(f"expected a duration such as \"30s\", \"10m\", \"1h\" or \"30d\", got {value!r}")
 
 
+def format_duration(value: timedelta) -> str:
+    """The inverse of :func:`parse_duration`: ``timedelta(days=90)`` -> ``"90d"``, 5400 s -> ``"1h30m"``."""
+    seconds = value.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            out += f"{int(n)}{unit}"
+    if seconds or not out:
+        out += f"{seconds:g}s"
+    return out
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -128,8 +143,7 @@ def validation_error(err: ValidationError, *, file: str | None, prefix: str = ""
             msg = "unknown key (check its spelling against docs/pipeline.md)"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+        msg = msg.removeprefix("Value error, ")
         problems.append((path, msg))
     if len(problems) == 1:
         return ConfigError(problems[0][1], file=file, path=problems[0][0] or None)

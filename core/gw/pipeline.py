@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .model import (ALLOW, Column, Command, Decision, DenyCode, Kind, Outcome, Session, Verdict)
+from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, Outcome, Session, Verdict
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:

@@ -92,7 +92,7 @@ class Registry:
         return registry
 
     def _add(self, kind: str, obj: Any, plugin: str) -> None:
-        name = obj.name if kind != "commands" else obj.name
+        name = getattr(obj, "name", None)
         if not name or not isinstance(name, str):
             raise PluginError(f"plugin {plugin!r} registered a {kind} entry without a name: {obj!r}")
         table = self.items[kind]

@@ -16,7 +16,6 @@ import trio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .config import Duration, parse_address
-
 from .model import Command, Session
 
 if TYPE_CHECKING:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .config import Duration
+
 if TYPE_CHECKING:
     from .runtime import Services
 
@@ -24,7 +26,7 @@ class StorageOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     use: str
     #: How long stream records are kept (``gw storage prune`` applies it); None keeps everything.
-    retention: str | None = None
+    retention: Duration | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class Store:
     # -- streams ---------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
                      *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
-        """Append records durably and return their sequence numbers.  ``index`` gives, per record, string
+        """Append records durably and atomically (all or none) and return their sequence numbers.  ``index`` gives, per record, string
         fields the backend indexes for :meth:`scan` filters (``subject``, ``session`` ...)."""
         raise NotImplementedError
 
@@ -81,6 +83,10 @@ class Store:
         """The newest record of a stream."""
         found = await self.scan(stream, limit=1, newest_first=True)
         return found[0] if found else None
+
+    async def describe(self) -> dict[str, Any]:
+        """Backend details for ``gw storage info`` (file, size, schema version ...); never credentials."""
+        return {}
 
     async def streams(self) -> list[str]:
         """Names of the streams that hold records (for retention and status)."""

@@ -1,4 +1,4 @@
-"""gw-sqlite: the embedded SQLite storage backend (``[storage] use = "sqlite"``) and ``gw storage``."""
+"""gw-sqlite: the embedded SQLite storage backend (``[storage] use = "sqlite"``)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,3 @@ __all__ = ["SqliteOptions", "SqliteStore"]
 def gw_register_storage(register: Callable[[type[Any]], None]) -> None:
     register(SqliteStore)
 
-
-@hookimpl
-def gw_register_commands(register: Callable[[Any], None]) -> None:
-    from .cli import storage
-
-    register(storage)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
-from gw.config import Duration, parse_duration
+from gw.config import Duration
 from gw.errors import StoreError
 from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
 
@@ -59,13 +59,6 @@ class SqliteOptions(StorageOptions):
     synchronous: Literal["full", "normal"] = "full"
     #: Read connections used concurrently (CLI queries, stages reading documents).
     readers: int = Field(default=4, ge=1, le=64)
-
-    @field_validator("retention")
-    @classmethod
-    def _retention(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)  # "90d", "12w" ...: a typo is a `gw check` error, not a silent no-op
-        return value
 
 
 class _Write:

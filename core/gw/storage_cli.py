@@ -1,9 +1,7 @@
 """``gw storage prune`` and ``gw storage info``.
 
-These commands use only the :class:`gw.store.Store` interface (``streams``, ``prune``, ``scan``, ``last``), so
-they are correct for whatever backend the pipeline file's ``[storage]`` table names; only ``info`` adds
-file details when that backend is SQLite.  They live in this plugin because it is the bundled storage plugin;
-the natural home is core (see docs/plugins/sqlite.md).
+These commands use only the :class:`gw.store.Store` interface (``streams``, ``prune``, ``scan``, ``last``,
+``describe``), so they work for whatever backend the pipeline file's ``[storage]`` table names.
 """
 
 from __future__ import annotations
@@ -14,20 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from gw.cli import (
-    command_error,
-    config_option,
-    format_time,
-    json_option,
-    print_json,
-    print_table,
-    with_runtime,
-)
-from gw.config import parse_duration
-from gw.runtime import Runtime
-from gw.store import Store
 
-from .store import SqliteStore
+from .cli import command_error, config_option, format_time, json_option, print_json, print_table, with_runtime
+from .config import format_duration, parse_duration
+from .runtime import Runtime
+from .store import Store
 
 
 def _store(rt: Runtime) -> Store:
@@ -39,6 +28,8 @@ def _store(rt: Runtime) -> Store:
 
 def _retention(rt: Runtime, older_than: str | None) -> timedelta:
     value = older_than or getattr(_store(rt).options, "retention", None)
+    if isinstance(value, timedelta):
+        return value
     if not value:
         raise command_error(f"storage.retention is not set in {rt.config.path}, so nothing is due for "
                             "pruning; set it (for example retention = \"90d\" under [storage]) or pass "
@@ -96,8 +87,9 @@ def info(config: Path, as_json: bool) -> None:
                 "newest": last.ts if last else None,
                 "last_seq": last.seq if last else None,
             })
-        details = await store.describe() if isinstance(store, SqliteStore) else {}
-        return {"backend": store.name, "retention": getattr(store.options, "retention", None),
+        details = await store.describe()
+        retention = getattr(store.options, "retention", None)
+        return {"backend": store.name, "retention": format_duration(retention) if retention else None,
                 "details": details, "streams": streams}
 
     result = with_runtime(config, main)

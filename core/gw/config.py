@@ -8,12 +8,12 @@ core never knows a stage's options.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
+import tomli
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
@@ -136,7 +136,8 @@ def format_loc(loc: Sequence[int | str], prefix: str = "") -> str:
 def validation_error(err: ValidationError, *, file: str | None, prefix: str = "") -> ConfigError:
     problems = []
     for e in err.errors():
-        loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "str", "list[")))]
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and (p in ("str", "int", "float", "bool")
+                                                                   or p.startswith(("function-", "list[", "dict["))))]
         path = format_loc(loc, prefix)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
@@ -181,7 +182,10 @@ class LoadedConfig:
 
 
 def load_config(path: str | Path) -> LoadedConfig:
-    """Read and validate the core shape of a pipeline file (plugin options are checked by the runtime)."""
+    """Read and validate the core shape of a pipeline file (plugin options are checked by the runtime).
+
+    The file is TOML 1.1 (read with tomli), so long inline tables such as a stage's options may span lines:
+    ``{ use = "mask", columns = [...],`` newline ``detectors = [...] }``."""
     p = Path(path)
     name = str(path)
     try:
@@ -191,8 +195,8 @@ def load_config(path: str | Path) -> LoadedConfig:
     except OSError as e:
         raise ConfigError(f"cannot read the file: {e.strerror}", file=name) from None
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}", file=name) from None
     model = validate_model(GatewayFile, raw, file=name, prefix="")
     _check_references(model, name)

@@ -94,6 +94,9 @@ class Command:
     params: tuple[Any, ...] = ()
     #: Protocol-specific facts (prepared statement name, HTTP headers of interest ...).
     attributes: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: Every verb of a multi-statement text (``select 1; grant ...`` -> ``("select", "grant")``); rules on
+    #: ``verb`` match any of them.  Empty means just ``verb``.
+    verbs: tuple[str, ...] = ()
 
     @property
     def identity(self) -> Identity:

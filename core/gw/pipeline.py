@@ -212,10 +212,11 @@ class SessionRuntime:
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
                 objects: Sequence[str] = (), flags: frozenset[str] | Sequence[str] = frozenset(),
-                params: Sequence[Any] = (), attributes: dict[str, Any] | None = None) -> Command:
+                params: Sequence[Any] = (), attributes: dict[str, Any] | None = None,
+                verbs: Sequence[str] = ()) -> Command:
         self._seq += 1
         return Command(self.session, self._seq, text, language, kind, verb, tuple(objects), frozenset(flags),
-                       tuple(params), attributes if attributes is not None else {})
+                       tuple(params), attributes if attributes is not None else {}, tuple(verbs))
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline

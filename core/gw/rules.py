@@ -9,6 +9,7 @@ both SQL and HTTP.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from functools import cached_property
 from typing import Any
@@ -73,9 +74,10 @@ class Rule(BaseModel):
         kinds, verbs, obj_re, flags, text = self._compiled
         if kinds is not None and command.kind.value not in kinds:
             return False
-        if verbs is not None and command.verb.lower() not in verbs:
+        if verbs is not None and command.verb.lower() not in verbs and \
+                not any(v.lower() in verbs for v in command.verbs):
             return False
-        if obj_re is not None and not any(obj_re.match(o.lower()) for o in command.objects):
+        if obj_re is not None and not any(self._object_matches(obj_re, o.lower()) for o in command.objects):
             return False
         if flags and not flags <= command.flags:
             return False
@@ -88,6 +90,21 @@ class Rule(BaseModel):
             return False
         return True
 
+    def _object_matches(self, obj_re: re.Pattern[str], obj: str) -> bool:
+        """``obj`` matches a glob; a schema-wide object (``public.*`` from ``GRANT ... ON ALL TABLES IN
+        SCHEMA public``, or ``*``) matches every glob that could name a table in that schema."""
+        if obj_re.match(obj):
+            return True
+        if obj == "*":
+            return True
+        if obj.endswith(".*"):
+            schema = obj[:-2]
+            for glob in _as_list(self.objects) or []:
+                head = glob.lower().rsplit(".", 1)[0] if "." in glob else "*"
+                if fnmatch.fnmatchcase(schema, head):
+                    return True
+        return False
+
     def label(self) -> str:
         """The rule's name, or its keys in pipeline-file syntax (``{ kind = "ddl", except_groups = [...] }``)."""
         if self.name:
@@ -95,9 +112,9 @@ class Rule(BaseModel):
         parts = []
         for key, value in self.model_dump(exclude_none=True, exclude={"message", "name"}).items():
             if isinstance(value, list):
-                value = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+                value = "[" + ", ".join(json.dumps(v) for v in value) + "]"
             else:
-                value = f'"{value}"'
+                value = json.dumps(value)
             parts.append(f"{key} = {value}")
         return "{ " + ", ".join(parts) + " }"
 

@@ -173,9 +173,9 @@ class GatewayProcess:
         return self
 
     def _expected_listeners(self) -> set[str]:
-        import tomllib
+        import tomli
 
-        data = tomllib.loads(self.config.read_text())
+        data = tomli.loads(self.config.read_text())
         return {lst["name"] for lst in data.get("listeners", [])}
 
     def port(self, listener: str) -> int:

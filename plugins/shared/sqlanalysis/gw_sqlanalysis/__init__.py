@@ -1,40 +1,187 @@
 """SQL analysis shared by gw's SQL protocol plugins (PostgreSQL, MySQL): classification, fingerprints, lineage.
 
-INTERFACE STUB -- being implemented.  The public API below is the contract protocol plugins code against.
+A library, not a plugin (it registers no entry point): protocol plugins build one :class:`Classifier` per
+dialect and call it for every statement.
+
+* :meth:`Classifier.classify` -> :class:`Classification` (``kind``, ``verb``, ``objects``, ``flags``): the
+  vocabulary guard and approve rules match on.  Fail closed: what gw cannot parse or does not recognise is
+  ``unknown``, never ``read``.  See docs/sql-classification.md.
+* :func:`fingerprint` -> the statement with literals replaced by ``?``, comments dropped, whitespace
+  collapsed, keywords case-folded (a real lexer, per dialect).
+* :meth:`Classifier.column_sources` -> per output column the ``schema.table.column`` sources it derives from.
+
+Cost: classification never depends on literal values, so results are cached by the literal-normalised shape
+(sqlglot runs once per distinct shape), after a cheaper cache by exact text.  A pgbench-style statement with a
+new literal each time costs one lexer pass and a dictionary lookup.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections import OrderedDict
+from typing import Generic, TypeVar
 
 from gw.model import Kind
 
+from .dialects import DialectRules, rules_for
+from .lexer import lex, public_fingerprint, split_tokens, sql_text
+from .lineage import column_sources as _column_sources
+from .model import Classification, combine
+from .statements import classify_statement
+from .tree import ParseFailure, parse_one
 
-@dataclass(frozen=True, slots=True)
-class Classification:
-    kind: Kind
-    verb: str
-    objects: tuple[str, ...]
-    flags: frozenset[str]
-    #: Number of statements in the text (``multi_statement`` flag when > 1).
-    statements: int = 1
+__all__ = ["Classification", "Classifier", "count_statements", "fingerprint"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+#: Keys longer than this are not cached (a 10,000-row INSERT should not pin megabytes per entry).
+MAX_CACHED_KEY = 16384
+
+
+class _LRU(Generic[K, V]):
+    """A small bounded LRU map (entries and total key length both bounded)."""
+
+    __slots__ = ("chars", "entries", "max_chars", "max_entries")
+
+    def __init__(self, max_entries: int, max_chars: int) -> None:
+        self.entries: OrderedDict[K, V] = OrderedDict()
+        self.max_entries = max(1, max_entries)
+        self.max_chars = max_chars
+        self.chars = 0
+
+    def get(self, key: K) -> V | None:
+        value = self.entries.get(key)
+        if value is not None:
+            self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V, size: int) -> None:
+        if size > MAX_CACHED_KEY or key in self.entries:
+            return
+        self.entries[key] = value
+        self.chars += size
+        while len(self.entries) > self.max_entries or self.chars > self.max_chars:
+            old, _ = self.entries.popitem(last=False)
+            self.chars -= _size(old)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _size(key: object) -> int:
+    if isinstance(key, str):
+        return len(key)
+    if isinstance(key, tuple):
+        return sum(_size(k) for k in key)
+    return 0
+
+
+def _unreadable(reason_flags: frozenset[str]) -> Classification:
+    return Classification(Kind.UNKNOWN, "", (), frozenset({"unparsed"}) | reason_flags)
 
 
 class Classifier:
-    """Classifies SQL text in one dialect (``postgres``, ``mysql``), cached by literal-normalised fingerprint."""
+    """Classifies SQL text in one dialect (``postgres``, ``mysql``), cached by literal-normalised fingerprint.
 
-    def __init__(self, dialect: str = "postgres", cache_size: int = 4096) -> None:
-        self.dialect = dialect
+    ``default_schema`` is the schema reported for unqualified tables (``public`` for PostgreSQL; none for
+    MySQL, where unqualified names are reported bare unless a database is given here).  ``safe_functions``
+    adds functions (lower-case names) that the operator vouches for: calls to them do not make a statement
+    ``unknown``.
+    """
 
+    def __init__(self, dialect: str = "postgres", cache_size: int = 4096, *, default_schema: str | None = None,
+                 safe_functions: frozenset[str] | set[str] | tuple[str, ...] = ()) -> None:
+        self.rules: DialectRules = rules_for(dialect, default_schema=default_schema,
+                                             safe_functions=frozenset(f.lower() for f in safe_functions))
+        self.dialect = self.rules.name
+        budget = max(1, cache_size) * 512
+        self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
+        self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
+        self._sources: _LRU[tuple[str, int], tuple[list[tuple[str, ...]] | None]] = _LRU(cache_size, budget)
+        #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
+        self.analyses = 0
+
+    # -- classification -------------------------------------------------------------------------------------
     def classify(self, text: str) -> Classification:
-        return Classification(Kind.UNKNOWN, "", (), frozenset({"unparsed"}))
+        """Classify ``text`` (one or several statements).  Never raises: on anything unexpected the answer is
+        ``unknown`` with the ``unparsed`` flag."""
+        cached = self._by_text.get(text)
+        if cached is not None:
+            return cached
+        try:
+            result = self._classify(text)
+        except Exception:  # noqa: BLE001 - fail closed on a bug rather than let a statement through
+            result = _unreadable(frozenset({"internal_error"}))
+        self._by_text.put(text, result, len(text))
+        return result
 
-    def column_sources(self, text: str) -> list[tuple[str, ...]] | None:
+    def _classify(self, text: str) -> Classification:
+        lexed = lex(text, self.dialect)
+        if lexed.error is not None:
+            return _unreadable(frozenset(lexed.flags))
+        shape = lexed.shape
+        result = self._by_shape.get(shape)
+        if result is None:
+            self.analyses += 1
+            parts = [classify_statement(s, self.rules) for s in split_tokens(lexed.tokens)]
+            result = combine(parts, public_fingerprint(shape))
+            self._by_shape.put(shape, result, len(shape))
+        if lexed.flags:
+            # The server might read this text differently from gw (executable comments, quoting that depends
+            # on session settings): whatever it looks like, it is unknown.
+            result = dataclasses.replace(result, kind=Kind.UNKNOWN, flags=result.flags | lexed.flags)
+        return result
+
+    def fingerprint(self, text: str) -> str:
+        return fingerprint(text, self.dialect)
+
+    # -- lineage --------------------------------------------------------------------------------------------
+    def column_sources(self, text: str, statement: int | None = None) -> list[tuple[str, ...]] | None:
         """For a query returning rows: per output column (in order), the source columns it derives from as
-        ``schema.table.column`` (``public.people.ssn``); None when unknown (e.g. ``SELECT *``)."""
-        return None
+        ``schema.table.column`` (``public.people.ssn``); an empty tuple for a column that derives from none
+        (a literal, ``count(*)``); None when not determinable (``SELECT *`` from a table, a statement gw
+        cannot parse, a text of several statements when ``statement`` -- the 0-based index of the statement
+        in the text -- is not given)."""
+        try:
+            lexed = lex(text, self.dialect)
+            if lexed.error is not None or lexed.flags:
+                return None
+            statements = split_tokens(lexed.tokens)
+            if statement is None:
+                if len(statements) != 1:
+                    return None
+                statement = 0
+            if not 0 <= statement < len(statements):
+                return None
+            key = (lexed.shape, statement)
+            cached = self._sources.get(key)
+            if cached is not None:
+                return cached[0]
+            tokens = statements[statement]
+            try:
+                tree = parse_one(sql_text(tokens), self.rules)
+                result = _column_sources(tree, self.rules)
+            except ParseFailure:
+                result = None
+            self._sources.put(key, (result,), len(lexed.shape))
+            return result
+        except Exception:  # noqa: BLE001 - lineage is advisory; the caller falls back to detectors
+            return None
 
 
 def fingerprint(text: str, dialect: str = "postgres") -> str:
-    """The statement with literals replaced by ``?`` and comments/whitespace normalised."""
-    return text
+    """The statement with literals replaced by ``?`` and comments/whitespace normalised; keywords and
+    unquoted identifiers case-folded (PostgreSQL folds them too), quoted identifiers kept exactly.
+    Text that cannot be lexed (an unterminated literal) yields ``""``."""
+    lexed = lex(text, "mysql" if dialect in ("mysql", "mariadb") else "postgres")
+    return public_fingerprint(lexed.shape) if lexed.error is None else ""
+
+
+def count_statements(text: str, dialect: str = "postgres") -> int:
+    """How many statements ``text`` holds (``;`` inside literals, comments and parentheses do not count);
+    -1 when it cannot be lexed.  Use with :meth:`Classifier.column_sources` ``statement=``."""
+    lexed = lex(text, "mysql" if dialect in ("mysql", "mariadb") else "postgres")
+    if lexed.error is not None:
+        return -1
+    return len(split_tokens(lexed.tokens))

@@ -1,0 +1,98 @@
+"""Caching: sqlglot runs once per distinct shape, literal values never change a classification, caches stay
+bounded, and classify() never raises whatever it is given."""
+
+from __future__ import annotations
+
+import pytest
+from gw.model import Kind
+from gw_sqlanalysis import Classification, Classifier
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def test_sqlglot_runs_once_per_shape_not_per_statement() -> None:
+    c = Classifier("postgres")
+    results = {c.classify(f"SELECT abalance FROM pgbench_accounts WHERE aid = {i}") for i in range(500)}
+    assert c.analyses == 1
+    assert len(results) == 1  # one shared Classification instance
+    c.classify("select abalance from pgbench_accounts where aid = 'x' -- other literal type, same rules")
+    c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 7 /* comment */")
+    assert c.analyses == 2  # a string literal is a different shape than a number; comments are not
+
+
+def test_exact_text_cache_answers_before_the_lexer() -> None:
+    c = Classifier("postgres")
+    first = c.classify("DELETE FROM t")
+    assert c.classify("DELETE FROM t") is first
+    assert c.analyses == 1
+
+
+@pytest.mark.parametrize(("template", "literals"), [
+    ("EXPLAIN (ANALYZE {}) DELETE FROM t", ["0", "1", "'false'", "'on'"]),
+    ("SET application_name = {}", ["'x'", "'; DROP TABLE t'", "$$x$$"]),
+    ("SELECT * FROM t WHERE a = {}", ["'x''; DROP TABLE t; --'", "E'\\''", "$q$ ; DROP TABLE t; $q$"]),
+    ("COPY t TO {}", ["'/tmp/x'", "'/etc/passwd'"]),
+    ("SET NAMES {}", ["'utf8mb4'", "'gbk'"]),
+])
+def test_literal_values_never_change_the_classification(template: str, literals: list[str]) -> None:
+    """The cache-by-shape is only sound if no literal value matters; these are the places one could."""
+    for dialect in ("postgres", "mysql"):
+        shared = Classifier(dialect)
+        for literal in literals:
+            text = template.format(literal)
+            fresh = Classifier(dialect).classify(text)
+            cached = shared.classify(text)
+            assert (cached.kind, cached.verb, cached.objects, cached.flags) == (
+                fresh.kind, fresh.verb, fresh.objects, fresh.flags), text
+
+
+def test_ambiguity_is_decided_per_text_not_per_shape() -> None:
+    """Two texts with one shape: only the one whose string holds a backslash is ambiguous."""
+    c = Classifier("postgres")
+    assert c.classify("SELECT 'abc'").kind is Kind.READ
+    assert c.classify("SELECT 'a\\b'").kind is Kind.READ  # same boundaries either way
+    assert c.classify("SELECT 'a\\'; DROP TABLE t; --'").kind is Kind.UNKNOWN
+    assert c.classify("SELECT 'x'; DROP TABLE t; --'").kind is Kind.DDL
+
+
+def test_caches_are_bounded() -> None:
+    c = Classifier("postgres", cache_size=16)
+    for i in range(200):
+        c.classify(f"SELECT c{i} FROM t WHERE id = {i}")
+    assert len(c._by_text) <= 16 and len(c._by_shape) <= 16
+    big = "INSERT INTO t VALUES " + ", ".join(f"({i})" for i in range(5000))
+    assert c.classify(big).kind is Kind.WRITE
+    assert big not in c._by_text.entries  # too large to pin in memory
+
+
+def test_internal_errors_fail_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gw_sqlanalysis
+
+    def broken(tokens: list[str], rules: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(gw_sqlanalysis, "classify_statement", broken)
+    got = Classifier("postgres").classify("SELECT 1")
+    assert got.kind is Kind.UNKNOWN and {"unparsed", "internal_error"} <= got.flags
+
+
+SQLISH = st.lists(st.sampled_from([
+    "SELECT", "DELETE", "FROM", "WITH", "x", "AS", "(", ")", ";", "'a'", "$$b$$", "E'\\''", "--c\n", "/*", "*/",
+    "EXPLAIN", "ANALYZE", "DROP", "TABLE", "t", ",", "*", "=", "1", "INTO", "SET", "ROLE", "COPY", "TO",
+    "STDOUT", "U&\"\\0041\"", "\"q\"", ".", "::", "$1", "UPDATE", "WHERE", "f(", "pg_sleep(", "DO", "BEGIN",
+    "PREPARE", "DECLARE", "CURSOR", "FOR", "GRANT", "ON", "ALL", "\x00", "é", " ",
+]), max_size=25).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(SQLISH, st.text(max_size=80)))
+def test_classify_never_raises(text: str) -> None:
+    for dialect in ("postgres", "mysql"):
+        c = Classifier(dialect)
+        got = c.classify(text)
+        assert isinstance(got, Classification)
+        assert isinstance(got.kind, Kind)
+        assert "internal_error" not in got.flags, text
+        if got.kind is Kind.READ:
+            assert "unparsed" not in got.flags
+        c.column_sources(text)  # never raises either

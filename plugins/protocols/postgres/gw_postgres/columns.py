@@ -1,0 +1,136 @@
+"""Where a result's columns come from: RowDescription -> :class:`gw.model.Column` with ``sources``.
+
+Two sources of truth are combined: the wire (a plain column reference carries its table OID and attribute
+number, resolved to ``schema.table.column`` through the upstream catalog, cached per listener) and SQL lineage
+from gw_sqlanalysis (``upper(ssn)`` and ``ssn AS x`` derive from ``public.people.ssn``).  Only built when a
+stage wants rows, so the pass-through path never pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+from gw.model import Column
+
+from .errors import CONNECTION_FAILURE, UpstreamError
+from .messages import FieldDescription
+from .upstream import UpstreamConnection
+
+log = logging.getLogger("gw.postgres.catalog")
+
+#: Names of the built-in types clients meet most (pg_type.dat); others show as ``oid:N``.
+TYPE_NAMES: dict[int, str] = {
+    16: "bool", 17: "bytea", 18: "char", 19: "name", 20: "int8", 21: "int2", 23: "int4", 24: "regproc",
+    25: "text", 26: "oid", 114: "json", 142: "xml", 194: "pg_node_tree", 650: "cidr", 700: "float4",
+    701: "float8", 774: "macaddr8", 790: "money", 829: "macaddr", 869: "inet", 1042: "bpchar",
+    1043: "varchar", 1082: "date", 1083: "time", 1114: "timestamp", 1184: "timestamptz", 1186: "interval",
+    1266: "timetz", 1560: "bit", 1562: "varbit", 1700: "numeric", 2249: "record", 2278: "void",
+    2950: "uuid", 3614: "tsvector", 3615: "tsquery", 3802: "jsonb", 4072: "jsonpath", 705: "unknown",
+    1000: "bool[]", 1001: "bytea[]", 1005: "int2[]", 1007: "int4[]", 1009: "text[]", 1014: "bpchar[]",
+    1015: "varchar[]", 1016: "int8[]", 1021: "float4[]", 1022: "float8[]", 1028: "oid[]",
+    1115: "timestamp[]", 1182: "date[]", 1185: "timestamptz[]", 1231: "numeric[]", 2951: "uuid[]",
+    199: "json[]", 3807: "jsonb[]", 1041: "inet[]",
+}
+
+
+def type_name(oid: int) -> str:
+    return TYPE_NAMES.get(oid, f"oid:{oid}")
+
+
+class Catalog:
+    """Resolves (table OID, attribute number) to ``schema.table.column`` on a connection of its own.
+
+    One per listener; lookups are serialised on that connection and cached (OIDs are stable for a table's
+    life).  The connection is opened on first use and re-opened after a failure.
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, connect: Callable[[], Awaitable[UpstreamConnection]]) -> None:
+        self._connect = connect
+        self._conn: UpstreamConnection | None = None
+        self._lock = trio.Lock()
+        self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
+
+    async def resolve(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, str] | None]:
+        """``(oid, attnum) -> (schema.table, column)``; raises UpstreamError when the catalog is
+        unreachable."""
+        missing = {k for k in keys if k not in self._names}
+        if missing:
+            async with self._lock:
+                missing = {k for k in missing if k not in self._names}
+                if missing:
+                    await self._lookup(missing)
+        return {k: self._names.get(k) for k in keys}
+
+    async def describe(self, query: str) -> tuple[FieldDescription, ...]:
+        """The columns ``query`` returns (for COPY under a row filter); raises UpstreamError."""
+        async with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None:
+                        self._conn = await self._connect()
+                    return await self._conn.describe(query)
+                except UpstreamError as e:
+                    if e.sqlstate != CONNECTION_FAILURE or attempt == 2:
+                        raise
+                    await self.aclose()
+        raise AssertionError("unreachable")
+
+    async def _lookup(self, keys: set[tuple[int, int]]) -> None:
+        # Integers only, so building the literal list is safe.
+        pairs = ",".join(f"({int(oid)},{int(att)})" for oid, att in sorted(keys))
+        sql = ("SELECT c.oid, a.attnum, n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a "
+               "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+               f"WHERE (a.attrelid::int8, a.attnum::int8) IN ({pairs})")
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = await self._connect()
+                rows = await self._conn.simple_query(sql)
+                break
+            except UpstreamError:
+                if self._conn is not None:
+                    await self._conn.aclose()
+                    self._conn = None
+                if attempt == 2:
+                    raise
+        if len(self._names) > self.MAX_ENTRIES:
+            self._names.clear()
+        for k in keys:
+            self._names[k] = None
+        for oid, att, nsp, rel, col in rows:
+            if oid is None or att is None or nsp is None or rel is None or col is None:
+                continue
+            self._names[(int(oid), int(att))] = (f"{nsp.decode()}.{rel.decode()}", col.decode())
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+            self._conn = None
+
+
+async def build_columns(fields: Sequence[FieldDescription], catalog: Catalog,
+                        lineage: Sequence[tuple[str, ...]] | None) -> list[Column]:
+    """Columns of a result with every source gw knows; raises UpstreamError when the catalog is needed but
+    unreachable (callers fail closed: they withhold the rows)."""
+    keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
+    names = await catalog.resolve(keys) if keys else {}
+    if lineage is not None and len(lineage) != len(fields):
+        lineage = None
+    columns = []
+    for i, f in enumerate(fields):
+        table = column = None
+        sources: list[str] = []
+        hit = names.get((f.table_oid, f.column_number)) if f.table_oid else None
+        if hit is not None:
+            table, column = hit
+            sources.append(f"{table}.{column}")
+        if lineage is not None:
+            sources.extend(s for s in lineage[i] if s not in sources)
+        columns.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
+                              binary=f.format == 1, sources=tuple(sources)))
+    return columns

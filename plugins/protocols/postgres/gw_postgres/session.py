@@ -1,0 +1,884 @@
+"""One proxied PostgreSQL session after authentication: two pumps and the pipeline calls between them.
+
+* The **client pump** reads frontend messages, turns each simple Query and each extended-protocol Execute into
+  one :class:`gw.model.Command`, asks the pipeline, and forwards (or refuses) it.  Messages that need no
+  decision are forwarded as the bytes the client sent, batched into one write per received chunk.
+* The **upstream pump** reads backend messages and relays them, again as untouched byte runs, decoding only
+  what gw must know (command tags, errors, ReadyForQuery; row descriptions and rows when a stage filters
+  them).
+* A queue of :class:`Pending` entries -- one per response the upstream owes, in order -- connects the two,
+  which is what lets clients pipeline (several batches in flight) and what makes error-skips-to-Sync exact.
+
+Refusing a command must leave the upstream in the same state PostgreSQL itself would after an error: gw
+forwards, instead of the refused message, an ``Execute`` of a portal that cannot exist.  The upstream answers
+with an error (which gw replaces by its own refusal), aborts the current transaction and skips to Sync,
+exactly as it would had the statement itself failed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+from gw.model import Command, DenyCode, Outcome, Verdict
+from gw.pipeline import SessionRuntime
+from gw.stage import RowFilter
+
+from . import errors as E
+from .codec import WireCodec
+from .columns import build_columns
+from .copyout import decode_text_row, encode_text_row, parse_copy_out
+from .errors import ProtocolError, UpstreamError
+from .messages import (
+    BackendType,
+    Bind,
+    Close,
+    Describe,
+    ErrorResponse,
+    Execute,
+    FieldDescription,
+    FrontendType,
+    NoticeResponse,
+    Parse,
+    RowDescription,
+    Sync,
+    decode_data_row,
+    encode_data_row,
+    frame,
+    rows_from_tag,
+)
+from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
+
+if TYPE_CHECKING:
+    from gw_sqlanalysis import Classification
+
+    from .handler import PostgresHandler
+
+log = logging.getLogger("gw.postgres")
+
+#: A portal name no client can have created: executing it makes the upstream fail, abort the transaction and
+#: skip to Sync, which is how gw refuses a message without desynchronising the upstream.
+REFUSAL_PORTAL = "\x1bgw: refused"
+_REFUSE_EXECUTE = Execute(REFUSAL_PORTAL).encode()
+_REFUSE_QUERY = _REFUSE_EXECUTE + Sync().encode()
+
+_SQLSTATE_BY_DENY = {
+    DenyCode.POLICY: E.INSUFFICIENT_PRIVILEGE,
+    DenyCode.APPROVAL_REQUIRED: E.INSUFFICIENT_PRIVILEGE,
+    DenyCode.APPROVAL_DENIED: E.INSUFFICIENT_PRIVILEGE,
+    DenyCode.APPROVAL_TIMEOUT: E.QUERY_CANCELED,
+    DenyCode.UNAVAILABLE: E.SYSTEM_ERROR,
+    DenyCode.INTERNAL: E.INTERNAL_ERROR,
+}
+
+_DATA_ROW = int(BackendType.DATA_ROW)
+_COPY_DATA = int(BackendType.COPY_DATA)
+#: Messages that open a result: with a row filter possible, gw resolves the columns first (may await).
+_MAY_AWAIT = frozenset({int(BackendType.ROW_DESCRIPTION), int(BackendType.COPY_OUT_RESPONSE)})
+
+
+def _tag(body: memoryview) -> str:
+    """The tag of a CommandComplete body (hot path: no Reader)."""
+    if not len(body) or body[-1] != 0:
+        raise ProtocolError("malformed CommandComplete message: the tag is not NUL-terminated")
+    return bytes(body[:-1]).decode("utf-8", "surrogateescape")
+
+
+def _query_text(body: memoryview) -> str:
+    """The text of a Query body (hot path: no Reader)."""
+    data = bytes(body)
+    if data.find(b"\0") != len(data) - 1:
+        raise ProtocolError("malformed Query message: a string is not NUL-terminated"
+                            if b"\0" not in data else "malformed Query message: unexpected trailing bytes")
+    return data[:-1].decode("utf-8", "surrogateescape")
+
+
+def error_message(severity: str, code: str, message: str, *, detail: str | None = None,
+                  hint: str | None = None) -> bytes:
+    return ErrorResponse.build(severity, code, message, detail=detail, hint=hint).encode()
+
+
+def refusal(verdict: Verdict) -> tuple[str, str, str | None]:
+    """SQLSTATE, message and detail of the ErrorResponse for a refused command."""
+    code = _SQLSTATE_BY_DENY.get(verdict.code or DenyCode.POLICY, E.INSUFFICIENT_PRIVILEGE)
+    message = verdict.reason or "gw policy does not allow this statement"
+    if verdict.request_id and verdict.request_id not in message:
+        message += f" (approval request {verdict.request_id})"
+    who = f"gw stage {verdict.stage!r}" if verdict.stage else "gw"
+    detail = f"refused by {who}" + (f", rule {verdict.rule!r}" if verdict.rule else "")
+    return code, message, detail
+
+
+class Expect(enum.IntEnum):
+    """What the upstream owes for one forwarded message."""
+
+    QUERY = 1  # simple Query: everything up to ReadyForQuery
+    PARSE = 2
+    BIND = 3
+    DESCRIBE = 4
+    EXECUTE = 5
+    CLOSE = 6
+    SYNC = 7  # ReadyForQuery
+
+
+@dataclass(slots=True)
+class Statement:
+    """A prepared statement as gw saw its Parse; classified once, on its first Execute."""
+
+    name: str
+    text: str
+    param_types: tuple[int, ...] = ()
+    classification: Classification | None = None
+    fields: tuple[FieldDescription, ...] | None = None
+
+
+@dataclass(slots=True)
+class Portal:
+    name: str
+    statement: Statement | None
+    bind: Bind
+    #: The portal's row description (from a Describe), once known; ``()`` when it returns no rows.
+    fields: tuple[FieldDescription, ...] | None = None
+    describing: bool = False
+
+
+@dataclass(slots=True)
+class Pending:
+    expect: Expect
+    command: Command | None = None
+    outcome: Outcome | None = None
+    #: gw's own ErrorResponse that replaces the upstream's answer (a refused message).
+    replacement: bytes | None = None
+    #: gw asked for this itself (a Describe to learn a portal's columns): the answer is not relayed.
+    internal: bool = False
+    portal: Portal | None = None
+    statement: Statement | None = None
+    wants_rows: bool = False
+    #: Rows must be resolved (columns, filter) before the first DataRow is relayed.
+    resolve_rows: bool = False
+    filter: RowFilter | None = None
+    #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
+    withhold: str | None = None
+
+
+#: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
+_PARSE, _BIND, _CLOSE, _SYNC = (Pending(Expect.PARSE), Pending(Expect.BIND), Pending(Expect.CLOSE),
+                                Pending(Expect.SYNC))
+
+
+@dataclass
+class _Ending:
+    reason: str
+    notify: bytes | None = None
+
+
+class ClientWriter:
+    """Serialises writes to the client so that a notice or a FATAL never lands inside another message."""
+
+    __slots__ = ("_busy", "_waiting", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._busy = False
+        # A bare flag plus a parking lot: uncontended writes (nearly all) cost no lock bookkeeping.
+        self._waiting = trio.lowlevel.ParkingLot()
+
+    async def send(self, data: bytes | memoryview) -> None:
+        while self._busy:
+            await self._waiting.park()
+        self._busy = True
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self._busy = False
+            if self._waiting:
+                self._waiting.unpark()
+
+
+class _Notices:
+    """The CommandContext stages get: notices go to the client as NoticeResponse."""
+
+    __slots__ = ("writer",)
+
+    def __init__(self, writer: ClientWriter) -> None:
+        self.writer = writer
+
+    async def notice(self, message: str) -> None:
+        await self.writer.send(NoticeResponse.build("NOTICE", "00000", message).encode())
+
+
+class ProxySession:
+    """Relays one authenticated client to its upstream connection until either side ends."""
+
+    def __init__(self, handler: PostgresHandler, client: trio.abc.Stream, codec: WireCodec,
+                 upstream: UpstreamConnection, sr: SessionRuntime) -> None:
+        self.handler = handler
+        self.client = client
+        self.codec = codec
+        self.up = upstream
+        self.sr = sr
+        self.writer = ClientWriter(client)
+        self.context = _Notices(self.writer)
+        self.pending: deque[Pending] = deque()
+        self.statements: dict[str, Statement] = {}
+        self.portals: dict[str, Portal] = {}
+        self.status = upstream.status
+        self._to_upstream: list[bytes | memoryview] = []
+        self._upstream_boundary = False
+        self._skipping = False  # a refused extended-protocol message: drop client messages until Sync
+        self._rows_slow = False
+        self._completions: list[tuple[Command, Outcome]] = []
+        self._ending: _Ending | None = None
+        self._scope: trio.CancelScope | None = None
+        self._fatal_relayed = False
+        self._message_timeout = handler.options.message_timeout.total_seconds()
+
+    # -- lifetime --------------------------------------------------------------------------------------------
+    async def run(self) -> str:
+        """Serve until the session ends; returns the reason (also given to ``sr.end``)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                nursery.start_soon(self._guard, self._client_pump)
+                nursery.start_soon(self._guard, self._upstream_pump)
+                nursery.start_soon(self._guard, self._terminator)
+        finally:
+            with trio.CancelScope(shield=True):
+                reason = self._ending.reason if self._ending else "cancelled"
+                await self._teardown(reason)
+        return reason
+
+    def _finish(self, reason: str) -> None:
+        if self._ending is None:
+            self._ending = _Ending(reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _guard(self, task: Any) -> None:
+        """Turn every way a pump can end into a session ending with a reason (never an exception group)."""
+        try:
+            await task()
+        except ProtocolError as e:
+            await self._fatal(e.sqlstate, str(e), hint=e.hint)
+            self._finish(f"error: {e}")
+        except UpstreamError as e:
+            await self._fatal(e.sqlstate, str(e))
+            self._finish(f"error: {e}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            self._finish("client_disconnected" if not self.pending else "client_disconnected_mid_query")
+        except trio.Cancelled:
+            raise
+        except Exception as e:
+            log.exception("postgres session %s failed", self.sr.session.id)
+            await self._fatal(E.INTERNAL_ERROR, f"gw hit an internal error ({type(e).__name__}) and closed "
+                              "the session; reconnect, and tell the gateway operator if it happens again")
+            self._finish(f"error: internal {type(e).__name__}")
+
+    async def _fatal(self, code: str, message: str, *, hint: str | None = None) -> None:
+        """Best-effort FATAL ErrorResponse to the client (it may already be gone)."""
+        with trio.move_on_after(1):
+            try:
+                await self.writer.send(error_message("FATAL", code, message, hint=hint))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _terminator(self) -> None:
+        """Ends the session when gw wants it ended (token expired, session_max, revoked, shutdown)."""
+        reason = await self.sr.wait_terminated()
+        if reason == "shutdown":
+            # Drain: let the command in flight finish, then close between commands.
+            while self.pending:
+                await trio.sleep(0.05)
+            message = "gw is shutting down; reconnect in a moment"
+        elif reason == "token_expired":
+            message = "token expired; reconnect with a fresh token"
+        elif reason == "session_max":
+            message = "this session reached the listener's session_max; reconnect to continue"
+        elif reason == "revoked":
+            message = "access was revoked by the gateway operator; this session is closed"
+        else:
+            message = f"gw closed this session ({reason})"
+        await self._fatal(E.ADMIN_SHUTDOWN, message)
+        self._finish(reason)
+
+    async def _teardown(self, reason: str) -> None:
+        if self.pending and self.up.backend_key is not None and not reason.startswith("upstream"):
+            # The client is gone (or must go) while the upstream still works for it: stop that work.
+            with trio.move_on_after(2):
+                try:
+                    await send_cancel(self.up.target, self.up.backend_key)
+                except UpstreamError:
+                    pass
+        if not reason.startswith("upstream"):
+            with trio.move_on_after(0.5):
+                try:
+                    await self.up.send(b"X\x00\x00\x00\x04")
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+        await self.up.aclose()
+        for entry in self.pending:
+            if entry.command is not None and entry.outcome is not None:
+                entry.outcome.status = "cancelled"
+                entry.outcome.error_message = entry.outcome.error_message or f"session ended: {reason}"
+                self._completions.append((entry.command, entry.outcome))
+        self.pending.clear()
+        for cmd, outcome in self._completions:
+            await self.sr.complete(cmd, outcome)
+        self._completions.clear()
+        await self.sr.end(reason)
+
+    # -- client -> upstream ----------------------------------------------------------------------------------
+    async def _client_pump(self) -> None:
+        codec = self.codec
+        client = self.client
+        while True:
+            if codec.buffered:
+                with trio.move_on_after(self._message_timeout) as scope:
+                    data = await client.receive_some(RECEIVE_SIZE)
+                if scope.cancelled_caught:
+                    raise ProtocolError(
+                        f"gw waited {self._message_timeout:g}s for the rest of a message and closed the "
+                        "connection", hint="the client stalled in the middle of a message")
+            else:
+                data = await client.receive_some(RECEIVE_SIZE)
+            if not data:
+                self._finish("client_disconnected_mid_query" if self.pending else "client_disconnected")
+                return
+            codec.receive_data(data)
+            while (f := codec.next_frame()) is not None:
+                t, start, end = f
+                raw = memoryview(codec.buffer)[start:end]
+                if await self._from_client(t, raw):
+                    await self._flush_upstream()
+                    self._finish("client_closed")
+                    return
+            await self._flush_upstream()
+
+    async def _flush_upstream(self) -> None:
+        out = self._to_upstream
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._upstream_boundary = False
+            try:
+                await self.up.send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                raise UpstreamError(f"gw lost its connection to the upstream database "
+                                    f"{self.up.target.describe()} ({e}); reconnect") from None
+
+    def _expect(self, entry: Pending) -> None:
+        """Queue what the upstream will owe for a message about to be forwarded."""
+        self.pending.append(entry)
+        if len(self.pending) == 1:
+            self._pop_filter(entry)
+
+    def _forward(self, raw: bytes | memoryview, boundary: bool = False) -> None:
+        self._to_upstream.append(raw)
+        if boundary:
+            self._upstream_boundary = True
+
+    async def _before_decision(self) -> None:
+        """Messages already queued that make the upstream answer (Sync, Flush, Query) go out before gw
+        waits on a decision, so pipelined earlier batches are not held back by a slow approval."""
+        if self._upstream_boundary:
+            await self._flush_upstream()
+
+    async def _from_client(self, t: int, raw: memoryview) -> bool:
+        """Handle one frontend message; True when the client said Terminate."""
+        body = raw[5:]
+        if self._skipping and t != FrontendType.SYNC and t != FrontendType.TERMINATE:
+            return False  # discarded until Sync, as PostgreSQL does after an error
+        if t == FrontendType.QUERY:
+            await self._query(raw, _query_text(body))
+        elif t == FrontendType.PARSE:
+            self._parse(raw, Parse.decode(body))
+        elif t == FrontendType.BIND:
+            self._bind(raw, Bind.decode(body))
+        elif t == FrontendType.EXECUTE:
+            await self._execute(raw, Execute.decode(body))
+        elif t == FrontendType.DESCRIBE:
+            self._describe(raw, Describe.decode(body))
+        elif t == FrontendType.CLOSE:
+            self._close(raw, Close.decode(body))
+        elif t == FrontendType.SYNC:
+            self._skipping = False
+            self._expect(_SYNC)
+            self._forward(raw, boundary=True)
+        elif t == FrontendType.FLUSH:
+            self._forward(raw, boundary=True)
+        elif t in (FrontendType.COPY_DATA, FrontendType.COPY_DONE, FrontendType.COPY_FAIL):
+            self._forward(raw, boundary=t != FrontendType.COPY_DATA)
+        elif t == FrontendType.TERMINATE:
+            self._forward(raw, boundary=True)
+            return True
+        elif t == FrontendType.FUNCTION_CALL:
+            self._refuse_function_call()
+        else:  # PasswordMessage after authentication
+            raise ProtocolError("unexpected authentication message after the session started")
+        return False
+
+    def _classify(self, text: str) -> Classification:
+        return self.handler.classifier.classify(text)
+
+    def _command(self, text: str, cls: Classification | None, *, params: Sequence[Any] = (),
+                 attributes: dict[str, Any] | None = None) -> Command:
+        if cls is None:
+            return self.sr.command(text, language="sql", flags=frozenset({"unparsed"}), params=params,
+                                   attributes=attributes)
+        return self.sr.command(text, language="sql", kind=cls.kind, verb=cls.verb, objects=cls.objects,
+                               flags=cls.flags, params=params, attributes=attributes, verbs=cls.verbs)
+
+    async def _decide(self, cmd: Command) -> bytes | None:
+        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here)."""
+        if self._upstream_boundary:
+            await self._before_decision()
+        verdict = await self.sr.decide(cmd, self.context)
+        if verdict.allowed:
+            return None
+        code, message, detail = refusal(verdict)
+        log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
+        await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
+        return error_message("ERROR", code, message, detail=detail)
+
+    async def _query(self, raw: memoryview, text: str) -> None:
+        cmd = self._command(text, self._classify(text))
+        wants_rows = self.sr.wants_rows
+        refused = await self._decide(cmd)
+        if refused is None:
+            self._expect(Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows))
+            self._forward(raw, boundary=True)
+        else:
+            self._expect(Pending(Expect.QUERY, replacement=refused))
+            self._forward(_REFUSE_QUERY, boundary=True)
+
+    def _refuse_function_call(self) -> None:
+        message = ("gw refuses fast-path function calls (FunctionCall messages): they bypass statement-level "
+                   "control; call the function in a SELECT instead")
+        log.info("session %s: refused a FunctionCall message", self.sr.session.id)
+        self._expect(Pending(Expect.QUERY, replacement=error_message(
+            "ERROR", E.FEATURE_NOT_SUPPORTED, message)))
+        self._forward(_REFUSE_QUERY, boundary=True)
+
+    def _parse(self, raw: memoryview, msg: Parse) -> None:
+        _remember(self.statements, msg.statement, Statement(msg.statement, msg.query, msg.param_types))
+        self._expect(_PARSE)
+        self._forward(raw)
+
+    def _bind(self, raw: memoryview, msg: Bind) -> None:
+        _remember(self.portals, msg.portal, Portal(msg.portal, self.statements.get(msg.statement), msg))
+        self._expect(_BIND)
+        self._forward(raw)
+
+    def _describe(self, raw: memoryview, msg: Describe) -> None:
+        entry = Pending(Expect.DESCRIBE, wants_rows=self.sr.wants_rows)
+        if msg.kind == "P":
+            entry.portal = self.portals.get(msg.name)
+            if entry.portal is not None:
+                entry.portal.describing = True
+        else:
+            entry.statement = self.statements.get(msg.name)
+        self._expect(entry)
+        self._forward(raw)
+
+    def _close(self, raw: memoryview, msg: Close) -> None:
+        if msg.kind == "S":
+            self.statements.pop(msg.name, None)
+        else:
+            self.portals.pop(msg.name, None)
+        self._expect(_CLOSE)
+        self._forward(raw)
+
+    async def _execute(self, raw: memoryview, msg: Execute) -> None:
+        portal = self.portals.get(msg.portal)
+        statement = portal.statement if portal is not None else None
+        attributes: dict[str, Any] = {"portal": msg.portal}
+        if statement is None:
+            cmd = self._command("", None, attributes=attributes)
+        else:
+            if statement.classification is None:
+                statement.classification = self._classify(statement.text)
+            attributes["statement"] = statement.name
+            assert portal is not None
+            cmd = self._command(statement.text, statement.classification, attributes=attributes,
+                                params=_params(portal.bind, statement.param_types))
+        wants_rows = self.sr.wants_rows
+        refused = await self._decide(cmd)
+        if refused is not None:
+            # Like an error of the Execute itself: the upstream aborts and skips to Sync; so does gw.
+            self._expect(Pending(Expect.EXECUTE, replacement=refused))
+            self._forward(_REFUSE_EXECUTE)
+            self._skipping = True
+            return
+        if wants_rows and portal is not None and portal.fields is None and not portal.describing:
+            # gw needs the portal's columns to filter its rows; ask without relaying the answer.
+            portal.describing = True
+            self._expect(Pending(Expect.DESCRIBE, internal=True, portal=portal, wants_rows=True))
+            self._forward(Describe("P", msg.portal).encode())
+        self._expect(Pending(Expect.EXECUTE, cmd, Outcome(), portal=portal, wants_rows=wants_rows,
+                                    resolve_rows=wants_rows))
+        self._forward(raw)
+
+    # -- upstream -> client ----------------------------------------------------------------------------------
+    async def _upstream_pump(self) -> None:
+        stream = self.up.stream
+        codec = self.up.codec
+        while True:
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, OSError) as e:
+                await self._upstream_lost(str(e))
+                return
+            if not data:
+                await self._upstream_lost("it closed the connection")
+                return
+            codec.receive_data(data)
+            await self._relay(codec)
+
+    async def _upstream_lost(self, why: str) -> None:
+        if not self._fatal_relayed:
+            await self._fatal(E.CONNECTION_FAILURE,
+                              f"gw lost its connection to the upstream database {self.up.target.describe()} "
+                              f"({why}); reconnect")
+        self._finish("upstream_closed")
+
+    async def _relay(self, codec: WireCodec) -> None:
+        """Relay every complete message in the upstream buffer: contiguous pass-through messages go out as
+        one slice of the received bytes, in one write per chunk."""
+        out: list[bytes | memoryview] = []
+        buf = codec.buffer
+        run_start = run_end = 0
+        try:
+            while (f := codec.next_frame()) is not None:
+                t, start, end = f
+                if codec.buffer is not buf:
+                    if run_end > run_start:
+                        out.append(memoryview(buf)[run_start:run_end])
+                    buf = codec.buffer
+                    run_start = run_end = start
+                verdict: bytes | bool
+                if t == _DATA_ROW or t == _COPY_DATA:
+                    if not self._rows_slow:
+                        verdict = True
+                    elif t == _DATA_ROW:
+                        verdict = await self._data_row(self.pending[0], memoryview(buf)[start + 5:end])
+                    else:
+                        verdict = self._copy_data(self.pending[0], memoryview(buf)[start + 5:end])
+                elif t in _MAY_AWAIT and self.pending and self.pending[0].wants_rows:
+                    verdict = await self._open_result(t, memoryview(buf)[start + 5:end])
+                else:
+                    verdict = self._on_backend(t, memoryview(buf)[start + 5:end])
+                if verdict is True:
+                    if run_end != start:
+                        if run_end > run_start:
+                            out.append(memoryview(buf)[run_start:run_end])
+                        run_start = start
+                    run_end = end
+                    continue
+                if run_end > run_start:
+                    out.append(memoryview(buf)[run_start:run_end])
+                run_start = run_end = end
+                if verdict is not False:
+                    out.append(verdict)
+        except ProtocolError as e:
+            raise UpstreamError(f"the upstream database sent invalid protocol data ({e}); gw closed the "
+                                "session") from None
+        if run_end > run_start:
+            out.append(memoryview(buf)[run_start:run_end])
+        if out:
+            await self.writer.send(out[0] if len(out) == 1 else b"".join(out))
+        if self._completions:
+            done, self._completions = self._completions, []
+            for cmd, outcome in done:
+                await self.sr.complete(cmd, outcome)
+
+    def _pop(self) -> Pending | None:
+        """The head entry is answered: move on to the next."""
+        entry = self.pending.popleft() if self.pending else None
+        if entry is not None and entry.command is not None and entry.outcome is not None:
+            self._completions.append((entry.command, entry.outcome))
+        head = self.pending[0] if self.pending else None
+        self._rows_slow = head is not None and (head.filter is not None or head.resolve_rows
+                                                or head.withhold is not None)
+        return entry
+
+    def _skip_to_sync(self, error: ErrorResponse) -> None:
+        """After an error the upstream ignores everything up to Sync; what gw had queued for it will never be
+        answered.  Commands among them end with the batch's error."""
+        while self.pending and self.pending[0].expect not in (Expect.SYNC, Expect.QUERY):
+            entry = self.pending[0]
+            if entry.outcome is not None:
+                entry.outcome.status = "error"
+                entry.outcome.error_code = error.code
+                entry.outcome.error_message = ("not run: an earlier message of the batch failed "
+                                               f"({error.message})")
+            self._pop()
+
+    async def _open_result(self, t: int, body: memoryview) -> bytes | bool:
+        """A result starts while a stage may want its rows: resolve its columns (may await the catalog)."""
+        head = self.pending[0]
+        if t == BackendType.ROW_DESCRIPTION:
+            if head.expect is Expect.QUERY and head.command is not None:
+                await self._open_rows(head, RowDescription.decode(body).fields, head.command.text)
+                return True
+            return self._on_backend(t, body)
+        if head.command is not None:  # COPY_OUT_RESPONSE
+            await self._open_copy_out(head, body[0] if len(body) else 0)
+        return True
+
+    def _on_backend(self, t: int, body: memoryview) -> bytes | bool:
+        """Act on one backend message: True relays it untouched, False drops it, bytes replace it."""
+        head = self.pending[0] if self.pending else None
+        if t == BackendType.COMMAND_COMPLETE:
+            tag = _tag(body)
+            if head is not None and head.outcome is not None:
+                rows = rows_from_tag(tag)
+                if rows is not None:
+                    head.outcome.rows = (head.outcome.rows or 0) + rows
+                head.outcome.tag = tag
+            if head is not None and head.withhold is not None:
+                reason = head.withhold
+                head.withhold = None
+                if head.outcome is not None:
+                    head.outcome.status, head.outcome.error_code = "error", E.SYSTEM_ERROR
+                    head.outcome.error_message = reason
+                if head.expect is Expect.EXECUTE:
+                    self._pop()
+                else:
+                    head.filter = None
+                    self._pop_filter(head)
+                return error_message("ERROR", E.SYSTEM_ERROR, reason)
+            if head is not None and head.expect is Expect.EXECUTE:
+                self._pop()
+            elif head is not None:
+                head.filter = None
+                self._pop_filter(head)
+            return True
+        if t == BackendType.READY_FOR_QUERY:
+            self.status = chr(body[0]) if len(body) == 1 else self.status
+            while self.pending and self.pending[0].expect not in (Expect.SYNC, Expect.QUERY):
+                self._pop()  # answers lost to an error we did not see; keep in step with the upstream
+            self._pop()
+            return True
+        if t == BackendType.ERROR_RESPONSE:
+            return self._error(head, ErrorResponse.decode(body))
+        if t == BackendType.ROW_DESCRIPTION:
+            return self._row_description(head, body)
+        if t == BackendType.PARSE_COMPLETE:
+            return self._answered(head, Expect.PARSE)
+        if t == BackendType.BIND_COMPLETE:
+            return self._answered(head, Expect.BIND)
+        if t == BackendType.CLOSE_COMPLETE:
+            return self._answered(head, Expect.CLOSE)
+        if t == BackendType.NO_DATA:
+            if head is not None and head.expect is Expect.DESCRIBE:
+                if head.portal is not None:
+                    head.portal.fields = ()
+                    head.portal.describing = False
+                internal = head.internal
+                self._pop()
+                return not internal
+            return True
+        if t == BackendType.PARAMETER_DESCRIPTION:
+            return not (head is not None and head.internal)
+        if t in (BackendType.EMPTY_QUERY_RESPONSE, BackendType.PORTAL_SUSPENDED):
+            if head is not None and head.expect is Expect.EXECUTE:
+                if head.outcome is not None and t == BackendType.PORTAL_SUSPENDED:
+                    head.outcome.tag = "SUSPENDED"
+                self._pop()
+            return True
+        # Never relay upstream keys or authentication requests after start-up; everything else (notices,
+        # notifications, parameter status, COPY responses) goes through as it came.
+        return t != BackendType.BACKEND_KEY_DATA and t != BackendType.AUTHENTICATION
+
+    def _pop_filter(self, head: Pending) -> None:
+        self._rows_slow = head.resolve_rows or head.filter is not None or head.withhold is not None
+
+    def _answered(self, head: Pending | None, expect: Expect) -> bool:
+        if head is not None and head.expect is expect:
+            internal = head.internal
+            self._pop()
+            return not internal
+        log.warning("session %s: upstream sent an unexpected %s; relaying it", self.sr.session.id,
+                    expect.name)
+        return True
+
+    def _error(self, head: Pending | None, err: ErrorResponse) -> bytes | bool:
+        if err.severity in ("FATAL", "PANIC"):
+            self._fatal_relayed = True
+        if head is None:
+            return True
+        if head.outcome is not None and head.outcome.status == "ok":
+            head.outcome.status = "error"
+            head.outcome.error_code = err.code
+            head.outcome.error_message = err.message
+        replacement = head.replacement
+        head.replacement = None
+        if head.expect is Expect.QUERY or head.expect is Expect.SYNC:
+            # The Query goes on to ReadyForQuery; rows of the failed statement are over.
+            head.filter = None
+            head.withhold = None
+            self._pop_filter(head)
+        else:
+            if head.portal is not None and head.expect is Expect.DESCRIBE:
+                head.portal.describing = False
+            internal = head.internal
+            self._pop()
+            self._skip_to_sync(err)
+            if internal and replacement is None:
+                return True  # the client must still learn that its batch failed
+        return replacement if replacement is not None else True
+
+    def _row_description(self, head: Pending | None, body: memoryview) -> bool:
+        """A Describe's answer: remember the columns when a stage may want rows (simple-query results with
+        wanted rows go through :meth:`_open_result`)."""
+        if head is None:
+            return True
+        if head.expect is Expect.DESCRIBE:
+            internal = head.internal
+            if head.wants_rows:
+                fields = RowDescription.decode(body).fields
+                if head.portal is not None:
+                    head.portal.fields = fields
+                    head.portal.describing = False
+                if head.statement is not None:
+                    head.statement.fields = fields
+            elif head.portal is not None:
+                head.portal.describing = False
+            self._pop()
+            return not internal
+        return True
+
+    async def _open_rows(self, head: Pending, fields: Sequence[FieldDescription], text: str) -> None:
+        """Columns and the pipeline's row filter for the result that starts now."""
+        assert head.command is not None
+        head.resolve_rows = False
+        lineage = None
+        cls = self.handler.classifier
+        try:
+            if text and "multi_statement" not in head.command.flags:
+                lineage = cls.column_sources(text)
+        except Exception:
+            log.debug("lineage failed for %r", text, exc_info=True)
+        try:
+            columns = await build_columns(fields, self.handler.catalog, lineage)
+        except UpstreamError as e:
+            log.error("session %s: cannot resolve result columns: %s", self.sr.session.id, e)
+            head.withhold = ("gw could not determine which table columns this result comes from (the catalog "
+                             "lookup failed), so it withheld the rows as policy requires; retry in a moment")
+            head.filter = None
+        else:
+            head.filter = self.sr.rows(head.command, columns)
+        self._pop_filter(head)
+
+    async def _open_copy_out(self, head: Pending, overall_format: int) -> None:
+        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns, then filter text rows,
+        or withhold the data when the filter cannot be honoured (fail closed)."""
+        assert head.command is not None
+        copy = None if "multi_statement" in head.command.flags else parse_copy_out(head.command.text)
+        if copy is None:
+            head.withhold = ("gw cannot tell which columns this COPY returns, so it cannot apply the masking "
+                             "policy; it withheld the data. Use SELECT, or COPY (SELECT ...) TO STDOUT alone")
+            self._pop_filter(head)
+            return
+        try:
+            lineage = self.handler.classifier.column_sources(copy.query)
+        except Exception:  # noqa: BLE001 - lineage is best effort; the catalog still gives plain references
+            lineage = None
+        try:
+            fields = await self.handler.catalog.describe(copy.query)
+            columns = await build_columns(fields, self.handler.catalog, lineage)
+        except UpstreamError as e:
+            log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
+            head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
+                             "the masking policy requires; use SELECT instead")
+            self._pop_filter(head)
+            return
+        head.filter = self.sr.rows(head.command, columns)
+        if head.filter is not None and (copy.format != "text" or overall_format != 0):
+            head.filter = None
+            head.withhold = (f"a masking rule applies to this result and gw cannot mask COPY {copy.format} "
+                             "output; use COPY ... TO STDOUT in text format, or SELECT")
+        self._pop_filter(head)
+
+    def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:
+        if head is None:
+            return True
+        if head.withhold is not None:
+            return False
+        filt = head.filter
+        if filt is None:
+            return True
+        values = decode_text_row(bytes(body))
+        new = filt.row(values)
+        if new is values:
+            return True
+        return frame(_COPY_DATA, encode_text_row(new))
+
+    async def _data_row(self, head: Pending | None, body: memoryview) -> bytes | bool:
+        if head is None:
+            return True
+        if head.resolve_rows:
+            portal = head.portal
+            fields = portal.fields if portal is not None else None
+            await self._open_rows(head, fields or (), head.command.text if head.command else "")
+        if head.withhold is not None:
+            return False
+        filt = head.filter
+        if filt is None:
+            return True
+        values = decode_data_row(body)
+        new = filt.row(values)
+        if new is values:
+            return True
+        return encode_data_row(new)
+
+
+#: Statements and portals gw remembers per session.  The upstream holds the real ones; gw's copies only carry
+#: text and classification, so a client that never closes them cannot grow gw without bound.
+MAX_REMEMBERED = 10_000
+
+
+def _remember(table: dict[str, Any], name: str, value: Any) -> None:
+    table.pop(name, None)
+    table[name] = value
+    if len(table) > MAX_REMEMBERED:
+        del table[next(iter(table))]  # the oldest; an Execute of it is then classified as unknown
+
+
+_BINARY_PARAMS: dict[int, Any] = {
+    16: lambda b: b == b"\x01",
+    20: lambda b: int.from_bytes(b, "big", signed=True),
+    21: lambda b: int.from_bytes(b, "big", signed=True),
+    23: lambda b: int.from_bytes(b, "big", signed=True),
+    700: lambda b: struct.unpack("!f", b)[0],
+    701: lambda b: struct.unpack("!d", b)[0],
+    25: lambda b: b.decode("utf-8", "replace"),
+    1043: lambda b: b.decode("utf-8", "replace"),
+}
+
+
+def _params(bind: Bind, types: tuple[int, ...]) -> tuple[Any, ...]:
+    """Parameters as stages see them: text-format values as str; binary ones decoded when the Parse declared
+    a common scalar type (int, bool, float, text), else as bytes."""
+    out: list[Any] = []
+    for i, v in enumerate(bind.params):
+        if v is None:
+            out.append(None)
+        elif bind.param_format(i) == 0:
+            out.append(v.decode("utf-8", "replace"))
+        else:
+            decode = _BINARY_PARAMS.get(types[i]) if i < len(types) else None
+            try:
+                out.append(decode(v) if decode is not None else v)
+            except (struct.error, ValueError):
+                out.append(v)
+    return tuple(out)
+
+
+__all__ = ["REFUSAL_PORTAL", "ProxySession", "error_message", "refusal"]

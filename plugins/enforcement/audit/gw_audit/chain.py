@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +45,12 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(body)).hexdigest()
 
 
+#: How long a queued (not awaited) record may wait for a write to carry it before the flusher writes it.
+LINGER = 0.05
+
+log = logging.getLogger("gw.audit")
+
+
 class _Pending:
     __slots__ = ("done", "error", "index", "record", "seq")
 
@@ -68,6 +75,8 @@ class AuditChain:
         self._queue: list[_Pending] = []
         self._writing = False
         self._written = trio.Event()
+        self._wake = trio.Event()
+        self._flusher_started = False
         #: Batches appended by this process (observability and tests).
         self.batches = 0
 
@@ -108,6 +117,42 @@ class AuditChain:
             raise item.error
         assert item.seq is not None
         return item.seq
+
+    def enqueue(self, record: Record, index: Index) -> None:
+        """Chain ``record`` without waiting: it is appended with the next durable write (the next command's
+        record, normally) or by the background flusher within ``LINGER`` seconds, whichever comes first.
+
+        For records whose loss in a crash is tolerable (command outcomes): it saves one commit per
+        command on the data path.  If the background write fails, the error is logged and the records are
+        dropped; the chain stays consistent (the head only moves on success)."""
+        if not self.loaded:
+            raise StoreError(f"audit chain {self.name!r} is not open yet")
+        self._queue.append(_Pending(record, index))
+        if not self._flusher_started:
+            self._flusher_started = True
+            trio.lowlevel.spawn_system_task(self._flusher, name=f"gw-audit-flusher-{self.name}")
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            await trio.sleep(LINGER)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write whatever is queued now (at shutdown, and from the background flusher)."""
+        while self._queue:
+            if self._writing:
+                await self._written.wait()
+                continue
+            batch = list(self._queue)
+            await self._write_batch()
+            failed = [item for item in batch if item.error is not None]
+            if failed:
+                log.error("audit chain %s: %d record(s) could not be written: %s", self.name, len(failed),
+                          failed[0].error)
+                return
 
     async def _write_batch(self) -> None:
         self._writing = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
 from gw.errors import PluginError, StoreError
 from gw.model import Command, Outcome, Session, Verdict
 from gw.stage import Stage, StageOptions
@@ -85,4 +86,13 @@ class AuditStage(Stage):
         await self._write(self.records.command(self.services.gateway_name, self.pipeline, command, verdict))
 
     async def completed(self, command: Command, outcome: Outcome) -> None:
-        await self._write(self.records.outcome(self.services.gateway_name, command, outcome))
+        # The command record was durable before the command ran; its outcome rides on the next write (or
+        # the flusher's, within 50 ms) instead of costing the session a commit of its own.
+        if self._chain is None:
+            raise StoreError("the audit stage is not open (gw is starting or shutting down)")
+        self._chain.enqueue(*self.records.outcome(self.services.gateway_name, command, outcome))
+
+    async def close(self) -> None:
+        if self._chain is not None:
+            with trio.CancelScope(shield=True):
+                await self._chain.flush()

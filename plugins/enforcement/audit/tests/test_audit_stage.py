@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from gw.errors import ConfigError, StoreError
+import trio
 from gw.model import Decision, DenyCode, Kind, Outcome
 from gw.runtime import Runtime
 from gw.testing import write_pipeline
@@ -55,12 +56,14 @@ async def test_the_command_record_is_durable_when_the_verdict_returns(
 
         await pipeline.completed(cmd, Outcome(rows=3, tag="DELETE 3", duration=0.0042, notes={"masked": 2},
                                               notices=["n1"]))
-        outcome = stored(db())[-1]
+        # the outcome costs no commit of its own: it rides on the next write (here: the session end)
+        assert stored(db())[-1]["type"] == "command"
+        await pipeline.session_ended(session, "token_expired")
+        outcome = stored(db())[-2]
         assert {k: outcome[k] for k in ("type", "session", "seq", "status", "rows", "tag", "error_code",
                                         "duration", "notes", "notices")} == {
             "type": "outcome", "session": session.id, "seq": 1, "status": "ok", "rows": 3, "tag": "DELETE 3",
             "error_code": None, "duration": 0.0042, "notes": {"masked": 2}, "notices": 1}
-        await pipeline.session_ended(session, "token_expired")
         end = stored(db())[-1]
         assert (end["type"], end["reason"], end["session"]) == ("session_end", "token_expired", session.id)
         assert start["token_expires_at"] == session.identity.expires_at
@@ -181,3 +184,21 @@ def test_configuration_errors_name_the_key(tmp_path: Any, audit_pm: Any, stages:
         text = '[storage]\nuse = "sqlite"\n' + text
     with pytest.raises(ConfigError, match=message):
         Runtime.build(write_pipeline(tmp_path, text), pm=audit_pm)
+
+
+async def test_outcome_is_flushed_without_a_following_write(
+        open_runtime: Any, new_session: Any, new_command: Any, ctx: Any,
+        db: Callable[[], sqlite3.Connection]) -> None:
+    """A queued outcome reaches the store by itself shortly after, even when nothing else is written."""
+    async with open_runtime() as rt:
+        pipeline = rt.pipelines["p"]
+        session = new_session()
+        await pipeline.session_started(session)
+        cmd = new_command(session, 1, "select 1", Kind.READ)
+        assert (await pipeline.decide(cmd, ctx)).allowed
+        await pipeline.completed(cmd, Outcome(rows=1, tag="SELECT 1"))
+        for _ in range(100):
+            if stored(db())[-1]["type"] == "outcome":
+                break
+            await trio.sleep(0.01)
+        assert stored(db())[-1]["type"] == "outcome"

@@ -1,0 +1,274 @@
+"""The ``mask`` stage: its options and how it hands out row and stream filters.
+
+```toml
+{ use = "mask", strategy = "redact", columns = ["ssn", "*.card_number", "customers.email"],
+  detectors = ["us_ssn", "credit_card", "email", "iban"] }
+```
+
+The stage decides nothing about commands; it only transforms results (``transforms = True``, so its filters
+run before observing stages such as ``record``, which therefore store what the agent saw).  Per command it
+counts what it masked and reports the counts as ``outcome.notes["masked"]`` on completion.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from gw.detect import Detector
+from gw.errors import ConfigError, PluginError
+from gw.model import Column, Command, Outcome, Session
+from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .jsonmask import JsonMasker, PathRule, PathRules
+from .masking import Detection, DetectorRule, MaskCounts, TextMasker
+from .patterns import ColumnPattern, JsonPath
+from .rows import ResultPlan, normalise_type, plan_result
+from .strategies import Strategy, StrategyName, make_strategy
+from .streams import JsonBody, JsonLines, TextStream, parse_content_type, stream_kind
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
+               "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    """``8388608``, ``"8MiB"``, ``"64KiB"``, ``"1MB"`` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
+    else:
+        raise ValueError(f"expected a size such as 65536, \"64KiB\" or \"8MiB\", got {value!r}")
+    if size < 1:
+        raise ValueError("a size must be at least 1 byte")
+    return size
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _tables(key: str) -> Any:
+    """Let a rule list mix plain strings and tables: ``"ssn"`` is ``{ KEY = "ssn" }``."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return [{key: v} if isinstance(v, str) else v for v in value]
+        return value
+    return BeforeValidator(convert)
+
+
+class _RuleOption(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Overrides the stage's ``strategy`` for this rule.
+    strategy: StrategyName | None = None
+
+
+class ColumnOption(_RuleOption):
+    column: str
+
+    @field_validator("column")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        ColumnPattern(v)
+        return v
+
+
+class PathOption(_RuleOption):
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        JsonPath(v)
+        return v
+
+
+class DetectorOption(_RuleOption):
+    detector: str
+
+
+class MaskOptions(StageOptions):
+    #: How masked values are replaced unless a rule says otherwise: redact | partial | hash | null.
+    strategy: StrategyName = "redact"
+    #: Result columns to mask (and the same names as keys in JSON bodies).
+    columns: Annotated[list[ColumnOption], _tables("column")] = Field(default_factory=list)
+    #: Places in JSON bodies and json/jsonb columns to mask.
+    json_paths: Annotated[list[PathOption], _tables("path")] = Field(default_factory=list)
+    #: Detectors run on every text value not masked by a column rule, and on text and JSON streams.
+    detectors: Annotated[list[DetectorOption], _tables("detector")] = Field(default_factory=list)
+    #: Environment variable holding the secret key of the ``hash`` strategy (at least 16 characters).
+    hash_key_env: str | None = None
+    #: Largest JSON body (or JSON line) masked; a larger one is refused, never passed unmasked.
+    max_body: ByteSize = 8 * 1024 * 1024
+    #: Longest text line held back for masking before it is flushed in parts.
+    max_line: ByteSize = 64 * 1024
+    #: Stream channels that carry interactive terminal output (no line buffering; see docs).
+    interactive_channels: list[str] = Field(default_factory=lambda: ["pty"])
+    #: Further column type names whose values are plain text (domain-specific or protocol-specific names).
+    text_types: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hash_needs_key(self) -> MaskOptions:
+        if self.uses_hash() and not self.hash_key_env:
+            raise ValueError("the hash strategy needs a secret key: set hash_key_env to the name of an "
+                             "environment variable holding it (e.g. hash_key_env = \"GW_MASK_KEY\")")
+        return self
+
+    def uses_hash(self) -> bool:
+        rules: Sequence[_RuleOption] = [*self.columns, *self.json_paths, *self.detectors]
+        return self.strategy == "hash" or any(r.strategy == "hash" for r in rules)
+
+
+#: Channels the stage never rewrites (the channel names protocol plugins use, see docs/plugins/mask.md): what
+#: the agent sends -- masking a request body would change what is written upstream -- and terminal control.
+UNMASKED_CHANNELS = frozenset({"stdin", "pty-input", "pty-resize", "request-body", "ws-client"})
+
+#: Shortest accepted hash key: a short key lets anyone holding tokens test candidate values offline.
+MIN_HASH_KEY = 16
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MaskStage(Stage):
+    """Masks sensitive columns and detected values in results before the agent sees them."""
+
+    name = "mask"
+    Options = MaskOptions
+    transforms = True
+
+    options: MaskOptions
+
+    def __init__(self, options: MaskOptions, services: Any, *, pipeline: str = "", index: int = 0) -> None:
+        super().__init__(options, services, pipeline=pipeline, index=index)
+        self._detectors = [self._lookup(rule.detector, i) for i, rule in enumerate(options.detectors)]
+        self._text_types = frozenset(normalise_type(t) for t in options.text_types)
+        self._counts: dict[str, dict[int, MaskCounts]] = {}
+        self._plans: dict[tuple[Column, ...], ResultPlan | None] = {}
+        self._ready = False
+        # The hash key comes from the environment of ``gw serve``; CLI commands that only read the store
+        # build the same pipelines without it, so a missing key is reported when the stage opens.
+        key = self._hash_key() if options.uses_hash() else None
+        if key is not None or not options.uses_hash():
+            self._build(key)
+
+    def _lookup(self, name: str, i: int) -> Detector:
+        try:
+            detector = self.services.detector(name)
+        except PluginError as e:
+            raise ConfigError(f"detectors[{i}]: {e}") from None
+        if not isinstance(detector, Detector):
+            raise ConfigError(f"detectors[{i}]: detector {name!r} has no name/find(text); its plugin is broken")
+        return detector
+
+    def _hash_key(self) -> bytes | None:
+        env = self.options.hash_key_env
+        assert env is not None
+        value = os.environ.get(env)
+        if value is None:
+            return None
+        if len(value) < MIN_HASH_KEY:
+            raise ConfigError(f"hash_key_env: the key in ${env} is shorter than {MIN_HASH_KEY} characters; "
+                              "use a random secret, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+        return value.encode()
+
+    def _build(self, key: bytes | None) -> None:
+        opts = self.options
+
+        def strategy(name: str | None) -> Strategy:
+            return make_strategy(name or opts.strategy, key)
+
+        self._column_rules = [(ColumnPattern(r.column), strategy(r.strategy)) for r in opts.columns]
+        self._detection = Detection([DetectorRule(d, strategy(r.strategy))
+                                     for d, r in zip(self._detectors, opts.detectors)])
+        path_rules = [PathRule(JsonPath(r.path), strategy(r.strategy)) for r in opts.json_paths]
+        path_rules += [PathRule(p.as_json_path(), s) for p, s in self._column_rules]
+        self._path_rules = PathRules(path_rules)
+        self._ready = True
+
+    async def open(self) -> None:
+        if not self._ready:
+            key = self._hash_key()
+            if key is None:
+                raise ConfigError(f"hash_key_env: environment variable ${self.options.hash_key_env} is not set; "
+                                  "the hash strategy needs its secret key to mask anything. Set it for gw serve")
+            self._build(key)
+
+    def _require_ready(self) -> None:
+        if not self._ready:  # fail closed: a filter without its key would pass values through
+            raise ConfigError(f"the mask stage of pipeline {self.pipeline!r} has no hash key yet "
+                              f"(${self.options.hash_key_env} is not set)")
+
+    # -- counts ---------------------------------------------------------------------------------------------
+    def _counts_for(self, command: Command) -> MaskCounts:
+        per_session = self._counts.setdefault(command.session.id, {})
+        counts = per_session.get(command.seq)
+        if counts is None:
+            counts = per_session[command.seq] = MaskCounts()
+        return counts
+
+    def counts(self, command: Command) -> MaskCounts | None:
+        """What has been masked so far in the results of a command still in flight (None if no filter was
+        needed).  Kept until :meth:`completed`."""
+        return self._counts.get(command.session.id, {}).get(command.seq)
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        per_session = self._counts.get(command.session.id)
+        counts = per_session.pop(command.seq, None) if per_session else None
+        if counts is not None:
+            outcome.notes["masked"] = counts.as_note()
+
+    async def session_ended(self, session: Session, reason: str) -> None:
+        self._counts.pop(session.id, None)
+
+    # -- filters --------------------------------------------------------------------------------------------
+    def _text_masker(self, counts: MaskCounts) -> TextMasker | None:
+        return TextMasker(self._detection, counts) if self._detection else None
+
+    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+        self._require_ready()
+        key = tuple(columns)
+        try:
+            plan = self._plans[key]
+        except KeyError:
+            plan = plan_result(columns, self._column_rules, bool(self._detection), bool(self._path_rules),
+                               self._text_types)
+            if len(self._plans) >= 4096:  # result shapes of ad-hoc queries: keep the cache bounded
+                self._plans.clear()
+            self._plans[key] = plan
+        if plan is None:
+            return None
+        counts = self._counts_for(command)
+        text = self._text_masker(counts)
+        json_masker = JsonMasker(self._path_rules, text, counts) if (self._path_rules or text) else None
+        return plan.bind(text, json_masker, counts)
+
+    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+        if channel in UNMASKED_CHANNELS:
+            return None
+        self._require_ready()
+        media, charset = parse_content_type(content_type)
+        kind = stream_kind(media)
+        if kind is None or (kind == "text" and not self._detection):
+            return None
+        if not self._detection and not self._path_rules:
+            return None
+        counts = self._counts_for(command)
+        text = self._text_masker(counts)
+        if kind == "text":
+            assert text is not None
+            return TextStream(text, max_line=self.options.max_line, charset=charset,
+                              interactive=channel in self.options.interactive_channels)
+        masker = JsonMasker(self._path_rules, text, counts)
+        if kind == "jsonlines":
+            return JsonLines(masker, max_body=self.options.max_body)
+        return JsonBody(masker, max_body=self.options.max_body)

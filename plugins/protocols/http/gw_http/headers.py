@@ -1,0 +1,163 @@
+"""Header rules of a reverse proxy: what is hop-by-hop, what the upstream gets, what stages may record.
+
+h11 hands headers over as ``(lower-case name, value)`` byte pairs; everything here works on that shape and
+builds plain lists for h11 to send.  Header names in sets are lower-case bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Headers = Sequence[tuple[bytes, bytes]]
+HeaderList = list[tuple[bytes, bytes]]
+
+#: RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded (``proxy-connection`` is the
+#: old non-standard spelling some clients still send).
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+                        b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+
+#: Values never shown to stages in clear, whatever the configuration says.
+ALWAYS_SECRET = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
+REDACTED = "[redacted]"
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def header_values(headers: Headers, name: bytes) -> list[bytes]:
+    return [v for n, v in headers if n == name]
+
+
+def comma_tokens(headers: Headers, name: bytes) -> set[bytes]:
+    """Lower-cased comma-separated tokens of every ``name`` header (``Connection: keep-alive, Upgrade``)."""
+    out: set[bytes] = set()
+    for n, v in headers:
+        if n == name:
+            out.update(t.strip().lower() for t in v.split(b",") if t.strip())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingRules:
+    """Per-listener facts needed to rewrite request and response headers (computed once at start-up)."""
+
+    #: Request headers never forwarded as the agent sent them (gw sets its own or drops them).
+    request_drop: frozenset[bytes]
+    #: The upstream credential and other configured headers, already expanded.
+    injected: tuple[tuple[bytes, bytes], ...]
+    #: ``Host`` for the upstream (``127.0.0.1:9000``).
+    upstream_host: bytes
+    #: Header values that must never reach the client (the injected credentials).
+    secrets: tuple[bytes, ...]
+    #: Names whose values stages see as ``[redacted]``.
+    secret_names: frozenset[bytes]
+
+    @classmethod
+    def build(cls, *, token_header: str, injected: Iterable[tuple[str, str]], upstream_host: str,
+              secrets: Iterable[bytes], secret_headers: Iterable[str]) -> ForwardingRules:
+        injected_pairs = tuple((n.lower().encode("ascii"), v.encode("latin-1")) for n, v in injected)
+        drop = set(HOP_BY_HOP)
+        # The agent's token, framing and routing headers are gw's to set; x-forwarded-for is appended to.
+        drop.update({token_header.lower().encode("ascii"), b"host", b"expect", b"content-length",
+                     b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+        # The agent cannot override the injected credential by sending a header of the same name.
+        drop.update(n for n, _ in injected_pairs)
+        names = set(ALWAYS_SECRET)
+        names.add(token_header.lower().encode("ascii"))
+        names.update(n.lower().encode("ascii") for n in secret_headers)
+        names.update(n for n, _ in injected_pairs)
+        return cls(request_drop=frozenset(drop), injected=injected_pairs,
+                   upstream_host=upstream_host.encode("ascii"), secrets=tuple(secrets),
+                   secret_names=frozenset(names))
+
+    def upstream_request(self, headers: Headers, *, client_ip: str, scheme: str, framing: HeaderList,
+                         upgrade: bytes | None) -> HeaderList:
+        """Headers for the upstream request: hop-by-hop and the agent's token removed, ``Host`` rewritten,
+        the credential injected, ``X-Forwarded-*`` added, body framing as gw chose it."""
+        listed = comma_tokens(headers, b"connection")
+        drop = self.request_drop
+        out: HeaderList = [(b"host", self.upstream_host)]
+        forwarded_for: bytes | None = None
+        original_host = b""
+        for name, value in headers:
+            if name in drop or name in listed:
+                if name == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                elif name == b"host":
+                    original_host = value
+                continue
+            out.append((name, value))
+        out.extend(self.injected)
+        ip = client_ip.encode("ascii", "replace")
+        out.append((b"x-forwarded-for", forwarded_for + b", " + ip if forwarded_for else ip))
+        out.append((b"x-forwarded-proto", scheme.encode("ascii")))
+        if original_host:
+            out.append((b"x-forwarded-host", original_host))
+        # gw relays bodies to masking, recording and the secret scrubber: ask for them uncompressed.
+        out.append((b"accept-encoding", b"identity"))
+        out.extend(framing)
+        if upgrade is not None:
+            out.append((b"connection", b"upgrade"))
+            out.append((b"upgrade", upgrade))
+        return out
+
+    def client_response(self, headers: Headers, *, keep_length: bool, upgrade: bool,
+                        extra: HeaderList) -> HeaderList:
+        """Headers for the client: hop-by-hop removed (``Upgrade`` kept on a 101), ``Content-Length`` kept
+        only when gw relays the body unchanged in length, injected credentials blanked wherever echoed."""
+        listed = comma_tokens(headers, b"connection")
+        secrets = self.secrets
+        out: HeaderList = []
+        for name, value in headers:
+            if name in HOP_BY_HOP or name in listed:
+                if upgrade and name in (b"upgrade", b"connection"):
+                    out.append((name, value))
+                continue
+            if name == b"content-length" and not keep_length:
+                continue
+            if secrets:
+                value = scrub_value(value, secrets)
+            out.append((name, value))
+        out.extend(extra)
+        return out
+
+    def redacted(self, headers: Headers) -> list[list[str]]:
+        """``[[name, value], ...]`` for stages to record, secret values replaced by ``[redacted]``."""
+        secret = self.secret_names
+        return [[n.decode("latin-1"), REDACTED if n in secret else v.decode("latin-1")] for n, v in headers]
+
+
+def scrub_value(value: bytes, secrets: Sequence[bytes]) -> bytes:
+    """``value`` with every occurrence of a secret replaced by asterisks of the same length."""
+    for s in secrets:
+        if s in value:
+            value = value.replace(s, b"*" * len(s))
+    return value
+
+
+def bearer_token(headers: Headers, name: bytes) -> str | None:
+    """The identity token in header ``name``: ``Bearer TOKEN`` (the scheme is required on Authorization and
+    optional on a custom header).  None when the header is missing, repeated or of another scheme."""
+    values = header_values(headers, name)
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
+    scheme, _, rest = value.partition(b" ")
+    if scheme.lower() == b"bearer":
+        token = rest.strip()
+    elif name == b"authorization":
+        return None
+    else:
+        token = value
+    if not token:
+        return None
+    try:
+        return token.decode("ascii")
+    except UnicodeDecodeError:
+        return None

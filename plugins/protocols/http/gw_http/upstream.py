@@ -1,0 +1,284 @@
+"""The upstream side: resolving the configured credential, connecting (TCP or TLS) and speaking h11 as client.
+
+Failures become :class:`UpstreamError` with a short ``reason`` code and a message for the agent; the handler
+turns them into 502/504 JSON.  Messages name the upstream's address but never a credential.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import h11
+import trio
+from gw.errors import ConfigError
+
+from .headers import ForwardingRules
+from .options import ENV_REFERENCE, HttpListenerOptions
+
+RECEIVE_SIZE = 256 * 1024
+#: Secrets shorter than this are not scrubbed from responses: replacing every occurrence of a 3-byte value
+#: would corrupt ordinary data and protect nothing.
+MIN_SCRUB_LENGTH = 6
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or misbehaved.  ``status`` is what the client gets (502 / 504)."""
+
+    def __init__(self, message: str, *, reason: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class UpstreamClosed(UpstreamError):
+    """The upstream closed the connection before a complete response (a stale keep-alive connection when it
+    happens before the first response byte)."""
+
+    def __init__(self, message: str, *, before_response: bool) -> None:
+        super().__init__(message, reason="upstream_closed")
+        self.before_response = before_response
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where to connect and how, resolved at start-up (credentials expanded, TLS context loaded)."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    ssl_context: ssl.SSLContext | None
+    connect_timeout: float
+    read_timeout: float
+    max_header_bytes: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def describe(self) -> str:
+        return f"{self.scheme}://{self.host_header}{self.base_path}"
+
+
+def describe_url(url: str) -> str:
+    """A credential-free form of the configured URL (URLs cannot hold credentials; see options)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _expand(value: str, env: Mapping[str, str], where: str, listener: str, file: str) -> str:
+    def sub(match: object) -> str:
+        name = match.group(1)  # type: ignore[attr-defined]
+        if name not in env:
+            raise ConfigError(f"listener {listener!r}: {where} refers to ${{{name}}}, which is not set in "
+                              f"gw's environment; export {name} before starting gw", file=file)
+        return env[name]
+
+    return ENV_REFERENCE.sub(sub, value)
+
+
+def resolve_credentials(options: HttpListenerOptions, env: Mapping[str, str], file: str
+                        ) -> tuple[list[tuple[str, str]], list[bytes]]:
+    """The headers to inject (``${VAR}`` expanded, basic auth encoded) and the secret byte strings that must
+    never reach a client.  Raises :class:`ConfigError` naming a missing variable."""
+    up = options.upstream
+    injected: list[tuple[str, str]] = []
+    secrets: list[bytes] = []
+    for name, template in up.headers.items():
+        value = _expand(template, env, f"upstream.headers.{name}", options.name, file)
+        injected.append((name, value))
+        if ENV_REFERENCE.search(template):
+            secrets.append(value.encode("latin-1"))
+            scheme, _, credential = value.partition(" ")
+            if credential and scheme.isalpha():  # "Bearer abc": the bare credential may be echoed too
+                secrets.append(credential.encode("latin-1"))
+    if up.basic_auth is not None:
+        var = up.basic_auth.password_env
+        if var not in env:
+            raise ConfigError(f"listener {options.name!r}: upstream.basic_auth.password_env names {var}, "
+                              f"which is not set in gw's environment; export {var} before starting gw",
+                              file=file)
+        password = env[var]
+        pair = base64.b64encode(f"{up.basic_auth.user}:{password}".encode()).decode("ascii")
+        injected.append(("Authorization", f"Basic {pair}"))
+        secrets.extend([pair.encode("ascii"), password.encode("utf-8")])
+    scrubbed = sorted({s for s in secrets if len(s) >= MIN_SCRUB_LENGTH}, key=len, reverse=True)
+    return injected, scrubbed
+
+
+def upstream_ssl_context(options: HttpListenerOptions, path: Callable[[str], Path], file: str
+                         ) -> ssl.SSLContext:
+    """The client TLS context for an https upstream; ``path`` resolves file names against the pipeline
+    file's directory."""
+    up = options.upstream
+    listener = options.name
+    try:
+        ctx = ssl.create_default_context(cafile=str(path(up.ca_file)) if up.ca_file else None)
+        if up.client_cert:
+            key = str(path(up.client_key)) if up.client_key else None
+            ctx.load_cert_chain(str(path(up.client_cert)), key)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"listener {listener!r}: cannot load the upstream TLS files: {e}",
+                          file=file) from None
+    if not up.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def build_target(options: HttpListenerOptions, ssl_context: ssl.SSLContext | None) -> UpstreamTarget:
+    parts = urlsplit(options.upstream.url)
+    scheme = parts.scheme
+    return UpstreamTarget(
+        scheme=scheme, host=parts.hostname or "", port=parts.port or (443 if scheme == "https" else 80),
+        base_path=parts.path.rstrip("/"), ssl_context=ssl_context,
+        connect_timeout=options.upstream.connect_timeout.total_seconds(),
+        read_timeout=options.upstream.read_timeout.total_seconds(),
+        max_header_bytes=options.max_header_bytes)
+
+
+def forwarding_rules(options: HttpListenerOptions, target: UpstreamTarget, injected: list[tuple[str, str]],
+                     secrets: list[bytes]) -> ForwardingRules:
+    return ForwardingRules.build(token_header=options.token_header, injected=injected,
+                                 upstream_host=target.host_header, secrets=secrets,
+                                 secret_headers=options.secret_headers)
+
+
+def _os_reason(exc: OSError) -> str:
+    """The first concrete reason (``Connection refused``) under trio's "all attempts failed" error."""
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop(0)
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        if e.__cause__ is not None:
+            pending.append(e.__cause__)
+    return str(exc)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        if isinstance(cause, ssl.SSLError):
+            return cause.reason or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
+
+
+class UpstreamConnection:
+    """One connection to the upstream, reused for the requests of one client connection while both sides
+    keep it alive."""
+
+    def __init__(self, target: UpstreamTarget, stream: trio.abc.Stream) -> None:
+        self.target = target
+        self.stream = stream
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=target.max_header_bytes)
+        #: Requests completed on this connection (a reused connection may be stale; see UpstreamClosed).
+        self.completed = 0
+        #: Response bytes received in the current request/response cycle.
+        self.received = 0
+        self.closed = False
+
+    @classmethod
+    async def open(cls, target: UpstreamTarget) -> UpstreamConnection:
+        where = target.address
+        try:
+            with trio.fail_after(target.connect_timeout):
+                tcp = await trio.open_tcp_stream(target.host, target.port)
+                if target.ssl_context is None:
+                    return cls(target, tcp)
+                tls = trio.SSLStream(tcp, target.ssl_context, server_hostname=target.host,
+                                     https_compatible=True)
+                try:
+                    await tls.do_handshake()
+                except (trio.BrokenResourceError, ssl.SSLError) as e:
+                    await trio.aclose_forcefully(tcp)
+                    raise UpstreamError(f"the TLS handshake with upstream {where} failed: {_tls_reason(e)}; "
+                                        "check upstream.url, upstream.ca_file and the upstream's certificate",
+                                        reason="upstream_tls") from None
+                return cls(target, tls)
+        except trio.TooSlowError:
+            raise UpstreamError(f"the upstream {where} did not accept a connection within "
+                                f"{target.connect_timeout:g}s", reason="upstream_timeout",
+                                status=504) from None
+        except OSError as e:
+            raise UpstreamError(f"cannot connect to the upstream {where}: {_os_reason(e)}; the service may "
+                                "be down, retry later", reason="upstream_unreachable") from None
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            try:
+                with trio.fail_after(self.target.read_timeout):
+                    await self.stream.send_all(data)
+            except trio.TooSlowError:
+                raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
+                                    reason="upstream_timeout", status=504) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
+                                     "sending the request", before_response=True) from None
+
+    async def next_event(self, before_wait: Callable[[], Awaitable[None]] | None = None) -> h11.Event:
+        """The next response event; raises :class:`UpstreamError` on timeout, close or protocol error.
+        ``before_wait`` runs before gw blocks on the upstream socket (the handler flushes client output)."""
+        while True:
+            state = self.h11.their_state
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as e:
+                if state is h11.SEND_BODY:
+                    raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: {e}",
+                                         before_response=False) from None
+                if self.h11.trailing_data[1] and not self.received:
+                    raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
+                                         "responding", before_response=True) from None
+                raise UpstreamError(f"the upstream {self.target.address} sent a malformed HTTP response: {e}",
+                                    reason="upstream_protocol") from None
+            if event is not h11.NEED_DATA:
+                if type(event) is h11.ConnectionClosed:
+                    raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
+                                         "responding", before_response=not self.received)
+                return event  # type: ignore[return-value]
+            if before_wait is not None:
+                await before_wait()
+            try:
+                with trio.fail_after(self.target.read_timeout):
+                    data = bytes(await self.stream.receive_some(RECEIVE_SIZE))  # no copy for bytes
+            except trio.TooSlowError:
+                raise UpstreamError(f"the upstream {self.target.address} did not respond within "
+                                    f"{self.target.read_timeout:g}s (upstream.read_timeout)",
+                                    reason="upstream_timeout", status=504) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            self.received += len(data)
+            self.h11.receive_data(data)
+
+    def finish_cycle(self) -> bool:
+        """After a response: prepare for the next request; False when the connection cannot be reused."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            self.completed += 1
+            self.received = 0
+            return True
+        return False
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await trio.aclose_forcefully(self.stream)

@@ -1,0 +1,539 @@
+"""What runs on one session channel: an exec command or a shell (:class:`CommandRelay`), or the sftp subsystem
+(:class:`SftpRelay`).  Each is one :class:`~gw.model.Command` decided by the pipeline before anything reaches
+the target; sftp adds one command per file operation.
+
+Output goes through the pipeline's stream filters (mask, then record) on the trio thread: ``stdout`` and
+``stderr`` for commands without a terminal, ``pty`` for terminals.  Text filters hold back what may be the start
+of a sensitive value split across reads; terminal output is released after :data:`PTY_IDLE` without new output
+(``feed(b"")``), so prompts appear.  Input is only observed (``stdin`` / ``pty-input``, recorded when the record
+stage has ``record_input = true``) and is forwarded exactly as typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+from gw.model import Command, Kind, Outcome, Verdict
+from gw.stage import StreamFilter
+
+from . import sftp
+from .bridge import ServerChannel, UpstreamChannel
+from .commands import classify
+from .events import (
+    ChannelClosedError,
+    ChannelEvent,
+    Closed,
+    Data,
+    Eof,
+    ExitSignal,
+    ExitStatus,
+    SessionRequest,
+    SignalRequest,
+    UpstreamError,
+    WindowChange,
+)
+
+if TYPE_CHECKING:
+    from .session import ConnectionSession
+
+log = logging.getLogger("gw.ssh")
+
+#: Terminal output held by a filter is released after this long without more output.
+PTY_IDLE = 0.05
+UNAVAILABLE = 255
+
+
+class _FilterFailed(Exception):
+    """A stream filter raised: the rest of the output is withheld (fail closed)."""
+
+
+def _feed(f: StreamFilter | None, data: bytes) -> bytes:
+    if f is None:
+        return data
+    try:
+        return f.feed(data)
+    except Exception as e:
+        raise _FilterFailed(str(e) or type(e).__name__) from e
+
+
+def _finish(f: StreamFilter | None) -> bytes:
+    if f is None:
+        return b""
+    try:
+        return f.finish()
+    except Exception as e:
+        raise _FilterFailed(str(e) or type(e).__name__) from e
+
+
+def _refusal_text(verdict: Verdict) -> str:
+    reason = verdict.reason or "gw policy refused this command"
+    return reason if reason.startswith("gw") else f"gw: {reason}"
+
+
+def _environment(request: SessionRequest, accepted: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for name, value in request.env:
+        if any(name == a or (a.endswith("*") and name.startswith(a[:-1])) for a in accepted):
+            out.append((name, value))
+    return out
+
+
+class StderrNotices:
+    """The ``CommandContext`` stages get: notices (approval holds ...) become lines on the client's stderr."""
+
+    __slots__ = ("chan",)
+
+    def __init__(self, chan: ServerChannel) -> None:
+        self.chan = chan
+
+    async def notice(self, message: str) -> None:
+        try:
+            await self.chan.send(message.rstrip("\n").encode("utf-8", "replace") + b"\n", stderr=True)
+        except ChannelClosedError:
+            pass
+
+
+class _Relay:
+    """What command and sftp relays share: the decision, refusals and the upstream channel."""
+
+    def __init__(self, session: ConnectionSession, chan: ServerChannel, request: SessionRequest) -> None:
+        self.session = session
+        self.sr = session.sr
+        self.chan = chan
+        self.request = request
+        self.refused_status = session.options.refused_exit_status
+
+    async def _open_upstream(self, cmd: Command, outcome: Outcome, **kwargs: Any) -> UpstreamChannel | None:
+        assert self.session.upstream is not None
+        try:
+            return await self.session.upstream.open_session(
+                env=_environment(self.request, self.session.options.accept_env), **kwargs)
+        except UpstreamError as e:
+            log.warning("session %s: %s", self.sr.session.id, e)
+            outcome.status, outcome.error_message = "error", str(e)
+            await self.session.refuse(self.chan, f"gw: {e}", UNAVAILABLE)
+            return None
+
+    async def _decided(self, cmd: Command, outcome: Outcome) -> tuple[bool, list[ChannelEvent]]:
+        """Decide; on refusal tell the client and fill ``outcome``.  True when the command may run."""
+        verdict, early = await self.session.decide(self.chan, cmd)
+        if verdict is None:
+            outcome.error_message = "the client closed the channel while the command was being decided"
+            return False, early
+        if not verdict.allowed:
+            text = _refusal_text(verdict)
+            outcome.status, outcome.error_message = "denied", verdict.reason
+            outcome.error_code = verdict.code.value if verdict.code else None
+            await self.session.refuse(self.chan, text, self.refused_status)
+            return False, early
+        return True, early
+
+    async def _complete(self, cmd: Command, outcome: Outcome) -> None:
+        with trio.CancelScope(shield=True):
+            if outcome.status == "cancelled" and not outcome.error_message:
+                outcome.error_message = self.session.cancel_reason()
+            await self.sr.complete(cmd, outcome)
+
+    async def _relay_exit(self, exit_event: ExitStatus | ExitSignal | None, outcome: Outcome,
+                          what: str) -> None:
+        if isinstance(exit_event, ExitStatus):
+            status = exit_event.status
+            outcome.tag = f"exit {status}"
+            outcome.notes["exit_status"] = status
+            if status == 0:
+                outcome.status = "ok"
+            else:
+                outcome.status, outcome.error_code = "error", f"exit {status}"
+                outcome.error_message = f"the {what} exited with status {status}"
+            await self.chan.exit(status)
+        elif isinstance(exit_event, ExitSignal):
+            outcome.status = "error"
+            outcome.tag = outcome.error_code = f"signal {exit_event.signal}"
+            outcome.error_message = f"the {what} was killed by signal {exit_event.signal}" + (
+                " (core dumped)" if exit_event.core_dumped else "")
+            outcome.notes["signal"] = exit_event.signal
+            if exit_event.core_dumped:
+                outcome.notes["core_dumped"] = True
+            await self.chan.exit_signal(exit_event.signal, exit_event.core_dumped, exit_event.message)
+        else:
+            outcome.status = "error"
+            outcome.error_message = f"the target ended the {what} without an exit status"
+            await self.session.refuse(self.chan, f"gw: {outcome.error_message} (the connection to it may have "
+                                                 "been lost)", UNAVAILABLE)
+
+
+@dataclass
+class _RelayState:
+    exit: ExitStatus | ExitSignal | None = None
+    client_gone: bool = False
+    filter_error: str | None = None
+
+
+class CommandRelay(_Relay):
+    """An exec request or a shell: decided, then relayed to the same request on the target."""
+
+    def command(self) -> Command:
+        request = self.request
+        attributes: dict[str, Any] = {}
+        if request.terminal is not None:
+            attributes.update(term=request.terminal.term, cols=request.terminal.cols, rows=request.terminal.rows)
+        if request.kind == "shell":
+            return self.sr.command("shell", language="shell", kind=Kind.EXEC, verb="shell",
+                                   attributes=attributes)
+        text = request.command or ""
+        c = classify(text)
+        attributes["verbs"] = list(c.verbs)
+        return self.sr.command(text, language="shell", kind=Kind.EXEC, verb=c.verb, objects=c.objects,
+                               flags=c.flags, attributes=attributes)
+
+    async def run(self) -> None:
+        cmd = self.command()
+        outcome = Outcome(status="cancelled")
+        started = time.perf_counter()
+        try:
+            allowed, early = await self._decided(cmd, outcome)
+            if not allowed:
+                return
+            up = await self._open_upstream(cmd, outcome, command=self.request.command,
+                                           terminal=self.request.terminal)
+            if up is None:
+                return
+            started = time.perf_counter()
+            try:
+                await self._relay(cmd, up, early, outcome)
+            except trio.Cancelled:
+                # The client's connection is gone (or gw ended the session): stop the command on the target.
+                outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await up.signal("HUP")
+                raise
+            finally:
+                up.close()
+        finally:
+            if outcome.status != "denied":
+                outcome.duration = time.perf_counter() - started
+            await self._complete(cmd, outcome)
+
+    async def _relay(self, cmd: Command, up: UpstreamChannel, early: list[ChannelEvent], outcome: Outcome) -> None:
+        pty = self.request.terminal is not None
+        out = self.sr.stream(cmd, "pty" if pty else "stdout", "text/plain")
+        err = self.sr.stream(cmd, "stderr", "text/plain")
+        typed = self.sr.stream(cmd, "pty-input" if pty else "stdin", "text/plain")
+        resize = self.sr.stream(cmd, "pty-resize") if pty else None
+        state = _RelayState()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._client_to_upstream, up, early, typed, resize, state, nursery.cancel_scope)
+                await self._upstream_to_client(up, out, err, pty, state)
+                nursery.cancel_scope.cancel()
+        except ChannelClosedError:
+            state.client_gone = True
+        except _FilterFailed as e:
+            state.filter_error = str(e)
+        finally:
+            if typed is not None:
+                try:
+                    typed.finish()
+                except Exception:
+                    log.exception("session %s: input filter failed", self.sr.session.id)
+        if state.client_gone:
+            outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await up.signal("HUP")
+            return
+        if state.filter_error is not None:
+            outcome.status = "error"
+            outcome.error_message = f"output filter failed: {state.filter_error}"
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await up.signal("TERM")
+            await self.session.refuse(self.chan, f"gw could not filter this command's output "
+                                                 f"({state.filter_error}); the rest of it was withheld",
+                                      self.refused_status)
+            return
+        await self._relay_exit(state.exit, outcome, "shell" if self.request.kind == "shell" else "command")
+
+    async def _client_to_upstream(self, up: UpstreamChannel, early: list[ChannelEvent], typed: StreamFilter | None,
+                                  resize: StreamFilter | None, state: _RelayState, scope: trio.CancelScope) -> None:
+        forwarding = True
+        pending = list(early)
+        while True:
+            event = pending.pop(0) if pending else await self.chan.receive()
+            if isinstance(event, Data):
+                if typed is not None:
+                    typed.feed(event.data)  # observed only: the target gets exactly what was sent
+                if forwarding:
+                    try:
+                        await up.send(event.data)
+                    except ChannelClosedError:
+                        forwarding = False  # the command stopped reading; keep watching for window changes
+            elif isinstance(event, Eof):
+                try:
+                    await up.send_eof()
+                except ChannelClosedError:
+                    pass
+            elif isinstance(event, WindowChange):
+                await up.resize(event)
+                if resize is not None:
+                    resize.feed(f"{event.cols}x{event.rows}".encode())
+            elif isinstance(event, SignalRequest):
+                await up.signal(event.name)
+            elif isinstance(event, Closed):
+                state.client_gone = True
+                scope.cancel()
+                return
+
+    async def _upstream_to_client(self, up: UpstreamChannel, out: StreamFilter | None, err: StreamFilter | None,
+                                  pty: bool, state: _RelayState) -> None:
+        chan = self.chan
+        held = False
+        flushed = False
+        while True:
+            if held:
+                event: ChannelEvent | None = None
+                with trio.move_on_after(PTY_IDLE):
+                    event = await up.receive()
+                if event is None:
+                    held = False
+                    await chan.send(_feed(out, b""))
+                    continue
+            else:
+                event = await up.receive()
+            if isinstance(event, Data):
+                if event.stderr:
+                    await chan.send(_feed(err, event.data), stderr=True)
+                else:
+                    await chan.send(_feed(out, event.data))
+                    held = pty and out is not None
+            elif isinstance(event, Eof):
+                held = False
+                await self._flush(out, err)
+                flushed = True
+                try:
+                    await chan.send_eof()
+                except ChannelClosedError:
+                    pass
+            elif isinstance(event, (ExitStatus, ExitSignal)):
+                state.exit = event
+            elif isinstance(event, Closed):
+                break
+        if not flushed:
+            await self._flush(out, err)
+
+    async def _flush(self, out: StreamFilter | None, err: StreamFilter | None) -> None:
+        await self.chan.send(_finish(out))
+        await self.chan.send(_finish(err), stderr=True)
+
+
+@dataclass
+class _OpenFile:
+    """A handle the target returned for a decided open/opendir, completed when it is closed."""
+
+    command: Command
+    path: str
+    read: int = 0
+    written: int = 0
+
+
+@dataclass
+class _SftpState:
+    #: request id -> the decided command waiting for its answer
+    pending: dict[int, Command] = field(default_factory=dict)
+    #: request id -> handle, for reads (DATA answers count bytes) and closes
+    reads: dict[int, bytes] = field(default_factory=dict)
+    closes: dict[int, bytes] = field(default_factory=dict)
+    handles: dict[bytes, _OpenFile] = field(default_factory=dict)
+    exit: ExitStatus | ExitSignal | None = None
+    client_closed: bool = False
+    error: str | None = None
+
+
+class SftpRelay(_Relay):
+    """The sftp subsystem, relayed packet by packet; each file operation is a command of its own."""
+
+    async def run(self) -> None:
+        cmd = self.sr.command("sftp", language="sftp", kind=Kind.EXEC, verb="sftp")
+        outcome = Outcome(status="cancelled")
+        state = _SftpState()
+        try:
+            allowed, early = await self._decided(cmd, outcome)
+            if not allowed:
+                return
+            up = await self._open_upstream(cmd, outcome, subsystem="sftp")
+            if up is None:
+                return
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._client_to_upstream, up, early, state, nursery.cancel_scope)
+                    await self._upstream_to_client(up, state)
+                    nursery.cancel_scope.cancel()
+            except sftp.SftpProtocolError as e:
+                state.error = str(e)
+            except ChannelClosedError:
+                state.client_closed = True
+            finally:
+                up.close()
+                await self._complete_open(state)
+            if state.error is not None:
+                outcome.status, outcome.error_message = "error", f"SFTP protocol error: {state.error}"
+                await self.session.refuse(self.chan, f"gw: closed the sftp session: {state.error}",
+                                          UNAVAILABLE)
+            elif state.client_closed:
+                outcome.status, outcome.tag = "ok", "client closed"
+            else:
+                await self._relay_exit(state.exit, outcome, "sftp session")
+        finally:
+            await self._complete(cmd, outcome)
+
+    async def _complete_open(self, state: _SftpState) -> None:
+        """Operations still waiting for an answer, and files never closed, complete with the session."""
+        with trio.CancelScope(shield=True):
+            for command in state.pending.values():
+                await self.sr.complete(command, Outcome(status="cancelled",
+                                                        error_message="the sftp session ended first"))
+            for f in state.handles.values():
+                await self.sr.complete(f.command, Outcome(status="ok", tag="not closed",
+                                                          notes=_byte_notes(f)))
+            state.pending.clear()
+            state.handles.clear()
+
+    async def _client_to_upstream(self, up: UpstreamChannel, early: list[ChannelEvent], state: _SftpState,
+                                  scope: trio.CancelScope) -> None:
+        framer = sftp.PacketFramer()
+        pending = list(early)
+        while True:
+            event = pending.pop(0) if pending else await self.chan.receive()
+            if isinstance(event, Data):
+                framer.receive_data(event.data)
+                batch: list[bytes] = []
+                while (packet := framer.next_packet()) is not sftp.NEED_DATA:
+                    assert isinstance(packet, bytes)
+                    request = sftp.parse_request(packet)
+                    handle_path = None
+                    if request.handle is not None and request.handle in state.handles:
+                        handle_path = state.handles[request.handle].path
+                    op = sftp.operation(request, handle_path)
+                    if op is not None:
+                        if batch:
+                            await up.send(b"".join(batch))
+                            batch = []
+                        if not await self._decide_operation(request, op, state):
+                            continue
+                    else:
+                        self._track_request(request, state)
+                    batch.append(packet)
+                if batch:
+                    await up.send(b"".join(batch))
+            elif isinstance(event, Eof):
+                try:
+                    await up.send_eof()
+                except ChannelClosedError:
+                    pass
+            elif isinstance(event, Closed):
+                state.client_closed = True
+                scope.cancel()
+                return
+
+    async def _decide_operation(self, request: sftp.Request, op: sftp.Operation, state: _SftpState) -> bool:
+        cmd = self.sr.command(op.text, language="sftp", kind=op.kind, verb=op.verb, objects=op.objects,
+                              flags=op.flags)
+        verdict = await self.sr.decide(cmd, StderrNotices(self.chan))
+        if verdict.allowed:
+            assert request.id is not None
+            state.pending[request.id] = cmd
+            return True
+        text = _refusal_text(verdict)
+        assert request.id is not None
+        await self.chan.send(sftp.status_packet(request.id, sftp.Status.PERMISSION_DENIED, text))
+        await self.chan.send(text.encode("utf-8", "replace") + b"\n", stderr=True)
+        await self.sr.complete(cmd, Outcome(status="denied", error_message=verdict.reason,
+                                            error_code=verdict.code.value if verdict.code else None))
+        return False
+
+    def _track_request(self, request: sftp.Request, state: _SftpState) -> None:
+        if request.id is None or request.handle is None:
+            return
+        if request.type == sftp.T.READ:
+            state.reads[request.id] = request.handle
+        elif request.type == sftp.T.WRITE:
+            f = state.handles.get(request.handle)
+            if f is not None:
+                f.written += request.size
+        elif request.type == sftp.T.CLOSE:
+            state.closes[request.id] = request.handle
+
+    async def _upstream_to_client(self, up: UpstreamChannel, state: _SftpState) -> None:
+        framer = sftp.PacketFramer()
+        while True:
+            event = await up.receive()
+            if isinstance(event, Data):
+                if event.stderr:
+                    await self.chan.send(event.data, stderr=True)
+                    continue
+                framer.receive_data(event.data)
+                batch: list[bytes] = []
+                done: list[tuple[Command, Outcome]] = []
+                while (packet := framer.next_packet()) is not sftp.NEED_DATA:
+                    assert isinstance(packet, bytes)
+                    self._track_response(sftp.parse_response(packet), state, done)
+                    batch.append(packet)
+                if batch:
+                    await self.chan.send(b"".join(batch))
+                for command, outcome in done:
+                    await self.sr.complete(command, outcome)
+            elif isinstance(event, Eof):
+                try:
+                    await self.chan.send_eof()
+                except ChannelClosedError:
+                    pass
+            elif isinstance(event, (ExitStatus, ExitSignal)):
+                state.exit = event
+            elif isinstance(event, Closed):
+                return
+
+    def _track_response(self, response: sftp.Response, state: _SftpState,
+                        done: list[tuple[Command, Outcome]]) -> None:
+        rid = response.id
+        if rid is None:
+            return
+        command = state.pending.pop(rid, None)
+        if command is not None:
+            if response.type == sftp.T.HANDLE and response.handle is not None:
+                path = command.objects[0] if command.objects else ""
+                state.handles[response.handle] = _OpenFile(command, path)
+            elif response.type == sftp.T.STATUS and response.status != sftp.Status.OK:
+                done.append((command, Outcome(status="error", error_code=_status_name(response.status),
+                                              error_message=response.message or None)))
+            else:
+                done.append((command, Outcome(status="ok")))
+            return
+        handle = state.reads.pop(rid, None)
+        if handle is not None:
+            f = state.handles.get(handle)
+            if f is not None and response.type == sftp.T.DATA:
+                f.read += response.size
+            return
+        handle = state.closes.pop(rid, None)
+        if handle is not None:
+            f = state.handles.pop(handle, None)
+            if f is not None:
+                done.append((f.command, Outcome(status="ok", tag="closed", notes=_byte_notes(f))))
+
+
+def _byte_notes(f: _OpenFile) -> dict[str, Any]:
+    notes: dict[str, Any] = {}
+    if f.read:
+        notes["bytes_read"] = f.read
+    if f.written:
+        notes["bytes_written"] = f.written
+    return notes
+
+
+def _status_name(code: int | None) -> str:
+    try:
+        return sftp.Status(code).name.lower() if code is not None else "unknown"
+    except ValueError:
+        return f"status {code}"

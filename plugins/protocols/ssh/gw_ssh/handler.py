@@ -1,0 +1,161 @@
+"""The ``ssh`` protocol handler: gw's host key, the upstream target, client authentication, then a
+:class:`~gw_ssh.session.ConnectionSession` per client.
+
+Core accepts the TCP connection on trio; the handler hands the socket to the listener's asyncio thread
+(:mod:`gw_ssh.bridge`), where asyncssh runs the SSH transport, and serves everything else on trio.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+from gw.errors import ConfigError
+from gw.model import Command, Kind, Session
+from gw.protocol import ProtocolHandler
+
+from .auth import ClientAuth
+from .bridge import Bridge, UpstreamTarget, accept
+from .commands import classify
+from .events import HandshakeError
+from .keys import ClientKeys, KeyFileError, load_host_key, load_known_hosts, load_private_key
+from .options import SSHListenerOptions
+from .session import ConnectionSession
+
+if TYPE_CHECKING:
+    from gw.runtime import ListenerRuntime
+
+log = logging.getLogger("gw.ssh")
+
+
+class SSHHandler(ProtocolHandler):
+    """One ``protocol = "ssh"`` listener."""
+
+    name = "ssh"
+    Options = SSHListenerOptions
+
+    def __init__(self, listener: ListenerRuntime) -> None:
+        super().__init__(listener)
+        opts = self.opts
+        services = listener.services
+        self.bridge = Bridge(listener.name)
+        self.keys = ClientKeys(
+            listener.name,
+            services.resolve_path(opts.authorized_keys) if opts.authorized_keys else None,
+            services.resolve_path(opts.user_ca) if opts.user_ca else None,
+            tuple(opts.user_ca_groups), opts.user_ca_groups_extension)
+        self.host_key: Any = None
+        self._target: UpstreamTarget | None = None
+
+    @property
+    def opts(self) -> SSHListenerOptions:
+        """The listener's current options (``shell``, ``sftp`` ... follow a reload; keys and the upstream are
+        read once, at start)."""
+        return self.listener.options  # type: ignore[return-value]
+
+    @property
+    def options(self) -> SSHListenerOptions:
+        return self.opts
+
+    @property
+    def target(self) -> UpstreamTarget:
+        assert self._target is not None, "the ssh listener is not open"
+        return self._target
+
+    def describe_upstream(self) -> str:
+        up = self.opts.upstream
+        return f"{up.user}@{up.host}:{up.port}"
+
+    def classify(self, text: str, *, session: Session) -> Command:
+        c = classify(text)
+        return Command(session, 0, text, "shell", Kind.EXEC, c.verb, c.objects, c.flags,
+                       attributes={"verbs": list(c.verbs)})
+
+    # -- lifetime -------------------------------------------------------------------------------------------
+    def _config_error(self, key: str, message: str) -> ConfigError:
+        config = self.listener.services.config
+        index = next((i for i, t in enumerate(config.raw.get("listeners", [])) if t.get("name") == self.listener.name),
+                     0)
+        return ConfigError(message, file=str(config.path), path=f"listeners[{index}].{key}")
+
+    async def open(self) -> None:
+        services = self.listener.services
+        opts = self.opts
+        up = opts.upstream
+        host_key_path = services.resolve_path(opts.host_key_file)
+        try:
+            self.host_key = load_host_key(host_key_path)
+        except KeyFileError as e:
+            hint = ""
+            if not host_key_path.exists():
+                hint = (f"; create it with: gw ssh keygen -c {services.config.path} --listener "
+                        f"{self.listener.name}")
+            raise self._config_error("host_key_file", f"{e}{hint}") from None
+        passphrase = None
+        if up.key_passphrase_env:
+            passphrase = os.environ.get(up.key_passphrase_env)
+            if passphrase is None:
+                raise self._config_error("upstream.key_passphrase_env", f"environment variable "
+                                         f"${up.key_passphrase_env} is not set; it holds the passphrase of gw's key "
+                                         "for the target")
+        key_data = None
+        if up.key_env:
+            key_data = os.environ.get(up.key_env)
+            if not key_data:
+                raise self._config_error("upstream.key_env", f"environment variable ${up.key_env} is not set; it "
+                                         "holds gw's private key for the target")
+        key_file = services.resolve_path(up.key_file) if up.key_file else None
+        where = "upstream.key_file" if up.key_file else "upstream.key_env"
+        try:
+            key = load_private_key(file=key_file, data=key_data, passphrase=passphrase, what="gw's key for the target")
+        except KeyFileError as e:
+            raise self._config_error(where, str(e)) from None
+        known_hosts_path = services.resolve_path(up.known_hosts)
+        try:
+            known_hosts = load_known_hosts(known_hosts_path)
+        except KeyFileError as e:
+            raise self._config_error("upstream.known_hosts", str(e)) from None
+        try:
+            self.keys.load()
+        except KeyFileError as e:
+            raise self._config_error(e.option or "authorized_keys", str(e)) from None
+        self._target = UpstreamTarget(up.host, up.port, up.user, key, known_hosts, str(known_hosts_path),
+                                      up.connect_timeout.total_seconds(), up.keepalive_interval.total_seconds())
+        await self.bridge.start()
+
+    async def close(self) -> None:
+        await self.bridge.stop()
+
+    # -- one connection -------------------------------------------------------------------------------------
+    async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
+        sock = _take_socket(stream)
+        auth = ClientAuth(self, client_address)
+        timeout = self.listener.handshake_timeout
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(timeout + 5):
+                    conn = await accept(self.bridge, sock, host_key=self.host_key, auth=auth, nursery=nursery,
+                                        max_sessions=self.opts.max_sessions,
+                                        max_auth_attempts=self.opts.max_auth_attempts, login_timeout=timeout)
+            except (HandshakeError, trio.TooSlowError) as e:
+                why = str(e) if isinstance(e, HandshakeError) else f"timed out after {timeout:g}s"
+                if auth.attempted:
+                    log.info("listener %s: %s (user %r) did not log in: %s", self.listener.name, client_address,
+                             auth.username, why)
+                await auth.handshake_failed(why)
+                return
+            try:
+                await ConnectionSession(self, conn, client_address).run()
+            finally:
+                conn.close()
+
+
+def _take_socket(stream: trio.SocketStream) -> socket.socket:
+    """Move the accepted connection from trio to the bridge: the trio socket lets go of the file descriptor
+    (core's later ``aclose`` is then a no-op) and asyncssh owns it from here on."""
+    fd = stream.socket.detach()
+    return socket.socket(fileno=fd)
+

@@ -63,6 +63,14 @@ class Services:
     def detector(self, name: str) -> Any:
         return self.registry.get("detectors", name)
 
+    def detectors(self, names: list[str] | str) -> list[Any]:
+        """Detectors by name, or every installed one for ``"all"`` (stages that redact what they persist)."""
+        if names == "all":
+            return [r.obj for r in self.registry.items["detectors"].values()]
+        if isinstance(names, str):
+            names = [names]
+        return [self.detector(name) for name in names]
+
 
 class ListenerRuntime:
     """One listener: its options, protocol handler, identity providers and (current) pipeline."""

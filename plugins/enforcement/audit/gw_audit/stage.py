@@ -8,7 +8,7 @@ forwards the command.  If the write fails the method raises, and core turns an a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import trio
 from gw.errors import PluginError, StoreError
@@ -35,8 +35,9 @@ class AuditOptions(StageOptions):
     #: Statement text longer than this is cut (the record keeps its length and SHA-256).
     max_text: int = Field(default=65536, ge=64)
     #: Detectors (``us_ssn``, ``credit_card`` ...) whose findings are replaced by ``***`` in the statement
-    #: text, parameters and error messages before the record is written.
-    redact: list[str] = Field(default_factory=list)
+    #: text, parameters and error messages before the record is written; ``"all"`` (the default) uses every
+    #: installed detector, ``[]`` none.  gw never persists a sensitive value, even one the agent typed.
+    redact: list[str] | Literal["all"] = "all"
 
 
 class AuditStage(Stage):
@@ -49,12 +50,10 @@ class AuditStage(Stage):
         super().__init__(options, services, pipeline=pipeline, index=index)
         self.options: AuditOptions = options
         services.require_store("audit")  # a pipeline with audit but no [storage] fails `gw check`
-        detectors = []
-        for name in options.redact:
-            try:
-                detectors.append(services.detector(name))
-            except PluginError as e:
-                raise ValueError(f"redact: {e}") from None
+        try:
+            detectors = services.detectors(options.redact)
+        except PluginError as e:
+            raise ValueError(f"redact: {e}") from None
         self.records = RecordBuilder(include_params=options.include_params, max_text=options.max_text,
                                      redactor=Redactor(detectors))
         self._chain: AuditChain | None = None

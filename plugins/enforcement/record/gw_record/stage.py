@@ -213,15 +213,10 @@ class Record(Stage):
         self.failure: str | None = None
 
     def _detectors(self, names: list[str] | Literal["all"]) -> list[Any]:
-        if names == "all":
-            return [r.obj for r in self.services.registry.items["detectors"].values()]
-        found = []
-        for name in names:
-            try:
-                found.append(self.services.detector(name))
-            except PluginError as e:
-                raise ValueError(f"redact_detectors: {e}") from None
-        return found
+        try:
+            return self.services.detectors(names)
+        except PluginError as e:
+            raise ValueError(f"redact_detectors: {e}") from None
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def open(self) -> None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import tomli
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -83,7 +83,7 @@ class GatewaySection(_Strict):
     handshake_timeout: Duration = timedelta(seconds=10)
     #: Name of this gateway instance in audit records (defaults to the host name).
     name: str | None = None
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class PluginTable(BaseModel):

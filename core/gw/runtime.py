@@ -253,7 +253,8 @@ class Runtime:
             try:
                 self.identity[name] = cls(name, opts, self.services)
             except (ValueError, ConfigError) as e:
-                raise ConfigError(str(e), file=str(self.config.path), path=f"identity.{name}") from None
+                msg = e.detail if isinstance(e, ConfigError) else str(e)
+                raise ConfigError(msg, file=str(self.config.path), path=f"identity.{name}") from None
 
     def _build_pipelines(self) -> None:
         for name, table in self.config.raw.get("pipelines", {}).items():

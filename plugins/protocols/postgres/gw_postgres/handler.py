@@ -123,7 +123,7 @@ class PostgresHandler(ProtocolHandler):
         super().__init__(listener)
         opts: PostgresListenerOptions = listener.options  # type: ignore[assignment]
         self.opts = opts
-        self.target = UpstreamTarget.from_options(opts.upstream)
+        self.target = UpstreamTarget.from_options(opts.upstream, self.listener.services.resolve_path)
         self.classifier = Classifier(dialect="postgres")
         self.catalog = Catalog(self._catalog_connection)
         self.ssl_context: ssl.SSLContext | None = None

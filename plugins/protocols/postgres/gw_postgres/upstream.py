@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -81,8 +82,10 @@ class UpstreamTarget:
     connect_timeout: float = 10.0
 
     @classmethod
-    def from_options(cls, o: UpstreamOptions) -> UpstreamTarget:
-        return cls(o.host, o.port, o.database, o.sslmode, o.sslrootcert, o.connect_timeout.total_seconds())
+    def from_options(cls, o: UpstreamOptions, resolve: Callable[[str], Path] | None = None) -> UpstreamTarget:
+        """``resolve`` turns a relative ``sslrootcert`` into a path relative to the pipeline file."""
+        ca = str(resolve(o.sslrootcert)) if (o.sslrootcert and resolve is not None) else o.sslrootcert
+        return cls(o.host, o.port, o.database, o.sslmode, ca, o.connect_timeout.total_seconds())
 
     def describe(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

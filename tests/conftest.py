@@ -177,24 +177,6 @@ class InlinePlugin:
             register(s)
 
 
-CONFIG = """
-[identity.static]
-use = "static"
-users = { alice = ["agents"], bob = ["guests"] }
-
-[pipelines.p]
-stages = [{ use = "recorder" }, { use = "broken" }, { use = "deny_drop", message = "drops need a DBA" },
-          { use = "upper" }]
-
-[[listeners]]
-name = "lines"
-protocol = "lines"
-listen = "127.0.0.1:0"
-identity = "static"
-pipeline = "p"
-allow_groups = ["agents"]
-"""
-
 
 @pytest.fixture
 def inline_pm(gw_plugin_manager: pluggy.PluginManager, gw_register) -> pluggy.PluginManager:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -70,6 +70,15 @@ def parse_address(value: str) -> tuple[str, int]:
     return host, port
 
 
+def _address(value: str) -> str:
+    parse_address(value)
+    return value
+
+
+#: ``HOST:PORT`` (checked, kept as written).
+Address = Annotated[str, AfterValidator(_address)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,15 +112,9 @@ class ListenerTable(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
     protocol: str
-    listen: str
+    listen: Address
     identity: str | list[str]
     pipeline: str
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_address(v)
-        return v
 
 
 class GatewayFile(_Strict):

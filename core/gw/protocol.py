@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from .config import Duration, parse_address
+from .config import Address, Duration, parse_address
 from .model import Command, Session
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class ListenerOptions(BaseModel):
     name: str
     protocol: str
     #: ``HOST:PORT`` to accept connections on; port 0 picks a free port (reported at start-up).
-    listen: str
+    listen: Address
     #: Identity provider name(s); with several, the first that accepts the credential decides.
     identity: str | list[str]
     pipeline: str
@@ -43,12 +43,6 @@ class ListenerOptions(BaseModel):
     token_grace: Duration = timedelta(seconds=0)
     #: Hard cap on any session's length regardless of its token.
     session_max: Duration | None = None
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_address(v)
-        return v
 
     @property
     def identities(self) -> list[str]:

@@ -295,7 +295,7 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
         if verdict is not None and verdict.decision is not Decision.ALLOW:
             final, deciding = verdict.decision, (stage, verdict)
             break
-    result = {
+    result: dict[str, Any] = {
         "listener": lr.name, "pipeline": lr.pipeline.name, "subject": subject, "groups": list(groups),
         "command": command_text, "kind": command.kind.value, "verb": command.verb,
         "objects": list(command.objects), "flags": sorted(command.flags),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
 import pluggy
+from pluggy import HookImpl, Result
 
 from . import hookspecs
 from .errors import PluginError
@@ -47,11 +48,12 @@ def make_plugin_manager(*, load_entrypoints: bool = True, extra: Iterable[tuple[
 
 
 def _trace(pm: pluggy.PluginManager) -> None:
-    def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    def before(hook_name: str, impls: Sequence[HookImpl], kwargs: Mapping[str, Any]) -> None:
         names = ", ".join(impl.plugin_name for impl in impls)
         print(f"gw: hook {hook_name}({', '.join(kwargs)}) -> [{names}]", file=sys.stderr)
 
-    def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    def after(outcome: Result[Any], hook_name: str, impls: Sequence[HookImpl], kwargs: Mapping[str, Any]
+              ) -> None:
         exc = outcome.exception
         if exc is not None:
             print(f"gw: hook {hook_name} raised {exc!r}", file=sys.stderr)
@@ -125,21 +127,21 @@ class Registry:
 
     def plugins(self) -> list[dict[str, Any]]:
         """Describe each loaded plugin: name, distribution version, what it registers."""
-        dists = {}
+        dists: dict[int, Any] = {}
         for plugin, dist in self.pm.list_plugin_distinfo():
             dists[id(plugin)] = dist
         out = []
         for plugin in self.pm.get_plugins():
             pname = self.pm.get_name(plugin) or "?"
-            dist = dists.get(id(plugin))
+            found = dists.get(id(plugin))
             provides = {
                 kind: sorted(r.name for r in self.items[kind].values() if r.plugin == pname)
                 for kind in KINDS
             }
             out.append({
                 "name": pname,
-                "distribution": dist.project_name if dist is not None else None,
-                "version": dist.version if dist is not None else None,
+                "distribution": found.project_name if found is not None else None,
+                "version": found.version if found is not None else None,
                 "provides": {k: v for k, v in provides.items() if v},
             })
         return sorted(out, key=lambda p: p["name"])

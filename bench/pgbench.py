@@ -7,7 +7,8 @@ bare relay.  Rounds repeat with --rounds and the median is reported.
     python bench/pgbench.py                    # 10 s per measurement, 1 round
     python bench/pgbench.py --duration 5 --clients 8 --modes simple
 
-Targets: direct, pgbouncer (session mode), relay (bench/trio_relay.py), gw-audit, gw-full (every stage).
+Targets: direct, pgbouncer (session mode), relay (bench/trio_relay.py), gw-none (no stage: gw's own cost),
+gw-audit, gw-full (every stage).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main() -> None:
             r = Relay().start()
             started.append(r)
             targets["relay"] = (r.port, "postgres", None)
-        for name, stages in (("gw-audit", "audit"), ("gw-full", "full")):
+        for name, stages in (("gw-none", "none"), ("gw-audit", "audit"), ("gw-full", "full")):
             if name in args.targets:
                 g = Gateway(stages, DB).start()
                 started.append(g)

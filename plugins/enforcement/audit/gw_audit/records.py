@@ -11,7 +11,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gw.detect import Detector
@@ -53,15 +54,36 @@ def json_safe(value: Any, _depth: int = 0) -> Any:
 
 
 class Redactor:
-    """Replaces what the configured detectors find (SSNs, card numbers ...) with ``***``."""
+    """Replaces what the configured detectors find (SSNs, card numbers ...) with ``***``.
+
+    It runs on every statement, so detectors that declare a ``prefilter`` (a compiled regular expression
+    matching somewhere in every text in which ``find`` can find something, as gw-mask's built-ins do) are
+    grouped by it: each distinct prefilter is searched once per text, and the detectors behind it run only
+    when it matched.  A typical statement (``... WHERE id = 42``) then costs one C-speed search, not a
+    validation pass per detector.  Detectors without a prefilter always run."""
 
     def __init__(self, detectors: Sequence[Detector]) -> None:
         self.detectors = tuple(detectors)
+        groups: dict[re.Pattern[str] | None, list[Callable[[str], Iterable[tuple[int, int]]]]] = {}
+        for d in self.detectors:
+            prefilter = getattr(d, "prefilter", None)
+            if not (isinstance(prefilter, re.Pattern) and isinstance(prefilter.pattern, str)):
+                prefilter = None
+            groups.setdefault(prefilter, []).append(d.find)
+        self._groups = tuple((p.search if p is not None else None, tuple(finds)) for p, finds in groups.items())
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        for search, finds in self._groups:
+            if search is None or search(text) is not None:
+                for find in finds:
+                    spans.extend(find(text))
+        return spans
 
     def __call__(self, text: str) -> str:
         if not self.detectors or not text:
             return text
-        spans = sorted(span for d in self.detectors for span in d.find(text))
+        spans = sorted(self._spans(text))
         if not spans:
             return text
         out: list[str] = []

@@ -11,8 +11,12 @@ Design points (see docs/plugins/sqlite.md):
   transaction is being committed waits and joins the *next* transaction together with every other write that
   arrived meanwhile: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync) per batch, not per record.  Each call
   returns once the transaction holding its writes has committed.
-* **Off the trio thread.** Every SQLite call runs in a worker thread (``trio.to_thread``); reads use a small pool
-  of read-only connections, bounded by a capacity limiter.
+* **Off the trio thread.** With ``synchronous = "full"`` (the default) every transaction runs in a worker thread
+  (``trio.to_thread``).  With ``"normal"`` no commit waits for the disk, so a batch is written on the event
+  loop (cheaper than a thread hand-off); waiting for a write lock another process holds still goes to a thread
+  (the writer's busy timeout is 0, so a taken lock is noticed at once).  Reads (a small pool of read-only
+  connections, bounded by a capacity limiter) and WAL checkpoints (see :data:`CHECKPOINT_EVERY`) always run
+  in threads.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ T = TypeVar("T")
 #: Rows deleted per transaction by :meth:`SqliteStore.prune`, so a large prune (possibly from the CLI, in
 #: another process) never holds the write lock long enough to make ``gw serve``'s writes time out.
 PRUNE_CHUNK = 2000
+
+#: Commits between two WAL checkpoints.  gw checkpoints in a worker thread on a connection of its own instead of
+#: letting SQLite do it inside a commit (its default, every 1000 WAL pages): a checkpoint copies megabytes and
+#: syncs the database file, which would stall the event loop (inline commits) or the commit waiters.
+CHECKPOINT_EVERY = 64
 
 
 class SqliteOptions(StorageOptions):
@@ -96,7 +105,15 @@ class SqliteStore(Store):
         #: Transactions committed by this process, and the writes they carried (observability and tests:
         #: ``writes / transactions`` is the group-commit batching factor).
         self.transactions = 0
+        #: Commit on the event loop when no fsync is involved (see _commit_pending).
+        self._inline_commits = options.synchronous == "normal"
+        #: Streams this process knows to be in the ``streams`` catalogue (saves an insert per append).
+        self._streams_known: set[str] = set()
         self.writes = 0
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing = False
+        self._checkpointed: trio.Event | None = None
+        self._commits_since_checkpoint = 0
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -105,6 +122,11 @@ class SqliteStore(Store):
             return
         self._closed = False
         self._pending = []
+        self._streams_known = set()
+        self._checkpointer = None
+        self._checkpointing = False
+        self._checkpointed = trio.Event()
+        self._commits_since_checkpoint = 0
         self._committing = False
         self._committed = trio.Event()
         self._reader_slots = trio.CapacityLimiter(self.options.readers)
@@ -125,9 +147,11 @@ class SqliteStore(Store):
                                  "database on a local file system")
             conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY
             before, after = migrate(conn)
             if before != after:
                 log.info("%s: schema migrated from version %d to %d", self.path, before, after)
+            conn.execute("PRAGMA busy_timeout = 0")  # commits wait for a busy lock in a thread (see _start)
             return conn
         except SchemaError as e:
             self._discard(conn)
@@ -160,6 +184,9 @@ class SqliteStore(Store):
         assert self._committed is not None and self._reader_slots is not None
         while self._committing:
             await self._committed.wait()
+        while self._checkpointing:
+            assert self._checkpointed is not None
+            await self._checkpointed.wait()
         if self._pending:
             await self._commit_pending()
         for _ in range(int(self._reader_slots.total_tokens)):
@@ -230,46 +257,122 @@ class SqliteStore(Store):
         self._committing = True
         batch, self._pending = self._pending, []
         try:
-            # Not abandoned on cancellation: the commit finishes, so every waiter learns its fate.
-            await trio.to_thread.run_sync(self._commit, batch)
+            # One scheduler round first (shielded: the batch is ours now): writes from tasks that are runnable
+            # at this moment join this transaction instead of waiting for the next one.
+            with trio.CancelScope(shield=True):
+                await trio.lowlevel.checkpoint()
+            batch += self._pending
+            self._pending = []
+            # With ``synchronous = "full"`` the whole transaction runs in a worker thread: its fsync must never
+            # stall the event loop.  With ``"normal"`` nothing in a commit waits for the disk, so the batch is
+            # written on the event loop (microseconds per record, less than the hand-off to a thread and back);
+            # only waiting for a write lock another process holds goes to a thread.
+            # Threads are not abandoned on cancellation: the commit finishes, so every waiter learns its fate.
+            if not self._inline_commits:
+                await trio.to_thread.run_sync(self._commit, batch)
+            else:
+                state = self._start(batch, wait=False)
+                if state == "busy":
+                    await trio.to_thread.run_sync(self._commit, batch)
+                elif state == "open":
+                    self._finish(batch)
         finally:
             self._committing = False
             assert self._committed is not None
             finished, self._committed = self._committed, trio.Event()
             finished.set()
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing and not self._closed:
+            self._checkpointing = True
+            self._commits_since_checkpoint = 0
+            trio.lowlevel.spawn_system_task(self._checkpoint, name="gw-sqlite-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file (PASSIVE: never waits for, nor blocks, the writer or
+        readers; what it cannot copy now is copied next time).  A failure is logged: the WAL only grows."""
+        try:
+            await trio.to_thread.run_sync(self._run_checkpoint)
+        except Exception as e:  # noqa: BLE001 -- a background task must not take gw down
+            log.warning("%s: WAL checkpoint failed (%s); the -wal file keeps growing until one succeeds",
+                        self.path, e)
+        finally:
+            self._checkpointing = False
+            assert self._checkpointed is not None
+            finished, self._checkpointed = self._checkpointed, trio.Event()
+            finished.set()
+
+    def _run_checkpoint(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = self._connect(reader=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _commit(self, batch: list[_Write]) -> None:
-        """Run in a worker thread: one transaction for the whole batch."""
+        """In a worker thread: one transaction for the whole batch, waiting up to busy_timeout for the lock."""
+        if self._start(batch, wait=True) == "open":
+            self._finish(batch)
+
+    def _start(self, batch: list[_Write], *, wait: bool) -> Literal["busy", "failed", "open"]:
+        """Open the batch's transaction and apply its writes.  ``busy`` (only without ``wait``): another process
+        holds the write lock, nothing was done.  ``failed``: the batch is settled with its error."""
         conn = self._writer
         try:
             if conn is None:
                 raise StoreError(f"the SQLite store {self.path} was closed before the write was committed")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for op in batch:
-                    try:
-                        op.result = op.apply(conn)
-                    except VersionConflict as e:  # raised before that write changed anything
-                        op.error = e
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+            if wait:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
+            else:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")  # the writer's busy timeout is 0: fails at once if locked
+                except sqlite3.OperationalError as e:
+                    if str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+                        return "busy"
+                    raise
+            for op in batch:
+                try:
+                    op.result = op.apply(conn)
+                except VersionConflict as e:  # raised before that write changed anything
+                    op.error = e
+        except BaseException as e:
+            self._fail(batch, e)
+            if not isinstance(e, Exception):
                 raise
-            self.transactions += 1
-            self.writes += len(batch)
-        except Exception as e:  # noqa: BLE001 -- whatever failed, every write of the batch must learn it
-            failure: BaseException = self._error(e, "writing") if isinstance(e, sqlite3.Error) else e
-            for op in batch:
-                if not isinstance(op.error, VersionConflict):
-                    op.error = failure
-                op.result = None
-        finally:
-            for op in batch:
-                op.done = True
+            return "failed"
+        return "open"
+
+    def _finish(self, batch: list[_Write]) -> None:
+        """COMMIT the transaction :meth:`_start` opened (the fsync, with ``synchronous = "full"``)."""
+        assert self._writer is not None
+        try:
+            self._writer.execute("COMMIT")
+        except BaseException as e:
+            self._fail(batch, e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        self.transactions += 1
+        self.writes += len(batch)
+        for op in batch:
+            op.done = True
+
+    def _fail(self, batch: list[_Write], e: BaseException) -> None:
+        """Roll back and settle every write of the batch with the failure (whatever failed, all must learn it)."""
+        conn = self._writer
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        self._streams_known.clear()  # a catalogue insert of this batch may have been rolled back
+        failure: BaseException = self._error(e, "writing") if isinstance(e, sqlite3.Error) else e
+        for op in batch:
+            if not isinstance(op.error, VersionConflict):
+                op.error = failure
+            op.result = None
+            op.done = True
 
     # -- the read path --------------------------------------------------------------------------------------
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -298,20 +401,25 @@ class SqliteStore(Store):
         _check_text(stream, "stream name")
         ts = time.time()
         # Encode here, in the caller's task: a record that cannot be stored fails its own call, never the batch.
-        rows = [(_encode(stream, r), _fields(index[i]) if index is not None else ())
-                for i, r in enumerate(records)]
+        datas = [(stream, ts, _encode(stream, r)) for r in records]
+        fields = [_fields(i) for i in index] if index is not None else None
+        known = self._streams_known
 
         def apply(conn: sqlite3.Connection) -> list[int]:
-            conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
-            seqs: list[int] = []
-            for data, fields in rows:
-                seq = conn.execute("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)",
-                                   (stream, ts, data)).lastrowid
-                assert seq is not None
-                if fields:
-                    conn.executemany("INSERT INTO entry_fields (seq, field, value, stream) VALUES (?, ?, ?, ?)",
-                                     [(seq, f, v, stream) for f, v in fields])
-                seqs.append(seq)
+            if stream not in known:
+                conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
+                known.add(stream)  # forgotten again if this transaction fails (see _fail)
+            if len(datas) == 1:
+                last = conn.execute("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)", datas[0]).lastrowid
+            else:
+                conn.executemany("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)", datas)
+                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            assert last is not None
+            # AUTOINCREMENT under the write lock: this call's rows got consecutive ids ending at ``last``.
+            seqs = list(range(last - len(datas) + 1, last + 1))
+            if fields is not None:
+                conn.executemany("INSERT INTO entry_fields (seq, field, value, stream) VALUES (?, ?, ?, ?)",
+                                 [(seq, f, v, stream) for seq, pairs in zip(seqs, fields) for f, v in pairs])
             return seqs
 
         return await self._write(apply)
@@ -480,10 +588,14 @@ class SqliteStore(Store):
         return await self._read(query)
 
 
+#: Built once: ``json.dumps`` with options constructs an encoder per call, a measurable cost per record.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 def _encode(what: str, record: Mapping[str, Any]) -> str:
     """JSON text of a record.  ASCII-only, so a stray surrogate in a string can never fail the transaction."""
     try:
-        return json.dumps(record, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(record)
     except (TypeError, ValueError) as e:
         raise TypeError(f"cannot store a record in {what!r}: it is not plain JSON ({e})") from None
 
@@ -501,14 +613,13 @@ def _decode(what: str, text: str) -> dict[str, Any]:
 
 
 def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    for f, v in index.items():
-        if v is None:
-            continue
-        value = v if isinstance(v, str) else str(v)
-        _check_text(f, "index field name")
-        _check_text(value, f"index field {f!r}")
-        out.append((f, value))
+    out = [(f, v if isinstance(v, str) else str(v)) for f, v in index.items() if v is not None]
+    try:  # one encode for the whole entry (the common case); the loop below only names the culprit
+        "".join(f"{f}{v}" for f, v in out).encode("utf-8")
+    except UnicodeEncodeError:
+        for f, value in out:
+            _check_text(f, "index field name")
+            _check_text(value, f"index field {f!r}")
     return out
 
 

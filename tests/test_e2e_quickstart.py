@@ -137,3 +137,20 @@ def test_upstream_password_never_reaches_client_or_check(tmp_path: Path) -> None
     out = gw("check", str(path), "--json", env=env)
     assert out.returncode == 0, out.stderr
     assert "s3cret-upstream-pw" not in out.stdout + out.stderr
+
+
+def test_whoami_explains_who_a_token_is_and_where_it_may_go(quickstart) -> None:  # type: ignore[no-untyped-def]
+    path, _, env, _ = quickstart
+    agent = token(path, env)
+    out = gw("whoami", "-c", str(path), "--token", agent, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "subject:  agent-7" in out.stdout and "agents" in out.stdout
+    assert "orders (postgres on" in out.stdout and "allowed" in out.stdout
+    guest = token(path, env, sub="visitor", group="guests")
+    info = json.loads(gw("whoami", "-c", str(path), "--token", guest, "--json", env=env).stdout)
+    assert info["subject"] == "visitor"
+    assert info["listeners"][0]["allowed"] is False
+    assert "needs one of: agents, dba" in info["listeners"][0]["reason"]
+    bad = gw("whoami", "-c", str(path), "--token", agent[:-4] + "AAAA", env=env)
+    assert bad.returncode == 1
+    assert "token refused" in bad.stdout

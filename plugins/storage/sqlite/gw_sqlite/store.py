@@ -11,12 +11,11 @@ Design points (see docs/plugins/sqlite.md):
   transaction is being committed waits and joins the *next* transaction together with every other write that
   arrived meanwhile: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync) per batch, not per record.  Each call
   returns once the transaction holding its writes has committed.
-* **Off the trio thread.** With ``synchronous = "full"`` (the default) every transaction runs in a worker thread
-  (``trio.to_thread``).  With ``"normal"`` no commit waits for the disk, so a batch is written on the event
-  loop (cheaper than a thread hand-off); waiting for a write lock another process holds still goes to a thread
-  (the writer's busy timeout is 0, so a taken lock is noticed at once).  Reads (a small pool of read-only
-  connections, bounded by a capacity limiter) and WAL checkpoints (see :data:`CHECKPOINT_EVERY`) always run
-  in threads.
+* **Nothing that waits for the disk on the trio thread.** A batch's inserts run on the event loop (they touch
+  only SQLite's page cache); the COMMIT's fsync (``synchronous = "full"``), waiting for a write lock another
+  process holds (the writer's busy timeout is 0, so a taken lock is noticed at once), reads (a small pool of
+  read-only connections, bounded by a capacity limiter) and WAL checkpoints (see :data:`CHECKPOINT_EVERY`) run
+  in worker threads.
 """
 
 from __future__ import annotations
@@ -263,19 +262,20 @@ class SqliteStore(Store):
                 await trio.lowlevel.checkpoint()
             batch += self._pending
             self._pending = []
-            # With ``synchronous = "full"`` the whole transaction runs in a worker thread: its fsync must never
-            # stall the event loop.  With ``"normal"`` nothing in a commit waits for the disk, so the batch is
-            # written on the event loop (microseconds per record, less than the hand-off to a thread and back);
-            # only waiting for a write lock another process holds goes to a thread.
-            # Threads are not abandoned on cancellation: the commit finishes, so every waiter learns its fate.
-            if not self._inline_commits:
+            # The inserts of a batch run on the event loop: they touch only SQLite's page cache (microseconds
+            # per record, less than a hand-off to a thread, where every bound row would also wait for the GIL).
+            # What can block goes to a worker thread: waiting for a write lock another process holds, and the
+            # COMMIT's fsync with ``synchronous = "full"`` (with ``"normal"`` the COMMIT does not wait for the
+            # disk and stays on the loop).  Threads are not abandoned on cancellation: the commit finishes, so
+            # every waiter learns its fate.
+            state = self._start(batch, wait=False)
+            if state == "busy":
                 await trio.to_thread.run_sync(self._commit, batch)
-            else:
-                state = self._start(batch, wait=False)
-                if state == "busy":
-                    await trio.to_thread.run_sync(self._commit, batch)
-                elif state == "open":
+            elif state == "open":
+                if self._inline_commits:
                     self._finish(batch)
+                else:
+                    await trio.to_thread.run_sync(self._finish, batch)
         finally:
             self._committing = False
             assert self._committed is not None

@@ -234,6 +234,13 @@ class Runtime:
         except PluginError as e:
             raise ConfigError(str(e), file=str(self.config.path), path=path) from None
 
+    def _plugin_error(self, e: Exception, path: str) -> ConfigError:
+        """A plugin refused its options: name this file and the most precise key path known."""
+        if isinstance(e, ConfigError):
+            precise = e.path if e.path and e.path.startswith(path) else path
+            return ConfigError(e.detail, file=str(self.config.path), path=precise)
+        return ConfigError(str(e), file=str(self.config.path), path=path)
+
     def _options(self, cls: type[Any], data: Any, path: str) -> Any:
         return validate_model(cls.Options, data, file=str(self.config.path), prefix=path)
 
@@ -253,8 +260,7 @@ class Runtime:
             try:
                 self.identity[name] = cls(name, opts, self.services)
             except (ValueError, ConfigError) as e:
-                msg = e.detail if isinstance(e, ConfigError) else str(e)
-                raise ConfigError(msg, file=str(self.config.path), path=f"identity.{name}") from None
+                raise self._plugin_error(e, f"identity.{name}") from None
 
     def _build_pipelines(self) -> None:
         for name, table in self.config.raw.get("pipelines", {}).items():
@@ -266,8 +272,7 @@ class Runtime:
                 try:
                     stages.append(cls(opts, self.services, pipeline=name, index=i))
                 except (ValueError, ConfigError) as e:
-                    msg = e.detail if isinstance(e, ConfigError) else str(e)
-                    raise ConfigError(msg, file=str(self.config.path), path=path) from None
+                    raise self._plugin_error(e, path) from None
             self.pipelines[name] = Pipeline(name, stages)
 
     def _build_listeners(self) -> None:
@@ -278,8 +283,7 @@ class Runtime:
             try:
                 self.listeners[opts.name] = ListenerRuntime(self, opts, cls)
             except (ValueError, ConfigError) as e:
-                msg = e.detail if isinstance(e, ConfigError) else str(e)
-                raise ConfigError(msg, file=str(self.config.path), path=path) from None
+                raise self._plugin_error(e, path) from None
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def open(self, *, serving: bool = True, identity: bool = True) -> None:

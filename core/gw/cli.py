@@ -7,7 +7,6 @@ Commands other than ``serve`` take ``-c/--config`` (default ``$GW_CONFIG``).  Ev
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -347,15 +346,6 @@ def main(argv: Iterable[str] | None = None) -> None:
 def command_error(message: str) -> click.ClickException:
     """A CLI error with gw's formatting (for plugin commands)."""
     return click.ClickException(message)
-
-
-def async_command(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Decorator: run an async click callback under trio."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return run(lambda: fn(*args, **kwargs))
-
-    return wrapper
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ class Services:
     gateway_name: str
     store: Store | None = None
     runtime: Runtime | None = None
-    _detectors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -210,7 +209,6 @@ class Runtime:
         self.pipelines: dict[str, Pipeline] = {}
         self.listeners: dict[str, ListenerRuntime] = {}
         self.shutting_down = trio.Event()
-        self._opened = False
         self._retired: list[Stage] = []
         self._identity_open = False
 
@@ -300,7 +298,6 @@ class Runtime:
                 await p.open()
             for lr in self.listeners.values():
                 await lr.handler.open()
-        self._opened = True
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):

@@ -15,7 +15,7 @@ Order of calls for one command (the pipeline owns it, see :mod:`gw.pipeline`):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -111,5 +111,3 @@ class Stage:
     async def completed(self, command: Command, outcome: Outcome) -> None:
         """The command finished (or was refused); ``outcome`` is final."""
 
-
-Notice = Callable[[str], Awaitable[None]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -339,7 +340,18 @@ def build_cli() -> click.Group:
     return cli
 
 
+def quiet_third_party_warnings() -> None:
+    """Keep warnings raised inside third-party libraries (a dependency's deprecation notices) off gw's
+    stderr: they are for the library's developers, and agents and operators read gw's output.  gw's own
+    warnings stay.  ``-W`` / ``PYTHONWARNINGS`` take precedence (set them to see everything)."""
+    if sys.warnoptions:
+        return
+    warnings.filterwarnings("ignore")
+    warnings.filterwarnings("default", module=r"gw(_[a-z0-9_]+)?(\.|$)")
+
+
 def main(argv: Iterable[str] | None = None) -> None:
+    quiet_third_party_warnings()
     build_cli()(args=list(argv) if argv is not None else None, prog_name="gw")
 
 

@@ -14,8 +14,7 @@ from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Identity
 
-from .events import AuthAnswer
-from .keys import Refusal
+from .events import AuthAnswer, Refusal
 
 if TYPE_CHECKING:
     from .handler import SSHHandler

@@ -40,10 +40,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import asyncssh
 import trio
-from asyncssh.public_key import decode_ssh_certificate
 
+from ._asyncssh import asyncssh, decode_ssh_certificate
 from .events import (
     AuthAnswer,
     Authenticator,

@@ -8,8 +8,6 @@ import click
 from gw.cli import command_error, config_option, load_runtime
 from gw.config import parse_address
 
-from .keys import KeyFileError, generate_host_key
-
 
 @click.group(name="ssh")
 def ssh() -> None:
@@ -24,6 +22,8 @@ def keygen(config: Path, listener_name: str | None, force: bool) -> None:
     """Create the ed25519 host key (host_key_file, mode 0600) of the ssh listeners of the pipeline file.
 
     An existing key is kept unless --force is given, so the command is safe to run on every deploy."""
+    from .keys import KeyFileError, generate_host_key  # imports asyncssh: only when the command runs
+
     rt = load_runtime(config)
     listeners = [lr for lr in rt.listeners.values() if lr.options.protocol == "ssh"]
     if listener_name is not None:

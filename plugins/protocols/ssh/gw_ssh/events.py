@@ -34,6 +34,16 @@ class SessionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a key or certificate was not accepted.  ``definitive``: the client presented a credential gw knows
+    and refuses (audited at once, counts as a failed attempt); otherwise it may still succeed another way."""
+
+    reason: str
+    message: str
+    definitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Data:
     data: bytes
     stderr: bool = False

@@ -18,15 +18,17 @@ from gw.model import Command, Kind, Session
 from gw.protocol import ProtocolHandler
 
 from .auth import ClientAuth
-from .bridge import Bridge, UpstreamTarget, accept
 from .commands import classify
 from .events import HandshakeError
-from .keys import ClientKeys, KeyFileError, load_host_key, load_known_hosts, load_private_key
 from .options import SSHListenerOptions
-from .session import ConnectionSession
 
 if TYPE_CHECKING:
     from gw.runtime import ListenerRuntime
+
+    from .bridge import UpstreamTarget
+
+# The modules that import asyncssh (bridge, keys, session) are imported when a listener is built, not when
+# the plugin is loaded: `gw --help` or a pipeline without an SSH listener never imports asyncssh.
 
 log = logging.getLogger("gw.ssh")
 
@@ -38,6 +40,9 @@ class SSHHandler(ProtocolHandler):
     Options = SSHListenerOptions
 
     def __init__(self, listener: ListenerRuntime) -> None:
+        from .bridge import Bridge
+        from .keys import ClientKeys
+
         super().__init__(listener)
         opts = self.opts
         services = listener.services
@@ -82,6 +87,9 @@ class SSHHandler(ProtocolHandler):
         return ConfigError(message, file=str(config.path), path=f"listeners[{index}].{key}")
 
     async def open(self) -> None:
+        from .bridge import UpstreamTarget
+        from .keys import KeyFileError, load_host_key, load_known_hosts, load_private_key
+
         services = self.listener.services
         opts = self.opts
         up = opts.upstream
@@ -131,6 +139,9 @@ class SSHHandler(ProtocolHandler):
 
     # -- one connection -------------------------------------------------------------------------------------
     async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
+        from .bridge import accept
+        from .session import ConnectionSession
+
         sock = _take_socket(stream)
         auth = ClientAuth(self, client_address)
         timeout = self.listener.handshake_timeout

@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
 from gw.model import Identity
+
+from ._asyncssh import asyncssh, decode_ssh_certificate, decode_ssh_public_key
+from .events import Refusal
 
 log = logging.getLogger("gw.ssh")
 
@@ -135,16 +136,6 @@ class KeyEntry:
     expires_at: float | None
     fingerprint: str
     line: int
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a key or certificate was not accepted.  ``definitive``: the client presented a credential gw knows
-    and refuses (audited at once, counts as a failed attempt); otherwise it may still succeed another way."""
-
-    reason: str
-    message: str
-    definitive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncssh
+from gw_ssh._asyncssh import asyncssh
 
 if TYPE_CHECKING:
     from conftest import Gateway

@@ -10,7 +10,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
+from gw_ssh._asyncssh import asyncssh
 
 if TYPE_CHECKING:
     from conftest import Gateway

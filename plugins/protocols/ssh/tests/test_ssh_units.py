@@ -118,7 +118,7 @@ def test_authorized_keys_format(tmp_path: Path) -> None:
 
 
 def test_keys_and_certificates_map_to_identities(tmp_path: Path) -> None:
-    import asyncssh
+    from gw_ssh._asyncssh import asyncssh
 
     user = _key(tmp_path, "user")
     _key(tmp_path, "ca")

@@ -32,6 +32,19 @@ class Kind(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+class ObjectSyntax(enum.StrEnum):
+    """What a protocol's ``Command.objects`` are, and so how rule globs compare with them.
+
+    ``NAME``: names compared case-insensitively (SQL ``public.users``; ``schema.*`` stands for every table of
+    a schema).  ``PATH``: file paths and URLs, compared case-sensitively and written as globs themselves
+    (``*``, ``?``, ``[...]``; a literal character from that set is escaped as ``[*]``): an object with a
+    wildcard -- a glob argument, a part the protocol cannot know -- matches every rule glob it could match.
+    """
+
+    NAME = "name"
+    PATH = "path"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is acting, as established by an identity provider (never from the client's say-so)."""
@@ -97,6 +110,8 @@ class Command:
     #: Every verb of a multi-statement text (``select 1; grant ...`` -> ``("select", "grant")``); rules on
     #: ``verb`` match any of them.  Empty means just ``verb``.
     verbs: tuple[str, ...] = ()
+    #: How rules compare ``objects`` (case-insensitive names, or case-sensitive paths that may be globs).
+    object_syntax: ObjectSyntax = ObjectSyntax.NAME
 
     @property
     def identity(self) -> Identity:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, Outcome, Session, Verdict
+from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, ObjectSyntax, Outcome, Session, Verdict
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
@@ -213,10 +213,10 @@ class SessionRuntime:
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
                 objects: Sequence[str] = (), flags: frozenset[str] | Sequence[str] = frozenset(),
                 params: Sequence[Any] = (), attributes: dict[str, Any] | None = None,
-                verbs: Sequence[str] = ()) -> Command:
+                verbs: Sequence[str] = (), object_syntax: ObjectSyntax = ObjectSyntax.NAME) -> Command:
         self._seq += 1
         return Command(self.session, self._seq, text, language, kind, verb, tuple(objects), frozenset(flags),
-                       tuple(params), attributes if attributes is not None else {}, tuple(verbs))
+                       tuple(params), attributes if attributes is not None else {}, tuple(verbs), object_syntax)
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline

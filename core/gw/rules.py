@@ -3,7 +3,9 @@
 A rule matches when all its keys match: ``kind``, ``verb`` (string or list), ``objects`` (globs; any object
 matching any glob), ``flags`` (all present), ``text`` (regex, searched), ``groups`` (identity in at least one) and
 ``except_groups`` (identity in none).  Verbs and kinds compare case-insensitively, so ``verb = "DELETE"`` serves
-both SQL and HTTP.
+both SQL and HTTP.  Objects compare as the protocol says (:class:`~gw.model.ObjectSyntax`): SQL names
+case-insensitively; paths case-sensitively, an object that is itself a glob matching every rule glob it could
+match (``cat /etc/sha*ow`` matches ``objects = ["/etc/shadow"]``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .model import Command, Kind
+from .model import Command, Kind, ObjectSyntax
 
 
 def _as_list(value: Any) -> list[str] | None:
@@ -70,6 +72,20 @@ class Rule(BaseModel):
         text = re.compile(self.text, re.IGNORECASE | re.DOTALL) if self.text else None
         return kinds, verbs, obj_re, flags, text
 
+    @cached_property
+    def _path_globs(self) -> tuple[re.Pattern[str], tuple[tuple[Any, ...], ...]]:
+        globs = _as_list(self.objects) or []
+        return (re.compile("|".join(fnmatch.translate(o) for o in globs)),
+                tuple(_glob_tokens(o) for o in globs))
+
+    def _path_matches(self, obj: str) -> bool:
+        exact_re, tokens = self._path_globs
+        literal = _unescape_glob(obj)
+        if literal is not None:
+            return exact_re.match(literal) is not None
+        mine = _glob_tokens(obj)
+        return any(_globs_intersect(mine, theirs) for theirs in tokens)
+
     def matches(self, command: Command) -> bool:
         kinds, verbs, obj_re, flags, text = self._compiled
         if kinds is not None and command.kind.value not in kinds:
@@ -77,8 +93,12 @@ class Rule(BaseModel):
         if verbs is not None and command.verb.lower() not in verbs and \
                 not any(v.lower() in verbs for v in command.verbs):
             return False
-        if obj_re is not None and not any(self._object_matches(obj_re, o.lower()) for o in command.objects):
-            return False
+        if obj_re is not None:
+            if command.object_syntax is ObjectSyntax.PATH:
+                if not any(self._path_matches(o) for o in command.objects):
+                    return False
+            elif not any(self._object_matches(obj_re, o.lower()) for o in command.objects):
+                return False
         if flags and not flags <= command.flags:
             return False
         if text is not None and not text.search(command.text):
@@ -117,6 +137,110 @@ class Rule(BaseModel):
                 value = json.dumps(value)
             parts.append(f"{key} = {value}")
         return "{ " + ", ".join(parts) + " }"
+
+
+_STAR = ("*",)
+_ANY = ("?",)
+
+
+def _unescape_glob(pattern: str) -> str | None:
+    """The text a path object names when it has no wildcard (``[*]`` is a literal ``*``), else None."""
+    if not any(c in "*?[" for c in pattern):
+        return pattern
+    tokens = _glob_tokens(pattern)
+    out = []
+    for t in tokens:
+        if t[0] == "lit":
+            out.append(t[1])
+        elif t[0] == "set" and not t[1] and len(t[2]) == 1 and t[2][0][0] == t[2][0][1]:
+            out.append(t[2][0][0])
+        else:
+            return None
+    return "".join(out)
+
+
+def _glob_tokens(pattern: str) -> tuple[tuple[Any, ...], ...]:
+    """A glob (fnmatch syntax) as tokens: ``*``, ``?``, (``set``, negated, ranges) or (``lit``, char)."""
+    out: list[tuple[Any, ...]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if not out or out[-1] != _STAR:
+                out.append(_STAR)
+            i += 1
+        elif c == "?":
+            out.append(_ANY)
+            i += 1
+        elif c == "[":
+            j = i + 1
+            negated = j < n and pattern[j] == "!"
+            if negated:
+                j += 1
+            start = j
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(("lit", "["))
+                i += 1
+                continue
+            body = pattern[start:j]
+            ranges = []
+            k = 0
+            while k < len(body):
+                if k + 2 < len(body) and body[k + 1] == "-":
+                    ranges.append((body[k], body[k + 2]))
+                    k += 3
+                else:
+                    ranges.append((body[k], body[k]))
+                    k += 1
+            out.append(("set", negated, tuple(ranges)))
+            i = j + 1
+        else:
+            out.append(("lit", c))
+            i += 1
+    return tuple(out)
+
+
+def _chars_intersect(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    if a == _ANY or b == _ANY:
+        return True
+    if a[0] == "lit" and b[0] == "lit":
+        return bool(a[1] == b[1])
+    if a[0] == "lit":
+        a, b = b, a
+    if b[0] == "lit":  # a is a set
+        inside = any(lo <= b[1] <= hi for lo, hi in a[2])
+        return bool(inside != a[1])
+    if a[1] or b[1]:
+        return True  # a negated set: assume the sets share a character (a wider match is the safe side)
+    return any(lo1 <= hi2 and lo2 <= hi1 for lo1, hi1 in a[2] for lo2, hi2 in b[2])
+
+
+def _globs_intersect(a: tuple[tuple[Any, ...], ...], b: tuple[tuple[Any, ...], ...]) -> bool:
+    """Whether some text matches both globs."""
+    seen: set[tuple[int, int]] = set()
+    stack = [(0, 0)]
+    while stack:
+        i, j = stack.pop()
+        if (i, j) in seen:
+            continue
+        seen.add((i, j))
+        if i == len(a) and j == len(b):
+            return True
+        if i < len(a) and a[i] == _STAR:
+            stack.append((i + 1, j))
+            if j < len(b):
+                stack.append((i, j + 1))
+        if j < len(b) and b[j] == _STAR:
+            stack.append((i, j + 1))
+            if i < len(a):
+                stack.append((i + 1, j))
+        if i < len(a) and j < len(b) and a[i] != _STAR and b[j] != _STAR and _chars_intersect(a[i], b[j]):
+            stack.append((i + 1, j + 1))
+    return False
 
 
 def first_match(rules: list[Rule], command: Command) -> Rule | None:

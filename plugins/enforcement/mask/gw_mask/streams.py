@@ -3,9 +3,18 @@
 * Text (``text/*``, unknown content types on SSH): detectors, line-buffered so a value split across reads is
   still caught.  A line longer than ``max_line`` is flushed without waiting for its end, except for its
   trailing run of characters that could still be the beginning of a value (at most :data:`HOLD_LIMIT`).
-* Interactive channels (a pty) cannot wait for line ends -- a shell prompt has none -- so there only that
-  trailing run is held back.  An empty read, ``feed(b"")``, tells the filter the stream went idle: it then
-  releases (masked) what it holds, so a protocol bounds the echo delay by calling it after a short pause.
+* Interactive channels (a pty) cannot wait for line ends -- a shell prompt has none -- so there only a tail
+  that could be the beginning of a detected value is held back.
+* An empty read, ``feed(b"")``, tells the filter the stream went idle (protocols call it after a short pause,
+  and again while the pause lasts).  The filter then releases what *cannot* be the beginning of a value (a
+  prompt, scp's acknowledgement byte) and keeps holding what can: waiting longer never reveals a value cut in
+  two by a pause (``printf '078-05-'; sleep 1; printf '1120'``).  On an interactive channel a tail still held
+  after :data:`PTY_HOLD` seconds is released masked, not in clear.
+
+What "could be the beginning of a value" means is each detector's business: a detector may carry ``prefix``,
+a regular expression that matches (with ``search``, anchored by ``$``) the end of a text that a value it finds
+could start in.  The built-in detectors' are below; a detector without one is assumed to start a value in any
+trailing run of non-separator characters (:func:`open_tail`), which is safe but holds more.
 * JSON (``application/json``, ``*/*+json``): buffered up to ``max_body``, parsed, masked, re-serialised.  A
   body over the bound or not parseable raises :class:`MaskUnavailable`: the protocol refuses the response
   (HTTP 502), it never passes it on unmasked.
@@ -15,15 +24,22 @@
 from __future__ import annotations
 
 import codecs
+import re
+import time
+from collections.abc import Callable
 
 from gw.errors import GwError
 
 from .jsonmask import DocumentError, JsonMasker
 from .masking import TextMasker
+from .strategies import REDACTED, Strategy
 
 #: Longest trailing run held back from a flush: no built-in value is longer (an e-mail address is at most 320
 #: characters); a third-party detector that finds longer values should be used on line-structured output.
 HOLD_LIMIT = 1024
+#: Seconds an interactive channel holds a tail that could be the beginning of a value before it releases it
+#: masked.
+PTY_HOLD = 1.0
 #: Characters never inside a built-in value: a held-back run stops at them.  Whitespace also stops it, except
 #: a single space between two value characters ("4111 1111", "DE89 3704", "+44 20").
 _BOUNDARY = frozenset("\"`,;:<>[]{}|=!?*&^$#~\\/")
@@ -56,6 +72,63 @@ def open_tail(text: str, limit: int = HOLD_LIMIT) -> int:
     return n - i
 
 
+def _optional_chain(word: str) -> str:
+    """A regular expression matching every non-empty prefix of ``word`` (a space in ``word`` matches one
+    optional separator): ``ssn`` -> ``s(?:s(?:n)?)?``."""
+    out = ""
+    for c in reversed(word):
+        piece = r"[\s_-]?" if c == " " else re.escape(c)
+        out = f"{piece}(?:{out})?" if out else piece
+    return out
+
+
+_SSN_LABELS = ("ssn", "ss#", "ss #", "ss no.", "ssno", "social security number", "social security num",
+               "social security no.", "social security #", "socialsecuritynumber")
+_SSN_LABEL = (r"(?:ssn|ss\s?#|ss\s?no\.?|social[\s_-]?security(?:[\s_-]?(?:number|num|no\.?|#))?)"
+              r"(?:[\s_-]?(?:number|num|no))?[\s:=#\"'-]{0,5}\d{0,9}")
+#: The built-in detectors' prefixes: the end of a text in which one of their values may have begun (a whole
+#: value counts: more may follow that changes it).
+BUILTIN_PREFIXES: dict[str, re.Pattern[str]] = {
+    "us_ssn": re.compile(
+        r"(?:(?<!\d)\d{1,3}|(?<!\d)\d{3}[- ]|(?<!\d)\d{3}([- ])\d{1,2}|(?<!\d)\d{3}([- ])\d{2}\2\d{0,4}"
+        r"|(?i:(?<![a-z])" + _SSN_LABEL + r")"
+        r"|(?i:(?<![a-z])(?:" + "|".join(_optional_chain(w) for w in _SSN_LABELS) + r")))$"),
+    "credit_card": re.compile(r"(?<!\d)\d(?:[ -]?\d){0,18}[ -]?$"),
+    "email": re.compile(r"[\w.%+'-]+(?:@[\w.-]*)?$|@[\w.-]*$"),
+    "iban": re.compile(r"(?<![A-Za-z0-9])[A-Za-z](?:[A-Za-z](?:\d(?:\d(?: ?[A-Za-z0-9]){0,30} ?)?)?)?$"),
+    "phone": re.compile(r"(?<![\w+])\+(?:[1-9][\d .()-]{0,30})?$|(?<![\w+(.-])[(\d][\d .()-]{0,16}$"),
+}
+
+
+class _Prefixes:
+    """How long a tail of a text could still be the beginning of a value some detector of a masker finds."""
+
+    def __init__(self, masker: TextMasker) -> None:
+        self.rules: list[tuple[re.Pattern[str] | None, str, Strategy]] = []
+        for _, rules in masker._detection.groups:  # noqa: SLF001 -- the same package's masker
+            for _, find, name, strategy in rules:
+                detector = getattr(find, "__self__", None)
+                prefix = getattr(detector, "prefix", None)
+                if not isinstance(prefix, re.Pattern):
+                    prefix = BUILTIN_PREFIXES.get(name) if type(detector).__module__.startswith("gw_mask") \
+                        else None
+                self.rules.append((prefix, name, strategy))
+
+    def hold(self, text: str) -> tuple[int, str, Strategy | None]:
+        """(length of the tail to hold, the detector it may belong to, its strategy)."""
+        window = text[-HOLD_LIMIT:]
+        best: tuple[int, str, Strategy | None] = (0, "", None)
+        for prefix, name, strategy in self.rules:
+            if prefix is None:
+                n = open_tail(text)
+            else:
+                m = prefix.search(window)
+                n = len(window) - m.start() if m is not None else 0
+            if n > best[0]:
+                best = (n, name, strategy)
+        return best
+
+
 class _TextCodec:
     """Incremental, lossless text decoding: bytes that are not valid in the charset survive the round trip."""
 
@@ -82,12 +155,16 @@ class TextStream:
     """Detector masking of a text stream; see the module docstring for how much is held back."""
 
     def __init__(self, masker: TextMasker, *, max_line: int, interactive: bool = False,
-                 charset: str = "utf-8") -> None:
+                 charset: str = "utf-8", clock: Callable[[], float] = time.monotonic) -> None:
         self._masker = masker
         self._max_line = max_line
         self._interactive = interactive
         self._codec = _TextCodec(charset)
+        self._prefixes = _Prefixes(masker)
+        self._clock = clock
         self._pending = ""
+        #: When the tail held now began to be held (None: nothing held).
+        self._held_since: float | None = None
 
     def _masked(self, text: str) -> bytes:
         if not text:
@@ -95,21 +172,54 @@ class TextStream:
         masked = self._masker.mask(text)
         return self._codec.encode(text if masked is None else masked)
 
+    def _cut(self, text: str, cut: int) -> int:
+        """Move ``cut`` left so that no value detected in ``text`` is cut in two."""
+        if 0 < cut < len(text):
+            for start, end, _, _ in self._masker.spans(text):
+                if start < cut < end:
+                    cut = start
+        return cut
+
+    def _release(self, text: str, cut: int) -> bytes:
+        cut = self._cut(text, cut)
+        self._pending = text[cut:]
+        if not self._pending:
+            self._held_since = None
+        elif self._held_since is None:
+            self._held_since = self._clock()
+        return self._masked(text[:cut])
+
     def feed(self, data: bytes) -> bytes:
+        if not data:
+            return self._idle()
         text = self._pending + self._codec.decode(data)
         if self._interactive:
-            # An empty read means the stream is idle: nothing more is coming to complete a value for now.
-            cut = len(text) - (open_tail(text) if data else 0)
+            cut = len(text) - self._prefixes.hold(text)[0]
         else:
             cut = max(text.rfind("\n"), text.rfind("\r")) + 1
             if len(text) - cut > self._max_line:
-                cut = len(text) - open_tail(text)
-        self._pending = text[cut:]
-        return self._masked(text[:cut])
+                cut = len(text) - max(open_tail(text), self._prefixes.hold(text)[0])
+        return self._release(text, cut)
+
+    def _idle(self) -> bytes:
+        """Nothing arrived for a while: release what cannot begin a value; on an interactive channel, mask
+        a tail held for :data:`PTY_HOLD` seconds."""
+        text = self._pending
+        if not text:
+            return b""
+        keep, name, strategy = self._prefixes.hold(text)
+        out = self._release(text, len(text) - keep)
+        if self._interactive and self._pending and self._held_since is not None and \
+                self._clock() - self._held_since >= PTY_HOLD:
+            tail, self._pending, self._held_since = self._pending, "", None
+            self._masker._counts.add_detected(name or "held")  # noqa: SLF001
+            out += self._codec.encode(strategy.mask(tail) if strategy is not None else REDACTED)
+        return out
 
     def finish(self) -> bytes:
         text = self._pending + self._codec.decode(b"", final=True)
         self._pending = ""
+        self._held_since = None
         return self._masked(text)
 
 

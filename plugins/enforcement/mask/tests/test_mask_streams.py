@@ -77,18 +77,84 @@ def test_overlong_lines_are_flushed_keeping_a_possible_value_whole(mask_stage: B
 
 
 def test_interactive_channels_do_not_wait_for_line_ends(mask_stage: Build, new_command: Any) -> None:
-    """A shell prompt has no newline; typed characters echo when the stream goes idle (``feed(b"")``)."""
+    """A shell prompt has no newline; what cannot begin a value is released at once, and what can (an
+    e-mail address may begin with any word) when more output shows it does not."""
     filt = mask_stage(DETECT).stream(new_command(), "pty", "")
     assert filt.feed(b"deploy@web-1:~$ ") == b"deploy@web-1:~$ "
     assert filt.feed(b"l") == b""
-    assert filt.feed(b"") == b"l"  # the protocol saw no output for a moment
-    assert filt.feed(b"s -la\r\n") == b"s -la\r\n"
+    assert filt.feed(b"") == b""  # idle, but "l" may begin an e-mail address
+    assert filt.feed(b"s -la\r\n") == b"ls -la\r\n"
     # output split inside a value: held back until the value is complete
     assert filt.feed(b"card: 4111 11") == b"card: "
     assert filt.feed(b"11 1111 1111\r\n$ ") == b"***\r\n$ "
     assert filt.feed(b"mail: ann") == b"mail: "
     assert filt.feed(b"@example.com\r\n") == b"***\r\n"
     assert filt.finish() == b""
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pty(stage: Any, new_command: Any, clock: _Clock, channel: str = "pty") -> Any:
+    from gw_mask.streams import TextStream
+
+    filt = stage.stream(new_command(), channel, "")
+    assert isinstance(filt, TextStream)
+    filt._clock = clock  # a clock the test moves (no timed test)
+    return filt
+
+
+def test_a_pause_never_releases_the_beginning_of_a_value(mask_stage: Build, new_command: Any) -> None:
+    """``printf '078-05-'; sleep 1; printf '1120'`` on a terminal: the first part could begin an SSN, so it is
+    held while the stream is idle, and after PTY_HOLD it is released masked, never in clear."""
+    from gw_mask.streams import PTY_HOLD
+
+    clock = _Clock()
+    stage = mask_stage('detectors = ["us_ssn", "credit_card"]')
+    filt = _pty(stage, new_command, clock)
+    assert filt.feed(b"$ printf ...\r\nvalue: 078-05-") == b"$ printf ...\r\nvalue: "
+    for _ in range(5):
+        clock.now += PTY_HOLD / 10
+        assert filt.feed(b"") == b""
+    clock.now += PTY_HOLD
+    assert filt.feed(b"") == b"***"
+    assert filt.feed(b"1120\r\n") == b"1120\r\n"
+    # complete before the limit: masked as a whole
+    assert filt.feed(b"078-05-") == b""
+    clock.now += PTY_HOLD / 2
+    assert filt.feed(b"") == b""
+    assert filt.feed(b"1120\r\n$ ") == b"***\r\n$ "
+    assert b"078" not in filt.finish()
+
+
+def test_idle_releases_what_cannot_begin_a_value(mask_stage: Build, new_command: Any) -> None:
+    """A prompt without a newline, or scp's acknowledgement byte, is released when the stream goes idle --
+    on a line-buffered channel too -- while a possible value stays held until its line ends."""
+    clock = _Clock()
+    stage = mask_stage('detectors = ["us_ssn", "credit_card"]')
+    out = _pty(stage, new_command, clock, channel="stdout")
+    assert out.feed(b"Continue? [y/N] ") == b""
+    assert out.feed(b"") == b"Continue? [y/N] "
+    assert out.feed(b"\x00") == b""
+    assert out.feed(b"") == b"\x00"
+    assert out.feed(b"card 4111 1111") == b""
+    clock.now += 100
+    assert out.feed(b"") == b"card "  # line-buffered channels never release a possible value on a pause
+    assert out.feed(b" 1111 1111\n") == b"***\n"
+    assert out.finish() == b""
+
+
+def test_a_value_is_never_cut_where_another_detector_could_begin(mask_stage: Build, new_command: Any) -> None:
+    clock = _Clock()
+    stage = mask_stage('detectors = ["us_ssn", "credit_card"]')
+    filt = _pty(stage, new_command, clock)
+    out = filt.feed(b"id 123-45-6789 4") + filt.feed(b"") + filt.finish()
+    assert b"6789" not in out and b"123-45" not in out
 
 
 def test_open_tail() -> None:

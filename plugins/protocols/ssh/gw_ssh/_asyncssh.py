@@ -12,6 +12,7 @@ import warnings
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*DSA is deprecated", module=r"asyncssh(\.|$)")
     import asyncssh
+    from asyncssh.packet import Boolean, String, UInt32
     from asyncssh.public_key import decode_ssh_certificate, decode_ssh_public_key
 
-__all__ = ["asyncssh", "decode_ssh_certificate", "decode_ssh_public_key"]
+__all__ = ["Boolean", "String", "UInt32", "asyncssh", "decode_ssh_certificate", "decode_ssh_public_key"]

@@ -34,7 +34,9 @@ import asyncio
 import concurrent.futures
 import logging
 import math
+import posixpath
 import socket
+import stat
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._asyncssh import asyncssh, decode_ssh_certificate
+from ._asyncssh import Boolean, String, UInt32, asyncssh, decode_ssh_certificate
 from .events import (
     AuthAnswer,
     Authenticator,
@@ -76,6 +78,8 @@ _REQUIRED_METHODS = ("validate_public_key", "create_agent_listener", "attach_x11
 def check_asyncssh() -> None:
     """Fail at start-up (not on the first client) if this asyncssh lacks a method gw wraps or calls."""
     missing = [m for m in _REQUIRED_METHODS if not callable(getattr(asyncssh.SSHServerConnection, m, None))]
+    if not callable(getattr(asyncssh.SSHServerChannel, "_send_request", None)):
+        missing.append("_send_request (of SSHServerChannel)")
     if missing:
         raise RuntimeError(f"asyncssh {asyncssh.__version__} lacks SSHServerConnection.{', '.join(missing)}; "
                            "gw-ssh needs asyncssh>=2.14 (pip install -U asyncssh)")
@@ -212,6 +216,12 @@ class Bridge:
 
 async def _as_coroutine(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     return await fn(*args)
+
+
+def _as_async(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    async def call(*args: Any) -> T:
+        return fn(*args)
+    return call
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,17 +385,29 @@ class ServerChannel(_Channel, asyncssh.SSHServerSession):  # type: ignore[type-a
     def break_received(self, msec: int) -> bool:
         return False
 
+    def _a_exit(self, request: bytes, *args: bytes) -> None:
+        """Send an exit request, then EOF, then close: the order OpenSSH's sshd uses.  A client multiplexing
+        sessions over one connection (ControlMaster) reports a session's exit status only if it arrives
+        before the channel's end of output."""
+        chan = self._chan
+        if self._closed or chan is None or chan.is_closing():
+            raise ChannelClosedError("the channel is closed")
+        chan._send_request(request, *args)  # noqa: SLF001 -- asyncssh's exit() closes without sending EOF
+        chan.write_eof()
+        chan.close()
+
     # -- trio side ------------------------------------------------------------------------------------------
     async def exit(self, status: int) -> None:
-        """Send the exit status and close the channel."""
+        """Send the exit status, EOF, and close the channel."""
         try:
-            await self.bridge.run(self._a_call, "exit", status)
+            await self.bridge.run(_as_async(self._a_exit), b"exit-status", UInt32(status & 0xFF))
         except ChannelClosedError:
             pass
 
     async def exit_signal(self, signal: str, core_dumped: bool, message: str) -> None:
         try:
-            await self.bridge.run(self._a_call, "exit_with_signal", signal, core_dumped, message, "en")
+            await self.bridge.run(_as_async(self._a_exit), b"exit-signal", String(signal), Boolean(core_dumped),
+                                  String(message), String("en"))
         except ChannelClosedError:
             pass
 
@@ -720,6 +742,8 @@ class UpstreamConnection:
         self._client = client
         self.target = target
         self.server_version = str(conn.get_extra_info("server_version") or "")
+        #: gw's own sftp session for questions about paths (None: not started, False: unavailable).
+        self._sftp_client: Any = None
 
     async def open_session(self, *, command: str | None = None, subsystem: str | None = None,
                            terminal: Terminal | None = None,
@@ -745,6 +769,58 @@ class UpstreamConnection:
                                 f"({_describe(e)})", reason="upstream_refused") from None
         return chan
 
+    async def resolve_paths(self, paths: Sequence[str], *, limit: float = 5.0) -> list[str | None]:
+        """Where each absolute path leads on the target (symbolic links followed, ``..`` taken physically),
+        asked over an sftp session gw opens on this connection once.  None for a path the target could not
+        answer for (or all None when the target offers no sftp subsystem)."""
+
+        async def resolve() -> list[str | None]:
+            sftp = await self._sftp()
+            if sftp is None:
+                return [None] * len(paths)
+            out: list[str | None] = []
+            for path in paths:
+                try:
+                    out.append(await _resolve(sftp, path, 0))
+                except (asyncssh.Error, OSError, UnicodeError):
+                    out.append(None)
+            return out
+
+        try:
+            with trio.fail_after(limit):
+                return await self._bridge.run(resolve)
+        except trio.TooSlowError:
+            return [None] * len(paths)
+
+    async def home(self) -> str | None:
+        """The directory the target starts sessions in (the account's home), or None if it cannot tell."""
+        return (await self.resolve_paths(["."]))[0]
+
+    async def stat_owner(self, path: str) -> tuple[int, int] | None:
+        """(mode, uid) of ``path`` on the target (lstat), or None."""
+
+        async def stat() -> tuple[int, int] | None:
+            sftp = await self._sftp()
+            if sftp is None:
+                return None
+            try:
+                attrs = await sftp.lstat(path)
+            except (asyncssh.Error, OSError):
+                return None
+            return int(attrs.permissions or 0), int(attrs.uid if attrs.uid is not None else -1)
+
+        return await self._bridge.run(stat)
+
+    async def _sftp(self) -> Any:
+        """(asyncio side) gw's own sftp client on this connection, started on first use; None if the target
+        has no sftp subsystem."""
+        if self._sftp_client is None:
+            try:
+                self._sftp_client = await asyncio.wait_for(self._conn.start_sftp_client(), 5)
+            except (asyncssh.Error, OSError, asyncio.TimeoutError):
+                self._sftp_client = False
+        return self._sftp_client or None
+
     async def wait_lost(self) -> str:
         """Return (with the reason) when the connection to the target ends."""
 
@@ -759,6 +835,32 @@ class UpstreamConnection:
 
     def close(self) -> None:
         self._bridge.post(self._conn.close)
+
+
+async def _resolve(sftp: Any, path: str, depth: int) -> str | None:
+    """(asyncio side) The physical path ``path`` leads to: an existing path as the server's realpath sees it;
+    a symbolic link's target even when that does not exist (writing through it would create it); a path
+    that does not exist under its resolved parent."""
+    if depth > 16:
+        return None
+    try:
+        attrs = await sftp.lstat(path)
+    except asyncssh.SFTPNoSuchFile:
+        attrs = None
+    if attrs is not None and not stat.S_ISLNK(attrs.permissions or 0):
+        return str(await sftp.realpath(path))
+    parent, name = posixpath.split(path.rstrip("/") or "/")
+    if not name:
+        return "/"
+    if name in (".", ".."):
+        return None
+    base = await _resolve(sftp, parent or "/", depth + 1)
+    if base is None:
+        return None
+    if attrs is None:
+        return posixpath.join(base, name)
+    target = str(await sftp.readlink(path))
+    return await _resolve(sftp, posixpath.join(base, target), depth + 1)
 
 
 async def connect_upstream(bridge: Bridge, target: UpstreamTarget) -> UpstreamConnection:

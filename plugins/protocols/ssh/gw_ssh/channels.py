@@ -4,9 +4,15 @@ the target; sftp adds one command per file operation.
 
 Output goes through the pipeline's stream filters (mask, then record) on the trio thread: ``stdout`` and
 ``stderr`` for commands without a terminal, ``pty`` for terminals.  Text filters hold back what may be the start
-of a sensitive value split across reads; terminal output is released after :data:`PTY_IDLE` without new output
-(``feed(b"")``), so prompts appear.  Input is only observed (``stdin`` / ``pty-input``, recorded when the record
-stage has ``record_input = true``) and is forwarded exactly as typed.
+of a sensitive value split across reads; when output pauses gw tells them so (``feed(b"")`` after
+:data:`IDLE_FIRST`, then every :data:`IDLE_EVERY` for :data:`IDLE_FOR`), and they release what cannot be the
+start of a value (prompts, acknowledgements) -- never, on a pause, what can.  The output of file-transfer
+programs (legacy scp, rsync and git transports) is carried unchanged, like sftp file contents.  Input is only
+observed (``stdin`` / ``pty-input``, recorded when the record stage has ``record_input = true``) and is
+forwarded exactly as typed.
+
+The target's end of a command reaches the client in OpenSSH's order: exit status, then end of output, then
+close (a client multiplexing sessions over one connection needs the status first).
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, Kind, Outcome, Verdict
+from gw.model import Command, Kind, ObjectSyntax, Outcome, Verdict
 from gw.stage import StreamFilter
 
 from . import sftp
 from .bridge import ServerChannel, UpstreamChannel
-from .commands import classify
+from gw_shellanalysis import escape, normalise
+
+from .commands import Plan
+from .options import NEVER_PASSED_ENV
 from .events import (
     ChannelClosedError,
     ChannelEvent,
@@ -42,8 +51,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gw.ssh")
 
-#: Terminal output held by a filter is released after this long without more output.
-PTY_IDLE = 0.05
+#: Output filters are told the stream is idle after this long without output ...
+IDLE_FIRST = 0.05
+#: ... then this often ...
+IDLE_EVERY = 0.25
+#: ... until this long after the last output.
+IDLE_FOR = 3.0
 UNAVAILABLE = 255
 
 
@@ -77,9 +90,15 @@ def _refusal_text(verdict: Verdict) -> str:
 def _environment(request: SessionRequest, accepted: list[str]) -> list[tuple[str, str]]:
     out = []
     for name, value in request.env:
+        if NEVER_PASSED_ENV.match(name):
+            continue
         if any(name == a or (a.endswith("*") and name.startswith(a[:-1])) for a in accepted):
             out.append((name, value))
     return out
+
+
+def _idle(f: StreamFilter | None) -> bytes:
+    return _feed(f, b"") if f is not None else b""
 
 
 class StderrNotices:
@@ -126,6 +145,10 @@ class _Relay:
             return False, early
         if not verdict.allowed:
             text = _refusal_text(verdict)
+            reasons = cmd.attributes.get("unknown") if cmd.kind is Kind.UNKNOWN else None
+            if reasons:
+                text += ("\ngw: gw reads this line as kind \"unknown\": " + "; ".join(reasons) +
+                         ". Send commands whose programs and arguments are written out literally")
             outcome.status, outcome.error_message = "denied", verdict.reason
             outcome.error_code = verdict.code.value if verdict.code else None
             await self.session.refuse(self.chan, text, self.refused_status)
@@ -176,7 +199,9 @@ class _RelayState:
 class CommandRelay(_Relay):
     """An exec request or a shell: decided, then relayed to the same request on the target."""
 
-    def command(self) -> Command:
+    plan: Plan | None = None
+
+    async def command(self) -> Command:
         request = self.request
         attributes: dict[str, Any] = {}
         if request.terminal is not None:
@@ -185,13 +210,55 @@ class CommandRelay(_Relay):
             return self.sr.command("shell", language="shell", kind=Kind.EXEC, verb="shell",
                                    attributes=attributes)
         text = request.command or ""
-        c = classify(text)
-        attributes["verbs"] = list(c.verbs)
-        return self.sr.command(text, language="shell", kind=Kind.EXEC, verb=c.verb, objects=c.objects,
-                               flags=c.flags, attributes=attributes)
+        plan = self.plan
+        assert plan is not None
+        a = plan.analysis
+        attributes["verbs"] = list(a.verbs)
+        if a.reasons:
+            attributes["unknown"] = list(a.reasons)
+        if plan.transfer:
+            attributes["transfer"] = plan.transfer
+        return self.sr.command(text, language="shell", kind=a.kind, verb=a.verb, objects=plan.objects,
+                               flags=a.flags, attributes=attributes, verbs=a.verbs,
+                               object_syntax=ObjectSyntax.PATH)
+
+    async def listener_refusal(self) -> str | None:
+        """Why this listener refuses the request before any policy sees it (``shell = "deny"``), or None."""
+        if self.session.options.shell != "deny" or self.request.kind != "exec":
+            return None
+        name = self.session.listener.name
+        if self.request.terminal is not None:
+            return (f"gw: terminals (ssh -t) are not available on listener {name!r} (shell = \"deny\"): on a "
+                    "terminal, programs open pagers and prompts that run commands gw never sees. Run the command "
+                    "without -t")
+        assert self.plan is not None
+        if self.plan.analysis.interactive:
+            what = "; ".join(self.plan.analysis.interactive)
+            return (f"gw: interactive programs are not allowed on listener {name!r} (shell = \"deny\"): {what}. "
+                    "Run each command directly as ssh HOST 'COMMAND', with its program in a file on the target "
+                    "if it is a script")
+        return None
 
     async def run(self) -> None:
-        cmd = self.command()
+        if self.request.kind == "exec":
+            self.plan = await self.session.plan(self.request.command or "")
+            if self.plan.sftp_server:
+                # The sftp server run as a command is an sftp session: the same listener setting and per
+                # operation decisions apply.
+                if self.session.options.sftp == "deny":
+                    await self.session.refuse(self.chan, f"gw: sftp is not allowed on listener "
+                                              f"{self.session.listener.name!r} (sftp = \"deny\"), also not by "
+                                              "running the sftp server as a command", self.refused_status)
+                    return
+                await SftpRelay(self.session, self.chan, self.request).run()
+                return
+            refusal = await self.listener_refusal()
+            if refusal is not None:
+                log.info("listener %s: refused an interactive exec for %s (session %s)",
+                         self.session.listener.name, self.session.login.identity.subject, self.sr.session.id)
+                await self.session.refuse(self.chan, refusal, self.refused_status)
+                return
+        cmd = await self.command()
         outcome = Outcome(status="cancelled")
         started = time.perf_counter()
         try:
@@ -220,15 +287,16 @@ class CommandRelay(_Relay):
 
     async def _relay(self, cmd: Command, up: UpstreamChannel, early: list[ChannelEvent], outcome: Outcome) -> None:
         pty = self.request.terminal is not None
-        out = self.sr.stream(cmd, "pty" if pty else "stdout", "text/plain")
+        transfer = self.plan is not None and self.plan.transfer is not None
+        out = None if transfer else self.sr.stream(cmd, "pty" if pty else "stdout", "text/plain")
         err = self.sr.stream(cmd, "stderr", "text/plain")
-        typed = self.sr.stream(cmd, "pty-input" if pty else "stdin", "text/plain")
+        typed = None if transfer else self.sr.stream(cmd, "pty-input" if pty else "stdin", "text/plain")
         resize = self.sr.stream(cmd, "pty-resize") if pty else None
         state = _RelayState()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._client_to_upstream, up, early, typed, resize, state, nursery.cancel_scope)
-                await self._upstream_to_client(up, out, err, pty, state)
+                await self._upstream_to_client(up, out, err, state)
                 nursery.cancel_scope.cancel()
         except ChannelClosedError:
             state.client_gone = True
@@ -287,41 +355,43 @@ class CommandRelay(_Relay):
                 return
 
     async def _upstream_to_client(self, up: UpstreamChannel, out: StreamFilter | None, err: StreamFilter | None,
-                                  pty: bool, state: _RelayState) -> None:
+                                  state: _RelayState) -> None:
+        """Relay output until the target closes the channel.  Its end of output only flushes the filters:
+        the client's EOF follows the exit status (:meth:`_relay_exit`)."""
         chan = self.chan
-        held = False
-        flushed = False
+        filtered = out is not None or err is not None
+        last_output: float | None = None
+        next_idle = IDLE_FIRST
         while True:
-            if held:
-                event: ChannelEvent | None = None
-                with trio.move_on_after(PTY_IDLE):
+            event: ChannelEvent | None = None
+            if filtered and last_output is not None:
+                with trio.move_on_after(next_idle):
                     event = await up.receive()
                 if event is None:
-                    held = False
-                    await chan.send(_feed(out, b""))
+                    await chan.send(_idle(out))
+                    await chan.send(_idle(err), stderr=True)
+                    next_idle = IDLE_EVERY
+                    if trio.current_time() - last_output > IDLE_FOR:
+                        last_output = None
                     continue
             else:
                 event = await up.receive()
             if isinstance(event, Data):
+                last_output = trio.current_time()
+                next_idle = IDLE_FIRST
                 if event.stderr:
                     await chan.send(_feed(err, event.data), stderr=True)
                 else:
                     await chan.send(_feed(out, event.data))
-                    held = pty and out is not None
             elif isinstance(event, Eof):
-                held = False
                 await self._flush(out, err)
-                flushed = True
-                try:
-                    await chan.send_eof()
-                except ChannelClosedError:
-                    pass
+                out = err = None
+                filtered = False
             elif isinstance(event, (ExitStatus, ExitSignal)):
                 state.exit = event
             elif isinstance(event, Closed):
                 break
-        if not flushed:
-            await self._flush(out, err)
+        await self._flush(out, err)
 
     async def _flush(self, out: StreamFilter | None, err: StreamFilter | None) -> None:
         await self.chan.send(_finish(out))
@@ -342,6 +412,8 @@ class _OpenFile:
 class _SftpState:
     #: request id -> the decided command waiting for its answer
     pending: dict[int, Command] = field(default_factory=dict)
+    #: request id -> the path the client named (for handles opened by it)
+    paths: dict[int, str] = field(default_factory=dict)
     #: request id -> handle, for reads (DATA answers count bytes) and closes
     reads: dict[int, bytes] = field(default_factory=dict)
     closes: dict[int, bytes] = field(default_factory=dict)
@@ -420,7 +492,12 @@ class SftpRelay(_Relay):
                         if batch:
                             await up.send(b"".join(batch))
                             batch = []
-                        if not await self._decide_operation(request, op, state):
+                        allowed, later = await self._decide_operation(request, op, state)
+                        pending[:0] = later
+                        if state.client_closed:
+                            scope.cancel()
+                            return
+                        if not allowed:
                             continue
                     else:
                         self._track_request(request, state)
@@ -437,21 +514,42 @@ class SftpRelay(_Relay):
                 scope.cancel()
                 return
 
-    async def _decide_operation(self, request: sftp.Request, op: sftp.Operation, state: _SftpState) -> bool:
-        cmd = self.sr.command(op.text, language="sftp", kind=op.kind, verb=op.verb, objects=op.objects,
-                              flags=op.flags)
-        verdict = await self.sr.decide(cmd, StderrNotices(self.chan))
-        if verdict.allowed:
-            assert request.id is not None
-            state.pending[request.id] = cmd
-            return True
-        text = _refusal_text(verdict)
+    async def _objects(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+        """An operation's paths as the target sees them: relative to the home directory (where the sftp
+        server starts), normalised, plus where the target says they lead (symbolic links followed)."""
+        home = await self.session.home()
+        base = escape(home) if home else "*"
+        objects = []
+        for p in paths:
+            pattern = escape(p)
+            objects.append(normalise(pattern) if p.startswith("/") else
+                           normalise(f"{base.rstrip('/')}/{pattern}" if base != "*" else f"*/{pattern}"))
+        return await self.session.resolve_objects(tuple(dict.fromkeys(objects)))
+
+    async def _decide_operation(self, request: sftp.Request, op: sftp.Operation,
+                                state: _SftpState) -> tuple[bool, list[ChannelEvent]]:
+        """Decide one operation while watching the channel: (allowed, events that arrived meanwhile).  A
+        client that closes the channel during an approval hold cancels it."""
+        objects = await self._objects(op.objects)
+        cmd = self.sr.command(op.text, language="sftp", kind=op.kind, verb=op.verb, objects=objects,
+                              flags=op.flags, object_syntax=ObjectSyntax.PATH)
+        verdict, early = await self.session.decide(self.chan, cmd)
         assert request.id is not None
+        if verdict is None:
+            state.client_closed = True
+            await self.sr.complete(cmd, Outcome(status="cancelled", error_message="the client closed the sftp "
+                                                "session while the operation was being decided"))
+            return False, early
+        if verdict.allowed:
+            state.pending[request.id] = cmd
+            state.paths[request.id] = op.objects[0] if op.objects else ""
+            return True, early
+        text = _refusal_text(verdict)
         await self.chan.send(sftp.status_packet(request.id, sftp.Status.PERMISSION_DENIED, text))
         await self.chan.send(text.encode("utf-8", "replace") + b"\n", stderr=True)
         await self.sr.complete(cmd, Outcome(status="denied", error_message=verdict.reason,
                                             error_code=verdict.code.value if verdict.code else None))
-        return False
+        return False, early
 
     def _track_request(self, request: sftp.Request, state: _SftpState) -> None:
         if request.id is None or request.handle is None:
@@ -485,10 +583,7 @@ class SftpRelay(_Relay):
                 for command, outcome in done:
                     await self.sr.complete(command, outcome)
             elif isinstance(event, Eof):
-                try:
-                    await self.chan.send_eof()
-                except ChannelClosedError:
-                    pass
+                pass  # the client's EOF follows the exit status (_relay_exit)
             elif isinstance(event, (ExitStatus, ExitSignal)):
                 state.exit = event
             elif isinstance(event, Closed):
@@ -501,8 +596,8 @@ class SftpRelay(_Relay):
             return
         command = state.pending.pop(rid, None)
         if command is not None:
+            path = state.paths.pop(rid, "")
             if response.type == sftp.T.HANDLE and response.handle is not None:
-                path = command.objects[0] if command.objects else ""
                 state.handles[response.handle] = _OpenFile(command, path)
             elif response.type == sftp.T.STATUS and response.status != sftp.Status.OK:
                 done.append((command, Outcome(status="error", error_code=_status_name(response.status),

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from gw.errors import ConfigError
-from gw.model import Command, Kind, Session
+from gw.model import Command, ObjectSyntax, Session
+from gw_shellanalysis import ShellContext
 from gw.protocol import ProtocolHandler
 
 from .auth import ClientAuth
@@ -25,7 +26,7 @@ from .options import SSHListenerOptions
 if TYPE_CHECKING:
     from gw.runtime import ListenerRuntime
 
-    from .bridge import UpstreamTarget
+    from .bridge import UpstreamConnection, UpstreamTarget
 
 # The modules that import asyncssh (bridge, keys, session) are imported when a listener is built, not when
 # the plugin is loaded: `gw --help` or a pipeline without an SSH listener never imports asyncssh.
@@ -54,6 +55,7 @@ class SSHHandler(ProtocolHandler):
             tuple(opts.user_ca_groups), opts.user_ca_groups_extension)
         self.host_key: Any = None
         self._target: UpstreamTarget | None = None
+        self._account_checked = False
 
     @property
     def opts(self) -> SSHListenerOptions:
@@ -75,9 +77,39 @@ class SSHHandler(ProtocolHandler):
         return f"{up.user}@{up.host}:{up.port}"
 
     def classify(self, text: str, *, session: Session) -> Command:
-        c = classify(text)
-        return Command(session, 0, text, "shell", Kind.EXEC, c.verb, c.objects, c.flags,
-                       attributes={"verbs": list(c.verbs)})
+        """For ``gw policy explain``: the line as gw reads it, without the target (so relative paths are
+        under any directory and symbolic links are not followed)."""
+        c = classify(text, ShellContext(user=self.opts.upstream.user,
+                                        interactive_programs=frozenset(self.opts.interactive_programs)))
+        attributes: dict[str, object] = {"verbs": list(c.verbs)}
+        if c.reasons:
+            attributes["unknown"] = list(c.reasons)
+        return Command(session, 0, text, "shell", c.kind, c.verb, c.objects, c.flags, attributes=attributes,
+                       verbs=c.verbs, object_syntax=ObjectSyntax.PATH)
+
+    async def check_upstream_account(self, upstream: UpstreamConnection, home: str) -> None:
+        """Once per listener, at the first session: warn when the target account can let an agent log in
+        around gw (it can edit its own authorized_keys) or runs everything as root."""
+        if self._account_checked:
+            return
+        self._account_checked = True
+        user = self.opts.upstream.user
+        owner = await upstream.stat_owner(home)
+        if owner is not None and owner[1] == 0 and user == "root":
+            log.warning("listener %s: the target account is root: every command an agent sends runs with full "
+                        "privileges on %s; use a restricted account (docs/plugins/ssh.md, hardening the target)",
+                        self.listener.name, self.describe_upstream())
+        for path in (f"{home.rstrip('/')}/.ssh", f"{home.rstrip('/')}/.ssh/authorized_keys"):
+            stat = await upstream.stat_owner(path)
+            if stat is None:
+                continue
+            mode, uid = stat
+            if (owner is not None and uid == owner[1] and owner[1] != 0) or mode & 0o022:
+                log.warning("listener %s: %s on the target is writable by the account gw logs in as (%s): an "
+                            "agent with a shell could add its own key there and log in around gw. Make the "
+                            "account's keys root-owned (sshd: AuthorizedKeysFile /etc/ssh/authorized_keys/%%u) -- "
+                            "see docs/plugins/ssh.md, hardening the target", self.listener.name, path, user)
+                break
 
     # -- lifetime -------------------------------------------------------------------------------------------
     def _config_error(self, key: str, message: str) -> ConfigError:
@@ -87,7 +119,7 @@ class SSHHandler(ProtocolHandler):
         return ConfigError(message, file=str(config.path), path=f"listeners[{index}].{key}")
 
     async def open(self) -> None:
-        from .bridge import UpstreamTarget
+        from .bridge import UpstreamConnection, UpstreamTarget
         from .keys import KeyFileError, load_host_key, load_known_hosts, load_private_key
 
         services = self.listener.services

@@ -12,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: Environment variables a client may pass to the target by default (what sshd's usual AcceptEnv allows).
 DEFAULT_ACCEPT_ENV = ["LANG", "LC_*"]
+#: Variables never passed, whatever ``accept_env`` says: each changes which program runs or makes the shell
+#: or a program load or run code (the dynamic loader, shell start-up files and prompts).
+NEVER_PASSED_ENV = re.compile(r"^(LD_.*|BASH_ENV|ENV|PATH|PROMPT_COMMAND|BASH_FUNC_.*|PS[0-4]|SHELLOPTS|BASHOPTS|"
+                              r"IFS|CDPATH|GLOBIGNORE|BASH_XTRACEFD|BASH_LOADABLES_PATH|EXECIGNORE|GCONV_PATH|"
+                              r"GLIBC_TUNABLES|MALLOC_.*|PYTHON.*|PERL5?.*|RUBY.*|NODE_OPTIONS|LESSOPEN|"
+                              r"LESSCLOSE|PAGER|EDITOR|VISUAL|GIT_.*|HOME|SHELL|TMPDIR)$")
 _ENV_GLOB = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 _EXTENSION = re.compile(r"^[\x21-\x7e]+$")
 
@@ -73,6 +79,9 @@ class SSHListenerOptions(ListenerOptions):
     accept_env: list[str] = Field(default_factory=lambda: list(DEFAULT_ACCEPT_ENV))
     #: Exit status a client gets when gw refuses a command (the reason is written to its stderr).
     refused_exit_status: int = Field(126, ge=1, le=255)
+    #: Further programs refused on this listener when ``shell = "deny"`` (beside shells, interpreters reading
+    #: their input, pagers, editors ...: docs/plugins/ssh.md).
+    interactive_programs: list[str] = Field(default_factory=list)
 
     @field_validator("accept_env")
     @classmethod
@@ -80,6 +89,17 @@ class SSHListenerOptions(ListenerOptions):
         for name in v:
             if not _ENV_GLOB.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name (or a prefix ending in *)")
+            if NEVER_PASSED_ENV.match(name) or NEVER_PASSED_ENV.match(name.rstrip("*")):
+                raise ValueError(f"{name!r} is never passed to the target: it changes which program runs or makes "
+                                 "the shell load code (LD_*, BASH_ENV, ENV, PATH, PROMPT_COMMAND ...); remove it")
+        return v
+
+    @field_validator("interactive_programs")
+    @classmethod
+    def _programs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name or "/" in name or any(c.isspace() for c in name):
+                raise ValueError(f"{name!r} is not a program name (a name such as \"mytool\", without a path)")
         return v
 
     @field_validator("user_ca_groups_extension")

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 import trio
 from gw.model import Command, Verdict
 from gw.pipeline import SessionRuntime
+from gw_shellanalysis import ShellContext
 
 from .auth import Login
 from .bridge import ClientConnection, ServerChannel, UpstreamConnection, connect_upstream
 from .channels import CommandRelay, SftpRelay, StderrNotices
+from .commands import Plan, classify, resolve, transfer_program, with_contents
 from .events import ChannelClosedError, ChannelEvent, Closed, Data, SessionRequest, UpstreamError
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ log = logging.getLogger("gw.ssh")
 UNAVAILABLE = 255
 #: Bytes of client input gw buffers while a command waits for its decision (an approval can take minutes).
 EARLY_INPUT_LIMIT = 256 * 1024
+
+_UNASKED = object()
 
 _ENDINGS = {
     "token_expired": "token expired; reconnect with a fresh token",
@@ -57,6 +61,7 @@ class ConnectionSession:
         self.end_reason = "client_closed"
         #: Once set, new channels are refused with this message (the session is ending).
         self.closing: str | None = None
+        self._home: object = _UNASKED
 
     @property
     def sr(self) -> SessionRuntime:
@@ -222,6 +227,40 @@ class ConnectionSession:
             except ChannelClosedError:
                 return
             await chan.exit(status)
+
+    # -- what commands touch --------------------------------------------------------------------------------
+    async def home(self) -> str | None:
+        """The upstream account's home directory (asked once per connection; None if the target cannot say)."""
+        if self._home is _UNASKED:
+            assert self.upstream is not None
+            self._home = await self.upstream.home()
+            if self._home is None:
+                log.warning("listener %s: the target %s does not tell gw its home directory (no sftp subsystem?); "
+                            "relative paths in commands match path rules under any directory",
+                            self.listener.name, self.handler.target.describe())
+            else:
+                await self.handler.check_upstream_account(self.upstream, self._home)
+        return self._home if isinstance(self._home, str) else None
+
+    def context(self, home: str | None) -> ShellContext:
+        return ShellContext(cwd=home, home=home, user=self.handler.target.user,
+                            interactive_programs=frozenset(self.options.interactive_programs))
+
+    async def plan(self, text: str) -> Plan:
+        """Read an exec command line and ask the target where its paths lead."""
+        home = await self.home()
+        analysis = classify(text, self.context(home))
+        transfer = transfer_program(text, analysis)
+        objects = analysis.objects
+        if transfer:
+            objects = with_contents(objects)
+        assert self.upstream is not None
+        objects = await resolve(objects, self.upstream)
+        return Plan(analysis, objects, transfer)
+
+    async def resolve_objects(self, objects: tuple[str, ...]) -> tuple[str, ...]:
+        assert self.upstream is not None
+        return await resolve(objects, self.upstream)
 
     async def decide(self, chan: ServerChannel, cmd: Command) -> tuple[Verdict | None, list[ChannelEvent]]:
         """Run the pipeline's decision while watching the channel: input that arrives meanwhile is kept (up to

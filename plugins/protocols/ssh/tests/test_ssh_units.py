@@ -11,33 +11,48 @@ from pathlib import Path
 import pytest
 from gw.model import Kind
 from gw_ssh import sftp
-from gw_ssh.commands import classify
+from gw_shellanalysis import ShellContext
+from gw_ssh.commands import classify, transfer_program, with_contents
 from gw_ssh.keys import ClientKeys, KeyFileError, KeyLogin, Refusal, parse_authorized_keys
 from gw_ssh.options import SSHListenerOptions
 
 # -- command lines ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "verb", "verbs", "objects", "flags"), [
-    ("uname -a", "uname", ["uname"], [], set()),
-    ("FOO=1 /usr/bin/ls -l /etc", "ls", ["ls"], ["/etc"], {"env_assignment"}),
-    ("sudo systemctl restart nginx", "systemctl", ["sudo", "systemctl"], [], {"privileged"}),
-    ("sudo -u postgres psql -c 'select 1'", "psql", ["sudo", "psql"], [], {"privileged"}),
-    ("sudo -i", "sudo", ["sudo"], [], {"privileged"}),
-    ("timeout 5 env A=1 nice -n 3 curl http://x/y", "curl", ["timeout", "env", "nice", "curl"], [], set()),
-    ("cat /etc/passwd | grep root > /tmp/out.txt 2>&1", "cat", ["cat", "grep"], ["/etc/passwd", "/tmp/out.txt"],
-     {"pipeline", "redirect"}),
-    ("cd /srv && git pull; make &", "cd", ["cd", "git", "make"], ["/srv"], {"multi_command", "background"}),
-    ("echo $(rm -rf /tmp/x) `id`", "echo", ["echo", "rm", "id"], ["/tmp/x"], {"substitution"}),
-    ("bash -c 'rm -rf /var/tmp/y'", "bash", ["bash", "rm"], ["/var/tmp/y"], {"nested_shell"}),
-    ("echo '$(not a command)'", "echo", ["echo"], [], set()),
-    ("echo 'unbalanced", "echo", ["echo"], [], {"unparsed"}),
-    ("ls\nrm x", "ls", ["ls", "rm"], [], {"multi_command"}),
+HOME = ShellContext(cwd="/home/u", home="/home/u", user="u")
+
+
+@pytest.mark.parametrize(("text", "kind", "verb", "verbs", "objects", "flags"), [
+    ("uname -a", "exec", "uname", ["uname"], [], set()),
+    ("FOO=1 /usr/bin/ls -l /etc", "exec", "ls", ["ls"], ["/usr/bin/ls", "/etc"], {"env_assignment"}),
+    ("sudo systemctl restart nginx", "exec", "systemctl", ["sudo", "systemctl"], [], {"privileged"}),
+    ("sudo -u postgres psql -c 'select 1'", "exec", "psql", ["sudo", "psql"], [], {"privileged"}),
+    ("timeout 5 env A=1 nice -n 3 curl http://x/y", "exec", "curl", ["timeout", "env", "nice", "curl"], [],
+     {"env_assignment"}),
+    ("cat /etc/passwd | grep root > /tmp/out.txt 2>&1", "exec", "cat", ["cat", "grep"],
+     ["/etc/passwd", "/tmp/out.txt"], {"pipeline", "redirect"}),
+    ("cd /srv && git pull; make &", "exec", "cd", ["cd", "git", "make"], [], {"multi_command", "background"}),
+    ("echo $(rm -rf /tmp/x) `id`", "exec", "echo", ["rm", "id", "echo"], ["/tmp/x"], {"substitution"}),
+    ("bash -c 'rm -rf /var/tmp/y'", "exec", "rm", ["bash", "rm"], ["/var/tmp/y"], {"nested_shell"}),
+    ("echo '$(not a command)'", "exec", "echo", ["echo"], [], set()),
+    ("ls\nrm x", "exec", "ls", ["ls", "rm"], ["/home/u/x"], {"multi_command"}),
+    ("echo 'unbalanced", "unknown", "echo", ["echo"], [], {"unparsed", "multi_command"}),
+    ("sudo -i", "unknown", "sudo", ["sudo"], [], {"privileged", "runs_code"}),
 ])
-def test_command_lines_are_classified(text: str, verb: str, verbs: list[str], objects: list[str],
+def test_command_lines_are_classified(text: str, kind: str, verb: str, verbs: list[str], objects: list[str],
                                       flags: set[str]) -> None:
-    c = classify(text)
-    assert (c.verb, list(c.verbs), list(c.objects), set(c.flags)) == (verb, verbs, objects, flags)
+    c = classify(text, HOME)
+    assert (c.kind.value, c.verb, list(c.verbs), list(c.objects), set(c.flags)) == \
+        (kind, verb, verbs, objects, flags)
+
+
+def test_transfer_programs_and_their_contents() -> None:
+    for text, program in [("scp -f /etc/hosts", "scp"), ("scp -r -t /srv/up/", "scp"), ("scp -v -p -f -- x", "scp"),
+                          ("rsync --server --sender -logDtpre.iLsfxCIvu . /srv", "rsync"),
+                          ("git-upload-pack '/srv/repo.git'", "git-upload-pack"), ("scp a b", None),
+                          ("scp -f x | cat", None), ("rsync -a a b", None)]:
+        assert transfer_program(text, classify(text, HOME)) == program, text
+    assert with_contents(("/srv/up",)) == ("/srv/up", "/srv/up/*")
 
 
 # -- SFTP ---------------------------------------------------------------------------------------------------

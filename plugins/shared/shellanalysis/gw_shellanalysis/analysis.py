@@ -36,6 +36,7 @@ MAX_CWDS = 16
 _MAX_ROUNDS = 4
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _ARITH_NUMBER = re.compile(r"\b(?:\d+#[0-9A-Za-z@_]+|0[xX][0-9A-Fa-f]+|\d+)\b")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMERIC_SPECIAL = frozenset({"#", "?", "$", "!", "-"})
@@ -210,8 +211,8 @@ class _Walk:
         self.flags: set[str] = set()
         self.reasons: list[str] = []
         self.interactive: list[str] = []
-        #: Inside an arithmetic context (assignments there are numeric).
-        self._statement_count = 0
+        #: Depth of command and process substitutions around the node being visited.
+        self.substituting = 0
 
     # -- results --------------------------------------------------------------------------------------------
     def unknown(self, reason: str, flag: str = "opaque") -> None:
@@ -294,7 +295,11 @@ class _Walk:
 
     def v_command_substitution(self, node: Any) -> None:
         self.flags.add("substitution")
-        self.children(node)
+        self.substituting += 1
+        try:
+            self.children(node)
+        finally:
+            self.substituting -= 1
 
     def v_function_definition(self, node: Any) -> None:
         self.flags.add("function")
@@ -584,7 +589,9 @@ class _Walk:
         self.operands(name, args, cwds)
 
     def terminal(self, name: str) -> None:
-        if self.primary is None:
+        """``name`` is the program doing the work of its command (the verb, for the first command outside
+        substitutions)."""
+        if self.primary is None and not self.substituting:
             self.primary = name
 
     def run_words(self, args: list[Arg], cwds: list[str] | None, who: str) -> None:
@@ -654,6 +661,8 @@ class _Walk:
             operands = operands[1:]
         for a in operands:
             for f in a.fields:
+                if f.literal is not None and _URL.match(f.literal):
+                    continue
                 if f.literal is not None and "=" in f.literal and _NAME.match(f.literal.split("=", 1)[0]):
                     value = f.literal.split("=", 1)[1]  # dd if=..., make VAR=...
                     if "/" in value or name == "dd":
@@ -1288,8 +1297,8 @@ def _sudo(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
         w.unknown(f"sudo {shell[0]} runs a shell or an editor, whose commands gw does not see; run the command "
                   "as sudo COMMAND", "runs_code")
         w.interactive.append(f"sudo {shell[0]} (a shell or an editor)")
-        for a in args:
-            w.add_arg_paths(a, cwds)
+        for k in parsed.operands:
+            w.add_arg_paths(args[k], cwds)
         return
     for option, value in parsed.options:
         if option in ("-D", "--chdir") and value is not None:
@@ -1557,7 +1566,8 @@ def _ip(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
 
 def _ssh(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     w.terminal(name)
-    parsed = parse_options([a.text for a in args], P.SSH_OPTIONS, name)
+    options = {"ssh": P.SSH_OPTIONS, "scp": P.SCP_OPTIONS, "sftp": P.SFTP_OPTIONS}[name]
+    parsed = parse_options([a.text for a in args], options, name)
     if parsed.problem:
         w.unknown(parsed.problem, "options")
         return
@@ -1658,9 +1668,10 @@ def _tar(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
 
 def _rsync(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     w.terminal(name)
+    server = any(a.text == "--server" for a in args)  # the remote end: its -e carries protocol flags
     for a in args:
         t = a.text or ""
-        if re.match(r"^(-[a-zA-Z]*e|--rsh|--rsync-path)", t):
+        if not server and re.match(r"^(-[a-zA-Z]*e|--rsh|--rsync-path)", t):
             w.unknown("rsync -e/--rsync-path runs a command", "runs_code")
     remote_free = [a for a in args if not re.match(r"^[^/]*:", a.text or "")]
     w.operands("rsync", remote_free, cwds)

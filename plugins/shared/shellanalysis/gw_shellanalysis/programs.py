@@ -257,6 +257,8 @@ CHRT_OPTIONS = spec(short="abdefiormpvhRV", short_arg="TPD", long="all-tasks bat
 TASKSET_OPTIONS = spec(short="acphV", long="all-tasks cpu-list pid help version")
 FIND_PREFIX = spec(short="HLP", short_arg="DO")
 SSH_OPTIONS = spec(short="46AaCfGgKkMNnqsTtVvXxYy", short_arg="BbcDEeFIiJLlmOoPpQRSWw")
+SCP_OPTIONS = spec(short="346ABCOpqRrTdftvN", short_arg="cDFiJlosPSX")
+SFTP_OPTIONS = spec(short="46AaCfNpqrv", short_arg="BbcDFiJloPRSsX")
 #: ssh -o options that run local commands.
 SSH_COMMAND_OPTIONS = frozenset({"proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand",
                                  "match", "remotecommand", "proxyjump", "include", "securitykeyprovider",

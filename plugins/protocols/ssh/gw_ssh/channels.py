@@ -29,6 +29,7 @@ from gw.stage import StreamFilter
 from . import sftp
 from .bridge import ServerChannel, UpstreamChannel
 from gw_shellanalysis import escape, normalise
+from gw_shellanalysis.paths import climbs, collapse
 
 from .commands import Plan
 from .options import NEVER_PASSED_ENV
@@ -520,11 +521,15 @@ class SftpRelay(_Relay):
         home = await self.session.home()
         base = escape(home) if home else "*"
         objects = []
+        physical = []
         for p in paths:
             pattern = escape(p)
-            objects.append(normalise(pattern) if p.startswith("/") else
-                           normalise(f"{base.rstrip('/')}/{pattern}" if base != "*" else f"*/{pattern}"))
-        return await self.session.resolve_objects(tuple(dict.fromkeys(objects)))
+            full = pattern if p.startswith("/") else (f"{base.rstrip('/')}/{pattern}" if base != "*" else
+                                                      f"*/{pattern}")
+            objects.append(normalise(full))
+            if full.startswith("/") and climbs(full):
+                physical.append(collapse(full))
+        return await self.session.resolve_objects(tuple(dict.fromkeys(objects)), tuple(physical))
 
     async def _decide_operation(self, request: sftp.Request, op: sftp.Operation,
                                 state: _SftpState) -> tuple[bool, list[ChannelEvent]]:

@@ -79,11 +79,13 @@ class PathQuestions(Protocol):
     async def resolve_paths(self, paths: Sequence[str], *, limit: float = ...) -> list[str | None]: ...
 
 
-async def resolve(objects: tuple[str, ...], target: PathQuestions) -> tuple[str, ...]:
+async def resolve(objects: tuple[str, ...], target: PathQuestions, physical: tuple[str, ...] = ()
+                  ) -> tuple[str, ...]:
     """``objects`` plus, for each absolute one, the same path with its exact leading directory replaced by
-    where the target says it leads."""
+    where the target says it leads; ``physical`` are paths as written (with ``..``) to resolve the same way
+    (their answers are added, not the paths themselves)."""
     splits: list[tuple[str, str, str]] = []
-    for o in objects:
+    for o in (*objects, *physical):
         if o.startswith("/"):
             directory, rest = static_directory(o)
             splits.append((o, directory, rest))

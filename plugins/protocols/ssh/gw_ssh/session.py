@@ -255,12 +255,12 @@ class ConnectionSession:
         if transfer:
             objects = with_contents(objects)
         assert self.upstream is not None
-        objects = await resolve(objects, self.upstream)
+        objects = await resolve(objects, self.upstream, analysis.physical)
         return Plan(analysis, objects, transfer)
 
-    async def resolve_objects(self, objects: tuple[str, ...]) -> tuple[str, ...]:
+    async def resolve_objects(self, objects: tuple[str, ...], physical: tuple[str, ...] = ()) -> tuple[str, ...]:
         assert self.upstream is not None
-        return await resolve(objects, self.upstream)
+        return await resolve(objects, self.upstream, physical)
 
     async def decide(self, chan: ServerChannel, cmd: Command) -> tuple[Verdict | None, list[ChannelEvent]]:
         """Run the pipeline's decision while watching the channel: input that arrives meanwhile is kept (up to

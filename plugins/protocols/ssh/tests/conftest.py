@@ -33,6 +33,8 @@ from gw.testing import GatewayProcess, free_port, require_program
 GW = str(Path(sys.executable).with_name("gw"))
 SECRET_ENV = "GW_SSH_TEST_SECRET"
 SECRET = "ssh-plugin-test-secret-0123456789abcdef"
+#: The content of the files the "strict" pipeline protects ({vault}/shadow, {vault}/root/*): seeing it is a bypass.
+VAULT_MARKER = "vault-secret-7f3a9c"
 os.environ.setdefault(SECRET_ENV, SECRET)
 
 
@@ -146,6 +148,37 @@ stages = [
   {{ use = "mask", detectors = ["credit_card", "us_ssn"] }},
   {{ use = "record", flush_interval = "100ms" }},
 ]
+
+[pipelines.strict]
+stages = [
+  {{ use = "audit" }},
+  {{ use = "guard", deny = [
+    {{ kind = "unknown" }},
+    {{ verb = ["rm", "dd", "mkfs", "shred", "unlink", "truncate"] }},
+    {{ objects = ["{vault}/shadow", "{vault}/root/*"] }},
+  ] }},
+  {{ use = "approve", approvers = ["dba"], mode = "retry", timeout = "1m", require = [{{ verb = ["systemctl", "kill"] }}] }},
+  {{ use = "mask", detectors = ["credit_card", "us_ssn"] }},
+  {{ use = "record", flush_interval = "100ms" }},
+]
+
+[[listeners]]
+name = "corpus"
+protocol = "ssh"
+listen = "127.0.0.1:0"
+identity = "dev"
+pipeline = "strict"
+host_key_file = ".gw/ssh_host_ed25519"
+shell = "deny"
+sftp = "allow"
+allow_groups = ["agents", "dba", "ops"]
+
+[listeners.upstream]
+host = "127.0.0.1"
+port = {port}
+user = "{user}"
+key_file = "{upstream_key}"
+known_hosts = "known_hosts"
 
 [[listeners]]
 name = "web-1"
@@ -348,8 +381,12 @@ def gateway(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     (d / "known_hosts_changed").write_text(f"[127.0.0.1]:{sshd.port} {other_public}\n")
     (d / "known_hosts_other").write_text(f"[192.0.2.1]:22 {other_public}\n")
     config = d / "pipeline.toml"
+    vault = d / "vault"
+    (vault / "root").mkdir(parents=True)
+    (vault / "shadow").write_text(f"root:{VAULT_MARKER}:19000:0:99999:7:::\n")
+    (vault / "root" / "secret").write_text(f"{VAULT_MARKER}\n")
     config.write_text(PIPELINE.format(secret_env=SECRET_ENV, port=sshd.port, user=sshd.user,
-                                      upstream_key=sshd.upstream_key, down_port=free_port()))
+                                      upstream_key=sshd.upstream_key, down_port=free_port(), vault=vault))
     (d / "askpass.sh").write_text('#!/bin/sh\nprintf "%s\\n" "$GW_TEST_TOKEN"\n')
     (d / "askpass.sh").chmod(0o755)
     result = CliRunner().invoke(build_cli(), ["ssh", "keygen", "-c", str(config)], catch_exceptions=False)
@@ -359,7 +396,8 @@ def gateway(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     process = GatewayProcess(config, env=env).start()
     try:
         with open(d / "client_known_hosts", "w") as f:
-            f.writelines(f"[127.0.0.1]:{process.port(name)} {host_public}\n" for name in ("web-1", "locked", "rekeyed", "stranger", "down"))
+            f.writelines(f"[127.0.0.1]:{process.port(name)} {host_public}\n"
+                         for name in ("web-1", "locked", "rekeyed", "stranger", "down", "corpus"))
         yield Gateway(d, config, process, sshd, keys)
     finally:
         process.stop()

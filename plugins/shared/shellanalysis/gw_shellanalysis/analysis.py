@@ -213,6 +213,10 @@ class _Walk:
         self.interactive: list[str] = []
         #: Depth of command and process substitutions around the node being visited.
         self.substituting = 0
+        #: Paths with ``..`` after a name, as written: only the target can say where they lead.
+        self.physical: list[str] = []
+        #: The program being read acts on whole directory trees (its paths' contents are objects too).
+        self.recursive = False
 
     # -- results --------------------------------------------------------------------------------------------
     def unknown(self, reason: str, flag: str = "opaque") -> None:
@@ -221,6 +225,7 @@ class _Walk:
             self.reasons.append(reason)
 
     def merge(self, other: _Walk) -> None:
+        self.physical.extend(other.physical)
         self.verbs.extend(other.verbs)
         if self.primary is None:
             self.primary = other.primary
@@ -232,15 +237,24 @@ class _Walk:
         self.interactive.extend(other.interactive)
 
     def add_path(self, f: Field, cwds: list[str] | None = None) -> None:
-        """An object: ``f`` resolved against every directory the command may run in."""
+        """An object: ``f`` resolved against every directory the command may run in.  A path with ``..``
+        after a name is also kept as written, for the target to resolve (``link/..`` is the parent of the
+        link's target, not of the link)."""
         pattern = f.pattern
         if not pattern:
             return
         if pattern.startswith("/") or pattern.startswith("*"):
-            self.objects.append(paths.normalise(pattern))
-            return
-        for cwd in cwds if cwds is not None else self.state.cwds:
-            self.objects.append(paths.join(cwd, pattern))
+            full = [pattern]
+        else:
+            full = [c.rstrip("/") + "/" + pattern if c != "/" else "/" + pattern
+                    for c in (cwds if cwds is not None else self.state.cwds)]
+        for p in full:
+            self.objects.append(paths.normalise(p))
+            if p.startswith("/") and paths.climbs(p):
+                self.physical.append(paths.collapse(p))
+        if self.recursive:
+            for p in full:
+                self.objects.append(paths.normalise(p).rstrip("/") + "/*")
 
     def add_arg_paths(self, arg: Arg, cwds: list[str] | None = None) -> None:
         for f in arg.fields:
@@ -538,7 +552,7 @@ class _Walk:
             self.unknown("gw cannot read the program name", "unparsed")
             return
         program = self.arg(parts[0])
-        if program.text is None:
+        if program.text is None or any(d.type in _EXPANSIONS for d in _descendants(parts[0])):
             self.unknown("the program this command runs is computed when the line runs (an expansion, a "
                          "command substitution, a glob or brace expansion); name it literally", "dynamic_program")
             return
@@ -619,6 +633,14 @@ class _Walk:
 
     # -- operands as paths ----------------------------------------------------------------------------------
     def operands(self, name: str, args: list[Arg], cwds: list[str] | None) -> None:
+        recursive = P.recursive(name, [a.text for a in args])
+        before, self.recursive = self.recursive, recursive
+        try:
+            self._operands(name, args, cwds)
+        finally:
+            self.recursive = before
+
+    def _operands(self, name: str, args: list[Arg], cwds: list[str] | None) -> None:
         spec_ = P.ARITY.get(name)
         no_files = name in P.NO_FILES
         operands: list[Arg] = []
@@ -1186,6 +1208,10 @@ def _ansi_c(body: str) -> str:
             out.append("\\" + e)
     return "".join(out)
 
+
+#: Expansions: in a program name they make the program something computed when the line runs.
+_EXPANSIONS = frozenset({"simple_expansion", "expansion", "command_substitution", "process_substitution",
+                         "arithmetic_expansion", "brace_expression"})
 
 _CONTAINERS = frozenset({
     "list", "pipeline", "if_statement", "elif_clause", "else_clause", "while_statement", "do_group",
@@ -2019,4 +2045,4 @@ def analyse(text: str, context: ShellContext | None = None) -> Analysis:
     kind = Kind.UNKNOWN if walk.reasons else Kind.EXEC
     links = tuple(walk.state.links.items())
     return Analysis(kind, verb, verbs, tuple(objects), frozenset(walk.flags), tuple(walk.reasons),
-                    tuple(dict.fromkeys(walk.interactive)), links)
+                    tuple(dict.fromkeys(walk.interactive)), links, tuple(dict.fromkeys(walk.physical)))

@@ -35,8 +35,6 @@ class Analysis:
     line names, absolute and normalised, in the glob syntax of :mod:`gw_shellanalysis.paths` (a part gw
     cannot know is a wildcard).  ``interactive`` names what would make the command an interactive session
     (a shell, an interpreter reading its program from stdin, a pager or editor with shell escapes).
-    ``resolvable`` lists the objects worth asking the target about (symbolic links): exact leading
-    directories of absolute paths.
     """
 
     kind: Kind
@@ -48,6 +46,10 @@ class Analysis:
     interactive: tuple[str, ...] = ()
     #: Symbolic links the line itself creates: (link path, target), both patterns.
     links: tuple[tuple[str, str], ...] = field(default=())
+    #: Absolute paths with ``..`` after a name, as written (``//`` and ``.`` collapsed): the kernel takes
+    #: ``..`` after the real directory a link leads to, so only the target can say where they lead.  A
+    #: caller that can ask the target adds the answers to ``objects``.
+    physical: tuple[str, ...] = field(default=())
 
     @property
     def unknown(self) -> bool:

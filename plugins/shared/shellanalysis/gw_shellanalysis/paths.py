@@ -147,3 +147,22 @@ def static_directory(pattern: str) -> tuple[str, str]:
             return "/" + "/".join(unescape(p) or "" for p in exact), "/".join(parts[i:])
         exact.append(part)
     return "/" + "/".join(unescape(p) or "" for p in exact), ""
+
+
+def climbs(pattern: str) -> bool:
+    """``..`` follows a name somewhere in the path (``a/../b``), where a symbolic link makes the kernel's
+    answer differ from the lexical one."""
+    seen_name = False
+    for part in _components(pattern):
+        if part == "..":
+            if seen_name:
+                return True
+        elif part not in ("", "."):
+            seen_name = True
+    return False
+
+
+def collapse(pattern: str) -> str:
+    """``//`` and ``.`` removed, ``..`` kept (what is left for the target to resolve)."""
+    parts = [p for p in _components(pattern) if p not in ("", ".")]
+    return ("/" if pattern.startswith("/") else "") + "/".join(parts)

@@ -555,3 +555,38 @@ def awk_program_problems(program: str) -> tuple[list[str], list[str]]:
         reasons.append("awk program reads code from the environment")
     paths = [m.group(1) for m in _AWK_STRING.finditer(program) if "/" in m.group(1)]
     return reasons, paths
+
+
+#: Programs that act on whole directory trees: name -> the options that make them recursive (None: always).
+RECURSIVE: dict[str, frozenset[str] | None] = {
+    "tar": None, "mv": None, "rsync": None, "rg": None, "ag": None, "ack": None, "cpio": None, "pax": None,
+    "7z": None, "7za": None, "bsdtar": None, "mount": None, "rclone": None, "restic": None, "borg": None,
+    "cp": frozenset({"-r", "-R", "-a", "--recursive", "--archive"}),
+    "scp": frozenset({"-r"}),
+    "zip": frozenset({"-r", "-R", "--recurse-paths"}),
+    "grep": frozenset({"-r", "-R", "--recursive", "--dereference-recursive"}),
+    "egrep": frozenset({"-r", "-R"}), "fgrep": frozenset({"-r", "-R"}),
+    "diff": frozenset({"-r", "--recursive"}),
+    "chmod": frozenset({"-R", "--recursive"}), "chown": frozenset({"-R", "--recursive"}),
+    "chgrp": frozenset({"-R", "--recursive"}), "chattr": frozenset({"-R"}), "setfacl": frozenset({"-R"}),
+    "rm": frozenset({"-r", "-R", "--recursive"}), "gzip": frozenset({"-r", "--recursive"}),
+    "shred": None, "wipe": None,
+}
+
+
+def recursive(name: str, words: list[str | None]) -> bool:
+    """Whether this invocation of ``name`` acts on the contents of the directories it names."""
+    if name not in RECURSIVE:
+        return False
+    options = RECURSIVE[name]
+    if options is None:
+        return True
+    for w in words:
+        if w is None or not w.startswith("-") or w == "-":
+            continue
+        if w.startswith("--"):
+            if w.split("=")[0] in options:
+                return True
+        elif any(f"-{c}" in options for c in w[1:]):
+            return True
+    return False

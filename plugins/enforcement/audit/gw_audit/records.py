@@ -128,13 +128,13 @@ class RecordBuilder:
         fields["text"] = self.redact(text)
         return fields
 
-    @staticmethod
-    def _who(session: Session) -> Record:
+    def _who(self, session: Session) -> Record:
         identity = session.identity
         return {
             "session": session.id, "listener": session.listener, "protocol": session.protocol,
             "subject": identity.subject, "groups": list(identity.groups), "provider": identity.provider,
-            "client": session.client_address, "claimed_user": session.claimed_user,
+            # what the client claimed to be is the client's text, like a command's
+            "client": session.client_address, "claimed_user": self.redact(session.claimed_user),
             "upstream": session.upstream,
         }
 
@@ -145,7 +145,8 @@ class RecordBuilder:
             "v": FORMAT, "type": "command", "time": now(), "gateway": gateway, "pipeline": pipeline,
             **self._who(command.session),
             "seq": command.seq, "language": command.language, "kind": str(command.kind),
-            "verb": command.verb, "objects": list(command.objects), "flags": sorted(command.flags),
+            "verb": command.verb, "objects": [self.redact(o) for o in command.objects],
+            "flags": sorted(command.flags),
             **self._text(command.text),
             "verdict": word, "code": verdict.code.value if verdict.code is not None else None,
             "stage": verdict.stage or None, "rule": verdict.rule or None,
@@ -178,7 +179,7 @@ class RecordBuilder:
         record: Record = {
             "v": FORMAT, "type": "session_start", "time": now(), "gateway": gateway, **self._who(session),
             "started_at": session.started_at, "token_expires_at": session.identity.expires_at,
-            "attributes": json_safe(session.attributes),
+            "attributes": self.redact.deep(json_safe(session.attributes)),
         }
         return record, self._session_index(session)
 
@@ -195,7 +196,8 @@ class RecordBuilder:
         """A client refused before a session began; ``claimed_user`` is what it said, never verified."""
         record: Record = {
             "v": FORMAT, "type": "session_refused", "time": now(), "gateway": gateway, "listener": listener,
-            "protocol": protocol, "client": client_address, "claimed_user": claimed_user, "reason": reason,
+            "protocol": protocol, "client": client_address, "claimed_user": self.redact(claimed_user),
+            "reason": reason,
             "message": self.redact(message),
         }
         return record, {"type": "session", "listener": listener}

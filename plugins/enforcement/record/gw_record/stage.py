@@ -286,7 +286,7 @@ class Record(Stage):
         return {
             "format": FORMAT, "version": VERSION, "session": s.id, "listener": s.listener,
             "protocol": s.protocol, "subject": s.identity.subject, "groups": list(s.identity.groups),
-            "provider": s.identity.provider, "claimed_user": s.claimed_user, "client": s.client_address,
+            "provider": s.identity.provider, "claimed_user": Sent(s.claimed_user), "client": s.client_address,
             "upstream": s.upstream, "gateway": self.services.gateway_name, "started": s.started_at,
             "attributes": Attributes(dict(s.attributes)),
         }
@@ -488,7 +488,7 @@ class Record(Stage):
             doc = {
                 "id": s.id, "listener": s.listener, "protocol": s.protocol, "subject": s.identity.subject,
                 "groups": list(s.identity.groups), "client": s.client_address, "upstream": s.upstream,
-                "claimed_user": s.claimed_user, "gateway": self.services.gateway_name,
+                "claimed_user": self.redactor.text(s.claimed_user), "gateway": self.services.gateway_name,
                 "started": s.started_at,
                 "ended": ended, "end_reason": self.redactor.text(tape.end_reason) or None,
                 "commands": commands,

@@ -485,3 +485,114 @@ def test_output_ending_without_a_newline_is_not_held_past_eof(mux: Mux) -> None:
         assert result.returncode == 0
         assert result.stdout == expected, line
 
+
+
+# -- holds die with their session (web-1: approve holds "systemctl restart") -------------------------------------
+
+
+def _wait_request(gateway: Gateway, text: str, timeout: float = 15) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = json.loads(gateway.gw("approvals", "list", "--all", "--json"))
+        request = next((r for r in pending if r["text"] == text), None)
+        if request is not None:
+            return dict(request)
+        assert time.monotonic() < deadline, f"no approval request for {text!r}"
+        time.sleep(0.1)
+
+
+def _wait_status(gateway: Gateway, request_id: str, status: str, timeout: float = 15) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = json.loads(gateway.gw("approvals", "show", request_id, "--json"))
+        if current["status"] == status:
+            return dict(current)
+        assert time.monotonic() < deadline, f"request {request_id} stayed {current['status']}"
+        time.sleep(0.1)
+
+
+def _approve(gateway: Gateway, request_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([gateway.gw_bin, "approvals", "approve", request_id, "--token",
+                           gateway.token("dana", ["dba"]), "-c", str(gateway.config)], capture_output=True,
+                          text=True, timeout=30, env=gateway.process.env, check=False)
+
+
+def test_a_held_command_dies_with_its_client(gateway: Gateway, target_dir: Path) -> None:
+    marker = target_dir / "ran-after-disconnect"
+    command = f"touch {marker}; echo systemctl restart nginx"
+    proc = subprocess.Popen(gateway.ssh_args(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=gateway.env(gateway.token()))
+    try:
+        request = _wait_request(gateway, command)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _wait_status(gateway, str(request["id"]), "cancelled")
+        approval = _approve(gateway, str(request["id"]))
+        assert approval.returncode != 0
+        time.sleep(0.5)
+        assert not marker.exists(), "the held command ran after its client was gone"
+    finally:
+        proc.kill()
+
+
+def test_a_held_command_dies_when_the_token_expires(gateway: Gateway, target_dir: Path) -> None:
+    marker = target_dir / "ran-after-expiry"
+    command = f"touch {marker}; echo systemctl restart expired"
+    proc = subprocess.Popen(gateway.ssh_args(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=gateway.env(gateway.token(ttl=4)))
+    try:
+        request = _wait_request(gateway, command)
+        _, err = proc.communicate(timeout=20)
+        assert b"token expired" in err
+        _wait_status(gateway, str(request["id"]), "cancelled")
+        assert _approve(gateway, str(request["id"])).returncode != 0
+        time.sleep(0.5)
+        assert not marker.exists()
+    finally:
+        proc.kill()
+
+
+# -- 6. approvers see what will run ---------------------------------------------------------------------------
+
+
+def test_approvers_see_control_characters_escaped(gateway: Gateway, target_dir: Path) -> None:
+    pwned = target_dir / "pwned"
+    command = f"systemctl restart nginx; touch {pwned} #\r\x1b[2Kcommand: systemctl status nginx"
+    proc = subprocess.Popen(gateway.ssh_args(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=gateway.env(gateway.token()))
+    try:
+        request = _wait_request(gateway, command)
+        shown = gateway.gw("approvals", "show", str(request["id"]))
+        listed = gateway.gw("approvals", "list")
+        for output in (shown, listed):
+            assert "\r" not in output and "\x1b" not in output
+        assert "\\r" in shown and ("\\x1b[2K" in shown or "\\e[2K" in shown)
+        assert f"touch {pwned}" in shown
+        stored = json.loads(gateway.gw("approvals", "show", str(request["id"]), "--json"))
+        assert stored["text"] == command  # the stored request keeps the exact bytes
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert not pwned.exists()
+
+
+# -- 7. nothing persisted unredacted ------------------------------------------------------------------------------
+
+
+def test_paths_and_user_names_are_redacted_where_they_are_stored(gateway: Gateway, mux: Mux,
+                                                                 target_dir: Path) -> None:
+    path = target_dir / "078-05-1120.txt"
+    path.write_text("x\n")
+    line = f"cat {path}"
+    assert mux.run(line).returncode == 0
+    records = [r for r in gateway.audit(limit=200) if r.get("text", "").startswith(f"cat {target_dir}/")]
+    assert records and all("078-05-1120" not in json.dumps(r) for r in records)
+    assert any(f"{target_dir}/***.txt" in r["objects"] for r in records)
+    result = gateway.ssh("true", user="219-09-9998", token=gateway.token("pii-user", ["agents"]))
+    assert result.returncode == 0, result.stderr
+    starts = [r for r in gateway.audit_events("session_start") if r["subject"] == "pii-user"]
+    assert starts and all(r["claimed_user"] == "***" for r in starts)
+    sessions = gateway.gw("sessions", "list", "--json", "--user", "pii-user")
+    assert "219-09-9998" not in sessions
+    exported = gateway.gw("sessions", "export", str(json.loads(sessions)[0]["id"]))
+    assert "219-09-9998" not in exported

@@ -76,6 +76,14 @@ class SSHHandler(ProtocolHandler):
         up = self.opts.upstream
         return f"{up.user}@{up.host}:{up.port}"
 
+    def warnings(self) -> list[str]:
+        out = []
+        if self.opts.shell == "record":
+            out.append('shell = "record" lets agents type command lines into interactive shells, and typed '
+                       "lines are recorded but never decided by guard or approve rules; set shell = \"deny\" "
+                       "where every command must pass the exec rules")
+        return out
+
     def classify(self, text: str, *, session: Session) -> Command:
         """For ``gw policy explain``: the line as gw reads it, without the target (so relative paths are
         under any directory and symbolic links are not followed)."""

@@ -75,3 +75,24 @@ async def test_keygen_creates_the_host_key_and_missing_files_are_clear_errors(tm
     assert "listeners[0].upstream.key_file: gw's key for the target:" in await _open_error(config)
     (tmp_path / "deploy_ed25519").write_bytes(first)
     assert "listeners[0].upstream.known_hosts: known_hosts file" in await _open_error(config)
+
+
+def test_gw_check_warns_that_recorded_shells_bypass_the_exec_rules(tmp_path: Path) -> None:
+    os.environ.setdefault("GW_SSH_SETUP_SECRET", "x" * 40)
+    config = tmp_path / "gw.toml"
+    config.write_text(CONFIG)
+    result = CliRunner().invoke(build_cli(), ["check", str(config)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "warning: listener web-1: shell = \"record\" lets agents type command lines" in result.output
+    config.write_text(CONFIG.replace('shell = "record"', 'shell = "deny"'))
+    quiet = CliRunner().invoke(build_cli(), ["check", str(config)], catch_exceptions=False)
+    assert "warning" not in quiet.output
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_*", "PATH", "BASH_ENV", "ENV", "PROMPT_COMMAND"])
+def test_accept_env_refuses_variables_that_load_code(tmp_path: Path, name: str) -> None:
+    os.environ.setdefault("GW_SSH_SETUP_SECRET", "x" * 40)
+    config = tmp_path / "gw.toml"
+    config.write_text(CONFIG.replace('sftp = "allow"', f'sftp = "allow"\naccept_env = ["LANG", "{name}"]'))
+    with pytest.raises(ConfigError, match="is never passed to the target"):
+        Runtime.build(config)

@@ -298,6 +298,9 @@ class _Walk:
 
     # statements -------------------------------------------------------------------------------------------
     def v_program(self, node: Any) -> None:
+        if node.has_error:  # an ERROR or a MISSING node anywhere (a missing "}" is not visited on its own)
+            self.unknown("gw cannot read this line as shell syntax (it may be incomplete or use syntax gw's "
+                         "shell grammar does not know)", "unparsed")
         statements = [c for c in node.named_children if c.type != "comment"]
         if len(statements) > 1:
             self.flags.add("multi_command")
@@ -622,6 +625,8 @@ class _Walk:
     def nested(self, code: str, cwds: list[str] | None, what: str) -> None:
         """Shell code given as a string (``sh -c``, ``su -c``, ``watch``, ``trap`` ...)."""
         self.flags.add("nested_shell")
+        if what in ("flock -c", "watch", "su -c", "runuser -c", "script -c"):
+            self.verbs.append("sh")  # these run their string with a shell of their own
         if self.depth >= MAX_DEPTH:
             self.unknown(f"shells nested more than {MAX_DEPTH} deep", "unparsed")
             return
@@ -914,7 +919,13 @@ class _Walk:
         """The values a word node may take (alternatives, each a tuple of fields)."""
         t = node.type
         if t == "word":
-            return self.eval_word_text(self.text(node), quoted=quoted, at_start=True, assignment=assignment)
+            text = self.text(node)
+            if any(c.isspace() for c in _unescaped(text)):
+                # bash ends an unquoted word at whitespace: the grammar misread the line
+                self.unknown("gw cannot read this line as shell syntax (a word the shell grammar read across "
+                             "whitespace)", "unparsed")
+                return list(_ONE_UNKNOWN)
+            return self.eval_word_text(text, quoted=quoted, at_start=True, assignment=assignment)
         if t == "number":
             return [(_lit(self.text(node)),)]
         if t == "raw_string":
@@ -944,6 +955,8 @@ class _Walk:
             out = [()]
             for i, part in enumerate(node.named_children):
                 if part.type == "word":
+                    if any(c.isspace() for c in _unescaped(self.text(part))):
+                        return self.eval(part)
                     out = _concat(out, self.eval_word_text(self.text(part), quoted=quoted, at_start=i == 0,
                                                            assignment=assignment))
                 else:
@@ -1672,6 +1685,9 @@ def _git(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
 def _tar(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     w.terminal(name)
     texts = [a.text for a in args]
+    for t in texts:
+        if t is not None and P.TAR_CODE.search(t) and t.startswith("--"):
+            w.unknown(f"tar {t.split('=')[0]} runs a program", "runs_code")
     if texts and texts[0] is not None and not texts[0].startswith("-") and re.match(r"^[A-Za-z]+$", texts[0]):
         bundle = texts[0]
         if any(c in bundle for c in "IF"):
@@ -1968,6 +1984,9 @@ _PROGRAMS = {
     "most": _pager,
     "man": _pager,
     "awk": _awk,
+    "gawk": _awk,
+    "mawk": _awk,
+    "nawk": _awk,
     "sed": _sed,
     "gsed": _sed,
     "script": _script,

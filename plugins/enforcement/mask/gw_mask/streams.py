@@ -105,7 +105,7 @@ class _Prefixes:
 
     def __init__(self, masker: TextMasker) -> None:
         self.rules: list[tuple[re.Pattern[str] | None, str, Strategy]] = []
-        for _, rules in masker._detection.groups:  # noqa: SLF001 -- the same package's masker
+        for _, rules in masker._detection.groups:
             for _, find, name, strategy in rules:
                 detector = getattr(find, "__self__", None)
                 prefix = getattr(detector, "prefix", None)
@@ -212,7 +212,7 @@ class TextStream:
         if self._interactive and self._pending and self._held_since is not None and \
                 self._clock() - self._held_since >= PTY_HOLD:
             tail, self._pending, self._held_since = self._pending, "", None
-            self._masker._counts.add_detected(name or "held")  # noqa: SLF001
+            self._masker._counts.add_detected(name or "held")
             out += self._codec.encode(strategy.mask(tail) if strategy is not None else REDACTED)
         return out
 

@@ -392,7 +392,7 @@ class ServerChannel(_Channel, asyncssh.SSHServerSession):  # type: ignore[type-a
         chan = self._chan
         if self._closed or chan is None or chan.is_closing():
             raise ChannelClosedError("the channel is closed")
-        chan._send_request(request, *args)  # noqa: SLF001 -- asyncssh's exit() closes without sending EOF
+        chan._send_request(request, *args)
         chan.write_eof()
         chan.close()
 
@@ -613,8 +613,8 @@ class _GatewayServer(asyncssh.SSHServer):
         self.open_channels -= 1
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
-        log.info("gw ssh: refused a port forwarding channel to %s:%d from %s (user %s)", dest_host, dest_port,
-                 self.conn.get_extra_info("peername"), self.username)
+        log.info("gw ssh: refused a port forwarding channel to %s:%d from %s", dest_host, dest_port,
+                 self.conn.get_extra_info("peername"))
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                         f"gw refuses port forwarding (ssh -L/-D): {BYPASS}")
 
@@ -817,7 +817,7 @@ class UpstreamConnection:
         if self._sftp_client is None:
             try:
                 self._sftp_client = await asyncio.wait_for(self._conn.start_sftp_client(), 5)
-            except (asyncssh.Error, OSError, asyncio.TimeoutError):
+            except (TimeoutError, asyncssh.Error, OSError):
                 self._sftp_client = False
         return self._sftp_client or None
 

@@ -25,14 +25,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.model import Command, Kind, ObjectSyntax, Outcome, Verdict
 from gw.stage import StreamFilter
-
-from . import sftp
-from .bridge import ServerChannel, UpstreamChannel
 from gw_shellanalysis import escape, normalise
 from gw_shellanalysis.paths import climbs, collapse
 
+from . import sftp
+from .bridge import ServerChannel, UpstreamChannel
 from .commands import Plan
-from .options import NEVER_PASSED_ENV
 from .events import (
     ChannelClosedError,
     ChannelEvent,
@@ -46,6 +44,7 @@ from .events import (
     UpstreamError,
     WindowChange,
 )
+from .options import NEVER_PASSED_ENV
 
 if TYPE_CHECKING:
     from .session import ConnectionSession

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.errors import ConfigError
 from gw.model import Command, ObjectSyntax, Session
-from gw_shellanalysis import ShellContext
 from gw.protocol import ProtocolHandler
+from gw_shellanalysis import ShellContext
 
 from .auth import ClientAuth
 from .commands import classify
@@ -56,6 +56,7 @@ class SSHHandler(ProtocolHandler):
         self.host_key: Any = None
         self._target: UpstreamTarget | None = None
         self._account_checked = False
+        self._detectors: list[Any] | None = None
 
     @property
     def opts(self) -> SSHListenerOptions:
@@ -75,6 +76,22 @@ class SSHHandler(ProtocolHandler):
     def describe_upstream(self) -> str:
         up = self.opts.upstream
         return f"{up.user}@{up.host}:{up.port}"
+
+    def redact(self, text: str) -> str:
+        """``text`` with what the installed detectors find replaced by ``***`` (for the log: an SSH user name
+        is the client's text, like a command)."""
+        if self._detectors is None:
+            try:
+                self._detectors = list(self.listener.services.detectors("all"))
+            except Exception:  # noqa: BLE001 -- no detector plugin: nothing to redact with
+                self._detectors = []
+        spans = sorted({s for d in self._detectors for s in d.find(text)})
+        out, pos = [], 0
+        for start, end in spans:
+            if start >= pos:
+                out.append(text[pos:start] + "***")
+                pos = end
+        return "".join(out) + text[pos:]
 
     def warnings(self) -> list[str]:
         out = []
@@ -127,7 +144,7 @@ class SSHHandler(ProtocolHandler):
         return ConfigError(message, file=str(config.path), path=f"listeners[{index}].{key}")
 
     async def open(self) -> None:
-        from .bridge import UpstreamConnection, UpstreamTarget
+        from .bridge import UpstreamTarget
         from .keys import KeyFileError, load_host_key, load_known_hosts, load_private_key
 
         services = self.listener.services
@@ -195,7 +212,7 @@ class SSHHandler(ProtocolHandler):
                 why = str(e) if isinstance(e, HandshakeError) else f"timed out after {timeout:g}s"
                 if auth.attempted:
                     log.info("listener %s: %s (user %r) did not log in: %s", self.listener.name, client_address,
-                             auth.username, why)
+                             self.redact(auth.username), why)
                 await auth.handshake_failed(why)
                 return
             try:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from gw.model import Kind
-from gw_ssh import sftp
 from gw_shellanalysis import ShellContext
+from gw_ssh import sftp
 from gw_ssh.commands import classify, transfer_program, with_contents
 from gw_ssh.keys import ClientKeys, KeyFileError, KeyLogin, Refusal, parse_authorized_keys
 from gw_ssh.options import SSHListenerOptions

@@ -243,7 +243,7 @@ class _Walk:
         pattern = f.pattern
         if not pattern:
             return
-        if pattern.startswith("/") or pattern.startswith("*"):
+        if pattern.startswith(("/", "*")):
             full = [pattern]
         else:
             full = [c.rstrip("/") + "/" + pattern if c != "/" else "/" + pattern
@@ -433,9 +433,8 @@ class _Walk:
                 elif option.startswith(("-", "+")) and any(c in option for c in "in"):
                     self.unknown(f"{keyword} {option} makes later assignments evaluate arithmetic or follow "
                                  "names, which can run commands hidden in values", "arithmetic")
-                elif not option.startswith(("-", "+")):
-                    if "[" in option or "=" in option:
-                        self.unknown(f"{keyword} of a computed name", "dynamic")
+                elif not option.startswith(("-", "+")) and ("[" in option or "=" in option):
+                    self.unknown(f"{keyword} of a computed name", "dynamic")
             elif child.type == "variable_assignment":
                 self.v_variable_assignment(child, exported=keyword == "export")
             elif child.type == "variable_name":
@@ -1205,7 +1204,7 @@ def _ansi_c(body: str) -> str:
             else:
                 out.append("\\x")
         elif e in "uU":
-            m = re.match(r"[0-9A-Fa-f]{1,%d}" % (4 if e == "u" else 8), body[i:])
+            m = re.match(r"[0-9A-Fa-f]{1,4}" if e == "u" else r"[0-9A-Fa-f]{1,8}", body[i:])
             if m:
                 try:
                     out.append(chr(int(m.group(), 16)))
@@ -1615,9 +1614,8 @@ def _ssh(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
             key = re.split(r"[\s=]", value.strip(), maxsplit=1)[0].lower()
             if key in P.SSH_COMMAND_OPTIONS:
                 w.unknown(f"ssh -o {key} runs a local command", "runs_code")
-        if option in ("-F", "-J", "-S", "-I", "-E") and name == "ssh":
-            if option in ("-F", "-J"):
-                w.unknown(f"ssh {option} can run local commands (ProxyCommand)", "runs_code")
+        if option in ("-F", "-J") and name == "ssh":
+            w.unknown(f"ssh {option} can run local commands (ProxyCommand)", "runs_code")
         if option in ("-i", "-F", "-E", "-S") and value:
             w.add_path(_lit(value), cwds)
     ops = [args[k] for k in parsed.operands]
@@ -1627,7 +1625,7 @@ def _ssh(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
                 w.unknown(f"{name} -S runs another program as ssh", "runs_code")
         for a in ops:
             for f in a.fields:
-                host, colon, path = f.pattern.partition(":")
+                host, colon, _ = f.pattern.partition(":")
                 if colon and "/" not in host:
                     continue  # a remote path: on another host
                 w.add_path(f, cwds)

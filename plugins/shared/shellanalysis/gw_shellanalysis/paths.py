@@ -116,7 +116,7 @@ def normalise(pattern: str) -> str:
 def join(base: str, path: str) -> str:
     """``path`` resolved against directory ``base`` (both patterns; ``*`` is an unknown directory),
     normalised."""
-    if path.startswith("/") or path.startswith("*"):
+    if path.startswith(("/", "*")):
         return normalise(path)
     return normalise(base.rstrip("/") + "/" + path if base != "/" else "/" + path)
 

@@ -22,7 +22,7 @@ from gw_shellanalysis import ShellContext, analyse
 P = "gwprobe"
 
 #: How a program name can be written (each must still run gwprobe, or be unknown).
-SPELLINGS = [P, f"'{P}'", f'"{P}"', f"g'w'probe", f'"gw""probe"', f"\\{P}", "gw\\probe", "gwpro\\\nbe",
+SPELLINGS = [P, f"'{P}'", f'"{P}"', "g'w'probe", '"gw""probe"', f"\\{P}", "gw\\probe", "gwpro\\\nbe",
              "$'\\x67wprobe'", "$'\\147wprobe'", '$"gwprobe"', "gw$''probe", 'gw""probe', "command gwprobe",
              "env gwprobe", "env - gwprobe", "env -i A=1 gwprobe", "env -u HOME gwprobe", "env -S 'gwprobe'",
              "nice gwprobe", "nice -n 3 gwprobe", "nice -5 gwprobe", "nohup gwprobe", "timeout 5 gwprobe",
@@ -112,5 +112,5 @@ def test_the_oracle_sees_programs() -> None:
         (d / "bin").mkdir()
         (d / "bin" / P).write_text("#!/bin/sh\nexit 0\n")
         (d / "bin" / P).chmod(0o755)
-        assert P in _executed(strace, f"true; g'w'probe x", d, d / "bin")
+        assert P in _executed(strace, "true; g'w'probe x", d, d / "bin")
         assert P not in _executed(strace, f"echo {P}", d, d / "bin")

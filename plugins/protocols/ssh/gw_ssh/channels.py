@@ -213,13 +213,13 @@ class CommandRelay(_Relay):
         plan = self.plan
         assert plan is not None
         a = plan.analysis
-        attributes["verbs"] = list(a.verbs)
+        attributes["verbs"] = list(plan.verbs)
         if a.reasons:
             attributes["unknown"] = list(a.reasons)
         if plan.transfer:
             attributes["transfer"] = plan.transfer
         return self.sr.command(text, language="shell", kind=a.kind, verb=a.verb, objects=plan.objects,
-                               flags=a.flags, attributes=attributes, verbs=a.verbs,
+                               flags=a.flags, attributes=attributes, verbs=plan.verbs,
                                object_syntax=ObjectSyntax.PATH)
 
     async def listener_refusal(self) -> str | None:

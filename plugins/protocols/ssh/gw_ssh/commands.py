@@ -14,11 +14,12 @@ contents, and what they may read or write under a named directory is an object t
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gw_shellanalysis import Analysis, ShellContext, analyse, escape, normalise, static_directory
+from gw_shellanalysis import Analysis, ShellContext, analyse, escape, normalise, static_directory, unescape
 
 #: Most distinct directories gw asks the target about per command.
 MAX_RESOLVED = 32
@@ -37,6 +38,8 @@ class Plan:
     objects: tuple[str, ...]
     #: The transfer program whose streams pass unfiltered (``scp``, ``rsync`` ...), or None.
     transfer: str | None = None
+    #: The analysis's verbs, plus the names of the programs that programs run by path lead to.
+    verbs: tuple[str, ...] = ()
 
     @property
     def sftp_server(self) -> bool:
@@ -100,3 +103,16 @@ async def resolve(objects: tuple[str, ...], target: PathQuestions, physical: tup
             continue
         out.append(normalise(escape(physical).rstrip("/") + ("/" + rest if rest else "")))
     return tuple(dict.fromkeys(out))
+
+
+async def program_names(analysis: Analysis, target: PathQuestions) -> tuple[str, ...]:
+    """The verbs, plus the name each program run by path really has on the target: ``/tmp/x``, a link to
+    ``/usr/bin/rm`` made by an earlier command, adds ``rm``."""
+    exact = [p for p in (unescape(q) for q in analysis.programs) if p is not None][:MAX_RESOLVED]
+    verbs = list(analysis.verbs)
+    if exact:
+        for physical in await target.resolve_paths(exact):
+            name = posixpath.basename(physical.rstrip("/")) if physical else ""
+            if name and name not in verbs:
+                verbs.append(name)
+    return tuple(verbs)

@@ -223,6 +223,16 @@ def test_a_denied_program_is_found_wherever_the_shell_runs_it(mux: Mux, victim: 
     assert victim.exists(), f"{line!r} ran on the target"
 
 
+def test_a_program_under_another_name_is_found(mux: Mux, victim: Path, target_dir: Path) -> None:
+    """A link made by an earlier command is followed on the target; a copy made in the same line is seen."""
+    alias = target_dir / "innocent"
+    alias.symlink_to("/bin/rm")
+    _refused(mux.run(f"{alias} {victim}"))
+    _refused(mux.run(f"cd {target_dir} && ./innocent {victim}"))
+    _refused(mux.run(f"cp /bin/rm {target_dir}/other; {target_dir}/other {victim}"))
+    assert victim.exists()
+
+
 def test_an_unknown_line_says_why(mux: Mux, victim: Path) -> None:
     result = mux.run(f"x=rm; $x {victim}")
     _refused(result)

@@ -153,6 +153,8 @@ class _State:
     #: IFS is assigned: unquoted expansions split in ways gw does not follow.
     ifs: bool = False
     links: dict[str, str] = field(default_factory=dict)
+    #: Files the line makes from others (cp, install, mv, ln): a program run from one is the other.
+    copies: dict[str, str] = field(default_factory=dict)
     changed: bool = False
 
     def add_cwd(self, cwd: str) -> None:
@@ -217,6 +219,8 @@ class _Walk:
         self.physical: list[str] = []
         #: The program being read acts on whole directory trees (its paths' contents are objects too).
         self.recursive = False
+        #: Programs run by path (absolute patterns): a link or copy may give them another name.
+        self.programs: list[str] = []
 
     # -- results --------------------------------------------------------------------------------------------
     def unknown(self, reason: str, flag: str = "opaque") -> None:
@@ -226,6 +230,7 @@ class _Walk:
 
     def merge(self, other: _Walk) -> None:
         self.physical.extend(other.physical)
+        self.programs.extend(other.programs)
         self.verbs.extend(other.verbs)
         if self.primary is None:
             self.primary = other.primary
@@ -573,6 +578,11 @@ class _Walk:
         self.verbs.append(name)
         if "/" in program:
             self.add_path(_lit(program), cwds)
+            if program.startswith("/"):
+                self.programs.append(paths.normalise(paths.escape(program)))
+            else:
+                self.programs.extend(paths.join(c, paths.escape(program))
+                                     for c in (cwds if cwds is not None else self.state.cwds))
         if name in P.PRIVILEGED:
             self.flags.add("privileged")
         fam = P.family(name)
@@ -596,6 +606,9 @@ class _Walk:
             return
         if fam in P.CLIENT_ESCAPES:
             self.client(name, fam, args, cwds)
+            return
+        if name in P.RUNNER_SUBCOMMANDS:
+            self.runner(name, args, cwds)
             return
         wrapper = P.WRAPPERS.get(name)
         if wrapper is not None:
@@ -835,6 +848,28 @@ class _Walk:
             self.terminal(name)
             return
         self.run_words(rest, cwds, name)
+
+    def runner(self, name: str, args: list[Arg], cwds: list[str] | None) -> None:
+        """``uv run CMD``, ``perf stat CMD``, ``bundle exec CMD``: a subcommand runs the program after it.
+        Options of these tools are many; any before the program makes the line unknown."""
+        self.terminal(name)
+        texts = [a.text for a in args]
+        subs = P.RUNNER_SUBCOMMANDS[name]
+        k = next((i for i, t in enumerate(texts) if t is None or not t.startswith("-")), len(texts))
+        if k < len(texts) and texts[k] in subs:
+            rest = args[k + 1:]
+            if name == "direnv" and rest:
+                rest = rest[1:]  # direnv exec DIR CMD
+            if rest and (rest[0].text or "-").startswith("-") and rest[0].text != "--":
+                self.unknown(f"{name} {texts[k]} options gw does not read", "options")
+                return
+            if rest and rest[0].text == "--":
+                rest = rest[1:]
+            self.run_words(rest, cwds, f"{name} {texts[k]}")
+            return
+        if k < len(texts) and texts[k] is None:
+            self.unknown(f"the {name} subcommand is computed when the line runs", "dynamic")
+        self.operands(name, args, cwds)
 
     def chdir(self, cwds: list[str] | None, directory: str) -> list[str]:
         base = cwds if cwds is not None else self.state.cwds
@@ -1494,6 +1529,10 @@ def _find(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
             continue
         if t == "-files0-from":
             w.add_path(UNKNOWN)
+        if t == "-delete":
+            w.verbs.append("rm")  # find -delete removes what it finds: a rule on rm covers it
+            for f in found:
+                w.objects.append(f.pattern)
         i += 1
 
 
@@ -1872,9 +1911,10 @@ def _ln(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     symbolic = any(t == "--symbolic" or (t.startswith("-") and not t.startswith("--") and "s" in t)
                    for t in texts)
     w.operands(name, args, cwds)
+    ops = [a for a in args if not (a.text or "x").startswith("-")]
+    _copies(w, ops, cwds)
     if not symbolic:
         return
-    ops = [a for a in args if not (a.text or "x").startswith("-")]
     if len(ops) == 2:
         for target in ops[0].fields:
             for link in ops[1].fields:
@@ -1885,6 +1925,28 @@ def _ln(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
                     w.state.links.setdefault(lk.rstrip("/") + "/" + posixpath.basename(t.rstrip("/")), t)
     elif ops:
         w.state.links.setdefault("*", "*")
+
+
+def _copies(w: _Walk, ops: list[Arg], cwds: list[str] | None) -> None:
+    """``cp SRC DST`` (and ``install``, ``mv``, ``ln``): a program later run as DST (or DST/NAME) is SRC."""
+    if len(ops) < 2:
+        return
+    for source in ops[:-1]:
+        for f in source.fields:
+            for c in cwds if cwds is not None else w.state.cwds:
+                origin = paths.join(c, f.pattern)
+                for target in ops[-1].fields:
+                    made = paths.join(c, target.pattern)
+                    for key in (made, made.rstrip("/") + "/" + posixpath.basename(origin)):
+                        if key not in w.state.copies:
+                            w.state.copies[key] = origin
+                            w.state.changed = True
+
+
+def _cp(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
+    w.terminal(name)
+    w.operands(name, args, cwds)
+    _copies(w, [a for a in args if not (a.text or "x").startswith("-")], cwds)
 
 
 def _trap(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
@@ -1951,7 +2013,24 @@ def _let(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
                 w.arith_unknown(ident)
 
 
+def _sg(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
+    """``sg GROUP -c COMMAND`` / ``sg GROUP COMMAND``: the command is shell code."""
+    texts = [a.text for a in args]
+    rest = args[1:]
+    if rest and texts[1] == "-c":
+        rest = rest[1:]
+    if not rest:
+        w.terminal(name)
+        w.unknown("sg without a command starts a shell", "runs_code")
+        return
+    if any(a.text is None for a in rest):
+        w.unknown("the command given to sg is computed when the line runs", "runs_code")
+        return
+    w.nested(" ".join(a.text or "" for a in rest), cwds, "su -c")
+
+
 _PROGRAMS = {
+    "sg": _sg,
     "env": _env,
     "sudo": _sudo,
     "doas": _doas,
@@ -1996,6 +2075,9 @@ _PROGRAMS = {
     "pushd": _cd,
     "popd": _cd,
     "ln": _ln,
+    "cp": _cp,
+    "install": _cp,
+    "mv": _cp,
     "trap": _trap,
     "read": _names,
     "printf": _names,
@@ -2026,6 +2108,12 @@ def _analyse(source: bytes, ctx: ShellContext, depth: int, cwds: list[str]) -> _
         walk.visit(root)
     if state.links:
         walk.objects = _through_links(walk.objects, state.links)
+    for program in list(dict.fromkeys(walk.programs)):
+        for made, origin in {**state.copies, **state.links}.items():
+            if program == made or program.startswith(made.rstrip("/") + "/"):
+                alias = posixpath.basename(origin.rstrip("/")) or "*"
+                if alias not in walk.verbs:
+                    walk.verbs.append(alias)
     return walk
 
 
@@ -2062,4 +2150,5 @@ def analyse(text: str, context: ShellContext | None = None) -> Analysis:
     kind = Kind.UNKNOWN if walk.reasons else Kind.EXEC
     links = tuple(walk.state.links.items())
     return Analysis(kind, verb, verbs, tuple(objects), frozenset(walk.flags), tuple(walk.reasons),
-                    tuple(dict.fromkeys(walk.interactive)), links, tuple(dict.fromkeys(walk.physical)))
+                    tuple(dict.fromkeys(walk.interactive)), links, tuple(dict.fromkeys(walk.physical)),
+                    tuple(dict.fromkeys(walk.programs)))

@@ -50,6 +50,9 @@ class Analysis:
     #: ``..`` after the real directory a link leads to, so only the target can say where they lead.  A
     #: caller that can ask the target adds the answers to ``objects``.
     physical: tuple[str, ...] = field(default=())
+    #: Programs the line runs by path (absolute patterns).  A caller that can ask the target where a path
+    #: leads adds the name of the program a link points to to ``verbs`` (``/tmp/x`` -> ``/usr/bin/rm``).
+    programs: tuple[str, ...] = field(default=())
 
     @property
     def unknown(self) -> bool:

@@ -131,7 +131,9 @@ CLIENT_ESCAPES["mariadb"] = CLIENT_ESCAPES["mysql"]
 ALWAYS_CODE = frozenset({"eval", "source", ".", "alias", "enable", "hash", "fc", "bind", "complete", "compgen",
                          "parallel", "sem", "at", "batch", "tmux", "screen", "byobu", "socat", "mapfile",
                          "readarray", "nsenter", "machinectl", "systemd-nspawn", "firejail", "bwrap", "proot",
-                         "lxc-attach", "lxc-execute", "run-parts", "perlbug",
+                         "lxc-attach", "lxc-execute", "run-parts", "perlbug", "unshare", "capsh", "hyperfine",
+                         "nix-shell", "nix", "newgrp", "schroot", "ansible", "ansible-console", "fd", "fdfind",
+                         "expect", "entr", "lxc", "sandbox", "aa-exec", "vipe",
                          # editors: without a terminal they read their commands (shell escapes included) from stdin
                          "ed", "red", "ex", "vi", "vim", "nvim", "view", "vimdiff", "rvim", "gvim", "emacs",
                          "emacsclient", "nano", "pico", "joe", "jed", "mcedit", "ne", "micro", "kak", "helix",
@@ -224,6 +226,33 @@ WRAPPERS: dict[str, tuple[OptionSpec, int]] = {
     "dumb-init": (spec(short="cv", short_arg="r", long="single-child verbose", long_arg="rewrite"), 0),
     "ts": (spec(), 0),
     "sem": (spec(), 0),
+    "setpriv": (spec(short="d", long="clear-groups keep-groups init-groups nnp no-new-privs reset-env dump",
+                     long_arg="reuid ruid euid regid rgid egid groups inh-caps ambient-caps bounding-set "
+                              "securebits pdeathsig selinux-label apparmor-profile landlock-access "
+                              "landlock-rule"), 0),
+    "eatmydata": (spec(), 0),
+    "chronic": (spec(short="ev"), 0),
+    "runcon": (spec(short="c", short_arg="urtl", long="compute", long_arg="user role type range"), 1),
+    "cpulimit": (spec(short="vzkr", short_arg="lpe", long="verbose lazy kill restore",
+                      long_arg="limit pid exe cpu"), 0),
+    "direnv": (spec(), 0),
+    "dotenv": (spec(short_arg="fev"), 0),
+    "pipx": (spec(), 0),
+    "uv": (spec(), 0),
+    "poetry": (spec(), 0),
+    "pipenv": (spec(), 0),
+    "bundle": (spec(), 0),
+    "npx": (spec(short="yq", short_arg="pc", long="yes no quiet", long_arg="package call"), 0),
+    "conda": (spec(), 0),
+    "perf": (spec(), 0),
+}
+#: Runners whose subcommand comes before the program (``uv run CMD``, ``perf stat CMD``).
+RUNNER_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "direnv": frozenset({"exec"}), "pipx": frozenset({"run"}), "uv": frozenset({"run", "tool"}),
+    "poetry": frozenset({"run"}), "pipenv": frozenset({"run"}), "bundle": frozenset({"exec"}),
+    "conda": frozenset({"run"}), "perf": frozenset({"stat", "record", "trace", "top", "sched", "lock", "mem",
+                                                    "kmem", "c2c", "ftrace"}),
+    "npm": frozenset({"exec", "x"}), "yarn": frozenset({"dlx", "exec"}), "pnpm": frozenset({"exec", "dlx"}),
 }
 
 SUDO_OPTIONS = spec(short="AbEHKklnPSBNVvsie", short_arg="CDgpRrTtUu", short_opt="",

@@ -180,8 +180,9 @@ class TextStream:
                     cut = start
         return cut
 
-    def _release(self, text: str, cut: int) -> bytes:
-        cut = self._cut(text, cut)
+    def _release(self, text: str, cut: int, *, at_line_end: bool = False) -> bytes:
+        if not at_line_end:  # a built-in value never spans a line end; elsewhere, keep a found value whole
+            cut = self._cut(text, cut)
         self._pending = text[cut:]
         if not self._pending:
             self._held_since = None
@@ -199,6 +200,8 @@ class TextStream:
             cut = max(text.rfind("\n"), text.rfind("\r")) + 1
             if len(text) - cut > self._max_line:
                 cut = len(text) - max(open_tail(text), self._prefixes.hold(text)[0])
+            else:
+                return self._release(text, cut, at_line_end=True)
         return self._release(text, cut)
 
     def _idle(self) -> bytes:

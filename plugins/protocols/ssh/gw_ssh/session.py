@@ -35,6 +35,8 @@ UNAVAILABLE = 255
 EARLY_INPUT_LIMIT = 256 * 1024
 
 _UNASKED = object()
+#: Command lines up to this many characters are analysed on the event loop, longer ones in a worker thread.
+ANALYSE_INLINE = 2048
 
 _ENDINGS = {
     "token_expired": "token expired; reconnect with a fresh token",
@@ -249,7 +251,11 @@ class ConnectionSession:
     async def plan(self, text: str) -> Plan:
         """Read an exec command line and ask the target where its paths lead."""
         home = await self.home()
-        analysis = classify(text, self.context(home))
+        if len(text) > ANALYSE_INLINE:
+            # a long line takes milliseconds to read: not on the event loop every session shares
+            analysis = await trio.to_thread.run_sync(classify, text, self.context(home))
+        else:
+            analysis = classify(text, self.context(home))
         transfer = transfer_program(text, analysis)
         objects = analysis.objects
         if transfer:

@@ -23,8 +23,9 @@ from .model import Analysis, ShellContext
 from .options import OptionSpec, Parsed, parse_options, spec
 from .parse import parse
 
-#: Longest line analysed; a longer one is ``unknown``.
-MAX_TEXT = 256 * 1024
+#: Longest line analysed (characters); a longer one is ``unknown``.  Analysis costs tens of microseconds per
+#: word, so callers on an event loop should run long lines in a worker thread (it is thread-safe).
+MAX_TEXT = 64 * 1024
 #: Shells nested in shells (``sh -c "bash -c '...'"``) followed this deep.
 MAX_DEPTH = 8
 #: Values one word may take (variables with several values, brace expansion ...) before it is any value.

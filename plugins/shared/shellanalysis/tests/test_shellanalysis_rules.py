@@ -113,7 +113,7 @@ UNKNOWN = [
     ("zsh -c id", "runs_code"),
     ("fish -c id", "runs_code"),
     ("chroot /mnt id", "chroot"),
-    ("x" * 300_000, "too_long"),
+    ("x" * 70_000, "too_long"),
 ]
 
 

@@ -98,10 +98,10 @@ async def resolve(objects: tuple[str, ...], target: PathQuestions, physical: tup
     answers = dict(zip(directories, await target.resolve_paths(directories)))
     out = list(objects)
     for _, directory, rest in splits:
-        physical = answers.get(directory)
-        if physical is None or physical == directory:
+        leads_to = answers.get(directory)
+        if leads_to is None or leads_to == directory:
             continue
-        out.append(normalise(escape(physical).rstrip("/") + ("/" + rest if rest else "")))
+        out.append(normalise(escape(leads_to).rstrip("/") + ("/" + rest if rest else "")))
     return tuple(dict.fromkeys(out))
 
 

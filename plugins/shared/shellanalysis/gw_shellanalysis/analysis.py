@@ -788,9 +788,8 @@ class _Walk:
             return
         if fam in ("python", "pypy") and parsed.has("-m"):
             return
-        ops = parsed.operands
-        if not ops or args[ops[0]].text is None or args[ops[0]].text in _STDIN_PATHS or \
-                (args[ops[0]].text or "").startswith(("/dev/fd/", "/proc/")):
+        script = args[parsed.operands[0]].text if parsed.operands else None
+        if script is None or script in _STDIN_PATHS or script.startswith(("/dev/fd/", "/proc/")):
             self.unknown(f"{name} reads the program it runs from its input (or a computed file), which gw does "
                          "not see", "stdin_code")
             self.interactive.append(f"{name} (an interpreter reading its program from its input)")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fnmatch
 import logging
 import math
 import posixpath
@@ -792,6 +793,29 @@ class UpstreamConnection:
         except trio.TooSlowError:
             return [None] * len(paths)
 
+    async def expand_globs(self, patterns: Sequence[str], *, limit: float = 5.0,
+                           most: int = 256) -> list[list[str] | None]:
+        """The paths each glob matches on the target (asked over gw's own sftp session), or None when the
+        target cannot say or more than ``most`` match."""
+
+        async def expand() -> list[list[str] | None]:
+            sftp = await self._sftp()
+            if sftp is None:
+                return [None] * len(patterns)
+            out: list[list[str] | None] = []
+            for pattern in patterns:
+                try:
+                    out.append(await _glob(sftp, pattern, most))
+                except (asyncssh.Error, OSError, UnicodeError):
+                    out.append(None)
+            return out
+
+        try:
+            with trio.fail_after(limit):
+                return await self._bridge.run(expand)
+        except trio.TooSlowError:
+            return [None] * len(patterns)
+
     async def home(self) -> str | None:
         """The directory the target starts sessions in (the account's home), or None if it cannot tell."""
         return (await self.resolve_paths(["."]))[0]
@@ -835,6 +859,30 @@ class UpstreamConnection:
 
     def close(self) -> None:
         self._bridge.post(self._conn.close)
+
+
+async def _glob(sftp: Any, pattern: str, most: int) -> list[str] | None:
+    """(asyncio side) The paths an absolute glob matches on the target, component by component; a directory
+    reached through a symbolic link is listed too (the shell's globbing follows links).  None when more than
+    ``most`` paths match at any step."""
+    paths = ["/"]
+    for part in [p for p in pattern.split("/") if p]:
+        step: list[str] = []
+        if not any(c in part for c in "*?["):
+            step = [posixpath.join(p, part) for p in paths]
+        else:
+            for directory in paths:
+                try:
+                    names = await sftp.listdir(directory)
+                except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+                    continue
+                step.extend(posixpath.join(directory, str(n)) for n in names
+                            if str(n) not in (".", "..") and fnmatch.fnmatchcase(str(n), part)
+                            and (not str(n).startswith(".") or part.startswith(".")))
+        if len(step) > most:
+            return None
+        paths = step
+    return paths
 
 
 async def _resolve(sftp: Any, path: str, depth: int) -> str | None:

@@ -26,7 +26,7 @@ import trio
 from gw.model import Command, Kind, ObjectSyntax, Outcome, Verdict
 from gw.stage import StreamFilter
 from gw_shellanalysis import escape, normalise
-from gw_shellanalysis.paths import climbs, collapse
+from gw_shellanalysis.paths import climbs, collapse, process_relative
 
 from . import sftp
 from .bridge import ServerChannel, UpstreamChannel
@@ -526,6 +526,7 @@ class SftpRelay(_Relay):
             full = pattern if p.startswith("/") else (f"{base.rstrip('/')}/{pattern}" if base != "*" else
                                                       f"*/{pattern}")
             objects.append(normalise(full))
+            objects.extend(process_relative(normalise(full), [base]) or ())
             if full.startswith("/") and climbs(full):
                 physical.append(collapse(full))
         return await self.session.resolve_objects(tuple(dict.fromkeys(objects)), tuple(physical))

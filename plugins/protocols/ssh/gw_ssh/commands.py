@@ -19,7 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gw_shellanalysis import Analysis, ShellContext, analyse, escape, normalise, static_directory, unescape
+from gw_shellanalysis import (
+    Analysis,
+    ShellContext,
+    analyse,
+    escape,
+    is_exact,
+    normalise,
+    static_directory,
+    unescape,
+)
 
 #: Most distinct directories gw asks the target about per command.
 MAX_RESOLVED = 32
@@ -81,22 +90,34 @@ class PathQuestions(Protocol):
 
     async def resolve_paths(self, paths: Sequence[str], *, limit: float = ...) -> list[str | None]: ...
 
+    async def expand_globs(self, patterns: Sequence[str], *, limit: float = ..., most: int = ...
+                           ) -> list[list[str] | None]: ...
+
 
 async def resolve(objects: tuple[str, ...], target: PathQuestions, physical: tuple[str, ...] = ()
                   ) -> tuple[str, ...]:
     """``objects`` plus, for each absolute one, the same path with its exact leading directory replaced by
     where the target says it leads; ``physical`` are paths as written (with ``..``) to resolve the same way
     (their answers are added, not the paths themselves)."""
+    extra: list[str] = []
+    globs = [o for o in objects if o.startswith("/") and not is_exact(o)][:MAX_RESOLVED]
+    if globs:
+        # a glob may match a symbolic link (cat /srv/li*/x): where its matches lead counts too
+        for matches in await target.expand_globs(globs):
+            if matches is None:
+                extra.append("*")  # the target could not say, or too many: any path
+            else:
+                extra.extend(escape(m) for m in matches)
     splits: list[tuple[str, str, str]] = []
-    for o in (*objects, *physical):
+    for o in (*objects, *physical, *extra):
         if o.startswith("/"):
             directory, rest = static_directory(o)
             splits.append((o, directory, rest))
-    directories = list(dict.fromkeys(d for _, d, _ in splits))[:MAX_RESOLVED]
+    directories = list(dict.fromkeys(d for _, d, _ in splits))[:MAX_RESOLVED * 4]
     if not directories:
-        return objects
+        return tuple(dict.fromkeys((*objects, *(e for e in extra if e == "*"))))
     answers = dict(zip(directories, await target.resolve_paths(directories)))
-    out = list(objects)
+    out = list(objects) + [e for e in extra if e == "*"]
     for _, directory, rest in splits:
         leads_to = answers.get(directory)
         if leads_to is None or leads_to == directory:

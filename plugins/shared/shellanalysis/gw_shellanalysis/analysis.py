@@ -255,7 +255,12 @@ class _Walk:
             full = [c.rstrip("/") + "/" + pattern if c != "/" else "/" + pattern
                     for c in (cwds if cwds is not None else self.state.cwds)]
         for p in full:
-            self.objects.append(paths.normalise(p))
+            normal = paths.normalise(p)
+            self.objects.append(normal)
+            for other in paths.process_relative(normal, cwds if cwds is not None else self.state.cwds) or ():
+                self.objects.append(other)
+                if other.startswith("/"):
+                    self.physical.append(other)
             if p.startswith("/") and paths.climbs(p):
                 self.physical.append(paths.collapse(p))
         if self.recursive:

@@ -9,6 +9,8 @@ wildcard: the object then matches every rule glob it could match.
 
 from __future__ import annotations
 
+import re
+
 _SPECIAL = frozenset("*?[")
 
 
@@ -166,3 +168,32 @@ def collapse(pattern: str) -> str:
     """``//`` and ``.`` removed, ``..`` kept (what is left for the target to resolve)."""
     parts = [p for p in _components(pattern) if p not in ("", ".")]
     return ("/" if pattern.startswith("/") else "") + "/".join(parts)
+
+
+_PROCESS = re.compile(r"^/(?:proc/(self|thread-self|\d+|[^/]*\*[^/]*)(?:/task/[^/]+)?|dev/fd)(?=/|$)")
+
+
+def process_relative(pattern: str, cwds: list[str] | None = None) -> list[str] | None:
+    """A path that depends on the process opening it -- another process (gw's own sftp session) would
+    resolve it differently -- as the paths it may name: ``/proc/self/cwd/x`` is ``x`` under each of ``cwds``
+    (the working directories the line may be in) and ``*/x``; ``/proc/1/root/etc/x`` is ``/etc/x`` and
+    ``*/etc/x``; a descriptor (``/proc/self/fd/5``, ``/dev/fd/5``) is any file, except the standard streams
+    0-2, whose files the line names where it redirects them.  None for other paths."""
+    m = _PROCESS.match(pattern)
+    if m is None:
+        return None
+    own = m.group(1) in ("self", "thread-self")
+    rest = pattern[m.end():].lstrip("/")
+    if pattern.startswith("/dev/fd"):
+        return None if rest.split("/")[0] in ("0", "1", "2") else ["*"]
+    head, _, tail = rest.partition("/")
+    if head in ("root", "cwd") and tail:
+        out = ["*/" + tail]
+        if head == "root":
+            out.append(normalise("/" + tail))
+        elif own:
+            out.extend(join(c, tail) for c in cwds or [])
+        return out
+    if head in ("root", "cwd", "exe", "fd", "map_files"):
+        return None if head == "fd" and tail in ("0", "1", "2") else ["*"]
+    return None

@@ -145,7 +145,7 @@ class RecordBuilder:
             "v": FORMAT, "type": "command", "time": now(), "gateway": gateway, "pipeline": pipeline,
             **self._who(command.session),
             "seq": command.seq, "language": command.language, "kind": str(command.kind),
-            "verb": command.verb, "objects": [self.redact(o) for o in command.objects],
+            "verb": self.redact(command.verb), "objects": [self.redact(o) for o in command.objects],
             "flags": sorted(command.flags),
             **self._text(command.text),
             "verdict": word, "code": verdict.code.value if verdict.code is not None else None,

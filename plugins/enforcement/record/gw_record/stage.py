@@ -320,7 +320,7 @@ class Record(Stage):
         tape.commands += 1
         query: dict[str, Any] = {
             "seq": command.seq, "text": Sent(command.text), "language": command.language,
-            "kind": command.kind.value, "verb": command.verb,
+            "kind": command.kind.value, "verb": Sent(command.verb),
         }
         if command.objects:
             query["objects"] = [Sent(o) for o in command.objects]

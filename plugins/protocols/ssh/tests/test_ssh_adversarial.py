@@ -487,6 +487,17 @@ def test_legacy_scp_transfers_complete_under_masking(gateway: Gateway, target_di
     up = _scp(gateway, str(up_source), f"agent-7@127.0.0.1:{target_dir}/uploaded.txt", legacy=True)
     assert up.returncode == 0, up.stderr
     assert (target_dir / "uploaded.txt").read_bytes() == up_source.read_bytes()
+    tree = target_dir / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(5):
+        (tree / f"f{i}.txt").write_text(f"file {i} 4111 1111 1111 1111\n" * (i + 1))
+    (tree / "sub" / "bin").write_bytes(payload)
+    copied = target_dir / "tree-copy"
+    recursive = _scp(gateway, "-r", f"agent-7@127.0.0.1:{tree}", str(copied), legacy=True)
+    assert recursive.returncode == 0, recursive.stderr
+    for f in tree.rglob("*"):
+        if f.is_file():
+            assert (copied / f.relative_to(tree)).read_bytes() == f.read_bytes()
     modern = _scp(gateway, f"agent-7@127.0.0.1:{remote}", str(target_dir / "modern.bin"), legacy=False)
     assert modern.returncode == 0, modern.stderr
     assert (target_dir / "modern.bin").read_bytes() == payload

@@ -822,8 +822,11 @@ class _Walk:
         if not any(o in code_options for o, _ in parsed.options):
             self.unknown(f"{name} reads its commands (which include shell escapes) from its input", "stdin_code")
         for o, v in parsed.options:
-            if o in ("-f", "--file", "--defaults-file", "--defaults-extra-file") and v:
-                self.add_path(_lit(v), cwds)
+            if o in ("-f", "--file", "--defaults-file", "--defaults-extra-file"):
+                if _stdin_like(v):
+                    self.unknown(f"{name} {o} reads commands from its input or a computed file", "stdin_code")
+                else:
+                    self.add_path(_lit(v or ""), cwds)
 
     # -- wrappers -------------------------------------------------------------------------------------------
     def wrapper(self, name: str, args: list[Arg], spec_: OptionSpec, before: int,
@@ -1192,6 +1195,12 @@ def _python_options(words: list[str | None]) -> int:
             if c in "WXQ":
                 break
     return len(words)
+
+
+def _stdin_like(text: str | None) -> bool:
+    """A file name that is the process's input, a descriptor, or computed: a program reading its program or
+    script from it reads code gw does not see."""
+    return text is None or text in _STDIN_PATHS or text.startswith(("/dev/fd/", "/proc/"))
 
 
 def _safe_module(fam: str, option: str, value: str | None) -> bool:
@@ -1785,9 +1794,12 @@ def _awk(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     programs: list[str] = []
     from_file = False
     for option, value in parsed.options:
-        if option in ("-f", "--file", "-E", "--exec", "-i", "--include") and value:
+        if option in ("-f", "--file", "-E", "--exec", "-i", "--include"):
             from_file = True
-            w.add_path(_lit(value), cwds)
+            if _stdin_like(value):
+                w.unknown(f"{name} {option} reads its program from its input or a computed file", "stdin_code")
+            else:
+                w.add_path(_lit(value or ""), cwds)
         elif option in ("-e", "--source") and value is not None:
             programs.append(value)
         elif option in ("-l", "--load"):
@@ -1825,9 +1837,13 @@ def _sed(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     for option, value in parsed.options:
         if option in ("-e", "--expression") and value is not None:
             scripts.append(value)
-        elif option in ("-f", "--file") and value:
+        elif option in ("-f", "--file"):
             from_file = True
-            w.add_path(_lit(value), cwds)
+            if _stdin_like(value):
+                w.unknown("sed -f reads its script (which may run commands) from its input or a computed file",
+                          "stdin_code")
+            else:
+                w.add_path(_lit(value or ""), cwds)
     ops = [args[k] for k in parsed.operands]
     if not scripts and not from_file:
         if not ops:
@@ -1952,6 +1968,27 @@ def _cp(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
     w.terminal(name)
     w.operands(name, args, cwds)
     _copies(w, [a for a in args if not (a.text or "x").startswith("-")], cwds)
+
+
+def _make(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
+    """make runs the shell recipes of a makefile: one named on the target is a script like any other; one
+    read from the input, or ``--eval`` text, is code gw does not read."""
+    w.terminal(name)
+    texts = [a.text for a in args]
+    for i, t in enumerate(texts):
+        value = None
+        if t in ("-f", "--file", "--makefile") and i + 1 < len(texts):
+            value = texts[i + 1]
+            if _stdin_like(value):
+                w.unknown(f"{name} -f reads a makefile (shell recipes) from its input", "stdin_code")
+        elif t is not None and (t.startswith("--eval") or t.startswith(("--file=", "--makefile="))):
+            if t.startswith("--eval") or _stdin_like(t.split("=", 1)[1]):
+                w.unknown(f"{name} {t.split('=')[0]} runs recipes gw does not read", "runs_code")
+        elif t is not None and t.startswith("-f") and len(t) > 2 and _stdin_like(t[2:]):
+            w.unknown(f"{name} -f reads a makefile (shell recipes) from its input", "stdin_code")
+        elif t is not None and "=" in t and t.split("=", 1)[0] in ("SHELL", ".SHELLFLAGS", "MAKESHELL"):
+            w.unknown(f"{name} {t.split('=')[0]}= changes the shell its recipes run with", "environment")
+    w.operands(name, args, cwds)
 
 
 def _trap(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
@@ -2079,6 +2116,8 @@ _PROGRAMS = {
     "cd": _cd,
     "pushd": _cd,
     "popd": _cd,
+    "make": _make,
+    "gmake": _make,
     "ln": _ln,
     "cp": _cp,
     "install": _cp,

@@ -791,7 +791,8 @@ class UpstreamConnection:
             with trio.fail_after(limit):
                 return await self._bridge.run(resolve)
         except trio.TooSlowError:
-            return [None] * len(paths)
+            raise UpstreamError(_SLOW.format(where=f"{self.target.host}:{self.target.port}", limit=limit),
+                                reason="upstream_slow") from None
 
     async def expand_globs(self, patterns: Sequence[str], *, limit: float = 5.0,
                            most: int = 256) -> list[list[str] | None]:
@@ -814,7 +815,8 @@ class UpstreamConnection:
             with trio.fail_after(limit):
                 return await self._bridge.run(expand)
         except trio.TooSlowError:
-            return [None] * len(patterns)
+            raise UpstreamError(_SLOW.format(where=f"{self.target.host}:{self.target.port}", limit=limit),
+                                reason="upstream_slow") from None
 
     async def home(self) -> str | None:
         """The directory the target starts sessions in (the account's home), or None if it cannot tell."""
@@ -859,6 +861,10 @@ class UpstreamConnection:
 
     def close(self) -> None:
         self._bridge.post(self._conn.close)
+
+
+_SLOW = ("the target {where} did not say within {limit:g}s where the command's paths lead, so gw could not "
+         "check them against the policy; the command was not run. Try again, or tell the gateway operator")
 
 
 async def _glob(sftp: Any, pattern: str, most: int) -> list[str] | None:

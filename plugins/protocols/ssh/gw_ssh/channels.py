@@ -241,7 +241,12 @@ class CommandRelay(_Relay):
 
     async def run(self) -> None:
         if self.request.kind == "exec":
-            self.plan = await self.session.plan(self.request.command or "")
+            try:
+                self.plan = await self.session.plan(self.request.command or "")
+            except UpstreamError as e:
+                log.warning("session %s: %s", self.sr.session.id, e)
+                await self.session.refuse(self.chan, f"gw: {e}", UNAVAILABLE)
+                return
             if self.plan.sftp_server:
                 # The sftp server run as a command is an sftp session: the same listener setting and per
                 # operation decisions apply.
@@ -535,7 +540,13 @@ class SftpRelay(_Relay):
                                 state: _SftpState) -> tuple[bool, list[ChannelEvent]]:
         """Decide one operation while watching the channel: (allowed, events that arrived meanwhile).  A
         client that closes the channel during an approval hold cancels it."""
-        objects = await self._objects(op.objects)
+        try:
+            objects = await self._objects(op.objects)
+        except UpstreamError as e:
+            assert request.id is not None
+            await self.chan.send(sftp.status_packet(request.id, sftp.Status.FAILURE, f"gw: {e}"))
+            await self.chan.send(f"gw: {e}\n".encode("utf-8", "replace"), stderr=True)
+            return False, []
         cmd = self.sr.command(op.text, language="sftp", kind=op.kind, verb=op.verb, objects=objects,
                               flags=op.flags, object_syntax=ObjectSyntax.PATH)
         verdict, early = await self.session.decide(self.chan, cmd)

@@ -235,7 +235,10 @@ class ConnectionSession:
         """The upstream account's home directory (asked once per connection; None if the target cannot say)."""
         if self._home is _UNASKED:
             assert self.upstream is not None
-            self._home = await self.upstream.home()
+            try:
+                self._home = await self.upstream.home()
+            except UpstreamError:
+                return None  # asked again next time; relative paths are under any directory meanwhile
             if self._home is None:
                 log.warning("listener %s: the target %s does not tell gw its home directory (no sftp subsystem?); "
                             "relative paths in commands match path rules under any directory",

@@ -21,7 +21,7 @@ from . import paths
 from . import programs as P
 from .model import Analysis, ShellContext
 from .options import OptionSpec, Parsed, parse_options, spec
-from .parse import parse
+from .parse import _quoted_heredoc, parse
 
 #: Longest line analysed (characters); a longer one is ``unknown``.  Analysis costs tens of microseconds per
 #: word, so callers on an event loop should run long lines in a worker thread (it is thread-safe).
@@ -365,11 +365,28 @@ class _Walk:
                 for part in child.named_children:
                     if part.type != "heredoc_content":
                         self.visit(part)
+                if not _quoted_heredoc(node):
+                    self.heredoc_text(self.text(child))
             elif child.type in ("heredoc_start", "heredoc_end"):
                 continue
             else:
                 self.tokens(child)
                 self.visit(child)
+
+    def heredoc_text(self, text: str) -> None:
+        """Text of an unquoted here-document the grammar left as data: backquote substitutions run (the
+        grammar does not parse them there), and arithmetic is evaluated."""
+        for m in re.finditer(r"(?<!\\)`((?:[^`\\]|\\.)*)`", text):
+            self.substituting += 1
+            try:
+                self.flags.add("substitution")
+                self.nested(m.group(1), None, "`...`")
+            finally:
+                self.substituting -= 1
+        if re.search(r"(?<!\\)`", re.sub(r"(?<!\\)`(?:[^`\\]|\\.)*`", "", text)):
+            self.unknown("an unbalanced backquote in a here-document", "unparsed")
+        if re.search(r"(?<!\\)\$(\(\(|\[)", text):
+            self.unknown("arithmetic in a here-document gw does not read", "arithmetic")
 
     def v_herestring_redirect(self, node: Any) -> None:
         self.flags.add("redirect")
@@ -1672,6 +1689,19 @@ def _ssh(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
         if option in ("-i", "-F", "-E", "-S") and value:
             w.add_path(_lit(value), cwds)
     ops = [args[k] for k in parsed.operands]
+    if name == "ssh" and len(ops) > 1:
+        # OpenSSH reads options after the host too, up to the command (or "--")
+        after = parse_options([a.text for a in ops[1:]], options, name)
+        if after.problem:
+            w.unknown(after.problem, "options")
+            return
+        for option, value in after.options:
+            if option == "-o" and value is not None and \
+                    re.split(r"[\s=]", value.strip(), maxsplit=1)[0].lower() in P.SSH_COMMAND_OPTIONS:
+                w.unknown(f"ssh -o {value} runs a local command", "runs_code")
+            if option in ("-F", "-J"):
+                w.unknown(f"ssh {option} can run local commands (ProxyCommand)", "runs_code")
+        ops = [ops[0], *(ops[1:][k] for k in after.operands)]
     if name in ("scp", "sftp"):
         for option, _value in parsed.options:
             if option == "-S":

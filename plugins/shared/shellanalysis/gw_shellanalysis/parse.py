@@ -29,9 +29,10 @@ def _parser() -> tree_sitter.Parser:
     return parser
 
 
-def _quoted_heredoc(body: Any) -> bool:
-    """A here-doc body whose delimiter is quoted (``<<'EOF'``, ``<<"EOF"``, ``<<\\EOF``) is read verbatim."""
-    redirect = body.parent
+def _quoted_heredoc(node: Any) -> bool:
+    """A here-doc (its body or its redirect node) whose delimiter is quoted (``<<'EOF'``, ``<<"EOF"``,
+    ``<<\\EOF``) is read verbatim."""
+    redirect = node if node.type == "heredoc_redirect" else node.parent
     if redirect is None:
         return False
     for child in redirect.children:

@@ -37,13 +37,20 @@ CONTEXTS = ["{p} a", "true; {p} a", "false || {p} a", "true && {p} a", "echo x |
             "for i in 1; do {p} a; done", "while true; do {p} a; break; done", "until false; do {p} a; break; done",
             "case x in x) {p} a;; esac", "! {p} a", "echo $({p} a)", "echo `{p} a`", "cat <({p} a)",
             "f() {{ {p} a; }}; f", "function g {{ {p} a; }}; g", "echo a#; {p} a", "echo '#'; {p} a",
-            "echo \"$({p} a)\"", "x=$({p} a)", "cat <<EOF\n$({p} a)\nEOF", "sh -c '{p} a'", "bash -c '{p} a'",
+            "echo \"$({p} a)\"", "x=$({p} a)", "cat <<EOF\n$({p} a)\nEOF", "cat <<EOF\nx `{p} a` y\nEOF",
+            "cat <<EOF\n${{x:-$({p} a)}}\nEOF", "cat <<-EOF\n\t`{p} a`\n\tEOF", "sh -c '{p} a'", "bash -c '{p} a'",
             "sh -c -- '{p} a'", "bash -ec '{p} a'", "sh -c \"sh -c '{p} a'\"", "coproc {p} a",
             "echo a | xargs {p}", "echo a | xargs -I{{}} {p} {{}}", "echo a | xargs -n 1 -P 2 {p}",
             "find /etc/hostname -exec {p} {{}} \\;", "find /etc/hostname -exec {p} {{}} +",
             "flock /tmp/gw-oracle.lock -c '{p} a'", "trap '{p} a' EXIT", "echo $'\\''; {p} a",
             "echo \"a\\\"\"; {p} a", "true\n{p} a", "true;{p} a", "{p} a;", "echo ${{x:-$({p} a)}}",
-            "[[ $({p} a) ]]", "echo $(( $(echo 1) + 1 )); {p} a"]
+            "[[ $({p} a) ]]", "echo $(( $(echo 1) + 1 )); {p} a", "time {{ {p} a; }}", "echo x > >({p} a)",
+            "select i in a; do {p} a; break; done </dev/null", "exec 3>&1; {p} a", "{{ {p} a; }} 2>/dev/null",
+            "echo ${{x:={p}}} | cat; {p} a", "x=$({p} a) true", "declare y=$({p} a)", "export z=$({p} a)",
+            ": ${{q:-$({p} a)}}", "echo ${{x/$({p} a)/z}}", "while false; do :; done; {p} a",
+            "if false; then :; elif true; then {p} a; fi", "case a in b) ;; *) {p} a;; esac",
+            "cat <<'EOF'\n$({p} a)\nEOF\n{p} a", "a=( $({p} a) )", "[ -n \"$({p} a)\" ]",
+            "{p} a <<< \"$({p} a)\"", "echo \"`{p} a`\"", "echo '`{p} a`'; {p} a", "echo \\`{p} a\\`"]
 
 #: What can separate two commands (and what a grammar might misread there).
 SEPARATORS = ["; ", "\n", " && ", " || ", " | ", " & ", ";\n", "\n\n", " ;", "\t;\t", "\n#c\n", " # c\n",

@@ -183,6 +183,10 @@ def test_here_doc_bodies_are_data_but_their_substitutions_run() -> None:
     assert "rm" in runs.verbs and "/data" in runs.objects
     fed = analyse("cat <<EOF | sh\nrm -rf /data\nEOF", HOME)
     assert fed.kind is Kind.UNKNOWN
+    backquoted = analyse("cat <<EOF\n`rm -rf /data`\nEOF", HOME)
+    assert "rm" in backquoted.verbs
+    assert analyse("cat <<'EOF'\n`rm -rf /data`\nEOF", HOME).verbs == ("cat",)
+    assert analyse("cat <<EOF\n$((a))\nEOF", HOME).kind is Kind.UNKNOWN
 
 
 def a_verbs(a: object) -> list[str]:

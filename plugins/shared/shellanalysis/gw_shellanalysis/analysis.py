@@ -2011,7 +2011,7 @@ def _make(w: _Walk, name: str, args: list[Arg], cwds: list[str] | None) -> None:
             value = texts[i + 1]
             if _stdin_like(value):
                 w.unknown(f"{name} -f reads a makefile (shell recipes) from its input", "stdin_code")
-        elif t is not None and (t.startswith("--eval") or t.startswith(("--file=", "--makefile="))):
+        elif t is not None and t.startswith(("--eval", "--file=", "--makefile=")):
             if t.startswith("--eval") or _stdin_like(t.split("=", 1)[1]):
                 w.unknown(f"{name} {t.split('=')[0]} runs recipes gw does not read", "runs_code")
         elif t is not None and t.startswith("-f") and len(t) > 2 and _stdin_like(t[2:]):

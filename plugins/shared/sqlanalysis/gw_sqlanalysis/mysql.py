@@ -24,7 +24,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from .lexer import MYSQL_RESERVED, NUMBER, STRING, LexError, Lexed, quote_identifier
+from .lexer import MYSQL_RESERVED, NUMBER, STRING, Lexed, LexError, quote_identifier
 
 
 class Unfollowable(ValueError):

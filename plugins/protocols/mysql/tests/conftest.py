@@ -1,0 +1,181 @@
+"""Fixtures for the mysql plugin's tests: a gateway in front of the real MariaDB at 127.0.0.1:3306.
+
+Identity comes from the real jwt provider (dev tokens signed with a per-test secret); the stages are the
+real audit / guard / approve / mask plugins, plus ``recorder``, a test double that only observes the calls a
+stage receives.  Tables, users and databases the tests create have unique names and are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from gw import hookimpl
+from gw.model import Command, Outcome, Verdict
+from gw.stage import Stage
+from gw.testing import RunningGateway, require_service, running_gateway, write_pipeline
+
+MY_HOST, MY_PORT = "127.0.0.1", 3306
+EVENTS: list[tuple[str, Any]] = []
+
+
+class Recorder(Stage):
+    """Records what a stage sees (a test double that decides nothing)."""
+
+    name = "recorder"
+
+    async def decided(self, command: Command, verdict: Verdict) -> None:
+        EVENTS.append(("decided", (command.text, command.kind.value, command.verb, verdict.decision.value,
+                                   command.params, dict(command.attributes))))
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        EVENTS.append(("completed", (command.text, outcome.status, outcome.rows, outcome.error_code,
+                                     outcome.error_message)))
+
+    async def session_started(self, session: Any) -> None:
+        EVENTS.append(("started", (session.identity.subject, session.claimed_user, dict(session.attributes))))
+
+    async def session_ended(self, session: Any, reason: str) -> None:
+        EVENTS.append(("ended", reason))
+
+    async def session_refused(self, **kw: Any) -> None:
+        EVENTS.append(("refused", kw["reason"]))
+
+
+class InlinePlugin:
+    @hookimpl
+    def gw_register_stages(self, register: Callable[[type[Any]], None]) -> None:
+        register(Recorder)
+
+
+BASE = """
+[gateway]
+handshake_timeout = "{handshake}"
+data_dir = "{data}"
+
+[storage]
+use = "sqlite"
+path = "{data}/gw.db"
+
+[identity.dev]
+use = "jwt"
+issuer = "gw-test"
+audience = "gw"
+secret_env = "GW_MYSQL_TEST_SECRET"
+
+[pipelines.p]
+stages = [{stages}]
+
+[[listeners]]
+name = "my"
+protocol = "mysql"
+listen = "127.0.0.1:0"
+identity = "dev"
+pipeline = "p"
+allow_groups = ["agents", "dba"]
+{listener}
+
+[listeners.upstream]
+host = "127.0.0.1"
+port = {upstream_port}
+database = "test"
+{upstream}
+"""
+
+DEFAULT_STAGES = ('{ use = "recorder" }, { use = "guard", deny = [ { kind = "ddl", except_groups = ["dba"] }, '
+                  '{ text = "forbidden" } ] }')
+
+
+@pytest.fixture
+def events() -> list[tuple[str, Any]]:
+    EVENTS.clear()
+    return EVENTS
+
+
+@pytest.fixture
+def mariadb() -> None:
+    require_service(MY_HOST, MY_PORT, "MariaDB")
+
+
+def direct(sql: str | bytes, *, database: str = "test", fetch: bool = True, **kw: Any) -> Any:
+    """Run SQL as root directly against MariaDB (setup, checks)."""
+    import pymysql
+
+    conn = pymysql.connect(host=MY_HOST, port=MY_PORT, user="root", database=database, autocommit=True, **kw)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if fetch else None
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def table(mariadb: None) -> Iterator[str]:
+    """A unique table name in database ``test``, dropped after the test (with a ``_2`` companion)."""
+    name = f"gw_t_{secrets.token_hex(4)}"
+    yield name
+    direct(f"DROP TABLE IF EXISTS {name}, {name}_2", fetch=False)
+
+
+@pytest.fixture
+def my_gateway(tmp_path: Path, gw_plugin_manager: Any, gw_register: Any, mariadb: None,
+               monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``async with my_gateway(stages=..., listener=..., upstream=...) as gw:`` serves a mysql listener named
+    ``my`` in front of the local MariaDB; ``gw.token(sub, groups)`` issues tokens it accepts."""
+    gw_register(InlinePlugin(), "mysql-inline")
+    monkeypatch.setenv("GW_MYSQL_TEST_SECRET", secrets.token_urlsafe(32))
+
+    @asynccontextmanager
+    async def start(*, stages: str = DEFAULT_STAGES, listener: str = "", upstream: str = 'user = "root"',
+                    upstream_port: int = MY_PORT, handshake: str = "5s") -> AsyncIterator[RunningGateway]:
+        text = BASE.format(stages=stages, listener=listener, upstream=upstream, upstream_port=upstream_port,
+                           handshake=handshake, data=tmp_path / "data")
+        path = write_pipeline(tmp_path, text)
+        async with running_gateway(path, pm=gw_plugin_manager) as gw:
+            yield gw
+
+    return start
+
+
+def connect(port: int, token: str, *, user: str = "agent-7", database: str | None = "test", **kw: Any) -> Any:
+    """A PyMySQL connection through gw (the token is the password; PyMySQL switches to cleartext)."""
+    import pymysql
+
+    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=token, database=database,
+                           connect_timeout=10, read_timeout=30, **kw)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+async def mariadb_cli(port: int, token: str, sql: str | bytes, *args: str, user: str = "agent-7",
+                      stdin: bytes | None = None) -> tuple[int, str, str]:
+    """The mariadb command-line client through gw (batch mode); returns (exit code, stdout, stderr)."""
+    cmd = ["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", user, f"-p{token}", "--enable-cleartext-plugin",
+           "--skip-ssl", "-D", "test", "--batch", *args]
+    if stdin is None:
+        cmd += ["-e", sql if isinstance(sql, str) else sql.decode("latin-1")]
+    r = await trio.run_process(cmd, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False)
+    return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+
+
+class Helpers:
+    """Test helpers, reached through the ``my`` fixture (conftest modules cannot be imported under
+    ``--import-mode=importlib``)."""
+
+    direct = staticmethod(direct)
+    connect = staticmethod(connect)
+    in_thread = staticmethod(in_thread)
+    cli = staticmethod(mariadb_cli)
+
+
+@pytest.fixture
+def my() -> type[Helpers]:
+    return Helpers

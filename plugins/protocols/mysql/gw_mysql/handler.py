@@ -55,6 +55,29 @@ RECEIVE_SIZE = 64 * 1024
 FALLBACK_SERVER = ServerInfo("5.5.5-10.11.0-MariaDB-gw", int(GW_CAPABILITIES | C.SSL), DEFAULT_COLLATION)
 
 
+class _Replay(trio.abc.Stream):
+    """A stream that first yields bytes already read from ``inner`` (used to hand them to TLS)."""
+
+    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
+        self.inner = inner
+        self.prefix = prefix
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self.prefix:
+            data, self.prefix = self.prefix, b""
+            return data
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class Refused(Exception):
     """The client was sent an ERR packet and must be disconnected."""
 
@@ -301,10 +324,10 @@ class MySQLHandler(ProtocolHandler):
             if self.ssl_context is None:
                 raise ProtocolError("this listener does not offer TLS; connect without it (for example "
                                     "--skip-ssl / ssl_disabled=True)", code=E.HANDSHAKE_ERROR)
-            if client.codec.buffered:
-                # Plaintext sent after the TLS request would be read as if it came through TLS.
-                raise ProtocolError("received unencrypted data after the TLS request; gw closed the connection")
-            tls = trio.SSLStream(client.stream, self.ssl_context, server_side=True)
+            # Clients start the TLS handshake right after the request, without waiting for an answer: bytes
+            # already read belong to the TLS layer (anything that is not TLS fails the handshake).
+            raw: trio.abc.Stream = _Replay(client.stream, client.codec.take_buffered())
+            tls = trio.SSLStream(raw, self.ssl_context, server_side=True)
             try:
                 await tls.do_handshake()
             except trio.BrokenResourceError as e:

@@ -158,7 +158,7 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 async def mariadb_cli(port: int, token: str, sql: str | bytes, *args: str, user: str = "agent-7",
                       stdin: bytes | None = None) -> tuple[int, str, str]:
     """The mariadb command-line client through gw (batch mode); returns (exit code, stdout, stderr)."""
-    cmd = ["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", user, f"-p{token}", "--enable-cleartext-plugin",
+    cmd = ["mariadb", "-h", "127.0.0.1", "-P", str(port), "-u", user, f"-p{token}",
            "--skip-ssl", "-D", "test", "--batch", *args]
     if stdin is None:
         cmd += ["-e", sql if isinstance(sql, str) else sql.decode("latin-1")]
@@ -179,3 +179,43 @@ class Helpers:
 @pytest.fixture
 def my() -> type[Helpers]:
     return Helpers
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1 / localhost (made with cryptography)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw mysql test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": directory / "ca.pem", "cert": directory / "server.pem", "key": directory / "server-key.pem"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    paths["key"].chmod(0o600)
+    return paths
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> dict[str, Path]:
+    return make_certificates(tmp_path / "certs")

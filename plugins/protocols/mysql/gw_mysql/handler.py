@@ -188,13 +188,14 @@ class MySQLHandler(ProtocolHandler):
         return Command(session, 0, text, "sql", c.kind, c.verb, c.objects, c.flags, verbs=c.verbs)
 
     def login_for(self, identity: Identity) -> Login | None:
+        """The upstream account for this identity: the first ``roles`` entry sharing a group, else ``user``;
+        None when neither applies."""
         up = self.opts.upstream
         for role in up.roles:
             if identity.in_any(role.groups):
                 return Login(role.user, role.password_env)
-        if up.roles:
+        if up.user is None:
             return None
-        assert up.user is not None
         return Login(up.user, up.password_env)
 
     def _default_login(self) -> Login:

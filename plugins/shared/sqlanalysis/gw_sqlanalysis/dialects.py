@@ -13,6 +13,8 @@ from functools import cached_property
 
 import sqlglot
 
+from .mysql import CHARSETS as _MYSQL_CHARSETS
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -178,8 +180,10 @@ MYSQL_HARMLESS_SETTINGS = _words("""
 """)
 MYSQL_TRANSACTION_SETTINGS = _words("autocommit transaction_isolation tx_isolation transaction_read_only "
                                     "tx_read_only completion_type")
-#: ``SET NAMES x`` with these keeps the connection in an encoding where a backslash is always a backslash.
-MYSQL_SAFE_CHARSETS = _words("utf8 utf8mb3 utf8mb4")
+#: ``SET NAMES x`` with these moves the session to a character set gw reads like the server (multibyte ones
+#: included: gw_sqlanalysis.mysql groups their bytes as the server does and refuses statements whose structure
+#: depends on it); any other character set is ``admin``.
+MYSQL_SAFE_CHARSETS = frozenset(_MYSQL_CHARSETS)
 
 
 @dataclass(frozen=True)

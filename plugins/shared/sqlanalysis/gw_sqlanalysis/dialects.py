@@ -177,7 +177,10 @@ MYSQL_HARMLESS_SETTINGS = _words("""
     time_zone max_execution_time max_statement_time net_read_timeout net_write_timeout wait_timeout
     interactive_timeout lock_wait_timeout innodb_lock_wait_timeout group_concat_max_len sql_select_limit
     profiling sql_notes sql_warnings div_precision_increment
+    sql_mode character_set_client character_set_connection character_set_results collation_connection
 """)
+#: (sql_mode and the character sets are harmless because the MySQL protocol plugin follows them as the server
+#: reports them, refusing statements it would read differently and restoring a setting it cannot follow.)
 MYSQL_TRANSACTION_SETTINGS = _words("autocommit transaction_isolation tx_isolation transaction_read_only "
                                     "tx_read_only completion_type")
 #: ``SET NAMES x`` with these moves the session to a character set gw reads like the server (multibyte ones

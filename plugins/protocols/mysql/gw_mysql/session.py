@@ -776,7 +776,11 @@ class ProxySession:
                 lineage = None
         columns = build_columns(definitions, lineage, binary_rows=answer.binary)
         assert answer.command is not None
-        return self.sr.rows(answer.command, columns)
+        filt = self.sr.rows(answer.command, columns)
+        if answer.command.verb == "show" and _DIAGNOSTICS.search(answer.text or ""):
+            # SHOW WARNINGS / SHOW ERRORS: their Message column quotes row values like error texts do.
+            return _RedactMessages(len(columns) - 1, filt)
+        return filt
 
     def _filter_row(self, payload: bytes, filt: RowFilter, binary: bool, types: list[int],
                     string_cols: list[bool]) -> bytes | None:
@@ -810,6 +814,30 @@ class ProxySession:
         if message == err.message:
             return None
         return Err(err.number, err.sqlstate, message).encode()
+
+
+_DIAGNOSTICS = re.compile(r"(?i)^\s*show\s+(?:count\s*\(\s*\*\s*\)\s+)?(?:warnings|errors)\b")
+
+
+class _RedactMessages:
+    """Row filter for SHOW WARNINGS / SHOW ERRORS: values quoted in the Message column are redacted (as in
+    error packets), then the pipeline's own filter runs."""
+
+    __slots__ = ("index", "inner")
+
+    def __init__(self, index: int, inner: RowFilter | None) -> None:
+        self.index = index
+        self.inner = inner
+
+    def row(self, values: list[bytes | None]) -> list[bytes | None]:
+        message = values[self.index] if 0 <= self.index < len(values) else None
+        if message is not None:
+            text = message.decode("utf-8", "surrogateescape")
+            redacted = redact_values(text)
+            if redacted != text:
+                values = list(values)
+                values[self.index] = redacted.encode("utf-8", "surrogateescape")
+        return self.inner.row(values) if self.inner is not None else values
 
 
 _AMBIGUOUS = ("gw refused this statement: read in this session's character set ({cs}) it has a different structure "

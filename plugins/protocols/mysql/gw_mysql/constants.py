@@ -48,9 +48,11 @@ C = Capability
 
 #: What gw itself can speak on both sides.  Everything else is removed from what it offers clients and from
 #: what it asks of the upstream: compression (gw must read every byte), LOCAL INFILE (the server could ask
-#: the client for any file), session tracking, query attributes, optional metadata, multi-factor auth.
+#: the client for any file), NO_SCHEMA (the server would ignore the ``db.`` of ``db.table``, so a statement would
+#: touch another table than the one it names), session tracking, query attributes, optional metadata,
+#: multi-factor auth.
 GW_CAPABILITIES = (
-    C.LONG_PASSWORD | C.FOUND_ROWS | C.LONG_FLAG | C.CONNECT_WITH_DB | C.NO_SCHEMA | C.ODBC | C.IGNORE_SPACE
+    C.LONG_PASSWORD | C.FOUND_ROWS | C.LONG_FLAG | C.CONNECT_WITH_DB | C.ODBC | C.IGNORE_SPACE
     | C.PROTOCOL_41 | C.INTERACTIVE | C.IGNORE_SIGPIPE | C.TRANSACTIONS | C.RESERVED | C.SECURE_CONNECTION
     | C.MULTI_STATEMENTS | C.MULTI_RESULTS | C.PS_MULTI_RESULTS | C.PLUGIN_AUTH | C.CONNECT_ATTRS
     | C.PLUGIN_AUTH_LENENC_CLIENT_DATA | C.CAN_HANDLE_EXPIRED_PASSWORDS | C.DEPRECATE_EOF

@@ -48,7 +48,7 @@ ALWAYS = C.PROTOCOL_41 | C.SECURE_CONNECTION | C.PLUGIN_AUTH | C.PLUGIN_AUTH_LEN
 #: Capabilities that change the format of what the server sends: gw asks the upstream for exactly what the
 #: client negotiated, so responses can be relayed as they are.
 FORMAT_CAPABILITIES = (C.DEPRECATE_EOF | C.MULTI_RESULTS | C.PS_MULTI_RESULTS | C.MULTI_STATEMENTS | C.FOUND_ROWS
-                       | C.IGNORE_SPACE | C.INTERACTIVE | C.ODBC | C.NO_SCHEMA | C.TRANSACTIONS | C.LONG_FLAG)
+                       | C.IGNORE_SPACE | C.INTERACTIVE | C.ODBC | C.TRANSACTIONS | C.LONG_FLAG)
 
 
 @dataclass(frozen=True)

@@ -228,3 +228,15 @@ async def test_16mb_packets_both_ways(my_gateway: Any) -> None:
             assert row.fragments == 2 and decode_text_row(row.payload, 1) == [b"z" * n]
         answer = await c.query("SELECT 1")
         assert decode_text_row(answer[2].payload, 1) == [b"1"]
+
+
+async def test_no_schema_is_never_negotiated(my_gateway: Any, my: Any, table: str) -> None:
+    """With CLIENT_NO_SCHEMA the server ignores ``db.`` in ``db.table``: gw would classify one table while the
+    server touched another.  gw neither offers it nor asks the upstream for it."""
+    my.direct(f"CREATE TABLE {table} (id INT)", fetch=False)
+    async with my_gateway(stages='{ use = "recorder" }') as gw:
+        c = await Raw.connect(gw.port("my"))
+        await c.login(gw.token("agent-7", ["agents"]), CAPS | C.NO_SCHEMA)
+        answer = await c.query(f"DELETE FROM no_such_db_{table}.{table}")
+        number, _ = error_of(answer[0])
+        assert number in (1146, 1049)

@@ -267,11 +267,21 @@ def is_terminator(payload: bytes, deprecate_eof: bool) -> bool:
     return len(payload) < 0xFFFFFF if deprecate_eof else len(payload) < 9
 
 
+def _lenenc_skip(payload: bytes, pos: int) -> int:
+    first = payload[pos]
+    return pos + (1 if first < 0xFB else {0xFC: 3, 0xFD: 4, 0xFE: 9}.get(first, 1))
+
+
 def eof_status(payload: bytes, deprecate_eof: bool, capabilities: int = C.PROTOCOL_41) -> tuple[int, int]:
-    """(status flags, warnings) of a result-set terminator."""
+    """(status flags, warnings) of a result-set terminator (hot path: no full decode)."""
     if deprecate_eof and len(payload) >= 7:
-        ok = OK.decode(payload, capabilities)
-        return ok.status, ok.warnings
+        try:
+            pos = _lenenc_skip(payload, _lenenc_skip(payload, 1))
+            if pos + 4 <= len(payload):
+                return payload[pos] | (payload[pos + 1] << 8), payload[pos + 2] | (payload[pos + 3] << 8)
+        except IndexError:
+            pass
+        raise RemoteProtocolError("malformed OK packet ending a result set")
     r = Reader(payload, "EOF packet")
     r.u8()
     if r.remaining >= 4:

@@ -52,8 +52,10 @@ _OK_ONLY = frozenset({Com.INIT_DB, Com.PING, Com.SET_OPTION, Com.RESET_CONNECTIO
 class ResponseReader:
     """Follows the answer to ``command`` (a :class:`~gw_mysql.constants.Command` number)."""
 
-    def __init__(self, command: int, capabilities: int, *, cursor: bool = False) -> None:
+    def __init__(self, command: int, capabilities: int, *, cursor: bool = False, columns: bool = True) -> None:
         self.command = command
+        #: Decode column definitions (a row filter or binary rows need them); relaying only counts them.
+        self.decode_columns = columns
         self.capabilities = capabilities
         self.deprecate_eof = bool(capabilities & C.DEPRECATE_EOF)
         #: COM_STMT_EXECUTE with a cursor: the result set's rows come later, through COM_STMT_FETCH.
@@ -70,6 +72,7 @@ class ResponseReader:
         #: How many results (OK packets and result sets) this answer held so far.
         self.results = 0
         self._prepare_columns_left = 0
+        self.seen_columns = 0
         if command == Com.FIELD_LIST:
             self.phase = _Phase.COLUMNS
             self.column_count = -1
@@ -109,8 +112,10 @@ class ResponseReader:
                 self.status, self.warnings = eof_status(payload, self.deprecate_eof, self.capabilities)
                 self.phase = _Phase.DONE
                 return Ev.RESULT_DONE
-            self.columns.append(ColumnDefinition.decode(payload))
-            if self.column_count != -1 and len(self.columns) == self.column_count:
+            self.seen_columns += 1
+            if self.decode_columns:
+                self.columns.append(ColumnDefinition.decode(payload))
+            if self.column_count != -1 and self.seen_columns == self.column_count:
                 if self.deprecate_eof:
                     self._rows_or_done()
                     return Ev.COLUMNS_DONE
@@ -163,6 +168,7 @@ class ResponseReader:
         if self.column_count <= 0:
             raise RemoteProtocolError("a result set with no columns")
         self.columns = []
+        self.seen_columns = 0
         self.phase = _Phase.COLUMNS
         return Ev.RESULT
 
@@ -186,6 +192,7 @@ class ResponseReader:
         if self.prepared.columns:
             self.column_count = self.prepared.columns
             self.columns = []
+            self.seen_columns = 0
             self.phase = _Phase.COLUMNS
         else:
             self.phase = _Phase.DONE

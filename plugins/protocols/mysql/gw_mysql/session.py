@@ -604,7 +604,8 @@ class ProxySession:
                        cursor: bool = False) -> None:
         """Send the client's packet upstream and relay the whole answer."""
         com = p.payload[0]
-        reader = ResponseReader(com, self.up.capabilities, cursor=cursor)
+        reader = ResponseReader(com, self.up.capabilities, cursor=cursor,
+                                columns=answer.wants_rows or com == Com.FIELD_LIST)
         if answer.command is not None and answer.outcome is not None:
             self._pending_completion = (answer.command, answer.outcome)
         self.busy = True

@@ -464,9 +464,12 @@ class Execute:
     values: tuple[bytes | None, ...] = ()
 
     @classmethod
-    def decode(cls, payload: bytes, params: int, previous_types: tuple[int, ...] | None) -> Execute:
+    def decode(cls, payload: bytes, params: int, previous_types: tuple[int, ...] | None,
+               long_data: frozenset[int] | set[int] = frozenset()) -> Execute:
         """``params`` is the parameter count the server confirmed at prepare time; ``previous_types`` the
-        types bound by the previous execute (a client may omit them after the first)."""
+        types bound by the previous execute (a client may omit them after the first); ``long_data`` the
+        parameters sent with COM_STMT_SEND_LONG_DATA, whose values the execute does not carry (their value
+        here is ``b""``)."""
         r = Reader(payload, "COM_STMT_EXECUTE")
         r.u8()
         sid = r.u32()
@@ -487,6 +490,8 @@ class Execute:
         for i in range(params):
             if bitmap[i >> 3] & (1 << (i & 7)):
                 values.append(None)
+            elif i in long_data:
+                values.append(b"")
             else:
                 values.append(read_binary_value(r, types[i] & 0xFF))
         return cls(sid, flags, bitmap, bound, types, tuple(values))

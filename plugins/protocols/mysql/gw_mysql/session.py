@@ -487,7 +487,7 @@ class ProxySession:
                                      "id); prepare it first"))
             return
         try:
-            ex = Execute.decode(p.payload, st.params, st.param_types)
+            ex = Execute.decode(p.payload, st.params, st.param_types, set(st.long_data))
         except ProtocolError as e:
             await self._reply(Err.of(E.WRONG_ARGUMENTS, f"malformed COM_STMT_EXECUTE: {e}"))
             return
@@ -495,7 +495,7 @@ class ProxySession:
             st.param_types = ex.types
         params: list[Any] = []
         for i, value in enumerate(ex.values):
-            if i in st.long_data and value is None:
+            if i in st.long_data and value is not None:
                 params.append(bytes(st.long_data[i]).decode("utf-8", "surrogateescape"))
             else:
                 t = st.param_types[i] if st.param_types else 0
@@ -608,12 +608,12 @@ class ProxySession:
                                 columns=answer.wants_rows or com == Com.FIELD_LIST)
         if answer.command is not None and answer.outcome is not None:
             self._pending_completion = (answer.command, answer.outcome)
+        # ``busy`` stays set when the relay is cancelled (the client vanished, gw ends the session): teardown
+        # then stops the query upstream.
         self.busy = True
-        try:
-            await self.up.send(p.raw)
-            await self._relay(reader, answer, context)
-        finally:
-            self.busy = False
+        await self.up.send(p.raw)
+        await self._relay(reader, answer, context)
+        self.busy = False
         if self._pending_completion is not None:
             cmd, outcome = self._pending_completion
             self._pending_completion = None

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 import trio
 from gw import hookimpl
+from gw_mysql.codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet
+from gw_mysql.constants import Capability as C
+from gw_mysql.messages import Handshake, HandshakeResponse
 from gw.model import Command, Outcome, Verdict
 from gw.stage import Stage
 from gw.testing import RunningGateway, require_service, running_gateway, write_pipeline
@@ -166,6 +169,68 @@ async def mariadb_cli(port: int, token: str, sql: str | bytes, *args: str, user:
     return r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
 
 
+CAPS = int(C.PROTOCOL_41 | C.SECURE_CONNECTION | C.PLUGIN_AUTH | C.PLUGIN_AUTH_LENENC_CLIENT_DATA
+           | C.DEPRECATE_EOF | C.CONNECT_WITH_DB | C.MULTI_RESULTS | C.LONG_PASSWORD | C.TRANSACTIONS)
+
+
+class Raw:
+    """A hand-driven MySQL client on gw's own codec, for input real drivers cannot produce."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.codec = PacketCodec(max_packet_size=1 << 30, peer="server")
+
+    @classmethod
+    async def connect(cls, port: int) -> Raw:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def recv(self, timeout: float = 10) -> Packet | None:
+        with trio.fail_after(timeout):
+            while True:
+                p = self.codec.next_packet()
+                if p is CLOSED:
+                    return None
+                if p is not NEED_DATA:
+                    assert isinstance(p, Packet)
+                    return p
+                try:
+                    data = await self.stream.receive_some(1 << 20)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                self.codec.receive_data(data)
+
+    async def login(self, token: str, caps: int = CAPS) -> Packet | None:
+        greeting = await self.recv()
+        assert greeting is not None
+        Handshake.decode(greeting.payload)
+        answer = HandshakeResponse(caps, 1 << 24, 45, "agent-7", token.encode() + b"\0", "test",
+                                   "mysql_clear_password")
+        await self.send(encode_packet(answer.encode(), 1))
+        return await self.recv()
+
+    async def query(self, sql: bytes | str) -> list[Packet]:
+        body = sql.encode() if isinstance(sql, str) else sql
+        await self.send(encode_packet(b"\x03" + body, 0))
+        return await self.answer()
+
+    async def answer(self) -> list[Packet]:
+        out: list[Packet] = []
+        while True:
+            p = await self.recv()
+            if p is None:
+                return out
+            out.append(p)
+            if p.first == 0xFF or (p.first in (0x00, 0xFE) and len(out) == 1) or \
+                    (p.first == 0xFE and len(p.payload) < 0xFFFFFF and len(out) > 1):
+                return out
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
 class Helpers:
     """Test helpers, reached through the ``my`` fixture (conftest modules cannot be imported under
     ``--import-mode=importlib``)."""
@@ -174,6 +239,8 @@ class Helpers:
     connect = staticmethod(connect)
     in_thread = staticmethod(in_thread)
     cli = staticmethod(mariadb_cli)
+    Raw = Raw
+    CAPS = CAPS
 
 
 @pytest.fixture

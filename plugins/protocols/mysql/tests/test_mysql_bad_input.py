@@ -11,76 +11,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from gw_mysql.codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet
+from gw_mysql.codec import Packet, encode_packet
 from gw_mysql.constants import Capability as C
-from gw_mysql.messages import Handshake, HandshakeResponse, decode_error, decode_text_row
-
-CAPS = int(C.PROTOCOL_41 | C.SECURE_CONNECTION | C.PLUGIN_AUTH | C.PLUGIN_AUTH_LENENC_CLIENT_DATA
-           | C.DEPRECATE_EOF | C.CONNECT_WITH_DB | C.MULTI_RESULTS | C.LONG_PASSWORD | C.TRANSACTIONS)
-
-
-class Raw:
-    """A hand-driven MySQL client on gw's own codec, for input real drivers cannot produce."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.codec = PacketCodec(max_packet_size=1 << 30, peer="server")
-
-    @classmethod
-    async def connect(cls, port: int) -> Raw:
-        return cls(await trio.open_tcp_stream("127.0.0.1", port))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def recv(self, timeout: float = 10) -> Packet | None:
-        with trio.fail_after(timeout):
-            while True:
-                p = self.codec.next_packet()
-                if p is CLOSED:
-                    return None
-                if p is not NEED_DATA:
-                    assert isinstance(p, Packet)
-                    return p
-                try:
-                    data = await self.stream.receive_some(1 << 20)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                self.codec.receive_data(data)
-
-    async def login(self, token: str, caps: int = CAPS) -> Packet | None:
-        greeting = await self.recv()
-        assert greeting is not None
-        Handshake.decode(greeting.payload)
-        answer = HandshakeResponse(caps, 1 << 24, 45, "agent-7", token.encode() + b"\0", "test",
-                                   "mysql_clear_password")
-        await self.send(encode_packet(answer.encode(), 1))
-        return await self.recv()
-
-    async def query(self, sql: bytes | str) -> list[Packet]:
-        body = sql.encode() if isinstance(sql, str) else sql
-        await self.send(encode_packet(b"\x03" + body, 0))
-        return await self.answer()
-
-    async def answer(self) -> list[Packet]:
-        out: list[Packet] = []
-        while True:
-            p = await self.recv()
-            if p is None:
-                return out
-            out.append(p)
-            if p.first == 0xFF or (p.first in (0x00, 0xFE) and len(out) == 1) or \
-                    (p.first == 0xFE and len(p.payload) < 0xFFFFFF and len(out) > 1):
-                return out
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+from gw_mysql.messages import decode_error, decode_text_row
 
 
 @asynccontextmanager
-async def healthy(port: int, token: str) -> AsyncIterator[Any]:
+async def healthy(my: Any, port: int, token: str) -> AsyncIterator[Any]:
     """A session that must stay usable through whatever the test does to others."""
-    c = await Raw.connect(port)
+    c = await my.Raw.connect(port)
     ok = await c.login(token)
     assert ok is not None and ok.first == 0x00, ok
 
@@ -103,15 +42,15 @@ def error_of(p: Packet | None) -> tuple[int, str]:
     return e.number, e.message
 
 
-async def test_garbage_and_probes(my_gateway: Any) -> None:
+async def test_garbage_and_probes(my_gateway: Any, my: Any) -> None:
     async with my_gateway(stages='{ use = "recorder" }') as gw:
         port = gw.port("my")
         token = gw.token("agent-7", ["agents"])
-        async with healthy(port, token) as ok:
+        async with healthy(my, port, token) as ok:
             s = await trio.open_tcp_stream("127.0.0.1", port)
             await s.aclose()
             for seed in range(4):
-                c = await Raw.connect(port)
+                c = await my.Raw.connect(port)
                 await c.recv()
                 await c.send(os.urandom(48 + seed) if seed else b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 p = await c.recv()
@@ -119,24 +58,24 @@ async def test_garbage_and_probes(my_gateway: Any) -> None:
                 await c.aclose()
                 await ok.check()
             # a wrong token, then the right one on another connection
-            c = await Raw.connect(port)
+            c = await my.Raw.connect(port)
             number, message = error_of(await c.login("not-a-token"))
             assert number == 1045
             assert await c.recv() is None
 
 
-async def test_lying_lengths_and_sequence_games(my_gateway: Any) -> None:
+async def test_lying_lengths_and_sequence_games(my_gateway: Any, my: Any) -> None:
     async with my_gateway(stages='{ use = "recorder" }', listener='max_packet_size = "64KiB"') as gw:
         port = gw.port("my")
         token = gw.token("agent-7", ["agents"])
-        async with healthy(port, token) as ok:
+        async with healthy(my, port, token) as ok:
             for data, expected in [
                 (b"\xff\xff\xff\x00" + b"\x03", (1153, "max_packet_size of 65536")),
                 (encode_packet(b"\x03SELECT 1", 5), (1156, "sequence id 0, got 5")),
                 (encode_packet(b"", 0), (1047, "empty packet")),
                 (encode_packet(b"\x03SELECT '" + b"x" * 70000 + b"'", 0), (1153, "max_packet_size")),
             ]:
-                c = await Raw.connect(port)
+                c = await my.Raw.connect(port)
                 assert (await c.login(token)).first == 0x00
                 await c.send(data)
                 number, message = error_of(await c.recv())
@@ -151,20 +90,20 @@ async def test_after_quit_and_stalls(my_gateway: Any, my: Any, table: str) -> No
                           handshake="0.5s") as gw:
         port = gw.port("my")
         token = gw.token("agent-7", ["agents"])
-        async with healthy(port, token) as ok:
-            c = await Raw.connect(port)
+        async with healthy(my, port, token) as ok:
+            c = await my.Raw.connect(port)
             await c.login(token)
             await c.send(encode_packet(b"\x01", 0) + encode_packet(f"\x03INSERT INTO {table} VALUES (1)".encode(), 0))
             assert await c.recv() is None
             await ok.check()
             # half a packet, then silence
-            c = await Raw.connect(port)
+            c = await my.Raw.connect(port)
             await c.login(token)
             await c.send(encode_packet(b"\x03SELECT 1", 0)[:6])
             number, message = error_of(await c.recv(timeout=5))
             assert number == 1159 and "waited 0.3s for the rest of a packet" in message
             # a stalled handshake
-            c = await Raw.connect(port)
+            c = await my.Raw.connect(port)
             await c.recv()
             number, message = error_of(await c.recv(timeout=5))
             assert number == 1043 and "handshake" in message
@@ -177,7 +116,7 @@ async def test_refused_commands_keep_the_session(my_gateway: Any, my: Any, table
     async with my_gateway(stages='{ use = "recorder" }') as gw:
         port = gw.port("my")
         token = gw.token("agent-7", ["agents"])
-        c = await Raw.connect(port)
+        c = await my.Raw.connect(port)
         await c.login(token)
         for payload, number, words in [
             (b"\x11root\0\0", 1235, "COM_CHANGE_USER"),
@@ -193,28 +132,28 @@ async def test_refused_commands_keep_the_session(my_gateway: Any, my: Any, table
             answer = await c.query("SELECT 1")
             assert answer[0].first == 0x01
         # compression is refused at the handshake
-        d = await Raw.connect(port)
-        number, message = error_of(await d.login(token, CAPS | C.COMPRESS))
+        d = await my.Raw.connect(port)
+        number, message = error_of(await d.login(token, my.CAPS | C.COMPRESS))
         assert number == 1235 and "compressed" in message
 
 
-async def test_dead_upstream(my_gateway: Any) -> None:
+async def test_dead_upstream(my_gateway: Any, my: Any) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     async with my_gateway(stages='{ use = "recorder" }', upstream_port=dead) as gw:
-        c = await Raw.connect(gw.port("my"))
+        c = await my.Raw.connect(gw.port("my"))
         number, message = error_of(await c.login(gw.token("agent-7", ["agents"])))
         assert number == 2002 and "cannot reach the upstream server" in message
 
 
-async def test_16mb_packets_both_ways(my_gateway: Any) -> None:
+async def test_16mb_packets_both_ways(my_gateway: Any, my: Any) -> None:
     """A statement of exactly 16 MB - 1 bytes of payload (an empty fragment follows it) and rows that span two
     fragments are relayed intact."""
     async with my_gateway(stages='{ use = "recorder" }', listener='max_packet_size = "32MiB"') as gw:
-        c = await Raw.connect(gw.port("my"))
+        c = await my.Raw.connect(gw.port("my"))
         await c.login(gw.token("agent-7", ["agents"]))
         head = b"\x03SELECT LENGTH('"
         tail = b"') AS n"
@@ -235,8 +174,8 @@ async def test_no_schema_is_never_negotiated(my_gateway: Any, my: Any, table: st
     server touched another.  gw neither offers it nor asks the upstream for it."""
     my.direct(f"CREATE TABLE {table} (id INT)", fetch=False)
     async with my_gateway(stages='{ use = "recorder" }') as gw:
-        c = await Raw.connect(gw.port("my"))
-        await c.login(gw.token("agent-7", ["agents"]), CAPS | C.NO_SCHEMA)
+        c = await my.Raw.connect(gw.port("my"))
+        await c.login(gw.token("agent-7", ["agents"]), my.CAPS | C.NO_SCHEMA)
         answer = await c.query(f"DELETE FROM no_such_db_{table}.{table}")
         number, _ = error_of(answer[0])
         assert number in (1146, 1049)

@@ -55,7 +55,7 @@ def rsa_encrypted_password(password: bytes, scramble: bytes, public_key_pem: byt
 
     key = serialization.load_pem_public_key(public_key_pem)
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("the server's public key is not an RSA key")
+        raise ValueError("the server's public key is not an RSA key")  # noqa: TRY004 - callers catch ValueError
     plain = password + b"\0"
     salt = scramble[:20] or b"\0"
     mixed = bytes(c ^ salt[i % len(salt)] for i, c in enumerate(plain))

@@ -15,9 +15,9 @@ from gw.model import Column
 from .constants import BINARY_COLLATION, ColumnFlag, FieldType
 from .messages import ColumnDefinition
 
-_BLOBS = {FieldType.TINY_BLOB: "tiny", FieldType.BLOB: "", FieldType.MEDIUM_BLOB: "medium",
+_BLOBS: dict[int, str] = {FieldType.TINY_BLOB: "tiny", FieldType.BLOB: "", FieldType.MEDIUM_BLOB: "medium",
           FieldType.LONG_BLOB: "long"}
-_NAMES = {
+_NAMES: dict[int, str] = {
     FieldType.DECIMAL: "decimal", FieldType.NEWDECIMAL: "decimal", FieldType.TINY: "tinyint",
     FieldType.SHORT: "smallint", FieldType.LONG: "int", FieldType.INT24: "mediumint",
     FieldType.LONGLONG: "bigint", FieldType.FLOAT: "float", FieldType.DOUBLE: "double", FieldType.NULL: "null",

@@ -42,10 +42,9 @@ from .errors import ProtocolError, UpstreamError
 from .messages import OK, Err, Handshake, HandshakeResponse, ServerInfo, auth_switch
 from .options import MySQLListenerOptions, is_loopback
 from .session import STATE_QUERY, ProxySession
-from .upstream import FORMAT_CAPABILITIES, Login, UpstreamConnection, UpstreamTarget, connect, probe
+from .upstream import FORMAT_CAPABILITIES, Login, UpstreamTarget, connect, probe
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
     from gw.runtime import ListenerRuntime
 
 log = logging.getLogger("gw.mysql")
@@ -167,9 +166,9 @@ class MySQLHandler(ProtocolHandler):
     def warnings(self) -> list[str]:
         host, _ = self.opts.address
         if not self.opts.require_tls and not is_loopback(host):
-            return [f"listener {self.listener.name!r} accepts connections on {self.opts.listen} (not loopback) "
-                    "without require_tls = true: tokens may cross the network in the clear; add tls = { cert, key } "
-                    "and require_tls = true"]
+            return [(f"listener {self.listener.name!r} accepts connections on {self.opts.listen} (not loopback) "
+                     "without require_tls = true: tokens may cross the network in the clear; add "
+                     "tls = { cert, key } and require_tls = true")]
         return []
 
     def classifier(self, mode: MySQLMode, database: str | None) -> Classifier:
@@ -429,4 +428,4 @@ class MySQLHandler(ProtocolHandler):
         return raw.decode("utf-8", "replace")
 
 
-__all__ = ["MySQLHandler", "SessionRuntime", "UpstreamConnection"]
+__all__ = ["MySQLHandler"]

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .constants import ServerStatus
-from .errors import UpstreamError
 from .upstream import UpstreamConnection
 
 #: Engines whose changes a ROLLBACK undoes.  Aria is crash-safe but not transactional in this sense.
@@ -100,11 +99,9 @@ class _Undo(Exception):
 
 
 async def _undo(up: UpstreamConnection, in_transaction: bool) -> None:
-    try:
-        if in_transaction:
-            await up.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
-            await up.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
-        else:
-            await up.query("ROLLBACK")
-    except UpstreamError:
-        raise
+    """Undo the measured write (an UpstreamError here ends the session: gw cannot vouch for its state)."""
+    if in_transaction:
+        await up.query(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+        await up.query(f"RELEASE SAVEPOINT {SAVEPOINT}")
+    else:
+        await up.query("ROLLBACK")

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import trio
 from gw import hookimpl
-from gw_mysql.codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet
-from gw_mysql.constants import Capability as C
-from gw_mysql.messages import Handshake, HandshakeResponse
 from gw.model import Command, Outcome, Verdict
 from gw.stage import Stage
 from gw.testing import RunningGateway, require_service, running_gateway, write_pipeline
+from gw_mysql.codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet
+from gw_mysql.constants import Capability as C
+from gw_mysql.messages import Handshake, HandshakeResponse
 
 MY_HOST, MY_PORT = "127.0.0.1", 3306
 EVENTS: list[tuple[str, Any]] = []

@@ -59,7 +59,7 @@ async def test_garbage_and_probes(my_gateway: Any, my: Any) -> None:
                 await ok.check()
             # a wrong token, then the right one on another connection
             c = await my.Raw.connect(port)
-            number, message = error_of(await c.login("not-a-token"))
+            number, _ = error_of(await c.login("not-a-token"))
             assert number == 1045
             assert await c.recv() is None
 

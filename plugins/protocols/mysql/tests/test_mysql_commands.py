@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import trio
-from gw_mysql.codec import Packet, encode_packet
+from gw_mysql.codec import encode_packet
 from gw_mysql.constants import Capability as C
 from gw_mysql.messages import ColumnDefinition, PrepareOK, decode_error, decode_text_row
 from gw_mysql.results import Ev, ResponseReader

@@ -138,6 +138,18 @@ async def test_mysql_connector_prepared(my_gateway: Any, my: Any, table: str, ev
                 conn.close()
 
         rows, note = await my.in_thread(run)
+
+        def plaintext() -> Any:
+            import pymysql
+
+            try:
+                my.connect(gw.port("my"), token)
+            except pymysql.MySQLError as e:
+                return e.args
+            return None
+
+        refused = await my.in_thread(plaintext)
+    assert refused is not None and refused[0] == 1045 and "requires TLS" in refused[1]
     direct = mysql.connector.connect(host="127.0.0.1", user="root", database="test", use_pure=pure,
                                      ssl_disabled=True)
     cur = direct.cursor(prepared=True)

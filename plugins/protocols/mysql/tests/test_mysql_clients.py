@@ -143,7 +143,7 @@ async def test_mysql_connector_prepared(my_gateway: Any, my: Any, table: str, ev
             import pymysql
 
             try:
-                my.connect(gw.port("my"), token)
+                my.connect(gw.port("my"), token, ssl_disabled=True)
             except pymysql.MySQLError as e:
                 return e.args
             return None

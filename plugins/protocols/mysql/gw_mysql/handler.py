@@ -25,12 +25,15 @@ from gw.identity import Credential
 from gw.model import Command, Identity, Session
 from gw.protocol import ProtocolHandler
 from gw_sqlanalysis import Classifier
+from gw_sqlanalysis.lexer import split_tokens
 from gw_sqlanalysis.mysql import (
     DEFAULT_MODE,
     MySQLMode,
     Unfollowable,
     decode_statement,
+    lex_mysql,
     lexer_for,
+    may_change_mode,
     session_mode,
 )
 
@@ -79,6 +82,32 @@ class _Replay(trio.abc.Stream):
 
 class Refused(Exception):
     """The client was sent an ERR packet and must be disconnected."""
+
+
+@dataclass(frozen=True, slots=True)
+class TextFacts:
+    """What the protocol must know about a statement text besides its classification (cached per text)."""
+
+    statements: int
+    #: A KILL statement: gw translates it (or refuses it), never forwards it.
+    kill: bool
+    #: A statement that may change how the server reads the rest of the text is not the last one.
+    mode_change_not_last: bool
+    #: After it runs, gw must ask the server how it now reads statements (and which database is current).
+    changes_mode: bool
+    #: CALL / EXECUTE: the result sets do not follow the text's statements.
+    opaque: bool
+
+
+def _text_facts(text: str, mode: MySQLMode) -> TextFacts:
+    lexed = lex_mysql(text, mode)
+    if lexed.error is not None:
+        return TextFacts(0, False, False, True, True)
+    statements = split_tokens(lexed.tokens)
+    first = [s[0].lower() if s else "" for s in statements]
+    changes = [may_change_mode(s) for s in statements]
+    return TextFacts(len(statements), "kill" in first, any(changes[:-1]),
+                     any(changes) or "use" in first, bool({"call", "execute"} & set(first)))
 
 
 @dataclass
@@ -140,6 +169,7 @@ class MySQLHandler(ProtocolHandler):
         self.ssl_context: ssl.SSLContext | None = None
         self.server_info: ServerInfo | None = None
         self._classifiers: dict[tuple[MySQLMode, str | None], Classifier] = {}
+        self._facts: dict[tuple[str, MySQLMode], TextFacts] = {}
         #: gw connection id -> running session (for KILL).
         self.connections: dict[int, Connected] = {}
         self._probe_lock = trio.Lock()
@@ -180,6 +210,17 @@ class MySQLHandler(ProtocolHandler):
             c = Classifier(dialect="mysql", default_schema=database, lexer=lexer_for(mode))
             self._classifiers[key] = c
         return c
+
+    def text_facts(self, text: str, mode: MySQLMode) -> TextFacts:
+        key = (text, mode)
+        facts = self._facts.get(key)
+        if facts is None:
+            facts = _text_facts(text, mode)
+            if len(text) <= 16384:
+                if len(self._facts) >= 4096:
+                    self._facts.clear()
+                self._facts[key] = facts
+        return facts
 
     def classify(self, text: str, *, session: Session) -> Command:
         decoded = decode_statement(text.encode("utf-8", "surrogateescape"), DEFAULT_MODE)

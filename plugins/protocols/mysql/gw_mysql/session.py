@@ -31,14 +31,11 @@ from gw.model import Command, DenyCode, Kind, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
-from gw_sqlanalysis.lexer import split_tokens
 from gw_sqlanalysis.mysql import (
     Decoded,
     MySQLMode,
     Unfollowable,
     decode_statement,
-    lex_mysql,
-    may_change_mode,
 )
 from gw_sqlanalysis.mysql import session_mode as mysql_session_mode
 
@@ -410,12 +407,11 @@ class ProxySession:
         if decoded.ambiguous:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _AMBIGUOUS.format(cs=self.mode.charset)))
             return
-        lexed = lex_mysql(decoded.analysis, self.mode)
-        statements = split_tokens(lexed.tokens) if lexed.error is None else []
-        if any(s and s[0].lower() == "kill" for s in statements):
-            await self._kill_statement(decoded, statements)
+        facts = self.handler.text_facts(decoded.analysis, self.mode)
+        if facts.kill:
+            await self._kill_statement(decoded, facts.statements)
             return
-        if len(statements) > 1 and any(may_change_mode(s) for s in statements[:-1]):
+        if facts.mode_change_not_last:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _MODE_IN_MULTI))
             return
         classifier = self._classifier()
@@ -423,8 +419,7 @@ class ProxySession:
         if "local_infile" in cls.flags:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _LOCAL_INFILE))
             return
-        check_mode = lexed.error is not None or any(may_change_mode(s) for s in statements) or any(
-            s and s[0].lower() == "use" for s in statements)
+        check_mode = facts.changes_mode
         context = _Context()
         cmd = self._command_for(decoded, cls)
         wants_rows = self.sr.wants_rows
@@ -434,12 +429,12 @@ class ProxySession:
             return
         answer = _Answer(cmd, Outcome(), wants_rows=wants_rows, text=decoded.analysis, check_mode=check_mode,
                          classifier=classifier)
-        answer.lineage_ok = not any(s and s[0].lower() in ("call", "execute") for s in statements)
+        answer.lineage_ok = not facts.opaque
         await self._forward(p, answer, context)
 
-    async def _kill_statement(self, decoded: Decoded, statements: list[list[str]]) -> None:
+    async def _kill_statement(self, decoded: Decoded, statements: int) -> None:
         m = _KILL.fullmatch(decoded.analysis)
-        if len(statements) != 1 or m is None:
+        if statements != 1 or m is None:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, "gw only accepts KILL [QUERY | CONNECTION] <id> as a "
                                      "statement of its own, with a connection id gw gave out (the one your "
                                      "client shows, not CONNECTION_ID())"))
@@ -457,9 +452,8 @@ class ProxySession:
         if decoded.ambiguous:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _AMBIGUOUS.format(cs=self.mode.charset)))
             return
-        lexed = lex_mysql(decoded.analysis, self.mode)
-        statements = split_tokens(lexed.tokens) if lexed.error is None else []
-        if any(s and s[0].lower() == "kill" for s in statements):
+        facts = self.handler.text_facts(decoded.analysis, self.mode)
+        if facts.kill:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, "gw does not prepare KILL statements; send KILL "
                                      "[QUERY] <id> as a plain statement"))
             return
@@ -468,10 +462,8 @@ class ProxySession:
         if "local_infile" in cls.flags:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _LOCAL_INFILE))
             return
-        changes = lexed.error is not None or any(may_change_mode(s) or (s and s[0].lower() == "use")
-                                                 for s in statements)
         answer = _Answer()
-        answer.prepared = Prepared(0, decoded, cls, 0, 0, self.mode, self.database, changes)
+        answer.prepared = Prepared(0, decoded, cls, 0, 0, self.mode, self.database, facts.changes_mode)
         await self._forward(p, answer)
 
     def _statement(self, payload: bytes) -> Prepared | None:

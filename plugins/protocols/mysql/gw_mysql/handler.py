@@ -38,6 +38,7 @@ from gw_sqlanalysis.mysql import (
 )
 
 from . import errors as E
+from .catalog import Catalog
 from .codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet
 from .constants import CLEAR_PASSWORD, DEFAULT_COLLATION, GW_CAPABILITIES, ServerStatus
 from .constants import Capability as C
@@ -170,6 +171,7 @@ class MySQLHandler(ProtocolHandler):
         self.server_info: ServerInfo | None = None
         self._classifiers: dict[tuple[MySQLMode, str | None], Classifier] = {}
         self._facts: dict[tuple[str, MySQLMode], TextFacts] = {}
+        self.catalog = Catalog(lambda: connect(self.target, self._default_login()))
         #: gw connection id -> running session (for KILL).
         self.connections: dict[int, Connected] = {}
         self._probe_lock = trio.Lock()
@@ -189,6 +191,9 @@ class MySQLHandler(ProtocolHandler):
             except (OSError, ssl.SSLError) as e:
                 raise ValueError(f"listener {self.listener.name!r}: cannot load tls.cert / tls.key: {e}") from None
             self.ssl_context = ctx
+
+    async def close(self) -> None:
+        await self.catalog.aclose()
 
     def describe_upstream(self) -> str:
         return self.target.describe()

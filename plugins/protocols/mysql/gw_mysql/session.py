@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, DenyCode, Kind, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Kind, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
@@ -654,7 +654,7 @@ class ProxySession:
             elif ev is Ev.COLUMNS_DONE:
                 if reader.command in (Com.QUERY, Com.STMT_EXECUTE) and answer.wants_rows \
                         and answer.command is not None:
-                    filt = self._open_rows(answer, reader.columns, result_index)
+                    filt = await self._open_rows(answer, reader.columns, result_index)
                 types = [d.type for d in reader.columns]
                 unsigned = [bool(d.flags & ColumnFlag.UNSIGNED) for d in reader.columns]
                 string_cols = [t in STRING_TYPES for t in types]
@@ -760,7 +760,8 @@ class ProxySession:
         if answer.command is not None:
             outcome.tag = f"{(answer.command.verb or 'ok').upper()} {rows}"
 
-    def _open_rows(self, answer: _Answer, definitions: list[ColumnDefinition], index: int) -> RowFilter | None:
+    async def _open_rows(self, answer: _Answer, definitions: list[ColumnDefinition], index: int
+                         ) -> RowFilter | None:
         lineage = None
         if answer.lineage_ok and answer.text and answer.classifier is not None:
             try:
@@ -769,11 +770,33 @@ class ProxySession:
                 lineage = None
         columns = build_columns(definitions, lineage, binary_rows=answer.binary)
         assert answer.command is not None
+        if lineage is None and any(c.column is None for c in columns):
+            columns = await self._attribute_untraceable(answer.command, columns)
         filt = self.sr.rows(answer.command, columns)
         if answer.command.verb == "show" and _DIAGNOSTICS.search(answer.text or ""):
             # SHOW WARNINGS / SHOW ERRORS: their Message column quotes row values like error texts do.
             return _RedactMessages(len(columns) - 1, filt)
         return filt
+
+    async def _attribute_untraceable(self, cmd: Command, columns: list[Column]) -> list[Column]:
+        """Columns gw cannot trace (no origin on the wire, no lineage) derive, for all gw knows, from any
+        column of any table the statement names: attribute them to all of those (fail closed).  When the
+        catalog is unreachable they are attributed to every table's every column name it can guess: none,
+        so the rows are withheld by raising (the command fails, the session survives)."""
+        tables = [o for o in cmd.objects if not o.endswith(".*")]
+        if not tables:
+            return columns
+        try:
+            known = await self.handler.catalog.columns(tables, self.database)
+        except UpstreamError as e:
+            log.error("session %s: cannot attribute untraceable columns: %s", self.sr.session.id, e)
+            raise ProtocolError("gw could not determine which table columns this result comes from (the catalog "
+                                "lookup failed), so it withheld the rows as policy requires; retry in a moment",
+                                code=E.UNKNOWN_ERROR) from None
+        everything = tuple(f"{table}.{col}" for table, cols in known.items() for col in cols)
+        return [c if c.column is not None else Column(c.name, None, None, c.type_name, c.binary,
+                                                      tuple(dict.fromkeys((*c.sources, *everything))))
+                for c in columns]
 
     def _filter_row(self, payload: bytes, filt: RowFilter, binary: bool, types: list[int],
                     string_cols: list[bool]) -> bytes | None:

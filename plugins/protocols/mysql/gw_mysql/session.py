@@ -167,6 +167,8 @@ class ProxySession:
         self.multi_statements = bool(capabilities & C.MULTI_STATEMENTS)
         self.statements: dict[int, Prepared] = {}
         self.busy = False
+        #: A command waits for the pipeline's decision (an approval hold): a client that leaves cancels it.
+        self.deciding = False
         self._ending: str | None = None
         self._scope: trio.CancelScope | None = None
         self._wakeup = trio.Event()
@@ -276,6 +278,9 @@ class ProxySession:
             if not data:
                 if self.busy:
                     self._finish("client_disconnected_mid_query")
+                elif self.deciding:
+                    # A held command lives and dies with its session: nothing runs after the client left.
+                    self._finish("client_disconnected")
                 return
 
     async def _next_client_packet(self) -> Packet | None:
@@ -392,7 +397,11 @@ class ProxySession:
                                verbs=cls.verbs)
 
     async def _decide(self, cmd: Command, context: _Context) -> Err | None:
-        verdict = await self.sr.decide(cmd, context)
+        self.deciding = True
+        try:
+            verdict = await self.sr.decide(cmd, context)
+        finally:
+            self.deciding = False
         if verdict.allowed:
             return None
         err = refusal(verdict)

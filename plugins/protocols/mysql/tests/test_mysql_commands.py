@@ -108,3 +108,21 @@ async def test_token_expiry_closes_the_session(my_gateway: Any, my: Any) -> None
         err = decode_error(p.payload)
         assert err.number == 1927 and "token expired" in err.message
         assert await c.recv() is None
+
+
+async def test_a_held_command_dies_with_its_client(my_gateway: Any, my: Any, table: str, events: list[Any]) -> None:
+    my.direct(f"CREATE TABLE {table} (id INT)", fetch=False)
+    my.direct(f"INSERT INTO {table} VALUES (1), (2)", fetch=False)
+    stages = ('{ use = "recorder" }, { use = "approve", approvers = ["dba"], timeout = "10m", mode = "hold", '
+              'require = [ { kind = "write", flags = ["no_where"] } ] }')
+    async with my_gateway(stages=stages) as gw:
+        c = await my.Raw.connect(gw.port("my"))
+        await c.login(gw.token("agent-7", ["agents"]))
+        await c.send(encode_packet(f"\x03DELETE FROM {table}".encode(), 0))
+        await trio.sleep(0.5)
+        await c.aclose()
+        with trio.fail_after(5):
+            while ("ended", "client_disconnected") not in events:
+                await trio.sleep(0.1)
+    assert my.direct(f"SELECT COUNT(*) FROM {table}") == ((2,),)
+    assert not any(e[0] == "decided" and e[1][0].startswith("DELETE") for e in events)

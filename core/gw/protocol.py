@@ -77,8 +77,8 @@ class ProtocolHandler:
         return ""
 
     def warnings(self) -> list[str]:
-        """What ``gw check`` should point out about this listener's settings: allowed, but weaker than an
-        operator may think (one sentence each, saying what to do)."""
+        """Configuration that is valid but risky, for ``gw check`` (a token-accepting listener on a
+        non-loopback address without required TLS ...)."""
         return []
 
     def classify(self, text: str, *, session: Session) -> Command:

@@ -96,9 +96,9 @@ class SSHHandler(ProtocolHandler):
     def warnings(self) -> list[str]:
         out = []
         if self.opts.shell == "record":
-            out.append('shell = "record" lets agents type command lines into interactive shells, and typed '
-                       "lines are recorded but never decided by guard or approve rules; set shell = \"deny\" "
-                       "where every command must pass the exec rules")
+            out.append(f"listener {self.listener.name!r}: shell = \"record\" lets agents type command lines into "
+                       "interactive shells, and typed lines are recorded but never decided by guard or approve "
+                       "rules; set shell = \"deny\" where every command must pass the exec rules")
         return out
 
     def classify(self, text: str, *, session: Session) -> Command:

@@ -83,7 +83,7 @@ def test_gw_check_warns_that_recorded_shells_bypass_the_exec_rules(tmp_path: Pat
     config.write_text(CONFIG)
     result = CliRunner().invoke(build_cli(), ["check", str(config)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "warning: listener web-1: shell = \"record\" lets agents type command lines" in result.output
+    assert "warning: listener 'web-1': shell = \"record\" lets agents type command lines" in result.output
     config.write_text(CONFIG.replace('shell = "record"', 'shell = "deny"'))
     quiet = CliRunner().invoke(build_cli(), ["check", str(config)], catch_exceptions=False)
     assert "warning" not in quiet.output

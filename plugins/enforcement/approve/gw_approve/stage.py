@@ -144,6 +144,9 @@ class ApproveStage(Stage):
         # Checked when the file is loaded (gw check), not at the first held command.
         self.ledger = ApprovalLedger(services.require_store("the approve stage"))
         self.rules: list[Rule] = list(options.require)
+        #: Every installed detector: a request is persisted (and shown, and sent to the webhook) with what they
+        #: find replaced by ``***``, like an audit record.
+        self._detectors = list(services.detectors("all"))
         self.notifier: WebhookNotifier | None = None
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
@@ -264,12 +267,24 @@ class ApproveStage(Stage):
         window = opts.retry_window or opts.timeout
         return ApprovalRequest(
             id="", listener=s.listener, pipeline=self.pipeline, session=s.id, subject=s.identity.subject,
-            groups=s.identity.groups, client_address=s.client_address, text=command.text,
-            language=command.language, kind=command.kind.value, verb=command.verb, objects=command.objects,
+            groups=s.identity.groups, client_address=s.client_address, text=self._redact(command.text),
+            language=command.language, kind=command.kind.value, verb=self._redact(command.verb),
+            objects=tuple(self._redact(o) for o in command.objects),
             flags=tuple(sorted(command.flags)), rule=rule.label(), message=rule.message or "", mode=opts.mode,
             approvers=tuple(opts.approvers), min_approvals=opts.min_approvals, created=now,
             expires=now + opts.timeout.total_seconds(), match_key=key, use_within=window.total_seconds(),
             gateway=self.services.gateway_name)
+
+    def _redact(self, text: str) -> str:
+        """``text`` with what the detectors find replaced by ``***`` (the client's text is never persisted with
+        a sensitive value in it)."""
+        spans = sorted({(int(s), int(e)) for d in self._detectors for s, e in d.find(text)}) if text else []
+        out, pos = [], 0
+        for start, end in spans:
+            if start >= pos:
+                out.append(text[pos:start] + "***")
+                pos = end
+        return "".join(out) + text[pos:] if spans else text
 
     def _announce(self, request: ApprovalRequest) -> None:
         log.info("approve: request %s: %s on %s needs approval by %s (rule %s)", request.id, request.subject,

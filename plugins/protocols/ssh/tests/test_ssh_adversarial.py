@@ -604,6 +604,27 @@ def test_approvers_see_control_characters_escaped(gateway: Gateway, target_dir: 
 # -- 7. nothing persisted unredacted ------------------------------------------------------------------------------
 
 
+def test_approval_requests_are_stored_redacted(gateway: Gateway, target_dir: Path) -> None:
+    command = f"echo systemctl restart 219-09-9998 > {target_dir}/078-05-1120.log"
+    proc = subprocess.Popen(gateway.ssh_args(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=gateway.env(gateway.token()))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            requests = json.loads(gateway.gw("approvals", "list", "--all", "--json"))
+            request = next((r for r in requests if r["text"].startswith("echo systemctl restart ***")), None)
+            if request is not None:
+                break
+            assert time.monotonic() < deadline, "no approval request appeared"
+            time.sleep(0.1)
+        stored = gateway.gw("approvals", "show", str(request["id"]), "--json")
+        assert "219-09-9998" not in stored and "078-05-1120" not in stored
+        assert f"{target_dir}/***.log" in json.loads(stored)["objects"]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
 def test_paths_and_user_names_are_redacted_where_they_are_stored(gateway: Gateway, mux: Mux,
                                                                  target_dir: Path) -> None:
     path = target_dir / "078-05-1120.txt"

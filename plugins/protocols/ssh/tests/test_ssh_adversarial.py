@@ -12,6 +12,7 @@ crosses OpenSSH's connection multiplexing.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -646,3 +647,31 @@ def test_paths_and_user_names_are_redacted_where_they_are_stored(gateway: Gatewa
     assert "219-09-9998" not in sessions
     exported = gateway.gw("sessions", "export", str(json.loads(sessions)[0]["id"]))
     assert "219-09-9998" not in exported
+
+
+# -- 10. what gw checks on the target -------------------------------------------------------------------------
+
+
+def test_gw_warns_about_a_target_account_that_can_log_in_around_it(gateway: Gateway) -> None:
+    """At the first session of a listener, gw checks over sftp whether the account is root or can edit its
+    own authorized_keys; the expected warnings are computed here from the same files."""
+    assert gateway.ssh("true").returncode == 0
+    home = Path(os.path.expanduser("~" + gateway.sshd.user))
+    expect_root = gateway.sshd.user == "root"
+    expect_keys = False
+    for path in (home / ".ssh", home / ".ssh" / "authorized_keys"):
+        if path.is_symlink() or not path.exists():
+            continue
+        st = path.lstat()
+        if (st.st_uid == home.stat().st_uid and st.st_uid != 0) or st.st_mode & 0o022:
+            expect_keys = True
+            break
+    deadline = time.monotonic() + 5
+    while True:
+        log = "\n".join(gateway.process.log)
+        root_warned = "the target account is root" in log
+        keys_warned = "an agent with a shell could add its own key there" in log
+        if (root_warned, keys_warned) == (expect_root, expect_keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (root_warned, keys_warned) == (expect_root, expect_keys), log[-2000:]

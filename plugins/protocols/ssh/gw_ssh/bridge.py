@@ -818,6 +818,34 @@ class UpstreamConnection:
             raise UpstreamError(_SLOW.format(where=f"{self.target.host}:{self.target.port}", limit=limit),
                                 reason="upstream_slow") from None
 
+    async def directories(self, paths: Sequence[str], *, limit: float = 5.0) -> list[str]:
+        """What each path is on the target, following links: ``dir``, ``file`` (anything else that exists),
+        ``missing``, or ``unknown`` (the target cannot say)."""
+
+        async def kinds() -> list[str]:
+            sftp = await self._sftp()
+            if sftp is None:
+                return ["unknown"] * len(paths)
+            out: list[str] = []
+            for path in paths:
+                try:
+                    attrs = await sftp.stat(path)
+                except asyncssh.SFTPNoSuchFile:
+                    out.append("missing")
+                    continue
+                except (asyncssh.Error, OSError, UnicodeError):
+                    out.append("unknown")
+                    continue
+                out.append("dir" if stat.S_ISDIR(attrs.permissions or 0) else "file")
+            return out
+
+        try:
+            with trio.fail_after(limit):
+                return await self._bridge.run(kinds)
+        except trio.TooSlowError:
+            raise UpstreamError(_SLOW.format(where=f"{self.target.host}:{self.target.port}", limit=limit),
+                                reason="upstream_slow") from None
+
     async def home(self) -> str | None:
         """The directory the target starts sessions in (the account's home), or None if it cannot tell."""
         return (await self.resolve_paths(["."]))[0]

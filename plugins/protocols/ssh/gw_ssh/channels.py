@@ -60,6 +60,10 @@ IDLE_FOR = 3.0
 UNAVAILABLE = 255
 
 
+#: sftp operations that give what is under a path another path.
+_MOVES = frozenset({"rename", "link", "symlink"})
+
+
 class _FilterFailed(Exception):
     """A stream filter raised: the rest of the output is withheld (fail closed)."""
 
@@ -519,7 +523,7 @@ class SftpRelay(_Relay):
                 scope.cancel()
                 return
 
-    async def _objects(self, paths: tuple[str, ...]) -> tuple[str, ...]:
+    async def _objects(self, paths: tuple[str, ...], *, trees: bool = False) -> tuple[str, ...]:
         """An operation's paths as the target sees them: relative to the home directory (where the sftp
         server starts), normalised, plus where the target says they lead (symbolic links followed)."""
         home = await self.session.home()
@@ -534,6 +538,9 @@ class SftpRelay(_Relay):
             objects.extend(process_relative(normalise(full), [base]) or ())
             if full.startswith("/") and climbs(full):
                 physical.append(collapse(full))
+        if trees:
+            # renaming or linking a directory moves (or exposes) everything under it
+            objects.extend([o.rstrip("/") + "/*" for o in objects if o != "*"])
         return await self.session.resolve_objects(tuple(dict.fromkeys(objects)), tuple(physical))
 
     async def _decide_operation(self, request: sftp.Request, op: sftp.Operation,
@@ -541,7 +548,7 @@ class SftpRelay(_Relay):
         """Decide one operation while watching the channel: (allowed, events that arrived meanwhile).  A
         client that closes the channel during an approval hold cancels it."""
         try:
-            objects = await self._objects(op.objects)
+            objects = await self._objects(op.objects, trees=op.verb in _MOVES)
         except UpstreamError as e:
             assert request.id is not None
             await self.chan.send(sftp.status_packet(request.id, sftp.Status.FAILURE, f"gw: {e}"))

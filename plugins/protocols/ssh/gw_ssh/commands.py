@@ -93,6 +93,23 @@ class PathQuestions(Protocol):
     async def expand_globs(self, patterns: Sequence[str], *, limit: float = ..., most: int = ...
                            ) -> list[list[str] | None]: ...
 
+    async def directories(self, paths: Sequence[str], *, limit: float = ...) -> list[str]: ...
+
+
+async def only_trees(objects: tuple[str, ...], target: PathQuestions) -> tuple[str, ...]:
+    """Drop ``X/*`` (what is under ``X``) where the target says ``X`` is a file: moving, copying or archiving
+    a file touches nothing under it.  Where ``X`` does not exist yet (a destination) it is kept only if the
+    command names a directory that exists (moving that one makes ``X`` a tree); always kept where the target
+    cannot say."""
+    bases = [(o, unescape(o[:-2])) for o in objects if o.endswith("/*") and len(o) > 2]
+    exact = [(o, b) for o, b in bases if b is not None][:MAX_RESOLVED]
+    if not exact:
+        return objects
+    kinds = dict(zip((o for o, _ in exact), await target.directories([b for _, b in exact])))
+    trees = any(k in ("dir", "unknown") for k in kinds.values())
+    drop = {o for o, k in kinds.items() if k == "file" or (k == "missing" and not trees)}
+    return tuple(o for o in objects if o not in drop)
+
 
 async def resolve(objects: tuple[str, ...], target: PathQuestions, physical: tuple[str, ...] = ()
                   ) -> tuple[str, ...]:

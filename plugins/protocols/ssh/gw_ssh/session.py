@@ -20,7 +20,7 @@ from gw_shellanalysis import ShellContext
 from .auth import Login
 from .bridge import ClientConnection, ServerChannel, UpstreamConnection, connect_upstream
 from .channels import CommandRelay, SftpRelay, StderrNotices
-from .commands import Plan, classify, program_names, resolve, transfer_program, with_contents
+from .commands import Plan, classify, only_trees, program_names, resolve, transfer_program, with_contents
 from .events import ChannelClosedError, ChannelEvent, Closed, Data, SessionRequest, UpstreamError
 
 if TYPE_CHECKING:
@@ -264,12 +264,12 @@ class ConnectionSession:
         if transfer:
             objects = with_contents(objects)
         assert self.upstream is not None
-        objects = await resolve(objects, self.upstream, analysis.physical)
+        objects = await resolve(await only_trees(objects, self.upstream), self.upstream, analysis.physical)
         return Plan(analysis, objects, transfer, await program_names(analysis, self.upstream))
 
     async def resolve_objects(self, objects: tuple[str, ...], physical: tuple[str, ...] = ()) -> tuple[str, ...]:
         assert self.upstream is not None
-        return await resolve(objects, self.upstream, physical)
+        return await resolve(await only_trees(objects, self.upstream), self.upstream, physical)
 
     async def decide(self, chan: ServerChannel, cmd: Command) -> tuple[Verdict | None, list[ChannelEvent]]:
         """Run the pipeline's decision while watching the channel: input that arrives meanwhile is kept (up to

@@ -333,6 +333,11 @@ def test_sftp_resolves_paths_and_links_on_the_target(gateway: Gateway, target_di
     assert (local / "ok").read_bytes() == Path("/etc/hostname").read_bytes()
     write = _sftp(gateway, f"put /etc/hostname {link}/root/new\n")
     assert write.returncode != 0 and not (vault / "root" / "new").exists()
+    for batch in (f"rename {vault}/root {target_dir}/moved\n", f"rename {vault} {target_dir}/moved\n",
+                  f"ln -s {vault} {target_dir}/sl\n", f"ln {vault}/shadow {target_dir}/hl\n"):
+        moved = _sftp(gateway, batch)
+        assert moved.returncode != 0 and b"gw policy refused" in moved.stderr, (batch, moved.stderr)
+    assert (vault / "root" / "secret").exists() and not (target_dir / "moved").exists()
 
 
 @pytest.mark.parametrize("legacy", [False, True])

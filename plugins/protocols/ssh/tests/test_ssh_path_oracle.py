@@ -72,6 +72,9 @@ class LocalTarget:
                            most: int = 256) -> list[list[str] | None]:
         return [sorted(glob.glob(p)) for p in patterns]
 
+    async def directories(self, paths: Sequence[str], *, limit: float = 5.0) -> list[str]:
+        return ["dir" if os.path.isdir(p) else "file" if os.path.exists(p) else "missing" for p in paths]
+
     def _resolve(self, path: str, depth: int) -> str | None:
         if depth > 16:
             return None

@@ -1,13 +1,20 @@
 """Header rules of a reverse proxy: what is hop-by-hop, what the upstream gets, what stages may record.
 
-h11 hands headers over as ``(lower-case name, value)`` byte pairs; everything here works on that shape and
-builds plain lists for h11 to send.  Header names in sets are lower-case bytes.
+The codec hands headers over as ``(lower-case name, value)`` byte pairs; everything here works on that shape
+and builds plain lists for the codec to send.  Header names in sets are lower-case bytes.
+
+:class:`ForwardingRules` is computed once per listener configuration.  A protocol that needs more (the
+Kubernetes plugin's impersonation headers, a forced ``Accept: application/json``) edits the list
+:meth:`ForwardingRules.upstream_request` returns; names it sets itself belong in ``extra_drop`` so the agent
+cannot send them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from .scrub import SecretForms
 
 Headers = Sequence[tuple[bytes, bytes]]
 HeaderList = list[tuple[bytes, bytes]]
@@ -57,10 +64,13 @@ class ForwardingRules:
     secrets: tuple[bytes, ...]
     #: Names whose values stages see as ``[redacted]``.
     secret_names: frozenset[bytes]
+    #: The secrets' forms per declared response charset (``None``: none declared), built on first use.
+    forms: dict[str | None, SecretForms]
 
     @classmethod
     def build(cls, *, token_header: str, injected: Iterable[tuple[str, str]], upstream_host: str,
-              secrets: Iterable[bytes], secret_headers: Iterable[str]) -> ForwardingRules:
+              secrets: Iterable[bytes], secret_headers: Iterable[str],
+              extra_drop: Iterable[str] = ()) -> ForwardingRules:
         injected_pairs = tuple((n.lower().encode("ascii"), v.encode("latin-1")) for n, v in injected)
         drop = set(HOP_BY_HOP)
         # The agent's token, framing and routing headers are gw's to set; x-forwarded-for is appended to.
@@ -68,13 +78,26 @@ class ForwardingRules:
                      b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
         # The agent cannot override the injected credential by sending a header of the same name.
         drop.update(n for n, _ in injected_pairs)
+        drop.update(n.lower().encode("ascii") for n in extra_drop)
         names = set(ALWAYS_SECRET)
         names.add(token_header.lower().encode("ascii"))
         names.update(n.lower().encode("ascii") for n in secret_headers)
         names.update(n for n, _ in injected_pairs)
+        secrets = tuple(secrets)
         return cls(request_drop=frozenset(drop), injected=injected_pairs,
-                   upstream_host=upstream_host.encode("ascii"), secrets=tuple(secrets),
-                   secret_names=frozenset(names))
+                   upstream_host=upstream_host.encode("ascii"), secrets=secrets,
+                   secret_names=frozenset(names), forms={})
+
+    def secret_forms(self, charset: str | None = None) -> SecretForms | None:
+        """What to look for in a response declaring ``charset`` (a codec name), or None without secrets."""
+        if not self.secrets:
+            return None
+        forms = self.forms.get(charset)
+        if forms is None:
+            if len(self.forms) > 64:  # charsets are few; an upstream sending many distinct names is odd
+                self.forms.clear()
+            forms = self.forms[charset] = SecretForms(self.secrets, charset)
+        return forms
 
     def upstream_request(self, headers: Headers, *, client_ip: str, scheme: str, framing: HeaderList,
                          upgrade: bytes | None) -> HeaderList:
@@ -103,6 +126,10 @@ class ForwardingRules:
         out.append((b"accept-encoding", b"identity"))
         out.extend(framing)
         if upgrade is not None:
+            if upgrade.strip().lower() == b"websocket":
+                # gw reads WebSocket frames to mask and record them; it implements no extension
+                # (permessage-deflate would hide the payloads), so none is offered.
+                out = [(n, v) for n, v in out if n != b"sec-websocket-extensions"]
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", upgrade))
         return out
@@ -112,7 +139,7 @@ class ForwardingRules:
         """Headers for the client: hop-by-hop removed (``Upgrade`` kept on a 101), ``Content-Length`` kept
         only when gw relays the body unchanged in length, injected credentials blanked wherever echoed."""
         listed = comma_tokens(headers, b"connection")
-        secrets = self.secrets
+        scrubber = self.secret_forms()
         out: HeaderList = []
         for name, value in headers:
             if name in HOP_BY_HOP or name in listed:
@@ -121,8 +148,8 @@ class ForwardingRules:
                 continue
             if name == b"content-length" and not keep_length:
                 continue
-            if secrets:
-                value = scrub_value(value, secrets)
+            if scrubber is not None:
+                value = scrubber.scrub(value)
             out.append((name, value))
         out.extend(extra)
         return out
@@ -131,14 +158,6 @@ class ForwardingRules:
         """``[[name, value], ...]`` for stages to record, secret values replaced by ``[redacted]``."""
         secret = self.secret_names
         return [[n.decode("latin-1"), REDACTED if n in secret else v.decode("latin-1")] for n, v in headers]
-
-
-def scrub_value(value: bytes, secrets: Sequence[bytes]) -> bytes:
-    """``value`` with every occurrence of a secret replaced by asterisks of the same length."""
-    for s in secrets:
-        if s in value:
-            value = value.replace(s, b"*" * len(s))
-    return value
 
 
 def bearer_token(headers: Headers, name: bytes) -> str | None:

@@ -1,0 +1,190 @@
+"""Keeps the injected upstream credential out of everything the agent receives.
+
+An upstream that echoes request headers (debug endpoints, some error pages) would hand the agent the very
+credential gw exists to keep from it.  :class:`SecretScrubber` replaces every occurrence with asterisks of the
+same length (in the same encoding), so ``Content-Length`` stays valid and bodies that need no change stream
+through untouched.  A secret split across two reads is caught by holding back only the tail that could begin
+one -- ordinarily nothing, so streaming responses (watches, server-sent events) are not delayed.
+
+A credential is looked for in every form an upstream produces when it echoes a header: as sent; in UTF-16 and
+UTF-32 (either byte order), whatever the body declares, since a JSON parser reads those transparently; with
+JSON-escaped slashes (``\\/``), percent-encoded (a URL carrying it) and HTML-escaped; and encoded in the
+charset the response declares.  A response declaring a charset in which gw cannot search for it (an unknown
+name, or a stateful encoding such as UTF-7 or ISO-2022-JP, where the same text has many byte forms) cannot be
+scrubbed: :func:`check_charset` refuses it, and the proxy answers ``502`` instead of relaying it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from collections.abc import Iterable, Sequence
+from urllib.parse import quote, quote_plus
+
+#: Encodings every body is scrubbed in, whatever it declares.
+WIDE_ENCODINGS = ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+#: Codec names (as :func:`codecs.lookup` spells them) whose byte form of a text is not unique or not
+#: searchable: the same characters can be written several ways.
+UNSCRUBBABLE_CODECS = frozenset({"utf-7", "iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004",
+                                 "iso2022_jp_3", "iso2022_jp_ext", "iso2022_kr", "hz", "unicode-escape",
+                                 "raw-unicode-escape", "punycode", "idna", "undefined"})
+
+
+class Unscrubbable(ValueError):
+    """The response declares a charset in which gw cannot find the credential; it is not relayed."""
+
+
+def _codec_name(charset: str) -> str:
+    try:
+        info = codecs.lookup(charset)
+    except LookupError:
+        raise Unscrubbable(f"the response declares the charset {charset!r}, which gw does not know, so it "
+                           "cannot make sure the upstream credential is not in it") from None
+    if not getattr(info, "_is_text_encoding", True) or info.name in UNSCRUBBABLE_CODECS:
+        raise Unscrubbable(f"the response declares the charset {charset!r}, in which the same text has many "
+                           "byte forms, so gw cannot make sure the upstream credential is not in it")
+    return info.name
+
+
+def check_charset(charset: str) -> str | None:
+    """The codec name of a declared charset (None for none); raises :class:`Unscrubbable`."""
+    return _codec_name(charset) if charset else None
+
+
+def _encoded(text: str, encoding: str) -> bytes | None:
+    try:
+        return text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return None
+
+
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+#: Shortest alphanumeric run used as a quick pre-check for a secret's forms.
+_MIN_ANCHOR = 4
+
+
+def _variants(secret: bytes) -> set[str]:
+    try:
+        text = secret.decode("utf-8")
+    except UnicodeDecodeError:
+        text = secret.decode("latin-1")
+    return {text, text.replace("/", "\\/"), quote(text, safe=""), quote_plus(text, safe=""),
+            html.escape(text, quote=True)}
+
+
+def secret_forms(secrets: Iterable[bytes], charset: str | None = None) -> list[tuple[bytes, bytes]]:
+    """``(form, replacement)`` pairs for every byte form of each secret, longest first.  ``secrets`` are the
+    raw header values (latin-1 / UTF-8 bytes); ``charset`` a codec name from :func:`check_charset`."""
+    forms: dict[bytes, bytes] = {}
+
+    def add(form: bytes | None, star: bytes | None) -> None:
+        if form and star and form not in forms:
+            forms[form] = star * (len(form) // len(star))
+
+    for secret in secrets:
+        add(secret, b"*")
+        for variant in _variants(secret):
+            add(variant.encode("utf-8"), b"*")
+            for wide in WIDE_ENCODINGS:
+                add(_encoded(variant, wide), "*".encode(wide))
+            if charset is not None:
+                add(_encoded(variant, charset), _encoded("*", charset))
+    return sorted(forms.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+
+def _anchors(secrets: Iterable[bytes], charset: str | None) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Byte strings at least one of which occurs wherever any form of a secret does: the longest run of
+    letters and digits of each secret (escaping leaves those alone), narrow and wide.  Searching for them
+    first keeps the common case -- no secret anywhere -- at one or two substring searches per read."""
+    narrow: set[bytes] = set()
+    wide: set[bytes] = set()
+    for secret in secrets:
+        text = secret.decode("latin-1")
+        runs = _ALNUM.findall(text)
+        anchor = max(runs, key=len) if runs else ""
+        if len(anchor) < _MIN_ANCHOR:
+            for variant in _variants(secret):  # no usable run: every form is its own anchor
+                narrow.add(variant.encode("utf-8"))
+                wide.update(f for w in WIDE_ENCODINGS if (f := _encoded(variant, w)))
+                if charset is not None and (f := _encoded(variant, charset)):
+                    narrow.add(f)
+            narrow.add(secret)
+            continue
+        narrow.add(anchor.encode("ascii"))
+        wide.update(anchor.encode(w) for w in WIDE_ENCODINGS)
+        if charset is not None and (f := _encoded(anchor, charset)):
+            (wide if b"\x00" in f else narrow).add(f)
+    return tuple(sorted(narrow)), tuple(sorted(wide))
+
+
+class SecretForms:
+    """Every form of a listener's secrets for one declared charset, prepared once and shared by the
+    scrubbers of every response that declares it."""
+
+    __slots__ = ("_narrow", "_wide", "forms")
+
+    def __init__(self, secrets: Sequence[bytes], charset: str | None = None) -> None:
+        self.forms = tuple(secret_forms(secrets, charset))
+        self._narrow, self._wide = _anchors(secrets, charset)
+
+    def _may_hold(self, data: bytes) -> bool:
+        for anchor in self._narrow:
+            if anchor in data:
+                return True
+        if self._wide and b"\x00" in data:  # UTF-16/32 text of ASCII characters always has NUL bytes
+            for anchor in self._wide:
+                if anchor in data:
+                    return True
+        return False
+
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` with every complete occurrence blanked (no state: for header values and whole bodies)."""
+        if not self._may_hold(data):
+            return data
+        for form, stars in self.forms:
+            if form in data:
+                data = data.replace(form, stars)
+        return data
+
+
+class SecretScrubber:
+    """A :class:`gw.stage.StreamFilter` (length-preserving) for a response body or any other byte stream."""
+
+    __slots__ = ("_forms", "_pending")
+
+    def __init__(self, forms: SecretForms) -> None:
+        self._forms = forms
+        self._pending = b""
+
+    def feed(self, data: bytes | bytearray) -> bytes:
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        data = self._forms.scrub(bytes(data) if type(data) is not bytes else data)
+        hold = self._partial_tail(data)
+        if hold:
+            self._pending = data[-hold:]
+            return data[:-hold]
+        return data
+
+    def finish(self) -> bytes:
+        # The body ended inside what could have been a secret.  A few bytes of a prefix reveal nothing (and
+        # are often ordinary text: a body ending in "B" and a secret starting "Bearer"); more are blanked.
+        tail, self._pending = self._pending, b""
+        return tail if len(tail) < _MIN_ANCHOR else b"*" * len(tail)
+
+    def _partial_tail(self, data: bytes) -> int:
+        """Length of the longest suffix of ``data`` that is a proper prefix of some form."""
+        longest = 0
+        size = len(data)
+        for form, _ in self._forms.forms:
+            first = form[:1]
+            start = max(size - len(form) + 1, 0)
+            at = data.find(first, start)
+            while at != -1:
+                if form.startswith(data[at:]):
+                    longest = max(longest, size - at)
+                    break
+                at = data.find(first, at + 1)
+        return longest

@@ -44,4 +44,4 @@ class HttpDialect(ProxyDialect):
     def command(self, request: RequestView) -> CommandSpec:
         method = request.effective_method
         return CommandSpec(text=command_text(method, request.target), kind=command_kind(method), verb=method,
-                           objects=(request.target.path,))
+                           objects=request.target.objects)

@@ -28,6 +28,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gw.errors import GwError
 from gw.model import Command
 from gw.stage import StreamFilter
 
@@ -63,9 +64,11 @@ class FilterFailed(Exception):
     """A stage's stream filter raised: the data it was given cannot be passed on (fail closed)."""
 
     def __init__(self, channel: str, error: BaseException) -> None:
-        detail = str(error)[:400] or type(error).__name__
-        super().__init__(detail if type(error).__name__ == "MaskUnavailable" else
-                         f"{type(error).__name__}: {detail}")
+        #: The stage's message is written for the agent (a :class:`gw.errors.GwError` such as the mask
+        #: stage's ``MaskUnavailable``): shown as it is.
+        self.explained = isinstance(error, GwError)
+        detail = str(error)[:600] or type(error).__name__
+        super().__init__(detail if self.explained else f"{type(error).__name__}: {detail[:200]}")
         self.channel = channel
 
 

@@ -64,8 +64,9 @@ class ForwardingRules:
     secrets: tuple[bytes, ...]
     #: Names whose values stages see as ``[redacted]``.
     secret_names: frozenset[bytes]
-    #: The secrets' forms per declared response charset (``None``: none declared), built on first use.
-    forms: dict[str | None, SecretForms]
+    #: The secrets' forms per declared response charset (``None``: none declared) and whether escapes are
+    #: decoded (text), built on first use.
+    forms: dict[tuple[str | None, bool], SecretForms]
 
     @classmethod
     def build(cls, *, token_header: str, injected: Iterable[tuple[str, str]], upstream_host: str,
@@ -88,15 +89,17 @@ class ForwardingRules:
                    upstream_host=upstream_host.encode("ascii"), secrets=secrets,
                    secret_names=frozenset(names), forms={})
 
-    def secret_forms(self, charset: str | None = None) -> SecretForms | None:
-        """What to look for in a response declaring ``charset`` (a codec name), or None without secrets."""
+    def secret_forms(self, charset: str | None = None, *, text: bool = True) -> SecretForms | None:
+        """What to look for in a response declaring ``charset`` (a codec name), or None without secrets.
+        ``text``: the body is text, where escaped spellings of a secret are read as the secret."""
         if not self.secrets:
             return None
-        forms = self.forms.get(charset)
+        key = (charset, text)
+        forms = self.forms.get(key)
         if forms is None:
             if len(self.forms) > 64:  # charsets are few; an upstream sending many distinct names is odd
                 self.forms.clear()
-            forms = self.forms[charset] = SecretForms(self.secrets, charset)
+            forms = self.forms[key] = SecretForms(self.secrets, charset, escapes=text)
         return forms
 
     def upstream_request(self, headers: Headers, *, client_ip: str, scheme: str, framing: HeaderList,

@@ -63,6 +63,8 @@ LINGER_SECONDS = 1.0
 #: peer's hang-up instead (every :data:`HOLD_POLL_INTERVAL` seconds).
 HOLD_READ_LIMIT = 256 * 1024
 HOLD_POLL_INTERVAL = 0.2
+#: Form bodies up to this size are read whole before the request goes upstream (see ``_read_small_form``).
+FORM_BUFFER = 64 * 1024
 #: Methods whose request gw may resend on a fresh upstream connection when a kept-alive one turned out to be
 #: closed before any response byte arrived (RFC 9110 section 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -115,6 +117,16 @@ def _charset(content_type: str) -> str:
         if name.strip().lower() == "charset":
             return value.strip().strip('"').strip()
     return ""
+
+
+_TEXT_MARKERS = ("text/", "json", "xml", "javascript", "ecmascript", "yaml", "x-www-form-urlencoded", "csv")
+
+
+def _is_text(content_type: str) -> bool:
+    """Whether a body is (probably) text, where an echo could spell the credential with escapes; binary
+    downloads skip that search.  Erring towards text costs only time."""
+    lowered = content_type.lower()
+    return any(marker in lowered for marker in _TEXT_MARKERS)
 
 
 def _socket_of(stream: trio.abc.Stream) -> object | None:
@@ -674,9 +686,10 @@ class ProxyConnection:
             self._fail(outcome, 502, "mask_failed", str(e))
             if self.response_started:
                 raise AbortConnection(f"the response filter failed after the head was sent: {e}") from None
-            await self._send_error(502, "mask_failed", f"gw could not apply the masking policy to this "
-                                   f"response ({e}) and refused to pass it on unmasked; ask for less data "
-                                   "(filters, paging) or tell the gateway operator", request_id=request_id)
+            message = str(e) if e.explained else (
+                f"gw could not apply the masking policy to this response ({e}) and refused to pass it on "
+                "unmasked; ask for less data (filters, paging) or tell the gateway operator")
+            await self._send_error(502, "mask_failed", message, request_id=request_id)
             return
         if not up.finish_cycle():
             await self._drop_upstream()
@@ -702,12 +715,15 @@ class ProxyConnection:
         A kept-alive connection found closed before any response byte is replaced once, for body-less
         idempotent requests."""
         retry = not has_body and self.method in IDEMPOTENT_METHODS
+        form = await self._read_small_form() if has_body else None
         while True:
             up = await self._upstream_connection()
             reused = up.completed > 0
             try:
                 await up.send_request(method, target, headers)
-                if has_body:
+                if form is not None:
+                    await self._send_form(sr, cmd, up, form, outcome)
+                elif has_body:
                     if self.codec.expects_continue:
                         self._queue(self.codec.send_informational(100, [], b"Continue"))
                         await self._flush()
@@ -721,6 +737,37 @@ class ProxyConnection:
                     retry = False
                     continue
                 raise
+
+    async def _read_small_form(self) -> bytes | None:
+        """A form body of at most :data:`FORM_BUFFER` bytes, read whole before anything goes upstream, so one
+        naming ``_method`` is refused before the upstream sees even the request head.  None for other bodies
+        (larger forms are scanned as they stream)."""
+        if not is_form(header_value(self.request_headers, b"content-type")):
+            return None
+        declared = header_value(self.request_headers, b"content-length")
+        if declared is None or int(declared) > FORM_BUFFER:
+            return None
+        if self.codec.expects_continue:
+            self._queue(self.codec.send_informational(100, [], b"Continue"))
+            await self._flush()
+        body = bytearray()
+        timeout = self.opts.body_timeout.total_seconds()
+        while type(event := await self._client_body_event(timeout)) is Data:
+            body += event.data
+        if FormOverrideScanner().feed(body):
+            raise ClientBodyError(400, "method_override", FORM_OVERRIDE_MESSAGE)
+        return bytes(body)
+
+    async def _send_form(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection, body: bytes,
+                         outcome: Outcome) -> None:
+        filt = filtering.open_filter(sr, cmd, "request-body", cmd.attributes.get("content_type") or "")
+        if filt is not None:
+            filtering.feed(filt, body, "request-body")
+            filtering.finish(filt, "request-body")
+        if body:
+            await up.send_data(body)
+        await up.send_end()
+        outcome.notes["request_bytes"] = len(body)
 
     async def _client_body_event(self, timeout: float) -> Data | EndOfMessage:
         while True:
@@ -804,9 +851,10 @@ class ProxyConnection:
         filt = None
         forms: SecretForms | None = None
         if not bodiless:
-            if self.setup.rules.secrets:
-                forms = self.setup.rules.secret_forms(check_charset(_charset(content_type)))
             filt = self.dialect.response_filter(sr, cmd, content_type)
+            if self.setup.rules.secrets:
+                forms = self.setup.rules.secret_forms(check_charset(_charset(content_type)),
+                                                      text=_is_text(content_type))
         if filt is not None:
             encoding = header_value(response.headers, b"content-encoding")
             if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):

@@ -8,8 +8,9 @@ one -- ordinarily nothing, so streaming responses (watches, server-sent events) 
 
 A credential is looked for in every form an upstream produces when it echoes a header: as sent; in UTF-16 and
 UTF-32 (either byte order), whatever the body declares, since a JSON parser reads those transparently; with
-JSON-escaped slashes (``\\/``), percent-encoded (a URL carrying it) and HTML-escaped; and encoded in the
-charset the response declares.  A response declaring a charset in which gw cannot search for it (an unknown
+JSON-escaped slashes (``\\/``), percent-encoded (a URL carrying it) and HTML-escaped; in text, also spelt
+with character escapes of any of its characters (``\\u0042earer``); and encoded in the charset the response
+declares.  A response declaring a charset in which gw cannot search for it (an unknown
 name, or a stateful encoding such as UTF-7 or ISO-2022-JP, where the same text has many byte forms) cannot be
 scrubbed: :func:`check_charset` refuses it, and the proxy answers ``502`` instead of relaying it.
 """
@@ -118,15 +119,42 @@ def _anchors(secrets: Iterable[bytes], charset: str | None) -> tuple[tuple[bytes
     return tuple(sorted(narrow)), tuple(sorted(wide))
 
 
+#: Character escapes an echo may use inside text: JSON/JavaScript ``\\uXXXX`` and ``\\/``, URL ``%XX``, HTML
+#: ``&#N;`` / ``&#xH;``.
+_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#([0-9]{1,7});|&#[xX]([0-9a-fA-F]{1,6});|\\(/)")
+_ESCAPE_GATES = (b"\\", b"%", b"&#")
+#: Longest escape of one character (``&#x10ffff;``), for how much a split escaped secret may need held back.
+_MAX_ESCAPE = 10
+
+
+def _unescaped(m: re.Match[bytes]) -> bytes:
+    u, pct, dec, hexa, slash = m.groups()
+    if slash:
+        return b"/"
+    if pct:
+        return bytes([int(pct, 16)])
+    code = int(u or hexa or b"0", 16) if (u or hexa) else int(dec)
+    try:
+        return chr(code).encode("utf-8", "surrogatepass")
+    except (ValueError, OverflowError):
+        return m.group(0)
+
+
 class SecretForms:
     """Every form of a listener's secrets for one declared charset, prepared once and shared by the
-    scrubbers of every response that declares it."""
+    scrubbers of every response that declares it.  With ``escapes`` (text bodies and header values), a
+    secret written with character escapes -- any mix of raw characters, ``\\u0041``, ``%41``, ``&#65;`` --
+    is found too: the escapes are decoded into a view, the secret searched there, and the characters and
+    escapes that spell it blanked in place."""
 
-    __slots__ = ("_narrow", "_wide", "forms")
+    __slots__ = ("_escapes", "_hold", "_narrow", "_targets", "_wide", "forms")
 
-    def __init__(self, secrets: Sequence[bytes], charset: str | None = None) -> None:
+    def __init__(self, secrets: Sequence[bytes], charset: str | None = None, *, escapes: bool = False) -> None:
         self.forms = tuple(secret_forms(secrets, charset))
         self._narrow, self._wide = _anchors(secrets, charset)
+        self._escapes = escapes
+        self._targets = tuple(sorted(set(secrets), key=len, reverse=True))
+        self._hold = _MAX_ESCAPE * max((len(t) for t in self._targets), default=0)
 
     def _may_hold(self, data: bytes) -> bool:
         for anchor in self._narrow:
@@ -140,12 +168,43 @@ class SecretForms:
 
     def scrub(self, data: bytes) -> bytes:
         """``data`` with every complete occurrence blanked (no state: for header values and whole bodies)."""
-        if not self._may_hold(data):
-            return data
-        for form, stars in self.forms:
-            if form in data:
-                data = data.replace(form, stars)
+        if self._may_hold(data):
+            for form, stars in self.forms:
+                if form in data:
+                    data = data.replace(form, stars)
+        if self._escapes and any(gate in data for gate in _ESCAPE_GATES):
+            data = self._scrub_escaped(data)
         return data
+
+    def _scrub_escaped(self, data: bytes) -> bytes:
+        view = _ESCAPE.sub(_unescaped, data)
+        if view == data or not any(t in view for t in self._targets):
+            return data
+        # Rare: map every byte of the view back to the span of the original it came from, then blank the
+        # spans that spell a secret.
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for m in _ESCAPE.finditer(data):
+            spans.extend((i, i + 1) for i in range(pos, m.start()))
+            spans.extend((m.start(), m.end()) for _ in _unescaped(m))
+            pos = m.end()
+        spans.extend((i, i + 1) for i in range(pos, len(data)))
+        out = bytearray(data)
+        for target in self._targets:
+            at = view.find(target)
+            while at != -1:
+                for start, end in spans[at:at + len(target)]:
+                    out[start:end] = b"*" * (end - start)
+                at = view.find(target, at + 1)
+        return bytes(out)
+
+    def escape_hold(self, data: bytes) -> int:
+        """How much of the end of ``data`` to hold back because an escaped secret may continue in the next
+        read (only when an escape could begin there)."""
+        if not self._escapes:
+            return 0
+        window = data[-self._hold:]
+        return len(window) if any(gate in window for gate in _ESCAPE_GATES) else 0
 
 
 class SecretScrubber:
@@ -162,7 +221,7 @@ class SecretScrubber:
             data = self._pending + data
             self._pending = b""
         data = self._forms.scrub(bytes(data) if type(data) is not bytes else data)
-        hold = self._partial_tail(data)
+        hold = max(self._partial_tail(data), self._forms.escape_hold(data))
         if hold:
             self._pending = data[-hold:]
             return data[:-hold]
@@ -172,7 +231,10 @@ class SecretScrubber:
         # The body ended inside what could have been a secret.  A few bytes of a prefix reveal nothing (and
         # are often ordinary text: a body ending in "B" and a secret starting "Bearer"); more are blanked.
         tail, self._pending = self._pending, b""
-        return tail if len(tail) < _MIN_ANCHOR else b"*" * len(tail)
+        prefix = self._partial_tail(tail)
+        if prefix >= _MIN_ANCHOR:
+            tail = tail[:-prefix] + b"*" * prefix
+        return tail
 
     def _partial_tail(self, data: bytes) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some form."""

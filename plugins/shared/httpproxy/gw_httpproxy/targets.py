@@ -52,6 +52,15 @@ class Target:
     def path_and_query(self) -> str:
         return f"{self.path}?{self.query}" if self.query else self.path
 
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """The paths rules match: the path, and with ``allow_path_params`` also the path servlet containers
+        act on (every ``;...`` parameter dropped), so a rule on ``/admin`` covers ``/admin;x=1``."""
+        if ";" not in self.path:
+            return (self.path,)
+        stripped = "/".join(seg.split(";", 1)[0] for seg in self.path.split("/"))
+        return (self.path, stripped) if stripped != self.path else (self.path,)
+
 
 def _decode_unreserved(match: re.Match[str]) -> str:
     hexpair = match.group(1)

@@ -203,10 +203,12 @@ class _WebSocketRelay:
                     elif not self.agent_closed:  # after a close frame nothing more may be sent
                         reader.receive_data(data)
                         out = bytearray()
-                        while not self.agent_closed and (frame := reader.next_frame()) is not None:
-                            self._to_agent(frame, assembler, out)
-                        if out:
-                            await _send(self.client, bytes(out), self.client_lock)
+                        try:
+                            while not self.agent_closed and (frame := reader.next_frame()) is not None:
+                                self._to_agent(frame, assembler, out)
+                        finally:  # what was relayed before a refusal still goes out, ahead of the close
+                            if out:
+                                await _send(self.client, bytes(out), self.client_lock)
                 data = bytes(await self.upstream.receive_some(RECEIVE_SIZE))
                 if not data:
                     break

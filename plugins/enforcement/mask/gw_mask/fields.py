@@ -16,7 +16,8 @@ more likely to hold its value than not.
   matching names are masked, the others get the detectors.
 * :class:`LabelMasker` -- in text (XML, YAML, forms, logs, JSON embedded in text), the value after a label
   naming a masked column: ``ssn: 234567890``, ``<ssn>234567890</ssn>``, ``ssn="…"``, ``"ssn": "…"``,
-  ``ssn=…&``.  Labels and values on one line only; tables (HTML) are not understood.
+  ``ssn=…&``.  The value is a quoted string, digit groups (``234 56 7890``), or a run without spaces.  Labels
+  and values on one line only; tables (HTML) are not understood.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ class LabelMasker:
         self._pattern = re.compile(
             rf"(?<![\w-])(?P<key>(?:{word}[_\- ])*(?:{'|'.join(keys)})(?:[_\- ]{word})*)(?![\w])"
             r"(?P<sep>\s*[\"']?\s*(?::|=>|=)\s*|\s*>)"
-            r"(?P<value>\"(?:[^\"\\\r\n]|\\.){0,512}\"|'[^'\r\n]{0,512}'|[^,;&<>\r\n}\]\"']{1,512})",
+            r"(?P<value>\"(?:[^\"\\\r\n]|\\.){0,512}\"|'[^'\r\n]{0,512}'|\d{1,64}(?:[ .\-/]\d{1,64}){0,16}(?![\w])"
+            r"|[^\s,;&<>}\]\"']{1,512})",
             re.IGNORECASE) if keys else None
 
     def mask(self, text: str) -> str | None:

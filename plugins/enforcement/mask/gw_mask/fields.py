@@ -38,6 +38,7 @@ from .strategies import Strategy
 
 ColumnRules = Sequence[tuple[ColumnPattern, Strategy]]
 _WORD_SPLIT = re.compile(r"[^0-9a-z]+")
+_LINE_END = re.compile(r"\r\n|\n|\r")
 #: Longest name considered (word runs grow quadratically).
 _MAX_NAME = 200
 
@@ -78,6 +79,7 @@ class HeaderMasker:
     def __init__(self, rules: ColumnRules, text: TextMasker | None, counts: MaskCounts) -> None:
         self._rules = rules
         self._text = text
+        self._labels = LabelMasker(rules, counts) if rules else None
         self._counts = counts
         self._buf = bytearray()
 
@@ -99,11 +101,13 @@ class HeaderMasker:
                 pair[1] = _whole(strategy, value)
                 self._counts.columns += 1
                 changed = True
-            elif self._text is not None:
-                masked = self._text.mask(value)
-                if masked is not None:
-                    pair[1] = masked
-                    changed = True
+                continue
+            if self._labels is not None and (labelled := self._labels.mask(value)) is not None:
+                pair[1] = value = labelled  # Location: /customers?ssn=234567890
+                changed = True
+            if self._text is not None and (masked := self._text.mask(value)) is not None:
+                pair[1] = masked
+                changed = True
         return json.dumps(pairs, ensure_ascii=False).encode("utf-8") if changed else raw
 
 
@@ -134,7 +138,7 @@ class LabelMasker:
         word = r"[A-Za-z0-9]+"
         self._pattern = re.compile(
             rf"(?<![\w-])(?P<key>(?:{word}[_\- ])*(?:{'|'.join(keys)})(?:[_\- ]{word})*)(?![\w])"
-            r"(?P<sep>\s*[\"']?\s*(?::|=>|=)\s*|\s*>)"
+            r"(?P<sep>\s*[\"']?\s*(?::|=>|=)\s*(?:\[\s*)?|\s*>)"
             r"(?P<value>\"(?:[^\"\\\r\n]|\\.){0,512}\"|'[^'\r\n]{0,512}'|\d{1,64}(?:[ .\-/]\d{1,64}){0,16}(?![\w])"
             r"|[^\s,;&<>}\]\"']{1,512})",
             re.IGNORECASE) if keys else None
@@ -184,20 +188,21 @@ class CsvStream:
         self._columns: list[Strategy | None] | None = None
 
     def _records(self, text: str, final: bool) -> tuple[list[str], str]:
-        """Complete records (with their line ends) and the incomplete rest; a quoted field may span lines."""
+        """Complete records (with their line ends: ``\\r\\n``, ``\\n`` or a lone ``\\r``) and the incomplete
+        rest; a quoted field may span lines.  A ``\\r`` at the very end waits: a ``\\n`` may follow."""
         records: list[str] = []
         start = 0
         quotes = 0
         pos = 0
-        while True:
-            nl = text.find("\n", pos)
-            if nl == -1:
+        for m in _LINE_END.finditer(text):
+            end = m.end()
+            if m.group() == "\r" and end == len(text) and not final:
                 break
-            quotes += text.count('"', pos, nl + 1)
-            pos = nl + 1
+            quotes += text.count('"', pos, end)
+            pos = end
             if quotes % 2 == 0:
-                records.append(text[start:pos])
-                start = pos
+                records.append(text[start:end])
+                start = end
                 quotes = 0
         rest = text[start:]
         if final and rest:
@@ -226,7 +231,9 @@ class CsvStream:
         columns = self._columns
         out = list(cells)
         changed = False
-        whole_row = any(columns) and len(cells) != len(columns)
+        # A row that does not line up with the header (a preamble line taken for the header, an unquoted
+        # delimiter in a value) cannot be masked by name: with column rules, it is masked whole.
+        whole_row = bool(self._rules) and len(cells) != len(columns)
         for i, cell in enumerate(cells):
             strategy = columns[i] if i < len(columns) else None
             if whole_row and cell:
@@ -257,7 +264,8 @@ class CsvStream:
         out = []
         for record in records:
             if self._columns is None and self._header:
-                self._start(record)
+                if record.strip("\r\n\ufeff \t"):  # blank lines before the header row are not the header
+                    self._start(record)
                 out.append(record)
                 continue
             if self._columns is None:

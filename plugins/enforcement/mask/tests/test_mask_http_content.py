@@ -67,6 +67,18 @@ def test_csv_rows_of_the_wrong_width_are_masked_whole(mask_stage: Build, new_com
     assert out == b"id,name,ssn\n***,***,***,***\n8,Bob,***\n"
 
 
+@pytest.mark.parametrize("body, expected", [
+    (b"id,ssn\r7,234567890\r8,1\r", b"id,ssn\r7,***\r8,***\r"),  # old Mac line ends
+    (b"\n\nid,ssn\n7,234567890\n", b"\n\nid,ssn\n7,***\n"),  # blank lines before the header
+    (b"# customers export\nid,ssn\n7,234567890\n", b"# customers export\n***,***\n***,***\n"),  # a preamble
+])
+def test_csv_that_does_not_line_up_fails_closed(mask_stage: Build, new_command: Any, body: bytes,
+                                               expected: bytes) -> None:
+    for chunks in splits(body):
+        out = run(mask_stage('columns = ["ssn"]').stream(new_command(), "response-body", "text/csv"), chunks)
+        assert out == expected, chunks
+
+
 def test_csv_in_another_charset_and_with_a_bom(mask_stage: Build, new_command: Any) -> None:
     body = "\ufeffname;ssn\r\nJürgen;234567890\r\n".encode("utf-16")
     out = run(mask_stage(RULES).stream(new_command(), "response-body", "text/csv; charset=utf-16"),
@@ -81,6 +93,9 @@ def test_response_headers_by_name_and_detectors(mask_stage: Build, new_command: 
     out = json.loads(run(filt, [json.dumps(pairs).encode()]))
     assert out == [["x-customer-ssn", "***"], ["x-trace", "t-1"], ["set-cookie", "owner=***"],
                    ["x-card-number", "***"]]
+    filt = mask_stage(RULES).stream(new_command(), "response-headers", "application/vnd.gw.header-list+json")
+    location = json.loads(run(filt, [b'[["location", "/customers?ssn=234567890&x=1"]]']))
+    assert location == [["location", "/customers?ssn=***&x=1"]]
     null = mask_stage('strategy = "null", columns = ["ssn"]').stream(new_command(), "response-headers", "x/y")
     assert json.loads(run(null, [b'[["x-ssn", "1"]]'])) == [["x-ssn", ""]]
 
@@ -91,6 +106,7 @@ def test_response_headers_by_name_and_detectors(mask_stage: Build, new_command: 
     ('<c ssn="234567890" name="Ann"/>', '<c ssn="***" name="Ann"/>'),
     ("name=Ann&customer_ssn=234567890&x=1", "name=Ann&customer_ssn=***&x=1"),
     ('data: {"ssn": "234567890", "n": 1}\n', 'data: {"ssn": "***", "n": 1}\n'),
+    ('{"ssn": ["234567890"]}', '{"ssn": ["***"]}'),
     ("Card Number => 5500000000000004;", "Card Number => ***;"),
     ("nothing labelled 234567890 here\n", "nothing labelled 234567890 here\n"),
 ])

@@ -95,6 +95,9 @@ CASES: dict[str, tuple[Scripted, str, str | None]] = {
                                       _ctype("text/csv"), chunked=True), "masked", "Smith"),
     "csv-shifted-row": (Scripted(f"id,name,ssn\n7,Smith, Ann,{SSN_BARE}\n8,Bob,{SSN_BARE}\n".encode(),
                                  _ctype("text/csv")), "masked", "Bob"),
+    "csv-cr-line-ends": (Scripted(CSV_BODY.replace(b"\r\n", b"\r"), _ctype("text/csv")), "masked", "Ann"),
+    "csv-preamble": (Scripted(b"# export\n" + CSV_BODY, _ctype("text/csv")), "masked", None),
+    "json-in-text": (Scripted(json.dumps(DOC, indent=2).encode(), _ctype("text/plain")), "masked", "Ann"),
     "tsv": (Scripted(CSV_BODY.replace(b",", b"\t"), _ctype("text/tab-separated-values")), "masked", "Ann"),
     "csv-bom-quoted-header": (Scripted(codecs.BOM_UTF8 + f'"id","SSN"\n"7","{SSN_BARE}"\n'.encode(),
                                        _ctype("text/csv")), "masked", None),
@@ -119,7 +122,8 @@ CASES: dict[str, tuple[Scripted, str, str | None]] = {
     # headers and the status line
     "headers": (Scripted(b"{}", _ctype("application/json", ("X-Customer-Ssn", SSN_BARE), ("X-Card-Number", CARD),
                                        ("Set-Cookie", f"owner={EMAIL}; Path=/"), ("X-Note", f"ssn {SSN}"),
-                                       ("X-SSN", SSN_BARE), ("X-Customer-SSN-Value", SSN_BARE))), "masked", None),
+                                       ("X-SSN", SSN_BARE), ("X-Customer-SSN-Value", SSN_BARE),
+                                       ("Location", f"/api/v1/customers?ssn={SSN_BARE}"))), "masked", None),
     "reason-phrase": (Scripted(b"{}", JSON, 404, f"No customer with ssn {SSN_BARE}"), "masked", None),
 }
 

@@ -24,8 +24,8 @@ injection and scrubbing, masking of headers, bodies and WebSocket messages.  The
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from gw.model import Command, Kind, Verdict
 from gw.stage import StreamFilter
@@ -50,9 +50,9 @@ class Refusal(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class RequestView:
-    """A request as the proxy parsed and checked it, for the dialect to classify."""
+class RequestView(NamedTuple):
+    """A request as the proxy parsed and checked it, for the dialect to classify (a named tuple: one is made
+    per request)."""
 
     #: The method in the request line.
     method: str
@@ -68,8 +68,7 @@ class RequestView:
     upgrade: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
+class CommandSpec(NamedTuple):
     """The protocol-neutral fields of the command a request becomes (see :class:`gw.model.Command`)."""
 
     text: str
@@ -77,7 +76,7 @@ class CommandSpec:
     verb: str
     objects: tuple[str, ...]
     flags: frozenset[str] = frozenset()
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = {}  # never mutated: the proxy copies it into the command
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from .headers import Headers
 
 METHOD_OVERRIDE_HEADERS = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 PATH_OVERRIDE_HEADERS = (b"x-original-url", b"x-rewrite-url", b"x-override-url")
+_OVERRIDE_HEADERS = frozenset(METHOD_OVERRIDE_HEADERS + PATH_OVERRIDE_HEADERS)
 #: Request content types whose bodies frameworks read a ``_method`` field from.
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -52,13 +53,15 @@ def requested_method(headers: Headers, query: str, *, mode: str) -> str | None:
     """The method the request asks the upstream to act as (upper-case), or None when it asks for none.
     Raises :class:`OverrideRefused` in ``refuse`` mode, for conflicting or malformed overrides, and for path
     overrides."""
-    for name, _ in headers:
-        if name in PATH_OVERRIDE_HEADERS:
-            raise OverrideRefused(f"the request carries {name.decode('latin-1')}, which some servers use as the "
-                                  "path instead of the request line; gw refuses it because policy is checked "
-                                  "on the request line's path. Send the path in the request line",
-                                  reason="path_override")
-    named = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers if n in METHOD_OVERRIDE_HEADERS]
+    named: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name in _OVERRIDE_HEADERS:  # one set lookup per header on the common path
+            if name in PATH_OVERRIDE_HEADERS:
+                raise OverrideRefused(f"the request carries {name.decode('latin-1')}, which some servers use as "
+                                      "the path instead of the request line; gw refuses it because policy is "
+                                      "checked on the request line's path. Send the path in the request line",
+                                      reason="path_override")
+            named.append((name.decode("latin-1"), value.decode("latin-1")))
     if query and ("_" in query or "%" in query):
         named += [("_method", v) for v in _query_methods(query)]
     if not named:

@@ -60,7 +60,8 @@ def _encoded(text: str, encoding: str) -> bytes | None:
         return None
 
 
-_ALNUM = re.compile(r"[A-Za-z0-9]+")
+#: Characters that no escaping the scrubber knows changes (``quote``, HTML, JSON slashes).
+_SAFE_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
 #: Shortest alphanumeric run used as a quick pre-check for a secret's forms.
 _MIN_ANCHOR = 4
 
@@ -96,13 +97,15 @@ def secret_forms(secrets: Iterable[bytes], charset: str | None = None) -> list[t
 
 def _anchors(secrets: Iterable[bytes], charset: str | None) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """Byte strings at least one of which occurs wherever any form of a secret does: the longest run of
-    letters and digits of each secret (escaping leaves those alone), narrow and wide.  Searching for them
-    first keeps the common case -- no secret anywhere -- at one or two substring searches per read."""
+    characters no escaping changes (letters, digits, ``_ . ~ -``) of each secret, as is and in the declared
+    charset (narrow), and wide: UTF-16 without its last NUL byte, which is inside both byte orders' forms
+    (``a\\0b\\0c``), and UTF-32 likewise.  Searching for these first keeps the common case -- no secret
+    anywhere -- at a few substring searches per read."""
     narrow: set[bytes] = set()
     wide: set[bytes] = set()
     for secret in secrets:
         text = secret.decode("latin-1")
-        runs = _ALNUM.findall(text)
+        runs = _SAFE_RUN.findall(text)
         anchor = max(runs, key=len) if runs else ""
         if len(anchor) < _MIN_ANCHOR:
             for variant in _variants(secret):  # no usable run: every form is its own anchor
@@ -113,16 +116,24 @@ def _anchors(secrets: Iterable[bytes], charset: str | None) -> tuple[tuple[bytes
             narrow.add(secret)
             continue
         narrow.add(anchor.encode("ascii"))
-        wide.update(anchor.encode(w) for w in WIDE_ENCODINGS)
+        wide.add(anchor.encode("utf-16-le")[:-1])
+        wide.add(anchor.encode("utf-32-le")[:-3])
         if charset is not None and (f := _encoded(anchor, charset)):
             (wide if b"\x00" in f else narrow).add(f)
+    # An anchor that contains another is redundant (the bare token inside "Bearer <token>").
+    narrow = {a for a in narrow if not any(b != a and b in a for b in narrow)}
+    wide = {a for a in wide if not any(b != a and b in a for b in wide)}
     return tuple(sorted(narrow)), tuple(sorted(wide))
 
 
 #: Character escapes an echo may use inside text: JSON/JavaScript ``\\uXXXX`` and ``\\/``, URL ``%XX``, HTML
 #: ``&#N;`` / ``&#xH;``.
 _ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})|%([0-9a-fA-F]{2})|&#([0-9]{1,7});|&#[xX]([0-9a-fA-F]{1,6});|\\(/)")
-_ESCAPE_GATES = (b"\\", b"%", b"&#")
+
+
+def _may_escape(data: bytes | bytearray) -> bool:
+    return b"\\" in data or b"%" in data or b"&#" in data
+
 #: Longest escape of one character (``&#x10ffff;``), for how much a split escaped secret may need held back.
 _MAX_ESCAPE = 10
 
@@ -147,16 +158,24 @@ class SecretForms:
     is found too: the escapes are decoded into a view, the secret searched there, and the characters and
     escapes that spell it blanked in place."""
 
-    __slots__ = ("_escapes", "_hold", "_narrow", "_targets", "_wide", "forms")
+    __slots__ = ("_escapes", "_hold", "_narrow", "_targets", "_wide", "forms", "inner", "starts")
 
     def __init__(self, secrets: Sequence[bytes], charset: str | None = None, *, escapes: bool = False) -> None:
         self.forms = tuple(secret_forms(secrets, charset))
         self._narrow, self._wide = _anchors(secrets, charset)
+        groups: dict[int, list[bytes]] = {}
+        for form, _ in self.forms:
+            groups.setdefault(form[0], []).append(form)
+        #: ``(first byte, longest form starting with it, those forms)``: where a split secret may begin.
+        self.starts = tuple((bytes([first]), max(map(len, forms)), tuple(forms))
+                            for first, forms in groups.items())
+        #: Bytes a proper prefix of a form can end with: a read ending in any other byte holds nothing back.
+        self.inner = frozenset(b for form, _ in self.forms for b in form[:-1])
         self._escapes = escapes
         self._targets = tuple(sorted(set(secrets), key=len, reverse=True))
         self._hold = _MAX_ESCAPE * max((len(t) for t in self._targets), default=0)
 
-    def _may_hold(self, data: bytes) -> bool:
+    def _may_hold(self, data: bytes | bytearray) -> bool:
         for anchor in self._narrow:
             if anchor in data:
                 return True
@@ -166,17 +185,18 @@ class SecretForms:
                     return True
         return False
 
-    def scrub(self, data: bytes) -> bytes:
+    def scrub(self, data: bytes | bytearray) -> bytes:
         """``data`` with every complete occurrence blanked (no state: for header values and whole bodies)."""
         if self._may_hold(data):
             for form, stars in self.forms:
                 if form in data:
                     data = data.replace(form, stars)
-        if self._escapes and any(gate in data for gate in _ESCAPE_GATES):
+        if self._escapes and _may_escape(data):
             data = self._scrub_escaped(data)
         return data
 
-    def _scrub_escaped(self, data: bytes) -> bytes:
+    def _scrub_escaped(self, data: bytes | bytearray) -> bytes:
+        data = bytes(data)
         view = _ESCAPE.sub(_unescaped, data)
         if view == data or not any(t in view for t in self._targets):
             return data
@@ -198,13 +218,13 @@ class SecretForms:
                 at = view.find(target, at + 1)
         return bytes(out)
 
-    def escape_hold(self, data: bytes) -> int:
+    def escape_hold(self, data: bytes | bytearray) -> int:
         """How much of the end of ``data`` to hold back because an escaped secret may continue in the next
         read (only when an escape could begin there)."""
         if not self._escapes:
             return 0
         window = data[-self._hold:]
-        return len(window) if any(gate in window for gate in _ESCAPE_GATES) else 0
+        return len(window) if _may_escape(window) else 0
 
 
 class SecretScrubber:
@@ -220,7 +240,7 @@ class SecretScrubber:
         if self._pending:
             data = self._pending + data
             self._pending = b""
-        data = self._forms.scrub(bytes(data) if type(data) is not bytes else data)
+        data = self._forms.scrub(data)  # a bytearray stays one: no copy on the hot path
         hold = max(self._partial_tail(data), self._forms.escape_hold(data))
         if hold:
             self._pending = data[-hold:]
@@ -238,15 +258,16 @@ class SecretScrubber:
 
     def _partial_tail(self, data: bytes) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some form."""
-        longest = 0
         size = len(data)
-        for form, _ in self._forms.forms:
-            first = form[:1]
-            start = max(size - len(form) + 1, 0)
-            at = data.find(first, start)
-            while at != -1:
-                if form.startswith(data[at:]):
-                    longest = max(longest, size - at)
+        if not size or data[-1] not in self._forms.inner:
+            return 0
+        longest = 0
+        for first, maxlen, forms in self._forms.starts:
+            at = data.find(first, max(size - maxlen + 1, 0))
+            while at != -1 and size - at > longest:
+                tail = data[at:]
+                if any(len(form) > len(tail) and form.startswith(tail) for form in forms):
+                    longest = size - at
                     break
                 at = data.find(first, at + 1)
         return longest

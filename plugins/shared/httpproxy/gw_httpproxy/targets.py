@@ -19,7 +19,7 @@ What an upstream could read as a *different* path than the one checked is refuse
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -39,8 +39,7 @@ class BadTarget(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """A request target after normalisation: what policy sees and what the upstream receives."""
 
     path: str

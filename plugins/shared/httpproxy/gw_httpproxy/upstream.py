@@ -208,6 +208,8 @@ class UpstreamConnection:
         self.completed = 0
         #: Response bytes received in the current request/response cycle.
         self.received = 0
+        #: The response head arrived: a protocol error now means the body ended early.
+        self.in_body = False
         self.closed = False
 
     @classmethod
@@ -263,11 +265,10 @@ class UpstreamConnection:
         ``before_wait`` runs before gw blocks on the upstream socket (the proxy flushes client output)."""
         codec = self.codec
         while True:
-            in_body = codec.receiving_body
             try:
                 event = codec.next_event()
             except ProtocolError as e:
-                if in_body:
+                if self.in_body:
                     raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: {e}",
                                          before_response=False) from None
                 if codec.peer_closed and not self.received:
@@ -279,6 +280,8 @@ class UpstreamConnection:
                 if event is CONNECTION_CLOSED or event is PAUSED:
                     raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
                                          "responding", before_response=not self.received)
+                if type(event) is Response:
+                    self.in_body = True
                 return event  # type: ignore[return-value]
             if before_wait is not None:
                 await before_wait()
@@ -312,6 +315,7 @@ class UpstreamConnection:
         if self.codec.start_next_cycle():
             self.completed += 1
             self.received = 0
+            self.in_body = False
             return True
         return False
 

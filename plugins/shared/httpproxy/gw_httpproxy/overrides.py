@@ -24,10 +24,9 @@ from .headers import Headers
 METHOD_OVERRIDE_HEADERS = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 PATH_OVERRIDE_HEADERS = (b"x-original-url", b"x-rewrite-url", b"x-override-url")
 _OVERRIDE_HEADERS = frozenset(METHOD_OVERRIDE_HEADERS + PATH_OVERRIDE_HEADERS)
-#: Request content types whose bodies frameworks read a ``_method`` field from.
+#: Form content types whose bodies frameworks read a ``_method`` field from (JSON too, see :func:`is_form`).
 FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_FORM_MARKERS = (b"_method", b"%5fmethod")
 
 
 class OverrideRefused(ValueError):
@@ -83,28 +82,42 @@ def requested_method(headers: Headers, query: str, *, mode: str) -> str | None:
 
 
 def is_form(content_type: bytes | None) -> bool:
+    """Whether a request body of this type may carry a ``_method`` field a framework reads: forms, and JSON
+    (Laravel reads its input, JSON included, for ``_method``)."""
     if not content_type:
         return False
     media = content_type.split(b";", 1)[0].strip().lower()
-    return media in FORM_TYPES
+    return media in FORM_TYPES or media == b"application/json" or media.endswith(b"+json")
+
+
+#: A ``_method`` *field* (not ``payment_method``): after the start or ``&``/``;`` in a urlencoded form,
+#: ``name="_method"`` in a multipart part's headers, a ``"_method"`` key in JSON; escapes included.
+_FIELD = re.compile(rb'(?:^|[&;])\s*(?:_|%5f)method\s*(?:=|&|;|$)'
+                    rb'|name\s*=\s*"?(?:_|%5f)method(?:"|\s*[;\r\n])'
+                    rb'|"(?:_|\\u005f)method"\s*:', re.IGNORECASE | re.MULTILINE)
+#: How much of the previous piece is kept so a field split across two pieces is still seen.
+_OVERLAP = 64
 
 
 class FormOverrideScanner:
-    """Looks for a ``_method`` field in a form body fed piece by piece (a field name split across two pieces
-    is still found); :meth:`feed` returns True once one appeared."""
+    """Looks for a ``_method`` field in a body fed piece by piece (a field split across two pieces is still
+    found); :meth:`feed` returns True once one appeared."""
 
     __slots__ = ("_tail",)
 
     def __init__(self) -> None:
-        self._tail = b""
+        self._tail = b"&"  # the body's start counts as a field boundary
 
     def feed(self, data: bytes | bytearray) -> bool:
-        window = self._tail + bytes(data).lower()
-        self._tail = window[-(max(len(m) for m in _FORM_MARKERS) - 1):]
-        return any(marker in window for marker in _FORM_MARKERS)
+        window = self._tail + bytes(data)
+        # Keep what a field name may still continue: the last bytes, and any run of whitespace before them
+        # (PHP drops leading spaces of field names).
+        spaces = len(window) - len(window.rstrip(b" \t\r\n"))
+        self._tail = window[-(min(spaces, 1 << 16) + _OVERLAP):]
+        return _FIELD.search(window) is not None
 
 
-FORM_OVERRIDE_MESSAGE = ("the request body is a form with a _method field, which frameworks such as Rails and "
+FORM_OVERRIDE_MESSAGE = ("the request body has a _method field, which frameworks such as Rails and "
                          "Laravel read as the method to act as; gw refuses it because policy was checked on the "
                          "request line's method, and the upstream did not receive the request. Send the method "
                          "itself")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
-from urllib.parse import unquote_to_bytes
+import unicodedata
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(r"%(..)", re.DOTALL)
@@ -55,10 +56,19 @@ class Target(NamedTuple):
     def objects(self) -> tuple[str, ...]:
         """The paths rules match: the path, and with ``allow_path_params`` also the path servlet containers
         act on (every ``;...`` parameter dropped), so a rule on ``/admin`` covers ``/admin;x=1``."""
-        if ";" not in self.path:
-            return (self.path,)
-        stripped = "/".join(seg.split(";", 1)[0] for seg in self.path.split("/"))
-        return (self.path, stripped) if stripped != self.path else (self.path,)
+        objects = [self.path]
+        if ";" in self.path:
+            stripped = "/".join(seg.split(";", 1)[0] for seg in self.path.split("/"))
+            if stripped != self.path:
+                objects.append(stripped)
+        if "%" in self.path:
+            # Servers that fold Unicode compatibility forms (IIS "best fit", NFKC) read the fullwidth
+            # /api/v1/%EF%BD%81dmin as /api/v1/admin: rules see that reading too.
+            decoded = unquote(self.path, errors="strict")
+            folded = unicodedata.normalize("NFKC", decoded)
+            if folded != decoded:
+                objects.append(quote(folded, safe="/;=:@!$&'()*+,~-._"))
+        return tuple(objects)
 
 
 def _decode_unreserved(match: re.Match[str]) -> str:

@@ -213,12 +213,20 @@ def test_method_overrides_refused(headers: list[tuple[bytes, bytes]], query: str
         requested_method(headers, query, mode=mode)
 
 
-@given(st.binary(max_size=40), st.binary(max_size=40), st.integers(0, 60))
-def test_form_scanner_finds_a_split_field(prefix: bytes, suffix: bytes, cut: int) -> None:
-    body = prefix + b"&_Method=DELETE&" + suffix
+@given(st.binary(max_size=40), st.binary(max_size=40), st.integers(0, 60), st.sampled_from([
+    b"&_Method=DELETE&", b"&" + b" " * 200 + b"_method=DELETE", b'Content-Disposition: form-data; name="_method"\r\n',
+    b'{"x": 1, "\\u005Fmethod": "DELETE"}', b";%5fmethod=PUT"]))
+def test_form_scanner_finds_a_split_field(prefix: bytes, suffix: bytes, cut: int, field: bytes) -> None:
+    body = prefix + field + suffix
     cut = min(cut, len(body))
     scanner = FormOverrideScanner()
     assert scanner.feed(body[:cut]) or scanner.feed(body[cut:])
+
+
+@pytest.mark.parametrize("body", [b"payment_method=card&shipping_method=post", b'{"payment_method": "card"}',
+                                  b'Content-Disposition: form-data; name="delivery_method"\r\n'])
+def test_form_scanner_ignores_fields_that_merely_end_in_method(body: bytes) -> None:
+    assert not FormOverrideScanner().feed(body)
 
 
 # -- the scrubber ----------------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def stream_kind(media: MediaType) -> str | None:
         return "csv"
     if name in _TSV:
         return "tsv"
-    if name.startswith("text/") or name in _TEXT_APPLICATION or name.endswith("+xml") or name.endswith("+yaml"):
+    if name.startswith("text/") or name in _TEXT_APPLICATION or name.endswith(("+xml", "+yaml")):
         return "text"
     return None
 

@@ -39,7 +39,7 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # --import-mode=importlib does not put test directories on sys.path
     sys.path.insert(0, str(HERE))
 
-from http_adversarial import adversarial_config, scripted, ws_scripted  # noqa: E402,F401  (fixtures)
+from http_adversarial import adversarial_config, scripted, ws_scripted  # noqa: F401  (fixtures)
 
 CUSTOMERS = {
     "customers": [

@@ -4,6 +4,7 @@ scripted messages, the real-plugin pipeline, and a scan for raw values in anythi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import socketserver
@@ -252,10 +253,8 @@ def _ws_handler(state: WsScript) -> type[socketserver.BaseRequestHandler]:
                     elif isinstance(event, Message):
                         state.received.append(event.data)
                     elif isinstance(event, CloseConnection):
-                        try:
+                        with contextlib.suppress(OSError):  # the peer may be gone already
                             sock.sendall(ws.send(event.response()))
-                        except Exception:  # noqa: BLE001 -- the peer may be gone already
-                            pass
                         return
                 if not data:
                     return

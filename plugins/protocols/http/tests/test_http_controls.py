@@ -105,8 +105,8 @@ async def test_method_and_path_overrides_are_refused(adversarial_config: Any, co
     ("application/x-www-form-urlencoded", [b"name=x&_method=DELETE"]),
     ("application/x-www-form-urlencoded", [b"name=x&_met", b"hod=DELETE"]),
     ("application/x-www-form-urlencoded; charset=utf-8", [b"name=x&%5Fmethod=DELETE"]),
-    ("multipart/form-data; boundary=zz", [b'--zz\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'
-                                          b"DELETE\r\n--zz--\r\n"]),
+    ("multipart/form-data; boundary=zz", [(b'--zz\r\nContent-Disposition: form-data; name="_method"\r\n\r\n'
+                                           b"DELETE\r\n--zz--\r\n")]),
     ("application/json", [b'{"amount": 5, "_method": "DELETE"}']),
     ("application/x-www-form-urlencoded", [b"name=x&" + b"y" * 70000 + b"&_method=DELETE"]),  # streamed
 ])
@@ -364,8 +364,9 @@ async def test_a_reload_applies_to_the_next_request_on_open_connections(adversar
                                                                         gw_plugin_manager: Any) -> None:
     """Options are read when used: after a reload, the next request on the same keep-alive connection goes
     to the new upstream, with the new override policy."""
-    from conftest import _UpstreamHandler, _UpstreamServer, Upstream
     import threading
+
+    from conftest import Upstream, _UpstreamHandler, _UpstreamServer
 
     second = _UpstreamServer(("127.0.0.1", 0), _UpstreamHandler)
     port = second.server_address[1]

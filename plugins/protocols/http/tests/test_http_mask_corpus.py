@@ -189,7 +189,7 @@ async def test_masked_values_keep_the_shape_clients_parse(adversarial_config: An
         base = f"http://127.0.0.1:{gw.port('api')}"
         code, out, err = await curl("-i", "-H", f"Authorization: Bearer {token}", f"{base}{_route('csv')}")
         assert code == 0, err
-        head, _, body = out.partition(b"\r\n\r\n")
+        _, _, body = out.partition(b"\r\n\r\n")
         assert body == b"id,name,ssn,email\r\n7,Ann,***,***\r\n8,Bob,***,***\r\n"
         code, out, _ = await curl("-sS", "-D", "-", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}",
                                   f"{base}{_route('headers')}")

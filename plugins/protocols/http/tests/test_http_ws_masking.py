@@ -5,6 +5,7 @@ unless ``pass_through_types`` allows ``application/octet-stream``; recordings ho
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -58,10 +59,8 @@ async def ws_client(port: int, token: str, *, send: list[str] = (), deflate: boo
                         await stream.send_all(ws.send(event.response()))
                     elif isinstance(event, CloseConnection):
                         got["close"] = (event.code, event.reason)
-                        try:
-                            await stream.send_all(ws.send(event.response()))
-                        except Exception:  # noqa: BLE001 -- gw may have closed already
-                            pass
+                        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                            await stream.send_all(ws.send(event.response()))  # gw may have closed already
                 if not data:
                     break
     return got

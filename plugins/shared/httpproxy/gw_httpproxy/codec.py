@@ -167,7 +167,7 @@ class ClientCodec(Protocol):
 class _H11Codec:
     __slots__ = ("_h11",)
 
-    def __init__(self, role: type[h11.SERVER] | type[h11.CLIENT], max_header_bytes: int) -> None:
+    def __init__(self, role: type[h11.SERVER | h11.CLIENT], max_header_bytes: int) -> None:
         self._h11 = h11.Connection(role, max_incomplete_event_size=max_header_bytes)
 
     def receive_data(self, data: bytes) -> None:
@@ -197,7 +197,7 @@ class _H11Codec:
         return CONNECTION_CLOSED
 
     def send_data(self, data: bytes | bytearray) -> bytes:
-        return self._h11.send(h11.Data(data=data)) or b""
+        return self._h11.send(h11.Data(data=data)) or b""  # type: ignore[arg-type]  # any bytes-like works
 
     def send_end(self) -> bytes:
         return self._h11.send(h11.EndOfMessage()) or b""
@@ -223,10 +223,11 @@ class H11Server(_H11Codec):
         super().__init__(h11.SERVER, max_header_bytes)
 
     def send_response(self, status: int, headers: HeaderSeq, reason: bytes) -> bytes:
-        return self._h11.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+        return self._h11.send(h11.Response(status_code=status, headers=headers,  # type: ignore[arg-type]
+                                           reason=reason)) or b""  # (any sequence of pairs works)
 
     def send_informational(self, status: int, headers: HeaderSeq, reason: bytes) -> bytes:
-        return self._h11.send(h11.InformationalResponse(status_code=status, headers=headers,
+        return self._h11.send(h11.InformationalResponse(status_code=status, headers=headers,  # type: ignore[arg-type]
                                                         reason=reason)) or b""
 
     @property
@@ -251,7 +252,8 @@ class H11Client(_H11Codec):
         super().__init__(h11.CLIENT, max_header_bytes)
 
     def send_request(self, method: bytes, target: bytes, headers: HeaderSeq) -> bytes:
-        return self._h11.send(h11.Request(method=method, target=target, headers=headers)) or b""
+        return self._h11.send(h11.Request(method=method, target=target,
+                                          headers=headers)) or b""  # type: ignore[arg-type]
 
     @property
     def receiving_body(self) -> bool:

@@ -122,15 +122,15 @@ def filter_headers(sr: SessionRuntime, command: Command, headers: Headers) -> He
     try:
         pairs = json.loads(out)
         if not isinstance(pairs, list):
-            raise ValueError("not a list")
+            raise TypeError("not a list")
         for pair in pairs:
             if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-                raise ValueError("not a list of [name, value] pairs")
+                raise TypeError("not a list of [name, value] pairs")
             name = pair[0].strip().lower().encode("latin-1", "replace")
             if not name or name in STRUCTURAL_HEADERS or any(c in name for c in b" \t\r\n:"):
                 continue
             kept.append((name, _header_value("" if pair[1] is None else pair[1])))
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise FilterFailed(HEADERS_CHANNEL, ValueError(f"a stage returned malformed response headers ({e})")) \
             from None
     return kept

@@ -58,7 +58,7 @@ class ProxySetup:
 class ProxyHandler(ProtocolHandler):
     """Base of the ``http`` (and ``kubernetes``) listeners."""
 
-    Options: ClassVar[type[ProxyListenerOptions]] = ProxyListenerOptions  # type: ignore[assignment]
+    Options: ClassVar[type[ProxyListenerOptions]] = ProxyListenerOptions
     dialect: ClassVar[ProxyDialect] = ProxyDialect()
 
     def __init__(self, listener: ListenerRuntime) -> None:

@@ -152,7 +152,8 @@ class ForwardingRules:
             if name == b"content-length" and not keep_length:
                 continue
             if scrubber is not None:
-                value = scrubber.scrub(value)
+                scrubbed = scrubber.scrub(value)
+                value = scrubbed if isinstance(scrubbed, bytes) else bytes(scrubbed)
             out.append((name, value))
         out.extend(extra)
         return out

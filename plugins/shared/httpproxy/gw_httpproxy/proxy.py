@@ -34,7 +34,16 @@ from gw.model import Command, Outcome, Verdict
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
-from .codec import NEED_DATA, Data, EndOfMessage, Informational, ProtocolError, Request, Response, server_codec
+from .codec import (
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Informational,
+    ProtocolError,
+    Request,
+    Response,
+    server_codec,
+)
 from .dialect import Refusal, Reply, RequestView
 from .filtering import FilterFailed
 from .headers import HeaderList, Headers, bearer_token, comma_tokens, header_value, header_values
@@ -924,7 +933,7 @@ class ProxyConnection:
                 data = bytes(event.data if scrub is None else scrub.feed(event.data))
                 out = filtering.feed(filt, data, "response-body")
                 if after is not None and out:
-                    out = after.feed(out)
+                    out = bytes(after.feed(out))
                 if not out:
                     continue
                 if not committed:
@@ -938,11 +947,11 @@ class ProxyConnection:
                 sent += len(out)
                 self._queue(codec.send_data(out))
             elif type(event) is EndOfMessage:
-                tail = scrub.finish() if scrub is not None else b""
+                tail = bytes(scrub.finish()) if scrub is not None else b""
                 out = filtering.feed(filt, tail, "response-body") if tail else b""
                 out += filtering.finish(filt, "response-body")
                 if after is not None:
-                    out = after.feed(out) + after.finish()
+                    out = bytes(after.feed(out)) + after.finish()
                 if not committed:
                     out = bytes(held) + out
                     self._queue(codec.send_response(status, [*headers, (b"content-length", str(len(out)).encode())],

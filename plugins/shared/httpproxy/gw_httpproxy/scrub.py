@@ -185,7 +185,7 @@ class SecretForms:
                     return True
         return False
 
-    def scrub(self, data: bytes | bytearray) -> bytes:
+    def scrub(self, data: bytes | bytearray) -> bytes | bytearray:
         """``data`` with every complete occurrence blanked (no state: for header values and whole bodies)."""
         if self._may_hold(data):
             for form, stars in self.forms:
@@ -228,15 +228,16 @@ class SecretForms:
 
 
 class SecretScrubber:
-    """A :class:`gw.stage.StreamFilter` (length-preserving) for a response body or any other byte stream."""
+    """A length-preserving filter for a response body or any other byte stream (``feed``/``finish``, as a
+    :class:`gw.stage.StreamFilter`; a ``bytearray`` read comes back as one, uncopied when nothing changed)."""
 
     __slots__ = ("_forms", "_pending")
 
     def __init__(self, forms: SecretForms) -> None:
         self._forms = forms
-        self._pending = b""
+        self._pending: bytes | bytearray = b""
 
-    def feed(self, data: bytes | bytearray) -> bytes:
+    def feed(self, data: bytes | bytearray) -> bytes | bytearray:
         if self._pending:
             data = self._pending + data
             self._pending = b""
@@ -247,7 +248,7 @@ class SecretScrubber:
             return data[:-hold]
         return data
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytes | bytearray:
         # The body ended inside what could have been a secret.  A few bytes of a prefix reveal nothing (and
         # are often ordinary text: a body ending in "B" and a secret starting "Bearer"); more are blanked.
         tail, self._pending = self._pending, b""
@@ -256,7 +257,7 @@ class SecretScrubber:
             tail = tail[:-prefix] + b"*" * prefix
         return tail
 
-    def _partial_tail(self, data: bytes) -> int:
+    def _partial_tail(self, data: bytes | bytearray) -> int:
         """Length of the longest suffix of ``data`` that is a proper prefix of some form."""
         size = len(data)
         if not size or data[-1] not in self._forms.inner:

@@ -19,8 +19,8 @@ What an upstream could read as a *different* path than the one checked is refuse
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 import unicodedata
+from typing import NamedTuple
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")

@@ -246,8 +246,8 @@ def test_escaped_spellings_are_blanked_at_any_split(spelling: str, cut: int) -> 
     out = scrubber.feed(body[:cut]) + scrubber.feed(body[cut:]) + scrubber.finish()
     assert len(out) == len(body)
     decoded = json.loads(out)["auth"]
-    from urllib.parse import unquote
     import html
+    from urllib.parse import unquote
 
     assert "ab/cd" not in html.unescape(unquote(decoded)), out
 

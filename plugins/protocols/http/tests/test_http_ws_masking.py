@@ -142,3 +142,24 @@ async def test_without_masking_frames_are_relayed_as_sent(adversarial_config: An
         got = await ws_client(gw.port("api"), token, send=["hello"])
     assert got["messages"][:2] == [b"\x00\xffbinary", DOC]
     assert got["pings"] == [b"keepalive"]
+
+
+async def test_the_credential_is_blanked_in_websocket_messages(adversarial_config: Any, ws_scripted: Any,
+                                                               gw_plugin_manager: Any) -> None:
+    """An upstream that echoes the injected credential over the WebSocket: blanked in text and binary
+    messages, in UTF-16 too, with masking (message by message) and without (in the raw frames)."""
+    from http_adversarial import UPSTREAM_SECRET
+
+    ws_scripted.script = [TextMessage(f"your token: Bearer {UPSTREAM_SECRET}"),
+                          BytesMessage(UPSTREAM_SECRET.encode("utf-16-le")),
+                          CloseConnection(code=1000, reason=UPSTREAM_SECRET)]
+    forms = [UPSTREAM_SECRET.encode(enc) for enc in ("utf-8", "utf-16-le")]
+    for masking in (True, False):
+        config = adversarial_config(ws_scripted.url, masking=masking,
+                                    mask=', pass_through_types = ["application/octet-stream"]')
+        async with running_gateway(config, pm=gw_plugin_manager) as gw:
+            got = await ws_client(gw.port("api"), gw.token("agent-7", ["agents"]))
+        received = _all_received(got)
+        assert len(got["messages"]) == 2 and got["close"][0] == 1000, got
+        assert not [f for f in forms if f in received], (masking, got)
+        assert not [f for f in forms if f in stored_bytes(config)]

@@ -993,13 +993,13 @@ class ProxyConnection:
                 result = await tunnel.relay_websocket(
                     self.stream, up.stream, client_first=self.codec.unprocessed,
                     upstream_first=up.codec.unprocessed, to_agent=to_agent, from_agent=from_agent,
-                    max_message=self.opts.max_websocket_message)
+                    max_message=self.opts.max_websocket_message, secrets=self.setup.rules.secret_forms())
             else:
                 result = await tunnel.relay(
                     self.stream, up.stream, client_first=self.codec.unprocessed,
                     upstream_first=up.codec.unprocessed,
                     client_observer=filtering.open_filter(sr, cmd, tunnel.CLIENT_CHANNEL, "application/octet-stream"),
-                    upstream_observer=raw_observer)
+                    upstream_observer=raw_observer, secrets=self.setup.rules.secret_forms())
         except FilterFailed as e:
             self._fail(outcome, 101, "stream_filter_failed", str(e))
             return

@@ -26,6 +26,7 @@ import trio
 from gw.stage import StreamFilter
 
 from . import filtering
+from .scrub import SecretForms, SecretScrubber
 from .websocket import (
     INTERNAL_ERROR,
     Frame,
@@ -99,10 +100,13 @@ async def _half_close(dst: trio.abc.Stream, tunnel: trio.CancelScope) -> None:
 
 
 async def _pump(src: trio.abc.Stream, dst: trio.abc.Stream, first: bytes, observer: StreamFilter | None,
-                channel: str, result: TunnelResult, tunnel: trio.CancelScope) -> None:
+                channel: str, result: TunnelResult, tunnel: trio.CancelScope,
+                scrub: SecretScrubber | None = None) -> None:
     data = first
     try:
         while True:
+            if data and scrub is not None:
+                data = bytes(scrub.feed(data))
             if data:
                 if observer is not None:
                     seen = filtering.feed(observer, data, channel)
@@ -117,6 +121,8 @@ async def _pump(src: trio.abc.Stream, dst: trio.abc.Stream, first: bytes, observ
             data = bytes(await src.receive_some(RECEIVE_SIZE))  # no copy: trio returns bytes
             if not data:
                 break
+        if scrub is not None and (tail := bytes(scrub.finish())):
+            await dst.send_all(tail)
         if observer is not None:
             filtering.finish(observer, channel)
     except filtering.FilterFailed as e:
@@ -130,16 +136,17 @@ async def _pump(src: trio.abc.Stream, dst: trio.abc.Stream, first: bytes, observ
 
 async def relay(client: trio.abc.Stream, upstream: trio.abc.Stream, *, client_first: bytes,
                 upstream_first: bytes, client_observer: StreamFilter | None,
-                upstream_observer: StreamFilter | None) -> TunnelResult:
+                upstream_observer: StreamFilter | None, secrets: SecretForms | None = None) -> TunnelResult:
     """Relay raw bytes until both directions ended (or one failed); ``*_first`` are bytes the HTTP parsers
-    had already read past the upgrade."""
+    had already read past the upgrade.  ``secrets`` (the injected credential) are blanked in what the
+    upstream sends, in place (lengths, and so any framing inside, stay intact)."""
     result = TunnelResult()
     async with trio.open_nursery() as nursery:
         tunnel = nursery.cancel_scope
         nursery.start_soon(_pump, client, upstream, client_first, client_observer, CLIENT_CHANNEL, result,
                            tunnel)
         nursery.start_soon(_pump, upstream, client, upstream_first, upstream_observer, SERVER_CHANNEL,
-                           result, tunnel)
+                           result, tunnel, SecretScrubber(secrets) if secrets is not None else None)
     return result
 
 
@@ -148,7 +155,8 @@ async def relay(client: trio.abc.Stream, upstream: trio.abc.Stream, *, client_fi
 
 class _WebSocketRelay:
     def __init__(self, client: trio.abc.Stream, upstream: trio.abc.Stream, to_agent: MessageFilter | None,
-                 from_agent: MessageObserver | None, max_message: int) -> None:
+                 from_agent: MessageObserver | None, max_message: int, secrets: SecretForms | None) -> None:
+        self.secrets = secrets
         self.client = client
         self.upstream = upstream
         self.to_agent = to_agent
@@ -179,6 +187,11 @@ class _WebSocketRelay:
         item = assembler.add(frame)
         if item is None:
             return
+        if self.secrets is not None:  # before any stage sees it: the credential never reaches a filter
+            scrubbed = self.secrets.scrub(item.payload)
+            if scrubbed is not item.payload:
+                item = Message(item.opcode, bytes(scrubbed)) if isinstance(item, Message) else \
+                    Frame(item.opcode, bytes(scrubbed), item.fin)
         if isinstance(item, Message):
             self.result.messages_from_upstream += 1
             for message in self.to_agent.message(item):
@@ -193,12 +206,17 @@ class _WebSocketRelay:
     async def from_upstream(self, first: bytes) -> None:
         reader = FrameReader(from_client=False, max_payload=self.max_message)
         assembler = MessageAssembler(self.max_message)
+        # Without a message filter the frames are relayed as they come; the credential is still blanked in
+        # place (server frames are not masked, so their payload bytes are the bytes on the wire).
+        raw_scrub = SecretScrubber(self.secrets) if self.to_agent is None and self.secrets is not None else None
         data = first
         try:
             while True:
                 if data:
                     self.result.bytes_from_upstream += len(data)
                     if self.to_agent is None:
+                        if raw_scrub is not None:
+                            data = bytes(raw_scrub.feed(data))
                         await _send(self.client, data, self.client_lock)
                     elif not self.agent_closed:  # after a close frame nothing more may be sent
                         reader.receive_data(data)
@@ -212,6 +230,8 @@ class _WebSocketRelay:
                 data = bytes(await self.upstream.receive_some(RECEIVE_SIZE))
                 if not data:
                     break
+            if raw_scrub is not None and (tail := bytes(raw_scrub.finish())):
+                await _send(self.client, tail, self.client_lock)
             if self.to_agent is not None:
                 self.to_agent.finish()
         except WebSocketError as e:
@@ -261,9 +281,12 @@ class _WebSocketRelay:
 
 async def relay_websocket(client: trio.abc.Stream, upstream: trio.abc.Stream, *, client_first: bytes,
                           upstream_first: bytes, to_agent: MessageFilter | None,
-                          from_agent: MessageObserver | None, max_message: int) -> TunnelResult:
-    """Relay a WebSocket until both directions ended (or gw closed it); see the module docstring."""
-    ws = _WebSocketRelay(client, upstream, to_agent, from_agent, max_message)
+                          from_agent: MessageObserver | None, max_message: int,
+                          secrets: SecretForms | None = None) -> TunnelResult:
+    """Relay a WebSocket until both directions ended (or gw closed it); see the module docstring.
+    ``secrets`` (the injected credential) are blanked in every message and control frame the upstream
+    sends, before ``to_agent`` sees it."""
+    ws = _WebSocketRelay(client, upstream, to_agent, from_agent, max_message, secrets)
     with ws.tunnel:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ws.from_client, client_first)

@@ -228,6 +228,33 @@ async def test_pass_through_types_let_listed_content_through_unchanged(adversari
     assert still_refused.status_code == 502 and unparseable.status_code == 502
 
 
+async def test_a_malformed_upstream_head_is_not_quoted_back(adversarial_config: Any, gw_plugin_manager: Any
+                                                            ) -> None:
+    """The parser's complaint about a malformed response names the problem, never the bytes (which may be
+    data masking protects), in the 502 and in what gw stores."""
+    import trio
+
+    async def handler(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(5):
+            await stream.receive_some(65536)
+            await stream.send_all(f"HTTP/1.1 200 OK\r\nX-Customer ssn {SSN_BARE}\r\n\r\n".encode())
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, handler, 0)
+        port = listeners[0].socket.getsockname()[1]
+        config = adversarial_config(f"http://127.0.0.1:{port}")
+        async with running_gateway(config, pm=gw_plugin_manager) as gw:
+            token = gw.token("agent-7", ["agents"])
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port('api')}",
+                                         headers={"Authorization": f"Bearer {token}"}) as c:
+                r = await c.get("/api/v1/x")
+        nursery.cancel_scope.cancel()
+    assert r.status_code == 502 and r.json()["reason"] == "upstream_protocol"
+    assert "illegal header line" in r.json()["error"] and not leaks(r.content)
+    assert not leaks(stored_bytes(config))
+
+
 async def test_mask_stage_option_errors_name_the_key(adversarial_config: Any, corpus_upstream: Any) -> None:
     config = adversarial_config(corpus_upstream.url, mask=', pass_through_types = ["application/octet-stream; x=1"]')
     code, _, err = await gw_cli("check", str(config), check=False)

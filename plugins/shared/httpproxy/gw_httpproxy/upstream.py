@@ -185,6 +185,12 @@ def _os_reason(exc: OSError) -> str:
     return str(exc)
 
 
+def _without_data(error: ProtocolError) -> str:
+    """The parser's complaint without the bytes it quotes (``illegal header line: b'X-Ssn: ...'``): the message
+    reaches the agent, the audit trail and recordings, where response data must not go unmasked."""
+    return str(error).split(":", 1)[0].strip() or "malformed"
+
+
 def _tls_reason(exc: BaseException) -> str:
     cause: BaseException | None = exc
     while cause is not None:
@@ -269,13 +275,13 @@ class UpstreamConnection:
                 event = codec.next_event()
             except ProtocolError as e:
                 if self.in_body:
-                    raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: {e}",
-                                         before_response=False) from None
+                    raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: "
+                                         f"{_without_data(e)}", before_response=False) from None
                 if codec.peer_closed and not self.received:
                     raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
                                          "responding", before_response=True) from None
-                raise UpstreamError(f"the upstream {self.target.address} sent a malformed HTTP response: {e}",
-                                    reason="upstream_protocol") from None
+                raise UpstreamError(f"the upstream {self.target.address} sent a malformed HTTP response: "
+                                    f"{_without_data(e)}", reason="upstream_protocol") from None
             if event is not NEED_DATA:
                 if event is CONNECTION_CLOSED or event is PAUSED:
                     raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "

@@ -81,6 +81,8 @@ OVERRIDES = [
     ("POST", "/api/v1/customers/1?_%6Dethod=DELETE", ""),
     ("GET", "/api/v1/x", "X-Original-URL: /api/v1/admin/users\r\n"),
     ("GET", "/api/v1/x", "X-Rewrite-URL: /api/v1/admin/users\r\n"),
+    ("POST", "/api/v1/customers/1", "X_HTTP_METHOD_OVERRIDE: DELETE\r\n"),  # CGI/PHP/WSGI read it the same
+    ("GET", "/api/v1/x", "X_Original_URL: /api/v1/admin/users\r\n"),
 ]
 
 

@@ -28,7 +28,8 @@ STAGES = {
     "none": "",
     "audit": '{ use = "audit" },',
     "mask": '{ use = "audit" },\n'
-            '  { use = "mask", columns = ["ssn"], detectors = ["credit_card", "us_ssn"] },',
+            '  { use = "mask", columns = ["ssn"], detectors = ["credit_card", "us_ssn"], '
+            'pass_through_types = ["application/octet-stream"] },',
 }
 
 

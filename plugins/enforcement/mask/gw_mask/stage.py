@@ -23,12 +23,14 @@ from gw.model import Column, Command, Outcome, Session
 from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .content import Unmaskable, codec_for, parse_media_type, passes_through, stream_kind, valid_pattern
+from .fields import CsvStream, HeaderMasker, LabelMasker
 from .jsonmask import JsonMasker, PathRule, PathRules
 from .masking import Detection, DetectorRule, MaskCounts, TextMasker
 from .patterns import ColumnPattern, JsonPath
 from .rows import ResultPlan, normalise_type, plan_result
 from .strategies import Strategy, StrategyName, make_strategy
-from .streams import JsonBody, JsonLines, TextStream, parse_content_type, stream_kind
+from .streams import JsonBody, JsonLines, MaskUnavailable, MessageMasker, TextStream
 
 # ---------------------------------------------------------------------------------------------------------------
 # Options
@@ -113,6 +115,22 @@ class MaskOptions(StageOptions):
     interactive_channels: list[str] = Field(default_factory=lambda: ["pty"])
     #: Further column type names whose values are plain text (domain-specific or protocol-specific names).
     text_types: list[str] = Field(default_factory=list)
+    #: Media types (globs allowed: ``image/*``) passed through unmasked although gw cannot parse them
+    #: (octet streams, images, archives; ``application/octet-stream`` also allows binary WebSocket messages).
+    #: Without an entry, such content is refused whenever masking applies.
+    pass_through_types: list[str] = Field(default_factory=list)
+
+    @field_validator("pass_through_types")
+    @classmethod
+    def _media_types(cls, v: list[str]) -> list[str]:
+        out = []
+        for entry in v:
+            media = entry.strip().lower()
+            if not valid_pattern(media):
+                raise ValueError(f"{entry!r} is not a media type such as \"application/octet-stream\" or "
+                                 "\"image/*\" (no parameters)")
+            out.append(media)
+        return out
 
     @model_validator(mode="after")
     def _hash_needs_key(self) -> MaskOptions:
@@ -129,6 +147,12 @@ class MaskOptions(StageOptions):
 #: Channels the stage never rewrites (the channel names protocol plugins use, see docs/plugins/mask.md): what
 #: the agent sends -- masking a request body would change what is written upstream -- and terminal control.
 UNMASKED_CHANNELS = frozenset({"stdin", "pty-input", "pty-resize", "request-body", "ws-client"})
+#: Terminal output: read leniently (bytes that are not text pass through unchanged), without label rules.
+TERMINAL_CHANNELS = frozenset({"stdout", "stderr", "pty"})
+#: Channels where each ``feed`` carries one whole message (WebSocket messages from the upstream).
+MESSAGE_CHANNELS = frozenset({"ws-server"})
+#: The HTTP response head as ``[["name", "value"], ...]`` (see docs/plugins/mask.md).
+HEADERS_CHANNEL = "response-headers"
 
 #: Shortest accepted hash key: a short key lets anyone holding tokens test candidate values offline.
 MIN_HASH_KEY = 16
@@ -256,19 +280,66 @@ class MaskStage(Stage):
         if channel in UNMASKED_CHANNELS:
             return None
         self._require_ready()
-        media, charset = parse_content_type(content_type)
-        kind = stream_kind(media)
-        if kind is None or (kind == "text" and not self._detection):
-            return None
         if not self._detection and not self._path_rules:
-            return None
+            return None  # no rule, no detector: nothing to mask anywhere
         counts = self._counts_for(command)
         text = self._text_masker(counts)
-        if kind == "text":
-            assert text is not None
-            return TextStream(text, max_line=self.options.max_line, charset=charset,
-                              interactive=channel in self.options.interactive_channels)
-        masker = JsonMasker(self._path_rules, text, counts)
-        if kind == "jsonlines":
-            return JsonLines(masker, max_body=self.options.max_body)
-        return JsonBody(masker, max_body=self.options.max_body)
+        if channel == HEADERS_CHANNEL:
+            return HeaderMasker(self._column_rules, text, counts)
+        try:
+            return self._stream_filter(channel, content_type, counts, text)
+        except Unmaskable as e:
+            raise MaskUnavailable(
+                f"gw could not mask this response: {e}, and a response that needs masking is never passed on "
+                "unmasked. Ask the service for JSON, CSV or text, or ask the gateway operator to list the type "
+                "in the mask stage's pass_through_types") from None
+
+    def _stream_filter(self, channel: str, content_type: str, counts: MaskCounts, text: TextMasker | None
+                       ) -> StreamFilter | None:
+        opts = self.options
+        terminal = channel in TERMINAL_CHANNELS or channel in opts.interactive_channels
+        labels = LabelMasker(self._column_rules, counts) if self._column_rules and not terminal else None
+        if not content_type:  # terminal output without a declared type
+            if text is None and labels is None:
+                return None
+            return TextStream(text, max_line=opts.max_line, interactive=channel in opts.interactive_channels,
+                              labels=labels)
+        media = parse_media_type(content_type)
+        pass_through = tuple(opts.pass_through_types)
+        if channel in MESSAGE_CHANNELS:
+            if media.media == "text/plain":
+                json_masker = JsonMasker(self._path_rules, text, counts) if self._path_rules else None
+                return MessageMasker(json_masker, text, labels, max_body=opts.max_body)
+            if passes_through(media.media, pass_through):
+                return None
+            raise Unmaskable(f"its WebSocket messages are binary ({media.media}), which gw cannot parse")
+        kind = stream_kind(media)
+        if kind is None:
+            if passes_through(media.media, pass_through):
+                return None
+            what = "multipart bodies" if media.media.startswith("multipart/") else f"{media.media!r}"
+            raise Unmaskable(f"its content type is {what}, which gw cannot parse")
+        charset = media.param("charset") or ""
+        if charset:
+            try:
+                charset = codec_for(charset)
+            except Unmaskable:
+                if passes_through(media.media, pass_through):
+                    return None
+                raise
+        if kind == "json" or kind == "jsonlines":
+            masker = JsonMasker(self._path_rules, text, counts)
+            if kind == "jsonlines":
+                return JsonLines(masker, max_body=opts.max_body, charset=charset)
+            return JsonBody(masker, max_body=opts.max_body, charset=charset)
+        if kind in ("csv", "tsv"):
+            header = (media.param("header") or "present").lower() != "absent"
+            if not header and self._column_rules:
+                raise Unmaskable("it is CSV without a header row (header=absent), so gw cannot tell which "
+                                 "column is which")
+            return CsvStream(self._column_rules, text, counts, charset=charset or "utf-8",
+                             delimiter="\t" if kind == "tsv" else None, header=header, max_record=opts.max_body)
+        if text is None and labels is None:
+            return None
+        return TextStream(text, max_line=opts.max_line, interactive=channel in opts.interactive_channels,
+                          charset=charset, strict=not terminal, labels=labels)

@@ -1,6 +1,9 @@
-"""Masking byte streams: SSH stdout/stderr, HTTP bodies.
+"""Masking byte streams: SSH stdout/stderr, HTTP bodies, WebSocket messages.
 
-* Text (``text/*``, unknown content types on SSH): detectors, line-buffered so a value split across reads is
+Which masker a stream gets is decided by its content type (:mod:`gw_mask.content`); CSV and response headers
+are in :mod:`gw_mask.fields`.
+
+* Text (``text/*``, SSH output): detectors, line-buffered so a value split across reads is
   still caught.  A line longer than ``max_line`` is flushed without waiting for its end, except for its
   trailing run of characters that could still be the beginning of a value (at most :data:`HOLD_LIMIT`).
 * Interactive channels (a pty) cannot wait for line ends -- a shell prompt has none -- so there only a tail
@@ -10,15 +13,22 @@
   prompt, scp's acknowledgement byte) and keeps holding what can: waiting longer never reveals a value cut in
   two by a pause (``printf '078-05-'; sleep 1; printf '1120'``).  On an interactive channel a tail still held
   after :data:`PTY_HOLD` seconds is released masked, not in clear.
-
-What "could be the beginning of a value" means is each detector's business: a detector may carry ``prefix``,
-a regular expression that matches (with ``search``, anchored by ``$``) the end of a text that a value it finds
-could start in.  The built-in detectors' are below; a detector without one is assumed to start a value in any
-trailing run of non-separator characters (:func:`open_tail`), which is safe but holds more.
 * JSON (``application/json``, ``*/*+json``): buffered up to ``max_body``, parsed, masked, re-serialised.  A
   body over the bound or not parseable raises :class:`MaskUnavailable`: the protocol refuses the response
   (HTTP 502), it never passes it on unmasked.
 * NDJSON (``application/x-ndjson``, ``application/jsonl``): each line is a document, masked as it completes.
+* WebSocket messages (the ``ws-server`` channel): each ``feed`` is one whole message, masked as JSON when it
+  parses as JSON, else as text.
+
+What "could be the beginning of a value" means is each detector's business: a detector may carry ``prefix``,
+a regular expression that matches (with ``search``, anchored by ``$``) the end of a text that a value it finds
+could start in.  The built-in detectors' are below; a detector without one (and a labelled value) is assumed
+to start in any trailing run of non-separator characters (:func:`open_tail`), which is safe but holds more.
+
+A charset is honoured for every kind.  On protocol channels (HTTP bodies, anything but terminal output) text
+is read strictly: a body without a declared charset is UTF-8 unless it starts with a byte order mark, and text
+containing NUL characters is refused -- it is UTF-16 or UTF-32 read with the wrong charset, where detectors
+would see digits interleaved with NULs and find nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from collections.abc import Callable
 
 from gw.errors import GwError
 
+from .fields import LabelMasker
 from .jsonmask import DocumentError, JsonMasker
 from .masking import TextMasker
 from .strategies import REDACTED, Strategy
@@ -103,9 +114,11 @@ BUILTIN_PREFIXES: dict[str, re.Pattern[str]] = {
 class _Prefixes:
     """How long a tail of a text could still be the beginning of a value some detector of a masker finds."""
 
-    def __init__(self, masker: TextMasker) -> None:
-        self.rules: list[tuple[re.Pattern[str] | None, str, Strategy]] = []
-        for _, rules in masker._detection.groups:
+    def __init__(self, masker: TextMasker | None, labels: bool = False) -> None:
+        self.rules: list[tuple[re.Pattern[str] | None, str, Strategy | None]] = []
+        if labels:  # a labelled value ("ssn: ...") may begin in any trailing run
+            self.rules.append((None, "labelled", None))
+        for _, rules in masker._detection.groups if masker is not None else ():
             for _, find, name, strategy in rules:
                 detector = getattr(find, "__self__", None)
                 prefix = getattr(detector, "prefix", None)
@@ -129,52 +142,94 @@ class _Prefixes:
         return best
 
 
-class _TextCodec:
-    """Incremental, lossless text decoding: bytes that are not valid in the charset survive the round trip."""
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
-    def __init__(self, charset: str) -> None:
-        try:
-            info = codecs.lookup(charset or "utf-8")
-        except LookupError:
-            info = codecs.lookup("utf-8")
-        self.name = info.name
-        self.decoder = info.incrementaldecoder("surrogateescape")
+
+class _TextCodec:
+    """Incremental, lossless text decoding and encoding: bytes that are not valid in the charset survive the
+    round trip.  With ``sniff``, an undeclared charset is taken from a byte order mark."""
+
+    def __init__(self, charset: str, *, sniff: bool = False) -> None:
+        self.name = codecs.lookup(charset or "utf-8").name
+        self._sniff = sniff and not charset
+        self._head = b""
+        self.decoder = codecs.getincrementaldecoder(self.name)("surrogateescape")
+        self.encoder = codecs.getincrementalencoder(self.name)("surrogateescape")
+
+    def _sniffed(self, data: bytes, final: bool) -> bytes | None:
+        data = self._head + data
+        if len(data) < 4 and not final:
+            self._head = data
+            return None
+        self._head = b""
+        self._sniff = False
+        for bom, name in _BOMS:
+            if data.startswith(bom):
+                self.name = name
+                self.decoder = codecs.getincrementaldecoder(name)("surrogateescape")
+                self.encoder = codecs.getincrementalencoder(name)("surrogateescape")
+                break
+        return data
 
     def decode(self, data: bytes, final: bool = False) -> str:
+        if self._sniff:
+            sniffed = self._sniffed(data, final)
+            if sniffed is None:
+                return ""
+            data = sniffed
         return self.decoder.decode(data, final)
 
-    def encode(self, text: str) -> bytes:
+    def encode(self, text: str, final: bool = False) -> bytes:
         try:
-            return text.encode(self.name, "surrogateescape")
+            return self.encoder.encode(text, final)
         except UnicodeEncodeError as e:
             raise MaskUnavailable(f"gw could not re-encode masked {self.name} text ({e.reason}); the output was "
                                   "withheld. Ask the operator to check the mask stage") from None
 
 
-class TextStream:
-    """Detector masking of a text stream; see the module docstring for how much is held back."""
+def _not_text(charset: str) -> MaskUnavailable:
+    return MaskUnavailable(
+        "gw could not mask this response: it holds NUL characters, so it is not text in the charset it "
+        f"declares ({charset or 'none, read as UTF-8'}) -- probably UTF-16 or UTF-32 -- and gw cannot be sure "
+        "to find every value in it; it was not passed on. Ask the service to declare the charset")
 
-    def __init__(self, masker: TextMasker, *, max_line: int, interactive: bool = False,
-                 charset: str = "utf-8", clock: Callable[[], float] = time.monotonic) -> None:
+
+class TextStream:
+    """Detector masking of a text stream; see the module docstring for how much is held back.  ``labels``
+    adds column rules on labelled values; ``strict`` refuses what is not text in the declared charset."""
+
+    def __init__(self, masker: TextMasker | None, *, max_line: int, interactive: bool = False,
+                 charset: str = "utf-8", strict: bool = False, labels: LabelMasker | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._masker = masker
+        self._labels = labels
         self._max_line = max_line
         self._interactive = interactive
-        self._codec = _TextCodec(charset)
-        self._prefixes = _Prefixes(masker)
+        self._strict = strict
+        self._declared = charset
+        self._codec = _TextCodec(charset, sniff=strict)
+        self._prefixes = _Prefixes(masker, labels is not None)
         self._clock = clock
         self._pending = ""
         #: When the tail held now began to be held (None: nothing held).
         self._held_since: float | None = None
 
-    def _masked(self, text: str) -> bytes:
+    def _masked(self, text: str, final: bool = False) -> bytes:
         if not text:
-            return b""
-        masked = self._masker.mask(text)
-        return self._codec.encode(text if masked is None else masked)
+            return self._codec.encode("", final) if final else b""
+        if self._strict and "\x00" in text:
+            raise _not_text(self._declared)
+        if self._labels is not None:
+            labelled = self._labels.mask(text)
+            if labelled is not None:
+                text = labelled
+        masked = self._masker.mask(text) if self._masker is not None else None
+        return self._codec.encode(text if masked is None else masked, final)
 
     def _cut(self, text: str, cut: int) -> int:
         """Move ``cut`` left so that no value detected in ``text`` is cut in two."""
-        if 0 < cut < len(text):
+        if 0 < cut < len(text) and self._masker is not None:
             for start, end, _, _ in self._masker.spans(text):
                 if start < cut < end:
                     cut = start
@@ -215,7 +270,8 @@ class TextStream:
         if self._interactive and self._pending and self._held_since is not None and \
                 self._clock() - self._held_since >= PTY_HOLD:
             tail, self._pending, self._held_since = self._pending, "", None
-            self._masker._counts.add_detected(name or "held")
+            if self._masker is not None:
+                self._masker._counts.add_detected(name or "held")  # noqa: SLF001
             out += self._codec.encode(strategy.mask(tail) if strategy is not None else REDACTED)
         return out
 
@@ -223,7 +279,41 @@ class TextStream:
         text = self._pending + self._codec.decode(b"", final=True)
         self._pending = ""
         self._held_since = None
-        return self._masked(text)
+        return self._masked(text, final=True)
+
+
+class MessageMasker:
+    """WebSocket messages: each ``feed`` is one complete UTF-8 message, returned masked -- as a JSON document
+    when it is one, else as text (detectors and labelled values)."""
+
+    def __init__(self, json_masker: JsonMasker | None, text: TextMasker | None, labels: LabelMasker | None,
+                 *, max_body: int) -> None:
+        self._json = json_masker
+        self._text = text
+        self._labels = labels
+        self._max_body = max_body
+
+    def feed(self, data: bytes) -> bytes:
+        if len(data) > self._max_body:
+            raise _too_large("a WebSocket message", self._max_body)
+        stripped = data.lstrip()
+        if self._json is not None and stripped[:1] in (b"{", b"[", b'"'):
+            try:
+                return self._json.mask_bytes(data)
+            except DocumentError:
+                pass  # not JSON after all: mask it as text
+        text = data.decode("utf-8", "surrogateescape")
+        if "\x00" in text:
+            raise _not_text("utf-8")
+        changed = False
+        if self._labels is not None and (labelled := self._labels.mask(text)) is not None:
+            text, changed = labelled, True
+        if self._text is not None and (masked := self._text.mask(text)) is not None:
+            text, changed = masked, True
+        return text.encode("utf-8", "surrogateescape") if changed else data
+
+    def finish(self) -> bytes:
+        return b""
 
 
 def _too_large(what: str, limit: int) -> MaskUnavailable:
@@ -239,12 +329,26 @@ def _unparseable(what: str, error: DocumentError) -> MaskUnavailable:
         "unmasked. Check the upstream service, or ask for an uncompressed response")
 
 
+def _mask_document(masker: JsonMasker, data: bytes, charset: str) -> bytes:
+    """One JSON document in ``charset`` (none: UTF-8, or UTF-16/32 as JSON parsers detect them)."""
+    if not charset:
+        return masker.mask_bytes(data)
+    try:
+        text = data.decode(charset)
+    except UnicodeDecodeError:
+        raise DocumentError(f"not valid {charset}") from None
+    utf8 = text.encode("utf-8", "surrogatepass")
+    masked = masker.mask_bytes(utf8)
+    return data if masked is utf8 else masked.decode("utf-8", "surrogatepass").encode(charset, "surrogatepass")
+
+
 class JsonBody:
     """A JSON body: buffered (bounded), masked at the end.  ``feed`` returns nothing until ``finish``."""
 
-    def __init__(self, masker: JsonMasker, *, max_body: int) -> None:
+    def __init__(self, masker: JsonMasker, *, max_body: int, charset: str = "") -> None:
         self._masker = masker
         self._max_body = max_body
+        self._charset = charset
         self._body = bytearray()
 
     def feed(self, data: bytes) -> bytes:
@@ -260,18 +364,20 @@ class JsonBody:
         if not body.strip():
             return body
         try:
-            return self._masker.mask_bytes(body)
+            return _mask_document(self._masker, body, self._charset)
         except DocumentError as e:
             raise _unparseable("the body", e) from None
 
 
 class JsonLines:
-    """Newline-delimited JSON: each complete line is masked as a document; a line is bounded by ``max_body``."""
+    """Newline-delimited JSON: each complete line is masked as a document; a line is bounded by ``max_body``.
+    A charset other than UTF-8 is decoded first (its newlines are not the byte 0x0A)."""
 
-    def __init__(self, masker: JsonMasker, *, max_body: int) -> None:
+    def __init__(self, masker: JsonMasker, *, max_body: int, charset: str = "") -> None:
         self._masker = masker
         self._max_body = max_body
         self._pending = b""
+        self._codec = _TextCodec(charset) if charset and codecs.lookup(charset).name != "utf-8" else None
 
     def _mask_lines(self, chunk: bytes) -> bytes:
         out = []
@@ -286,6 +392,16 @@ class JsonLines:
         return b"".join(out)
 
     def feed(self, data: bytes) -> bytes:
+        if self._codec is not None:
+            data = self._codec.decode(data).encode("utf-8", "surrogateescape")
+            return self._recode(self._lines(data))
+        return self._lines(data)
+
+    def _recode(self, data: bytes, final: bool = False) -> bytes:
+        assert self._codec is not None
+        return self._codec.encode(data.decode("utf-8", "surrogateescape"), final)
+
+    def _lines(self, data: bytes) -> bytes:
         data = self._pending + data
         cut = data.rfind(b"\n") + 1
         self._pending = data[cut:]
@@ -295,41 +411,8 @@ class JsonLines:
         return self._mask_lines(data[:cut])
 
     def finish(self) -> bytes:
+        if self._codec is not None:
+            self._pending += self._codec.decode(b"", final=True).encode("utf-8", "surrogateescape")
         rest, self._pending = self._pending, b""
-        return self._mask_lines(rest)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Content types
-# ---------------------------------------------------------------------------------------------------------------
-
-_TEXT_APPLICATION = frozenset({
-    "application/xml", "application/javascript", "application/x-www-form-urlencoded", "application/yaml",
-    "application/x-yaml", "application/sql", "application/graphql", "application/csv", "application/x-sh",
-})
-_JSON_LINES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
-                         "application/x-jsonlines", "application/json-seq"})
-
-
-def parse_content_type(content_type: str) -> tuple[str, str]:
-    """``"application/json; charset=utf-8"`` -> ``("application/json", "utf-8")``."""
-    media, _, params = content_type.partition(";")
-    charset = ""
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset":
-            charset = value.strip().strip('"').lower()
-    return media.strip().lower(), charset
-
-
-def stream_kind(media: str) -> str | None:
-    """``json``, ``jsonlines``, ``text``, or None for content gw does not scan (images, archives, octet
-    streams).  An empty media type (SSH output, a body without Content-Type) is text."""
-    if media in _JSON_LINES:
-        return "jsonlines"
-    if media == "application/json" or media.endswith("+json"):
-        return "json"
-    if not media or media.startswith("text/") or media in _TEXT_APPLICATION or media.endswith("+xml"):
-        return "text"
-    return None
-
+        out = self._mask_lines(rest)
+        return self._recode(out, final=True) if self._codec is not None else out

@@ -292,10 +292,16 @@ def test_json_lines_are_masked_line_by_line(mask_stage: Build, new_command: Any)
     (DETECT, "response-body", "application/xml", "TextStream"),
     (DETECT, "response-body", "application/json", "JsonBody"),
     (DETECT, "response-body", "application/vnd.api+json", "JsonBody"),
-    (DETECT, "response-body", "image/png", None),
-    (DETECT, "response-body", "application/octet-stream", None),
-    (DETECT, "response-body", "application/zip", None),
-    ('columns = ["ssn"]', "response-body", "text/plain", None),  # column rules do not apply to plain text
+    (DETECT, "response-body", "image/png", "refused"),  # gw cannot parse it: refused while masking applies
+    (DETECT, "response-body", "application/octet-stream", "refused"),
+    (DETECT, "response-body", "application/zip", "refused"),
+    (DETECT + ', pass_through_types = ["image/*"]', "response-body", "image/png", None),
+    ('columns = ["ssn"]', "response-body", "text/plain", "TextStream"),  # labelled values (ssn: ...)
+    ('columns = ["ssn"]', "response-body", "text/csv", "CsvStream"),
+    ('columns = ["ssn"]', "response-headers", "application/vnd.gw.header-list+json", "HeaderMasker"),
+    ('columns = ["ssn"]', "ws-server", "text/plain; charset=utf-8", "MessageMasker"),
+    ('columns = ["ssn"]', "ws-server", "application/octet-stream", "refused"),
+    ("strategy = \"redact\"", "response-body", "application/octet-stream", None),  # no rule: nothing applies
     ('columns = ["ssn"]', "response-body", "application/json", "JsonBody"),
     ('json_paths = ["a.b"]', "response-body", "application/jsonl", "JsonLines"),
     ('columns = ["ssn"]', "stdout", "", None),
@@ -307,6 +313,10 @@ def test_json_lines_are_masked_line_by_line(mask_stage: Build, new_command: Any)
 ])
 def test_which_streams_are_filtered(mask_stage: Build, new_command: Any, options: str, channel: str,
                                     content_type: str, kind: str | None) -> None:
+    if kind == "refused":
+        with pytest.raises(MaskUnavailable, match="pass_through_types"):
+            mask_stage(options).stream(new_command(), channel, content_type)
+        return
     filt = mask_stage(options).stream(new_command(), channel, content_type)
     assert (type(filt).__name__ if filt is not None else None) == kind
 

@@ -3,7 +3,8 @@
 Each request is a :class:`gw.model.Command` (kind ``read`` for GET/HEAD/OPTIONS, ``write`` for
 POST/PUT/PATCH/DELETE, ``unknown`` otherwise; verb = method; objects = [path]); the agent's identity token is
 checked and stripped, the upstream credential injected, and responses pass through the pipeline's stream
-filters (masking) before the agent sees them.  See docs/plugins/http.md.
+filters (masking) before the agent sees them.  The proxy machinery is the shared gw-httpproxy library; this
+plugin is its HTTP dialect.  See docs/plugins/http.md.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import gzip
 import json
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,12 @@ from gw.stage import Stage, StageOptions
 from pydantic import Field
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:  # --import-mode=importlib does not put test directories on sys.path
+    sys.path.insert(0, str(HERE))
+
+from http_adversarial import adversarial_config, scripted, ws_scripted  # noqa: F401  (fixtures)
 
 CUSTOMERS = {
     "customers": [

@@ -164,3 +164,11 @@ async def test_a_stage_failing_to_give_a_filter_refuses_the_response(http_config
         assert (await c.get("/api/v1/customers/1")).status_code == 502, "the same clear refusal again"
     assert r.status_code == 502 and r.json()["reason"] == "mask_failed"
     assert "123-45-6789" not in r.text
+
+
+def test_methods_classify_fail_closed() -> None:
+    from gw_http.classify import command_kind, parse_command_text
+
+    methods = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "get", "MKCOL")
+    assert [command_kind(m) for m in methods] == [Kind.READ] * 3 + [Kind.WRITE] * 4 + [Kind.UNKNOWN] * 2
+    assert parse_command_text("patch /x?y=1")[0] == "PATCH"

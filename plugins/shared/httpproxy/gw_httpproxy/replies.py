@@ -1,12 +1,16 @@
-"""The responses gw itself writes: JSON bodies agents can read, and the status code for each refusal.
+"""The responses gw itself writes (the default dialect's): JSON bodies agents can read, and the status code for
+each refusal.
 
 Every body has ``error`` (what happened and what to do next) and ``reason`` (a stable short code); requests
-that became a command also carry ``request_id`` (``SESSION-SEQ``, as in the audit trail).
+that became a command also carry ``request_id`` (``SESSION-SEQ``, as in the audit trail).  A protocol whose
+clients expect another shape (Kubernetes: a ``metav1.Status``) builds its own body in its
+:class:`~gw_httpproxy.dialect.ProxyDialect` and keeps the status mapping of :func:`verdict_status`.
 """
 
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 from gw.model import DenyCode, Verdict
@@ -52,3 +56,12 @@ def verdict_body(verdict: Verdict, request_id: str) -> bytes:
 def bearer_challenge(error: str | None) -> bytes:
     """``WWW-Authenticate`` value (RFC 6750 section 3): no ``error`` when no token was presented."""
     return b'Bearer realm="gw"' if error is None else f'Bearer realm="gw", error="{error}"'.encode("ascii")
+
+
+def standard_phrase(status: int) -> bytes:
+    """The reason phrase RFC 9110 gives ``status`` (gw replaces an upstream's own phrase with it when masking
+    applies: clients ignore phrases, and an upstream may put anything in one)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""

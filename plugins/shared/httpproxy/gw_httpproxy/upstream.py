@@ -1,7 +1,11 @@
-"""The upstream side: resolving the configured credential, connecting (TCP or TLS) and speaking h11 as client.
+"""The upstream side: resolving the configured credential, connecting (TCP or TLS) and speaking HTTP/1.1 as
+client (through :class:`gw_httpproxy.codec.ClientCodec`).
 
-Failures become :class:`UpstreamError` with a short ``reason`` code and a message for the agent; the handler
-turns them into 502/504 JSON.  Messages name the upstream's address but never a credential.
+Everything here is driven by :class:`~gw_httpproxy.options.UpstreamOptions`, so a protocol that subclasses it
+(the Kubernetes plugin: an API server's CA in ``ca_file``, a client certificate, a bearer token in
+``headers``) gets the same connection handling.  Failures become :class:`UpstreamError` with a short
+``reason`` code and a message for the agent; the proxy turns them into 502/504 replies.  Messages name the
+upstream's address but never a credential.
 """
 
 from __future__ import annotations
@@ -13,12 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import h11
 import trio
 from gw.errors import ConfigError
 
+from .codec import (
+    CONNECTION_CLOSED,
+    NEED_DATA,
+    PAUSED,
+    ClientCodec,
+    Event,
+    HeaderSeq,
+    Informational,
+    ProtocolError,
+    Response,
+    client_codec,
+)
 from .headers import ForwardingRules
-from .options import ENV_REFERENCE, HttpListenerOptions
+from .options import ENV_REFERENCE, ProxyListenerOptions
 
 RECEIVE_SIZE = 256 * 1024
 #: Secrets shorter than this are not scrubbed from responses: replacing every occurrence of a 3-byte value
@@ -88,7 +103,7 @@ def _expand(value: str, env: Mapping[str, str], where: str, listener: str, file:
     return ENV_REFERENCE.sub(sub, value)
 
 
-def resolve_credentials(options: HttpListenerOptions, env: Mapping[str, str], file: str
+def resolve_credentials(options: ProxyListenerOptions, env: Mapping[str, str], file: str
                         ) -> tuple[list[tuple[str, str]], list[bytes]]:
     """The headers to inject (``${VAR}`` expanded, basic auth encoded) and the secret byte strings that must
     never reach a client.  Raises :class:`ConfigError` naming a missing variable."""
@@ -117,7 +132,7 @@ def resolve_credentials(options: HttpListenerOptions, env: Mapping[str, str], fi
     return injected, scrubbed
 
 
-def upstream_ssl_context(options: HttpListenerOptions, path: Callable[[str], Path], file: str
+def upstream_ssl_context(options: ProxyListenerOptions, path: Callable[[str], Path], file: str
                          ) -> ssl.SSLContext:
     """The client TLS context for an https upstream; ``path`` resolves file names against the pipeline
     file's directory."""
@@ -138,7 +153,7 @@ def upstream_ssl_context(options: HttpListenerOptions, path: Callable[[str], Pat
     return ctx
 
 
-def build_target(options: HttpListenerOptions, ssl_context: ssl.SSLContext | None) -> UpstreamTarget:
+def build_target(options: ProxyListenerOptions, ssl_context: ssl.SSLContext | None) -> UpstreamTarget:
     parts = urlsplit(options.upstream.url)
     scheme = parts.scheme
     return UpstreamTarget(
@@ -149,11 +164,11 @@ def build_target(options: HttpListenerOptions, ssl_context: ssl.SSLContext | Non
         max_header_bytes=options.max_header_bytes)
 
 
-def forwarding_rules(options: HttpListenerOptions, target: UpstreamTarget, injected: list[tuple[str, str]],
-                     secrets: list[bytes]) -> ForwardingRules:
+def forwarding_rules(options: ProxyListenerOptions, target: UpstreamTarget, injected: list[tuple[str, str]],
+                     secrets: list[bytes], extra_drop: tuple[str, ...] = ()) -> ForwardingRules:
     return ForwardingRules.build(token_header=options.token_header, injected=injected,
                                  upstream_host=target.host_header, secrets=secrets,
-                                 secret_headers=options.secret_headers)
+                                 secret_headers=options.secret_headers, extra_drop=extra_drop)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -168,6 +183,12 @@ def _os_reason(exc: OSError) -> str:
         if e.__cause__ is not None:
             pending.append(e.__cause__)
     return str(exc)
+
+
+def _without_data(error: ProtocolError) -> str:
+    """The parser's complaint without the bytes it quotes (``illegal header line: b'X-Ssn: ...'``): the message
+    reaches the agent, the audit trail and recordings, where response data must not go unmasked."""
+    return str(error).split(":", 1)[0].strip() or "malformed"
 
 
 def _tls_reason(exc: BaseException) -> str:
@@ -188,11 +209,13 @@ class UpstreamConnection:
     def __init__(self, target: UpstreamTarget, stream: trio.abc.Stream) -> None:
         self.target = target
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=target.max_header_bytes)
+        self.codec: ClientCodec = client_codec(target.max_header_bytes)
         #: Requests completed on this connection (a reused connection may be stale; see UpstreamClosed).
         self.completed = 0
         #: Response bytes received in the current request/response cycle.
         self.received = 0
+        #: The response head arrived: a protocol error now means the body ended early.
+        self.in_body = False
         self.closed = False
 
     @classmethod
@@ -221,8 +244,7 @@ class UpstreamConnection:
             raise UpstreamError(f"cannot connect to the upstream {where}: {_os_reason(e)}; the service may "
                                 "be down, retry later", reason="upstream_unreachable") from None
 
-    async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+    async def _send_bytes(self, data: bytes) -> None:
         if data:
             try:
                 with trio.fail_after(self.target.read_timeout):
@@ -234,26 +256,38 @@ class UpstreamConnection:
                 raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
                                      "sending the request", before_response=True) from None
 
-    async def next_event(self, before_wait: Callable[[], Awaitable[None]] | None = None) -> h11.Event:
-        """The next response event; raises :class:`UpstreamError` on timeout, close or protocol error.
-        ``before_wait`` runs before gw blocks on the upstream socket (the handler flushes client output)."""
+    async def send_request(self, method: bytes, target: bytes, headers: HeaderSeq) -> None:
+        await self._send_bytes(self.codec.send_request(method, target, headers))
+
+    async def send_data(self, data: bytes | bytearray) -> None:
+        await self._send_bytes(self.codec.send_data(data))
+
+    async def send_end(self) -> None:
+        await self._send_bytes(self.codec.send_end())
+
+    async def next_event(self, before_wait: Callable[[], Awaitable[None]] | None = None) -> Event:
+        """The next response event (:class:`~gw_httpproxy.codec.Informational`, ``Response``, ``Data``,
+        ``EndOfMessage``); raises :class:`UpstreamError` on timeout, close or protocol error.
+        ``before_wait`` runs before gw blocks on the upstream socket (the proxy flushes client output)."""
+        codec = self.codec
         while True:
-            state = self.h11.their_state
             try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as e:
-                if state is h11.SEND_BODY:
-                    raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: {e}",
-                                         before_response=False) from None
-                if self.h11.trailing_data[1] and not self.received:
+                event = codec.next_event()
+            except ProtocolError as e:
+                if self.in_body:
+                    raise UpstreamClosed(f"the upstream {self.target.address} ended the response early: "
+                                         f"{_without_data(e)}", before_response=False) from None
+                if codec.peer_closed and not self.received:
                     raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
                                          "responding", before_response=True) from None
-                raise UpstreamError(f"the upstream {self.target.address} sent a malformed HTTP response: {e}",
-                                    reason="upstream_protocol") from None
-            if event is not h11.NEED_DATA:
-                if type(event) is h11.ConnectionClosed:
+                raise UpstreamError(f"the upstream {self.target.address} sent a malformed HTTP response: "
+                                    f"{_without_data(e)}", reason="upstream_protocol") from None
+            if event is not NEED_DATA:
+                if event is CONNECTION_CLOSED or event is PAUSED:
                     raise UpstreamClosed(f"the upstream {self.target.address} closed the connection without "
                                          "responding", before_response=not self.received)
+                if type(event) is Response:
+                    self.in_body = True
                 return event  # type: ignore[return-value]
             if before_wait is not None:
                 await before_wait()
@@ -267,14 +301,27 @@ class UpstreamConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             self.received += len(data)
-            self.h11.receive_data(data)
+            codec.receive_data(data)
+
+    async def response_head(self) -> Response | Informational:
+        """The final response head, or ``101 Switching Protocols``; other interim responses (100, 102, 103)
+        are skipped: gw answers ``Expect`` itself and relays no hints."""
+        while True:
+            event = await self.next_event()
+            if type(event) is Response:
+                return event
+            if type(event) is Informational and event.status == 101:
+                return event
+            if type(event) is not Informational:
+                raise UpstreamError(f"the upstream {self.target.address} sent body data before a response "
+                                    "head", reason="upstream_protocol")
 
     def finish_cycle(self) -> bool:
         """After a response: prepare for the next request; False when the connection cannot be reused."""
-        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-            self.h11.start_next_cycle()
+        if self.codec.start_next_cycle():
             self.completed += 1
             self.received = 0
+            self.in_body = False
             return True
         return False
 

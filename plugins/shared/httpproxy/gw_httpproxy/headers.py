@@ -1,13 +1,20 @@
 """Header rules of a reverse proxy: what is hop-by-hop, what the upstream gets, what stages may record.
 
-h11 hands headers over as ``(lower-case name, value)`` byte pairs; everything here works on that shape and
-builds plain lists for h11 to send.  Header names in sets are lower-case bytes.
+The codec hands headers over as ``(lower-case name, value)`` byte pairs; everything here works on that shape
+and builds plain lists for the codec to send.  Header names in sets are lower-case bytes.
+
+:class:`ForwardingRules` is computed once per listener configuration.  A protocol that needs more (the
+Kubernetes plugin's impersonation headers, a forced ``Accept: application/json``) edits the list
+:meth:`ForwardingRules.upstream_request` returns; names it sets itself belong in ``extra_drop`` so the agent
+cannot send them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from .scrub import SecretForms
 
 Headers = Sequence[tuple[bytes, bytes]]
 HeaderList = list[tuple[bytes, bytes]]
@@ -16,6 +23,12 @@ HeaderList = list[tuple[bytes, bytes]]
 #: old non-standard spelling some clients still send).
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
                         b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
+
+#: Request headers that claim what only a proxy knows (the client's address, the original host, scheme, port or
+#: path base); gw sets ``X-Forwarded-For``/``-Proto``/``-Host`` itself and never forwards the agent's claims.
+PROXY_CLAIMS = frozenset({b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip", b"x-forwarded-port",
+                          b"x-forwarded-prefix", b"x-forwarded-server", b"x-forwarded-path", b"x-forwarded-uri",
+                          b"x-original-forwarded-for", b"cf-connecting-ip"})
 
 #: Values never shown to stages in clear, whatever the configuration says.
 ALWAYS_SECRET = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
@@ -57,24 +70,46 @@ class ForwardingRules:
     secrets: tuple[bytes, ...]
     #: Names whose values stages see as ``[redacted]``.
     secret_names: frozenset[bytes]
+    #: The secrets' forms per declared response charset (``None``: none declared) and whether escapes are
+    #: decoded (text), built on first use.
+    forms: dict[tuple[str | None, bool], SecretForms]
 
     @classmethod
     def build(cls, *, token_header: str, injected: Iterable[tuple[str, str]], upstream_host: str,
-              secrets: Iterable[bytes], secret_headers: Iterable[str]) -> ForwardingRules:
+              secrets: Iterable[bytes], secret_headers: Iterable[str],
+              extra_drop: Iterable[str] = ()) -> ForwardingRules:
         injected_pairs = tuple((n.lower().encode("ascii"), v.encode("latin-1")) for n, v in injected)
         drop = set(HOP_BY_HOP)
         # The agent's token, framing and routing headers are gw's to set; x-forwarded-for is appended to.
         drop.update({token_header.lower().encode("ascii"), b"host", b"expect", b"content-length",
                      b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+        # Claims about the client or the path only a proxy may make: an upstream that trusts them for
+        # allow-lists or routing (Forwarded host, X-Forwarded-Prefix as path base) would act on the agent's say.
+        drop.update(PROXY_CLAIMS)
         # The agent cannot override the injected credential by sending a header of the same name.
         drop.update(n for n, _ in injected_pairs)
+        drop.update(n.lower().encode("ascii") for n in extra_drop)
         names = set(ALWAYS_SECRET)
         names.add(token_header.lower().encode("ascii"))
         names.update(n.lower().encode("ascii") for n in secret_headers)
         names.update(n for n, _ in injected_pairs)
+        secrets = tuple(secrets)
         return cls(request_drop=frozenset(drop), injected=injected_pairs,
-                   upstream_host=upstream_host.encode("ascii"), secrets=tuple(secrets),
-                   secret_names=frozenset(names))
+                   upstream_host=upstream_host.encode("ascii"), secrets=secrets,
+                   secret_names=frozenset(names), forms={})
+
+    def secret_forms(self, charset: str | None = None, *, text: bool = True) -> SecretForms | None:
+        """What to look for in a response declaring ``charset`` (a codec name), or None without secrets.
+        ``text``: the body is text, where escaped spellings of a secret are read as the secret."""
+        if not self.secrets:
+            return None
+        key = (charset, text)
+        forms = self.forms.get(key)
+        if forms is None:
+            if len(self.forms) > 64:  # charsets are few; an upstream sending many distinct names is odd
+                self.forms.clear()
+            forms = self.forms[key] = SecretForms(self.secrets, charset, escapes=text)
+        return forms
 
     def upstream_request(self, headers: Headers, *, client_ip: str, scheme: str, framing: HeaderList,
                          upgrade: bytes | None) -> HeaderList:
@@ -92,6 +127,9 @@ class ForwardingRules:
                 elif name == b"host":
                     original_host = value
                 continue
+            if b"_" in name and name.replace(b"_", b"-") in drop:
+                # CGI, PHP and WSGI servers read X_Api_Key as X-Api-Key: the same header by another spelling.
+                continue
             out.append((name, value))
         out.extend(self.injected)
         ip = client_ip.encode("ascii", "replace")
@@ -103,6 +141,10 @@ class ForwardingRules:
         out.append((b"accept-encoding", b"identity"))
         out.extend(framing)
         if upgrade is not None:
+            if upgrade.strip().lower() == b"websocket":
+                # gw reads WebSocket frames to mask and record them; it implements no extension
+                # (permessage-deflate would hide the payloads), so none is offered.
+                out = [(n, v) for n, v in out if n != b"sec-websocket-extensions"]
             out.append((b"connection", b"upgrade"))
             out.append((b"upgrade", upgrade))
         return out
@@ -112,7 +154,7 @@ class ForwardingRules:
         """Headers for the client: hop-by-hop removed (``Upgrade`` kept on a 101), ``Content-Length`` kept
         only when gw relays the body unchanged in length, injected credentials blanked wherever echoed."""
         listed = comma_tokens(headers, b"connection")
-        secrets = self.secrets
+        scrubber = self.secret_forms()
         out: HeaderList = []
         for name, value in headers:
             if name in HOP_BY_HOP or name in listed:
@@ -121,8 +163,9 @@ class ForwardingRules:
                 continue
             if name == b"content-length" and not keep_length:
                 continue
-            if secrets:
-                value = scrub_value(value, secrets)
+            if scrubber is not None:
+                scrubbed = scrubber.scrub(value)
+                value = scrubbed if isinstance(scrubbed, bytes) else bytes(scrubbed)
             out.append((name, value))
         out.extend(extra)
         return out
@@ -131,14 +174,6 @@ class ForwardingRules:
         """``[[name, value], ...]`` for stages to record, secret values replaced by ``[redacted]``."""
         secret = self.secret_names
         return [[n.decode("latin-1"), REDACTED if n in secret else v.decode("latin-1")] for n, v in headers]
-
-
-def scrub_value(value: bytes, secrets: Sequence[bytes]) -> bytes:
-    """``value`` with every occurrence of a secret replaced by asterisks of the same length."""
-    for s in secrets:
-        if s in value:
-            value = value.replace(s, b"*" * len(s))
-    return value
 
 
 def bearer_token(headers: Headers, name: bytes) -> str | None:

@@ -1,13 +1,13 @@
-"""The pure parts: target normalisation, the secret scrubber (fed at every split), header rules, sizes."""
+"""The pure parts of the proxy library: target normalisation, the secret scrubber (fed at every split), header
+rules, sizes."""
 
 from __future__ import annotations
 
 import pytest
-from gw.model import Kind
-from gw_http.classify import BadTarget, command_kind, normalize_target, parse_command_text
-from gw_http.headers import ForwardingRules, bearer_token
-from gw_http.options import parse_size
-from gw_http.scrub import SecretScrubber
+from gw_httpproxy.headers import ForwardingRules, bearer_token
+from gw_httpproxy.options import parse_size
+from gw_httpproxy.scrub import SecretForms, SecretScrubber
+from gw_httpproxy.targets import BadTarget, normalize_target
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,11 +53,6 @@ def test_normalised_paths_have_no_dot_segments(segments: list[str]) -> None:
     assert normalize_target(path.encode(), allow_encoded_slash=False).path == path
 
 
-def test_methods_classify_fail_closed() -> None:
-    methods = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "get", "MKCOL")
-    assert [command_kind(m) for m in methods] == [Kind.READ] * 3 + [Kind.WRITE] * 4 + [Kind.UNKNOWN] * 2
-    assert parse_command_text("patch /x?y=1")[0] == "PATCH"
-
 
 SECRETS = [b"Bearer s3cret-token-value", b"s3cret-token-value"]
 
@@ -67,7 +62,7 @@ def test_scrubber_blanks_secrets_at_any_split(prefix: bytes, suffix: bytes, data
     secret = data.draw(st.sampled_from(SECRETS))
     body = prefix + secret + suffix
     cuts = sorted(data.draw(st.lists(st.integers(0, len(body)), max_size=5)))
-    scrubber = SecretScrubber(SECRETS)
+    scrubber = SecretScrubber(SecretForms(SECRETS, escapes=True))
     out = b""
     last = 0
     for cut in [*cuts, len(body)]:
@@ -79,7 +74,7 @@ def test_scrubber_blanks_secrets_at_any_split(prefix: bytes, suffix: bytes, data
 
 
 def test_scrubber_passes_clean_data_through_without_holding_it() -> None:
-    scrubber = SecretScrubber(SECRETS)
+    scrubber = SecretScrubber(SecretForms(SECRETS, escapes=True))
     assert scrubber.feed(b'{"items": [1, 2, 3]}\n') == b'{"items": [1, 2, 3]}\n'
     assert scrubber.feed(b"ends with Bear") == b"ends with "
     assert scrubber.feed(b"d") == b"Beard"
@@ -102,6 +97,18 @@ def test_upstream_request_headers() -> None:
                    (b"x-forwarded-for", b"1.2.3.4, 127.0.0.1"), (b"x-forwarded-proto", b"http"),
                    (b"x-forwarded-host", b"gw:8080"), (b"accept-encoding", b"identity"),
                    (b"content-length", b"5")]
+
+
+def test_proxy_claims_and_underscore_spellings_of_managed_headers_are_dropped() -> None:
+    rules = ForwardingRules.build(token_header="Authorization", injected=[("X-Api-Key", "k3y-value")],
+                                  upstream_host="u", secrets=[b"k3y-value"], secret_headers=[])
+    headers = [(b"x_api_key", b"agent's"), (b"forwarded", b"for=10.0.0.1;host=admin"), (b"x-real-ip", b"10.0.0.1"),
+               (b"x_forwarded_for", b"10.0.0.1"), (b"x-forwarded-prefix", b"/admin"), (b"x_custom", b"kept")]
+    out = rules.upstream_request(headers, client_ip="127.0.0.1", scheme="http", framing=[], upgrade=None)
+    assert (b"x-api-key", b"k3y-value") in out and (b"x_custom", b"kept") in out
+    assert not {n for n, _ in out} & {b"x_api_key", b"forwarded", b"x-real-ip", b"x_forwarded_for",
+                                     b"x-forwarded-prefix"}
+    assert (b"x-forwarded-for", b"127.0.0.1") in out
 
 
 def test_client_response_headers_and_redaction() -> None:

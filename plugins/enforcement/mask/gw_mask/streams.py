@@ -271,7 +271,7 @@ class TextStream:
                 self._clock() - self._held_since >= PTY_HOLD:
             tail, self._pending, self._held_since = self._pending, "", None
             if self._masker is not None:
-                self._masker._counts.add_detected(name or "held")  # noqa: SLF001
+                self._masker._counts.add_detected(name or "held")
             out += self._codec.encode(strategy.mask(tail) if strategy is not None else REDACTED)
         return out
 

@@ -152,11 +152,11 @@ class McpListenerOptions(ListenerOptions):
     #: Server-initiated requests relayed to the agent: ``"sampling"``, ``"elicitation"``, ``"roots"``.
     #: Others are refused with a JSON-RPC error to the server, and never reach the agent.
     server_requests: list[Literal["sampling", "elicitation", "roots"]] = Field(default_factory=list)
-    #: Largest JSON-RPC message gw accepts from an agent (larger -> HTTP 413) or from the server (larger ->
-    #: the call fails with a JSON-RPC error).
+    #: Largest JSON-RPC message gw accepts from an agent (larger -> HTTP 413).
     max_message_size: ByteSize = 4 * 1024 * 1024
     #: Largest tool result (or resource contents, or prompt) passed to the agent, measured as JSON; a larger
-    #: one is refused with a JSON-RPC error, never truncated silently.
+    #: one is refused with a JSON-RPC error, never truncated silently.  A server message larger than this (plus
+    #: 64KiB for its envelope) is not even read whole.
     max_result_size: ByteSize = 1024 * 1024
     #: Most tool calls, resource reads and prompt gets one MCP session may make (None: no limit).
     max_calls: int | None = Field(default=None, ge=1)

@@ -76,6 +76,8 @@ WATCH_READ_LIMIT = 1024 * 1024
 #: SSE comment sent on an idle GET stream, so dead agents are noticed and proxies keep it open.
 STREAM_KEEPALIVE = 15.0
 _ALLOW = b"GET, POST, DELETE"
+#: How much larger than ``max_result_size`` a server's message may be (its JSON-RPC envelope, ``_meta``).
+SERVER_MESSAGE_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,14 +216,17 @@ class McpHandler(ProtocolHandler):
 
     def make_upstream(self, setup: McpSetup) -> Callable[[OnMessage], Upstream]:
         opts = setup.options
+        # A server's message holds one answer and its envelope: an answer past max_result_size is refused
+        # anyway, so nothing much larger is ever read.
+        limit = opts.max_result_size + SERVER_MESSAGE_SLACK
 
         def make(on_message: OnMessage) -> Upstream:
             if setup.target is not None:
                 return HttpUpstream(setup.target, setup.injected, on_message, secrets=setup.secrets,
-                                    max_message=opts.max_message_size)
+                                    max_message=limit)
             assert opts.upstream.command is not None and setup.env is not None
             return StdioUpstream(list(opts.upstream.command), setup.env, setup.cwd, on_message,
-                                 secrets=setup.secrets, max_message=opts.max_message_size,
+                                 secrets=setup.secrets, max_message=limit,
                                  read_timeout=opts.upstream.read_timeout.total_seconds())
 
         return make

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import aclosing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -372,11 +373,12 @@ class McpSession:
         upstream_id = self.upstream.new_id()
         call.upstream_id = upstream_id
         answer: dict[str, Any] | None = None
-        async for msg in self.upstream.request(jsonrpc.request(upstream_id, method, params or None)):
-            if jsonrpc.is_response(msg) and msg.get("id") == upstream_id:
-                answer = msg
-                break
-            await self._during(msg, call, None)
+        async with aclosing(self.upstream.request(jsonrpc.request(upstream_id, method, params or None))) as msgs:
+            async for msg in msgs:
+                if jsonrpc.is_response(msg) and msg.get("id") == upstream_id:
+                    answer = msg
+                    break
+                await self._during(msg, call, None)
         assert answer is not None
         out = dict(answer)
         out["id"] = call.client_id
@@ -541,11 +543,12 @@ class McpSession:
         upstream_id = self.upstream.new_id()
         call.upstream_id = upstream_id
         answer: dict[str, Any] | None = None
-        async for msg in self.upstream.request(jsonrpc.request(upstream_id, method, params)):
-            if jsonrpc.is_response(msg) and msg.get("id") == upstream_id:
-                answer = msg
-                break
-            await self._during(msg, call, masker)
+        async with aclosing(self.upstream.request(jsonrpc.request(upstream_id, method, params))) as msgs:
+            async for msg in msgs:
+                if jsonrpc.is_response(msg) and msg.get("id") == upstream_id:
+                    answer = msg
+                    break
+                await self._during(msg, call, masker)
         assert answer is not None
         try:
             if isinstance(answer.get("error"), dict):

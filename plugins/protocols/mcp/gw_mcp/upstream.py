@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import subprocess
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -50,7 +51,7 @@ def scrub(forms: SecretForms | None, raw: bytes) -> bytes:
 
 def _decode(raw: bytes, forms: SecretForms | None, max_size: int, where: str) -> dict[str, Any]:
     if len(raw) > max_size:
-        raise UpstreamFailed(f"the MCP server sent a message larger than {max_size} bytes (max_message_size)")
+        raise UpstreamFailed(f"the MCP server sent a message larger than {max_size} bytes (max_result_size)")
     try:
         msg = json.loads(scrub(forms, raw))
     except (ValueError, RecursionError):
@@ -96,10 +97,11 @@ class Upstream:
     async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         """:meth:`request` for gw's own requests: the response, with other messages handed to
         ``on_message``."""
-        async for reply in self.request(msg):
-            if jsonrpc.is_response(reply) and reply.get("id") == msg["id"]:
-                return reply
-            await self.on_message(reply)
+        async with aclosing(self.request(msg)) as replies:
+            async for reply in replies:
+                if jsonrpc.is_response(reply) and reply.get("id") == msg["id"]:
+                    return reply
+                await self.on_message(reply)
         raise UpstreamFailed("the MCP server ended its answer without a response")
 
 
@@ -195,7 +197,7 @@ class HttpUpstream(Upstream):
                 body += event.data
                 if len(body) > limit:
                     raise UpstreamFailed(f"the MCP server sent a message larger than {limit} bytes "
-                                         "(max_message_size)")
+                                         "(max_result_size)")
             elif type(event) is EndOfMessage:
                 return bytes(body)
 
@@ -254,7 +256,7 @@ class HttpUpstream(Upstream):
                 try:
                     events = decoder.feed(event.data)
                 except sse.EventTooLarge as e:
-                    raise UpstreamFailed(f"the MCP server sent {e} (max_message_size)") from None
+                    raise UpstreamFailed(f"the MCP server sent {e} (max_result_size)") from None
                 for ev in events:
                     if ev.event != "message" or not ev.data.strip():
                         continue
@@ -409,7 +411,7 @@ class StdioUpstream(Upstream):
                         await self._deliver(line)
                 if len(buffer) > self.max_message:
                     self._fail(f"the MCP server {self.where!r} wrote a message larger than {self.max_message} "
-                               "bytes (max_message_size)")
+                               "bytes (max_result_size)")
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -172,6 +172,8 @@ def check(pipeline: Path | None, config: Path | None, as_json: bool) -> None:
         click.echo(f"  listener {lst['name']}: {lst['protocol']} on {lst['listen']} -> "
                    f"{lst['upstream'] or '-'}; identity {', '.join(lst['identity'])}; "
                    f"pipeline {lst['pipeline']}; groups {groups}")
+        for warning in lst.get("warnings", []):
+            click.echo(f"  warning: {warning}")
 
 
 @cli.command(name="plugins")

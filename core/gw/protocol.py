@@ -76,6 +76,11 @@ class ProtocolHandler:
         """A credential-free description of the upstream for logs and ``gw check`` (``127.0.0.1:5432/test``)."""
         return ""
 
+    def warnings(self) -> list[str]:
+        """Configuration that is valid but risky, for ``gw check`` (a token-accepting listener on a
+        non-loopback address without required TLS ...)."""
+        return []
+
     def classify(self, text: str, *, session: Session) -> Command:
         """Classify a command text the way this protocol would on the data path (``gw policy explain``).
         Protocols without a text form of commands may raise NotImplementedError."""

@@ -413,7 +413,8 @@ class Runtime:
             "listeners": [
                 {"name": lr.name, "protocol": lr.options.protocol, "listen": lr.options.listen,
                  "identity": lr.options.identities, "pipeline": lr.options.pipeline,
-                 "allow_groups": lr.options.allow_groups, "upstream": lr.handler.describe_upstream()}
+                 "allow_groups": lr.options.allow_groups, "upstream": lr.handler.describe_upstream(),
+                 "warnings": lr.handler.warnings()}
                 for lr in self.listeners.values()
             ],
         }

@@ -204,15 +204,24 @@ class _Server(ThreadingHTTPServer):
         pass  # gw drops upstream connections of refused responses: resets are expected
 
 
-@pytest.fixture
-def scripted() -> Iterator[ScriptedUpstream]:
+@contextlib.contextmanager
+def scripted_upstream() -> Iterator[ScriptedUpstream]:
+    """A scripted upstream running on an ephemeral port until the block ends."""
     server = _Server(("127.0.0.1", 0), _Handler)
     server.state = ScriptedUpstream(f"http://127.0.0.1:{server.server_address[1]}", {})  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield server.state  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+    try:
+        yield server.state  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedUpstream]:
+    with scripted_upstream() as state:
+        yield state
 
 
 # -- the scripted WebSocket upstream ------------------------------------------------------------------------------

@@ -115,3 +115,43 @@ def test_classify_serves_policy_explain(http_config, http_pm) -> None:
     assert "path_normalized" in cmd.flags
     with pytest.raises(ValueError):
         handler.classify("DELETE", session=session)
+
+
+def test_gw_check_warns_about_tokens_and_credentials_in_clear(tmp_path, upstream_token_env) -> None:
+    """An http listener on a non-loopback address without tls, a credential sent to a remote http://
+    upstream, verification off: each is a ``gw check`` warning; a loopback setup gets none."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gw = str(Path(sys.executable).with_name("gw"))
+    text = """
+[identity.dev]
+use = "jwt"
+issuer = "i"
+audience = "a"
+secret_env = "X"
+
+[pipelines.p]
+stages = []
+
+[[listeners]]
+name = "api"
+protocol = "http"
+listen = "LISTEN"
+identity = "dev"
+pipeline = "p"
+
+[listeners.upstream]
+url = "URL"
+headers = { Authorization = "Bearer ${HTTP_TEST_UPSTREAM_TOKEN}" }
+"""
+    risky = tmp_path / "risky.toml"
+    risky.write_text(text.replace("LISTEN", "0.0.0.0:0").replace("URL", "http://10.1.2.3:9000"))
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text(text.replace("LISTEN", "127.0.0.1:0").replace("URL", "http://127.0.0.1:9000"))
+    out = subprocess.run([gw, "check", str(risky)], capture_output=True, text=True, check=True).stdout
+    assert "identity tokens over plain HTTP on 0.0.0.0:0" in out
+    assert "sends its upstream credential to http://10.1.2.3:9000 over plain HTTP" in out
+    assert "warning" not in subprocess.run([gw, "check", str(quiet)], capture_output=True, text=True,
+                                           check=True).stdout

@@ -81,6 +81,8 @@ OVERRIDES = [
     ("POST", "/api/v1/customers/1?_%6Dethod=DELETE", ""),
     ("GET", "/api/v1/x", "X-Original-URL: /api/v1/admin/users\r\n"),
     ("GET", "/api/v1/x", "X-Rewrite-URL: /api/v1/admin/users\r\n"),
+    ("POST", "/api/v1/customers/1", "X_HTTP_METHOD_OVERRIDE: DELETE\r\n"),  # CGI/PHP/WSGI read it the same
+    ("GET", "/api/v1/x", "X_Original_URL: /api/v1/admin/users\r\n"),
 ]
 
 
@@ -210,7 +212,7 @@ PATHS = [
 @pytest.mark.parametrize("target, status, reason", PATHS)
 async def test_paths_are_normalised_or_refused_before_rules_match(adversarial_config: Any,
                                                                   controls_upstream: Any,
-                                                                  gw_plugin_manager: Any, target: str,
+                                                                  gw_plugin_manager: Any, curl: Any, target: str,
                                                                   status: int, reason: str) -> None:
     config = adversarial_config(controls_upstream.url, masking=False)
     async with running_gateway(config, pm=gw_plugin_manager) as gw:
@@ -218,19 +220,13 @@ async def test_paths_are_normalised_or_refused_before_rules_match(adversarial_co
         request = (f"GET {target} HTTP/1.1\r\nHost: x\r\n{AUTH.format(token=token)}Connection: close\r\n\r\n"
                    ).encode()
         got, doc = status_and_json(await raw(gw.port("api"), request))
-        code, out, _ = await _curl_path_as_is(gw.port("api"), token, target)
+        code, out = 1, b""
+        if not target.startswith("http://") and "\\" not in target:
+            code, out, _ = await curl("-i", "--path-as-is", "-H", f"Authorization: Bearer {token}",
+                                      f"http://127.0.0.1:{gw.port('api')}{target}")
     assert (got, doc["reason"]) == (status, reason), doc
     assert _admin_reached(controls_upstream) == []
     assert code != 0 or int(out.split(b" ", 2)[1]) in (400, 403)
-
-
-async def _curl_path_as_is(port: int, token: str, target: str) -> tuple[int, bytes, bytes]:
-    from conftest import run_curl
-
-    if target.startswith("http://") or "\\" in target:
-        return 1, b"", b""
-    return await run_curl("-i", "--path-as-is", "-H", f"Authorization: Bearer {token}",
-                          f"http://127.0.0.1:{port}{target}")
 
 
 async def test_path_params_can_be_allowed_but_never_on_dot_segments(adversarial_config: Any,
@@ -364,28 +360,20 @@ async def test_a_reload_applies_to_the_next_request_on_open_connections(adversar
                                                                         gw_plugin_manager: Any) -> None:
     """Options are read when used: after a reload, the next request on the same keep-alive connection goes
     to the new upstream, with the new override policy."""
-    import threading
+    from http_adversarial import scripted_upstream
 
-    from conftest import Upstream, _UpstreamHandler, _UpstreamServer
-
-    second = _UpstreamServer(("127.0.0.1", 0), _UpstreamHandler)
-    port = second.server_address[1]
-    second.state = Upstream(url=f"http://127.0.0.1:{port}", port=port)
-    threading.Thread(target=second.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
+    with scripted_upstream() as second:
+        second.routes["/api/v1/customers/1"] = Scripted(b'{"second": true}', [("Content-Type", "application/json")])
         config = adversarial_config(controls_upstream.url, masking=False)
         async with running_gateway(config, pm=gw_plugin_manager) as gw:
             token = gw.token("agent-7", ["agents"])
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port('api')}",
                                          headers={"Authorization": f"Bearer {token}"}) as c:
                 before = await c.get("/api/v1/customers/1", headers={"X-HTTP-Method-Override": "GET"})
-                adversarial_config(second.state.url, masking=False, listener='method_override = "honour"')
+                adversarial_config(second.url, masking=False, listener='method_override = "honour"')
                 changes = await gw.runtime.reload()
                 after = await c.get("/api/v1/customers/1", headers={"X-HTTP-Method-Override": "GET"})
-    finally:
-        second.shutdown()
-        second.server_close()
     assert any("listener api" in change for change in changes)
     assert before.status_code == 400 and after.status_code == 200
-    assert after.json() == {"id": "1", "method": "GET"}
-    assert [s.path for s in second.state.seen] == ["/api/v1/customers/1"] and controls_upstream.seen == []
+    assert after.json() == {"second": True}
+    assert second.paths() == ["/api/v1/customers/1"] and controls_upstream.seen == []

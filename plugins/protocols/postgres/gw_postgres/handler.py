@@ -58,6 +58,17 @@ TLS_HANDSHAKE_BYTE = 0x16
 RECEIVE_SIZE = 64 * 1024
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Refused(Exception):
     """The client was sent a FATAL error and must be disconnected."""
 
@@ -153,6 +164,14 @@ class PostgresHandler(ProtocolHandler):
 
     def describe_upstream(self) -> str:
         return self.target.describe()
+
+    def warnings(self) -> list[str]:
+        host, _ = self.opts.address
+        if not self.opts.require_tls and not _loopback(host):
+            return [f"listener {self.listener.name!r} accepts connections on {self.opts.listen} (not loopback) "
+                    "without require_tls = true: tokens may cross the network in the clear; add "
+                    "tls = { cert, key } and require_tls = true"]
+        return []
 
     def classify(self, text: str, *, session: Session) -> Command:
         c = self.classifier.classify(text)

@@ -16,11 +16,13 @@ handshake and hands the stream to a :class:`~gw_httpproxy.proxy.ProxyConnection`
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, cast
+from urllib.parse import urlsplit
 
 import trio
 from gw.errors import ConfigError
@@ -43,6 +45,15 @@ if TYPE_CHECKING:
     from gw.runtime import ListenerRuntime
 
 log = logging.getLogger("gw.http")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +125,25 @@ class ProxyHandler(ProtocolHandler):
 
     def describe_upstream(self) -> str:
         return describe_url(self.proxy_options.upstream.url)
+
+    def warnings(self) -> list[str]:
+        """``gw check``: valid but risky settings -- tokens in clear on the network, an upstream credential
+        sent in clear, certificate verification off."""
+        opts = self.proxy_options
+        out = []
+        host, _ = opts.address
+        if opts.tls is None and not _loopback(host):
+            out.append(f"listener {opts.name!r} accepts identity tokens over plain HTTP on {opts.listen} (not "
+                       "loopback): anyone on the network can read them; add tls = { cert, key }")
+        upstream = urlsplit(opts.upstream.url)
+        if upstream.scheme == "http" and (opts.upstream.headers or opts.upstream.basic_auth) \
+                and not _loopback(upstream.hostname or ""):
+            out.append(f"listener {opts.name!r} sends its upstream credential to {describe_url(opts.upstream.url)} "
+                       "over plain HTTP; use an https:// upstream")
+        if not opts.upstream.verify:
+            out.append(f"listener {opts.name!r}: upstream.verify = false, so any server can pose as the "
+                       "upstream and receive its credential; use ca_file instead")
+        return out
 
     async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
         try:

@@ -24,6 +24,12 @@ HeaderList = list[tuple[bytes, bytes]]
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
                         b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade"})
 
+#: Request headers that claim what only a proxy knows (the client's address, the original host, scheme, port or
+#: path base); gw sets ``X-Forwarded-For``/``-Proto``/``-Host`` itself and never forwards the agent's claims.
+PROXY_CLAIMS = frozenset({b"forwarded", b"x-real-ip", b"x-client-ip", b"true-client-ip", b"x-forwarded-port",
+                          b"x-forwarded-prefix", b"x-forwarded-server", b"x-forwarded-path", b"x-forwarded-uri",
+                          b"x-original-forwarded-for", b"cf-connecting-ip"})
+
 #: Values never shown to stages in clear, whatever the configuration says.
 ALWAYS_SECRET = frozenset({b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"})
 REDACTED = "[redacted]"
@@ -77,6 +83,9 @@ class ForwardingRules:
         # The agent's token, framing and routing headers are gw's to set; x-forwarded-for is appended to.
         drop.update({token_header.lower().encode("ascii"), b"host", b"expect", b"content-length",
                      b"accept-encoding", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+        # Claims about the client or the path only a proxy may make: an upstream that trusts them for
+        # allow-lists or routing (Forwarded host, X-Forwarded-Prefix as path base) would act on the agent's say.
+        drop.update(PROXY_CLAIMS)
         # The agent cannot override the injected credential by sending a header of the same name.
         drop.update(n for n, _ in injected_pairs)
         drop.update(n.lower().encode("ascii") for n in extra_drop)
@@ -117,6 +126,9 @@ class ForwardingRules:
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 elif name == b"host":
                     original_host = value
+                continue
+            if b"_" in name and name.replace(b"_", b"-") in drop:
+                # CGI, PHP and WSGI servers read X_Api_Key as X-Api-Key: the same header by another spelling.
                 continue
             out.append((name, value))
         out.extend(self.injected)

@@ -54,6 +54,8 @@ def requested_method(headers: Headers, query: str, *, mode: str) -> str | None:
     overrides."""
     named: list[tuple[str, str]] = []
     for name, value in headers:
+        if b"_" in name:  # CGI, PHP and WSGI read X_HTTP_METHOD_OVERRIDE as X-HTTP-Method-Override
+            name = name.replace(b"_", b"-")
         if name in _OVERRIDE_HEADERS:  # one set lookup per header on the common path
             if name in PATH_OVERRIDE_HEADERS:
                 raise OverrideRefused(f"the request carries {name.decode('latin-1')}, which some servers use as "

@@ -170,6 +170,10 @@ class ProxyConnection:
         self.termination: str | None = None
         #: The agent left while its request was held.
         self.client_gone = False
+        #: :class:`gw.stage.CommandContext`: why gw cancelled a decision in progress (``client_disconnected``,
+        #: ``token_expired``, ``revoked``, ``session_max``), set before it cancels, so a stage holding the request
+        #: can say why it ended.
+        self.cancel_reason = ""
         self.method = ""
         self.request_headers: Headers = []
         self.response_started = False
@@ -497,7 +501,7 @@ class ProxyConnection:
                 if self._idle_scope is not None:
                     self._idle_scope.cancel()
                 if reason != "shutdown" and self._exchange_scope is not None:
-                    self.termination = reason
+                    self.termination = self.cancel_reason = reason
                     self._exchange_scope.cancel()
 
         assert self._nursery is not None
@@ -529,6 +533,7 @@ class ProxyConnection:
 
     def _client_left(self) -> None:
         self.client_gone = True
+        self.cancel_reason = "client_disconnected"
         if self._decide_scope is not None:
             self._decide_scope.cancel()
 
@@ -551,6 +556,7 @@ class ProxyConnection:
             done.set()
 
     async def _decide(self, sr: SessionRuntime, cmd: Command) -> Verdict:
+        self.cancel_reason = ""
         with trio.CancelScope() as scope:
             self._decide_scope = scope
             try:

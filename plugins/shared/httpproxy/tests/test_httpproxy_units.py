@@ -99,6 +99,18 @@ def test_upstream_request_headers() -> None:
                    (b"content-length", b"5")]
 
 
+def test_proxy_claims_and_underscore_spellings_of_managed_headers_are_dropped() -> None:
+    rules = ForwardingRules.build(token_header="Authorization", injected=[("X-Api-Key", "k3y-value")],
+                                  upstream_host="u", secrets=[b"k3y-value"], secret_headers=[])
+    headers = [(b"x_api_key", b"agent's"), (b"forwarded", b"for=10.0.0.1;host=admin"), (b"x-real-ip", b"10.0.0.1"),
+               (b"x_forwarded_for", b"10.0.0.1"), (b"x-forwarded-prefix", b"/admin"), (b"x_custom", b"kept")]
+    out = rules.upstream_request(headers, client_ip="127.0.0.1", scheme="http", framing=[], upgrade=None)
+    assert (b"x-api-key", b"k3y-value") in out and (b"x_custom", b"kept") in out
+    assert not {n for n, _ in out} & {b"x_api_key", b"forwarded", b"x-real-ip", b"x_forwarded_for",
+                                     b"x-forwarded-prefix"}
+    assert (b"x-forwarded-for", b"127.0.0.1") in out
+
+
 def test_client_response_headers_and_redaction() -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", b"10"), (b"connection", b"close"),
                (b"x-echo", b"got Bearer up"), (b"set-cookie", b"a=b")]

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from gw.model import Kind
 
 from .dialects import DialectRules, rules_for
-from .lexer import lex, public_fingerprint, split_tokens, sql_text
+from .lexer import Lexed, lex, public_fingerprint, split_tokens, sql_text
 from .lineage import column_sources as _column_sources
 from .model import Classification, combine
 from .statements import classify_statement
@@ -87,20 +88,26 @@ class Classifier:
     ``default_schema`` is the schema reported for unqualified tables (``public`` for PostgreSQL; none for
     MySQL, where unqualified names are reported bare unless a database is given here).  ``safe_functions``
     adds functions (lower-case names) that the operator vouches for: calls to them do not make a statement
-    ``unknown``.
+    ``unknown``.  ``lexer`` replaces the dialect's default lexer (a MySQL session's character set and
+    sql_mode: :func:`gw_sqlanalysis.mysql.lexer_for`).
     """
 
     def __init__(self, dialect: str = "postgres", cache_size: int = 4096, *, default_schema: str | None = None,
-                 safe_functions: frozenset[str] | set[str] | tuple[str, ...] = ()) -> None:
+                 safe_functions: frozenset[str] | set[str] | tuple[str, ...] = (),
+                 lexer: Callable[[str], Lexed] | None = None) -> None:
         self.rules: DialectRules = rules_for(dialect, default_schema=default_schema,
                                              safe_functions=frozenset(f.lower() for f in safe_functions))
         self.dialect = self.rules.name
+        self._lex: Callable[[str], Lexed] = lexer if lexer is not None else self._default_lex
         budget = max(1, cache_size) * 512
         self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._sources: _LRU[tuple[str, int], tuple[list[tuple[str, ...]] | None]] = _LRU(cache_size, budget)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
+
+    def _default_lex(self, text: str) -> Lexed:
+        return lex(text, self.dialect)
 
     # -- classification -------------------------------------------------------------------------------------
     def classify(self, text: str) -> Classification:
@@ -117,7 +124,7 @@ class Classifier:
         return result
 
     def _classify(self, text: str) -> Classification:
-        lexed = lex(text, self.dialect)
+        lexed = self._lex(text)
         if lexed.error is not None:
             return _unreadable(frozenset(lexed.flags))
         shape = lexed.shape
@@ -144,7 +151,7 @@ class Classifier:
         cannot parse, a text of several statements when ``statement`` -- the 0-based index of the statement
         in the text -- is not given)."""
         try:
-            lexed = lex(text, self.dialect)
+            lexed = self._lex(text)
             if lexed.error is not None or lexed.flags:
                 return None
             statements = split_tokens(lexed.tokens)

@@ -13,6 +13,8 @@ from functools import cached_property
 
 import sqlglot
 
+from .mysql import CHARSETS as _MYSQL_CHARSETS
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -175,11 +177,16 @@ MYSQL_HARMLESS_SETTINGS = _words("""
     time_zone max_execution_time max_statement_time net_read_timeout net_write_timeout wait_timeout
     interactive_timeout lock_wait_timeout innodb_lock_wait_timeout group_concat_max_len sql_select_limit
     profiling sql_notes sql_warnings div_precision_increment
+    sql_mode character_set_client character_set_connection character_set_results collation_connection
 """)
+#: (sql_mode and the character sets are harmless because the MySQL protocol plugin follows them as the server
+#: reports them, refusing statements it would read differently and restoring a setting it cannot follow.)
 MYSQL_TRANSACTION_SETTINGS = _words("autocommit transaction_isolation tx_isolation transaction_read_only "
                                     "tx_read_only completion_type")
-#: ``SET NAMES x`` with these keeps the connection in an encoding where a backslash is always a backslash.
-MYSQL_SAFE_CHARSETS = _words("utf8 utf8mb3 utf8mb4")
+#: ``SET NAMES x`` with these moves the session to a character set gw reads like the server (multibyte ones
+#: included: gw_sqlanalysis.mysql groups their bytes as the server does and refuses statements whose structure
+#: depends on it); any other character set is ``admin``.
+MYSQL_SAFE_CHARSETS = frozenset(_MYSQL_CHARSETS)
 
 
 @dataclass(frozen=True)

@@ -107,22 +107,28 @@ class ContentMasker:
             return self.value(block)
         kind = block.get("type")
         out = dict(block)
+        handled: tuple[str, ...]
         if kind == "text" and isinstance(block.get("text"), str):
             out["text"] = self.text(block["text"])
+            handled = ("type", "text")
         elif kind in ("image", "audio") and isinstance(block.get("data"), str):
             out["data"] = self.blob(block["data"], block.get("mimeType"))
+            handled = ("type", "data", "mimeType")
         elif kind == "resource" and isinstance(block.get("resource"), dict):
             out["resource"] = self.resource(block["resource"])
+            handled = ("type", "resource")
         elif kind == "resource_link":
-            for key in ("name", "title", "description"):
-                if isinstance(block.get(key), str):
-                    out[key] = self.text(block[key])
+            handled = ("type", "mimeType")
         else:
             return self.value(block)  # a kind gw does not know: every string in it is masked
-        if "_meta" in out:
-            out["_meta"] = self.value(out["_meta"])
-        if "annotations" in out:
-            out["annotations"] = self.value(out["annotations"])
+        return self._rest(block, out, handled)
+
+    def _rest(self, original: dict[str, Any], out: dict[str, Any], handled: tuple[str, ...]) -> dict[str, Any]:
+        """Every other field (``_meta``, ``annotations``, ``uri``, fields of later MCP revisions) masked as
+        JSON: what gw does not know is masked, never passed as it came."""
+        for key, value in original.items():
+            if key not in handled:
+                out[key] = self.text(value) if isinstance(value, str) else self.value(value)
         return out
 
     def resource(self, contents: Any) -> Any:
@@ -132,29 +138,27 @@ class ContentMasker:
         media = contents.get("mimeType") if isinstance(contents.get("mimeType"), str) else None
         if isinstance(contents.get("text"), str):
             out["text"] = self.text(contents["text"], media)
+        handled = ["mimeType"]
         if isinstance(contents.get("blob"), str):
             out["blob"] = self.blob(contents["blob"], media)
-        if "_meta" in out:
-            out["_meta"] = self.value(out["_meta"])
-        return out
+            handled.append("blob")
+        if isinstance(contents.get("text"), str):
+            handled.append("text")
+        return self._rest(contents, out, tuple(handled))
 
     def tool_result(self, result: dict[str, Any]) -> dict[str, Any]:
         out = dict(result)
         if isinstance(result.get("content"), list):
             out["content"] = [self.block(b) for b in result["content"]]
-        if "structuredContent" in result:
-            out["structuredContent"] = self.value(result["structuredContent"])
-        if "_meta" in result:
-            out["_meta"] = self.value(result["_meta"])
-        return out
+        listed = ("content",) if isinstance(result.get("content"), list) else ()
+        return self._rest(result, out, ("isError", "resultType", *listed))
 
     def resource_result(self, result: dict[str, Any]) -> dict[str, Any]:
         out = dict(result)
         if isinstance(result.get("contents"), list):
             out["contents"] = [self.resource(c) for c in result["contents"]]
-        if "_meta" in result:
-            out["_meta"] = self.value(result["_meta"])
-        return out
+        listed = ("contents",) if isinstance(result.get("contents"), list) else ()
+        return self._rest(result, out, ("resultType", *listed))
 
     def prompt_result(self, result: dict[str, Any]) -> dict[str, Any]:
         out = dict(result)
@@ -171,17 +175,14 @@ class ContentMasker:
                 else:
                     masked.append(self.value(message))
             out["messages"] = masked
-        if "_meta" in result:
-            out["_meta"] = self.value(result["_meta"])
-        return out
+        listed = ("messages",) if isinstance(messages, list) else ()
+        return self._rest(result, out, ("description", "resultType", *listed))
 
     def error(self, error: dict[str, Any]) -> dict[str, Any]:
         out = dict(error)
         if isinstance(error.get("message"), str):
             out["message"] = self.text(error["message"])
-        if "data" in error:
-            out["data"] = self.value(error["data"])
-        return out
+        return self._rest(error, out, ("code", "message"))
 
     def notification(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A notification the server sends during the call (progress messages, log messages)."""

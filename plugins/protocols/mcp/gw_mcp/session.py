@@ -41,7 +41,7 @@ from . import classify, jsonrpc
 from .content import ContentMasker, MaskFailed
 from .options import SERVER_REQUESTS, McpListenerOptions
 from .pins import ToolPins
-from .upstream import Upstream, UpstreamFailed
+from .upstream import ResultTooLarge, Upstream, UpstreamFailed
 
 if TYPE_CHECKING:
     from gw.pipeline import SessionRuntime
@@ -334,6 +334,8 @@ class McpSession:
                         answer = await self._dispatch(method, params, call, nursery)
                 except SessionError as e:
                     answer = jsonrpc.error(client_id, e.code, str(e), e.data)
+                except ResultTooLarge as e:
+                    answer = jsonrpc.error(client_id, jsonrpc.LIMIT_EXCEEDED, str(e))
                 except UpstreamFailed as e:
                     answer = jsonrpc.error(client_id, jsonrpc.UPSTREAM_ERROR, str(e))
                 else:
@@ -521,7 +523,11 @@ class McpSession:
             outcome.error_message = call.cancel_reason or "cancelled"
             raise
         except SessionError as e:
-            outcome.error_code, outcome.error_message = "refused", str(e)
+            outcome.error_code = outcome.error_code or "refused"
+            outcome.error_message = str(e)
+            raise
+        except ResultTooLarge as e:
+            outcome.error_code, outcome.error_message = "result_too_large", str(e)
             raise
         except UpstreamFailed as e:
             outcome.error_code, outcome.error_message = "upstream", str(e)
@@ -564,6 +570,7 @@ class McpSession:
             size = len(jsonrpc.dumps(result))
             outcome.notes["result_bytes"] = size
             if size > self.options.max_result_size:
+                outcome.error_code = "result_too_large"
                 raise SessionError(jsonrpc.LIMIT_EXCEEDED, f"the answer is {size} bytes; this listener passes "
                                    f"at most {self.options.max_result_size} (max_result_size). Ask for less "
                                    "(filters, paging)", {"request_id": request_id})

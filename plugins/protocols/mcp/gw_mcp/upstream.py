@@ -42,6 +42,10 @@ class UpstreamFailed(Exception):
     credential in it)."""
 
 
+class ResultTooLarge(UpstreamFailed):
+    """The server sent a message larger than gw reads (``max_result_size`` and its envelope)."""
+
+
 def scrub(forms: SecretForms | None, raw: bytes) -> bytes:
     if forms is None:
         return raw
@@ -51,7 +55,8 @@ def scrub(forms: SecretForms | None, raw: bytes) -> bytes:
 
 def _decode(raw: bytes, forms: SecretForms | None, max_size: int, where: str) -> dict[str, Any]:
     if len(raw) > max_size:
-        raise UpstreamFailed(f"the MCP server sent a message larger than {max_size} bytes (max_result_size)")
+        raise ResultTooLarge(f"the MCP server sent a message larger than {max_size} bytes; this listener passes "
+                             "answers up to max_result_size. Ask for less (filters, paging)")
     try:
         msg = json.loads(scrub(forms, raw))
     except (ValueError, RecursionError):
@@ -196,8 +201,8 @@ class HttpUpstream(Upstream):
             if type(event) is Data:
                 body += event.data
                 if len(body) > limit:
-                    raise UpstreamFailed(f"the MCP server sent a message larger than {limit} bytes "
-                                         "(max_result_size)")
+                    raise ResultTooLarge(f"the MCP server sent a message larger than {limit} bytes; this "
+                                         "listener passes answers up to max_result_size. Ask for less")
             elif type(event) is EndOfMessage:
                 return bytes(body)
 
@@ -256,7 +261,8 @@ class HttpUpstream(Upstream):
                 try:
                     events = decoder.feed(event.data)
                 except sse.EventTooLarge as e:
-                    raise UpstreamFailed(f"the MCP server sent {e} (max_result_size)") from None
+                    raise ResultTooLarge(f"the MCP server sent {e}; this listener passes answers up to "
+                                         "max_result_size. Ask for less (filters, paging)") from None
                 for ev in events:
                     if ev.event != "message" or not ev.data.strip():
                         continue
@@ -380,6 +386,7 @@ class StdioUpstream(Upstream):
         self._waiters: dict[Any, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._write_lock = trio.Lock()
         self._dead: str | None = None
+        self._too_large = False
 
     @property
     def where(self) -> str:
@@ -410,8 +417,10 @@ class StdioUpstream(Upstream):
                     if line:
                         await self._deliver(line)
                 if len(buffer) > self.max_message:
+                    self._too_large = True
                     self._fail(f"the MCP server {self.where!r} wrote a message larger than {self.max_message} "
-                               "bytes (max_result_size)")
+                               "bytes; this listener passes answers up to max_result_size, and the server's "
+                               "session was ended. Ask for less (filters, paging) in a new session")
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -470,7 +479,8 @@ class StdioUpstream(Upstream):
                 with trio.fail_after(self.read_timeout):
                     reply = await receive.receive()
             except trio.EndOfChannel:
-                raise UpstreamFailed(self._dead or f"the MCP server {self.where!r} went away") from None
+                error = ResultTooLarge if self._too_large else UpstreamFailed
+                raise error(self._dead or f"the MCP server {self.where!r} went away") from None
             except trio.TooSlowError:
                 raise UpstreamFailed(f"the MCP server {self.where!r} did not answer within "
                                      f"{self.read_timeout:g}s (upstream.read_timeout)") from None

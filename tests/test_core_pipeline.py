@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from gw.errors import ConfigError
 from gw.runtime import Runtime
 from gw.testing import running_gateway, write_pipeline

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .model import Command, Kind
 
-
 #: Characters that make a ``verb`` value a glob pattern.
 _GLOB = re.compile(r"[*?\[]")
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from contextlib import aclosing
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio

@@ -20,8 +20,8 @@ import json
 import logging
 import os
 import subprocess
-from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import trio

@@ -9,4 +9,4 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # --import-mode=importlib does not put test directories on sys.path
     sys.path.insert(0, str(HERE))
 
-from mcp_harness import crm_http, gateway, http_gateway, report_file  # noqa: E402, F401  (fixtures)
+from mcp_harness import crm_http, gateway, http_gateway, report_file  # noqa: F401  (fixtures)

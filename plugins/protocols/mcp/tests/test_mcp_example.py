@@ -26,7 +26,7 @@ def test_example_works_as_written(tmp_path: Path, crm_http: Crm) -> None:
     path.write_text(text.replace("127.0.0.1:18090", f"127.0.0.1:{port}")
                     .replace("127.0.0.1:9000", f"127.0.0.1:{crm_http.port}"))
     env = {**os.environ, "GW_DEV_SECRET": secrets.token_urlsafe(32), "CRM_MCP_TOKEN": UPSTREAM_TOKEN}
-    with GatewayProcess(path, env=env).start():
+    with GatewayProcess(path, env=env):
         out = subprocess.run([GW, "token", "issue", "-c", str(path), "--identity", "dev", "--sub", "agent-7",
                               "--group", "agents", "--ttl", "1h"], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from gw.errors import ConfigError
 from gw.runtime import Runtime
 from gw.testing import running_gateway, write_pipeline
@@ -60,3 +59,20 @@ def test_stage_option_errors_name_the_key_path(tmp_path: Path, inline_pm) -> Non
     with pytest.raises(ConfigError) as err:
         Runtime.build(path, pm=inline_pm)
     assert "pipelines.p.stages[2].mesage: unknown key" in str(err.value)
+
+
+def test_verb_globs_match_tool_names() -> None:
+    from gw.model import Command, Identity, Session
+    from gw.rules import Rule
+
+    session = Session("s", "l", "mcp", Identity("a"), "127.0.0.1:1", "u", 0.0)
+
+    def cmd(verb: str) -> Command:
+        return Command(session, 1, verb, "mcp", verb=verb)
+
+    rule = Rule(verb="delete_*")
+    assert rule.matches(cmd("delete_customer")) and rule.matches(cmd("DELETE_order"))
+    assert not rule.matches(cmd("undelete_customer")) and not rule.matches(cmd("lookup"))
+    mixed = Rule(verb=["select", "drop_?"])
+    assert mixed.matches(cmd("select")) and mixed.matches(cmd("drop_x")) and not mixed.matches(cmd("drop_xy"))
+    assert not Rule(verb="select").matches(cmd("select_all"))  # plain verbs still compare exactly

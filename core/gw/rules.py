@@ -3,9 +3,10 @@
 A rule matches when all its keys match: ``kind``, ``verb`` (string or list), ``objects`` (globs; any object
 matching any glob), ``flags`` (all present), ``text`` (regex, searched), ``groups`` (identity in at least one) and
 ``except_groups`` (identity in none).  Verbs and kinds compare case-insensitively, so ``verb = "DELETE"`` serves
-both SQL and HTTP.  Objects compare as the protocol says (:class:`~gw.model.ObjectSyntax`): SQL names
-case-insensitively; paths case-sensitively, an object that is itself a glob matching every rule glob it could
-match (``cat /etc/sha*ow`` matches ``objects = ["/etc/shadow"]``).
+both SQL and HTTP; a verb with glob characters (``*``, ``?``, ``[``) is a pattern (``verb = "delete_*"`` matches
+the MCP tools ``delete_customer`` and ``delete_order``).  Objects compare as the protocol says
+(:class:`~gw.model.ObjectSyntax`): SQL names case-insensitively; paths case-sensitively, an object that is
+itself a glob matching every rule glob it could match (``cat /etc/sha*ow`` matches ``objects = ["/etc/shadow"]``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from .model import Command, Kind, ObjectSyntax
+
+#: Characters that make a ``verb`` value a glob pattern.
+_GLOB = re.compile(r"[*?\[]")
 
 
 def _as_list(value: Any) -> list[str] | None:
@@ -65,12 +69,15 @@ class Rule(BaseModel):
     @cached_property
     def _compiled(self) -> tuple[Any, ...]:
         kinds = frozenset(k.lower() for k in _as_list(self.kind) or []) or None
-        verbs = frozenset(v.lower() for v in _as_list(self.verb) or []) or None
+        patterns = [v.lower() for v in _as_list(self.verb) or []]
+        verbs = frozenset(v for v in patterns if not _GLOB.search(v)) if patterns else None
+        globbed = [v for v in patterns if _GLOB.search(v)]
+        verb_re = re.compile("|".join(fnmatch.translate(v) for v in globbed)) if globbed else None
         objects = _as_list(self.objects)
         obj_re = re.compile("|".join(fnmatch.translate(o.lower()) for o in objects)) if objects else None
         flags = frozenset(_as_list(self.flags) or [])
         text = re.compile(self.text, re.IGNORECASE | re.DOTALL) if self.text else None
-        return kinds, verbs, obj_re, flags, text
+        return kinds, verbs, verb_re, obj_re, flags, text
 
     @cached_property
     def _path_globs(self) -> tuple[re.Pattern[str], tuple[tuple[Any, ...], ...]]:
@@ -87,11 +94,10 @@ class Rule(BaseModel):
         return any(_globs_intersect(mine, theirs) for theirs in tokens)
 
     def matches(self, command: Command) -> bool:
-        kinds, verbs, obj_re, flags, text = self._compiled
+        kinds, verbs, verb_re, obj_re, flags, text = self._compiled
         if kinds is not None and command.kind.value not in kinds:
             return False
-        if verbs is not None and command.verb.lower() not in verbs and \
-                not any(v.lower() in verbs for v in command.verbs):
+        if verbs is not None and not self._verb_matches(verbs, verb_re, command):
             return False
         if obj_re is not None:
             if command.object_syntax is ObjectSyntax.PATH:
@@ -109,6 +115,14 @@ class Rule(BaseModel):
         if self.except_groups is not None and any(g in groups for g in self.except_groups):
             return False
         return True
+
+    @staticmethod
+    def _verb_matches(verbs: frozenset[str], verb_re: re.Pattern[str] | None, command: Command) -> bool:
+        for verb in (command.verb, *command.verbs):
+            lowered = verb.lower()
+            if lowered in verbs or (verb_re is not None and verb_re.match(lowered)):
+                return True
+        return False
 
     def _object_matches(self, obj_re: re.Pattern[str], obj: str) -> bool:
         """``obj`` matches a glob; a schema-wide object (``public.*`` from ``GRANT ... ON ALL TABLES IN

@@ -33,7 +33,7 @@ from .codec import (
     client_codec,
 )
 from .headers import ForwardingRules
-from .options import ENV_REFERENCE, ProxyListenerOptions
+from .options import ENV_REFERENCE, ProxyListenerOptions, UpstreamOptions
 
 RECEIVE_SIZE = 256 * 1024
 #: Secrets shorter than this are not scrubbed from responses: replacing every occurrence of a 3-byte value
@@ -107,11 +107,17 @@ def resolve_credentials(options: ProxyListenerOptions, env: Mapping[str, str], f
                         ) -> tuple[list[tuple[str, str]], list[bytes]]:
     """The headers to inject (``${VAR}`` expanded, basic auth encoded) and the secret byte strings that must
     never reach a client.  Raises :class:`ConfigError` naming a missing variable."""
-    up = options.upstream
+    return resolve_upstream_credentials(options.upstream, options.name, env, file)
+
+
+def resolve_upstream_credentials(up: UpstreamOptions, listener: str, env: Mapping[str, str], file: str
+                                 ) -> tuple[list[tuple[str, str]], list[bytes]]:
+    """:func:`resolve_credentials` for an upstream table of any protocol (the MCP plugin's upstream table
+    holds an :class:`UpstreamOptions` beside its stdio keys)."""
     injected: list[tuple[str, str]] = []
     secrets: list[bytes] = []
     for name, template in up.headers.items():
-        value = _expand(template, env, f"upstream.headers.{name}", options.name, file)
+        value = _expand(template, env, f"upstream.headers.{name}", listener, file)
         injected.append((name, value))
         if ENV_REFERENCE.search(template):
             secrets.append(value.encode("latin-1"))
@@ -121,7 +127,7 @@ def resolve_credentials(options: ProxyListenerOptions, env: Mapping[str, str], f
     if up.basic_auth is not None:
         var = up.basic_auth.password_env
         if var not in env:
-            raise ConfigError(f"listener {options.name!r}: upstream.basic_auth.password_env names {var}, "
+            raise ConfigError(f"listener {listener!r}: upstream.basic_auth.password_env names {var}, "
                               f"which is not set in gw's environment; export {var} before starting gw",
                               file=file)
         password = env[var]
@@ -136,8 +142,12 @@ def upstream_ssl_context(options: ProxyListenerOptions, path: Callable[[str], Pa
                          ) -> ssl.SSLContext:
     """The client TLS context for an https upstream; ``path`` resolves file names against the pipeline
     file's directory."""
-    up = options.upstream
-    listener = options.name
+    return upstream_tls_context(options.upstream, options.name, path, file)
+
+
+def upstream_tls_context(up: UpstreamOptions, listener: str, path: Callable[[str], Path], file: str
+                         ) -> ssl.SSLContext:
+    """:func:`upstream_ssl_context` for an upstream table of any protocol."""
     try:
         ctx = ssl.create_default_context(cafile=str(path(up.ca_file)) if up.ca_file else None)
         if up.client_cert:
@@ -154,14 +164,20 @@ def upstream_ssl_context(options: ProxyListenerOptions, path: Callable[[str], Pa
 
 
 def build_target(options: ProxyListenerOptions, ssl_context: ssl.SSLContext | None) -> UpstreamTarget:
-    parts = urlsplit(options.upstream.url)
+    return upstream_target(options.upstream, ssl_context, options.max_header_bytes)
+
+
+def upstream_target(up: UpstreamOptions, ssl_context: ssl.SSLContext | None, max_header_bytes: int
+                    ) -> UpstreamTarget:
+    """Where an upstream table points, for :meth:`UpstreamConnection.open`."""
+    parts = urlsplit(up.url)
     scheme = parts.scheme
     return UpstreamTarget(
         scheme=scheme, host=parts.hostname or "", port=parts.port or (443 if scheme == "https" else 80),
         base_path=parts.path.rstrip("/"), ssl_context=ssl_context,
-        connect_timeout=options.upstream.connect_timeout.total_seconds(),
-        read_timeout=options.upstream.read_timeout.total_seconds(),
-        max_header_bytes=options.max_header_bytes)
+        connect_timeout=up.connect_timeout.total_seconds(),
+        read_timeout=up.read_timeout.total_seconds(),
+        max_header_bytes=max_header_bytes)
 
 
 def forwarding_rules(options: ProxyListenerOptions, target: UpstreamTarget, injected: list[tuple[str, str]],

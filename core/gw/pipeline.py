@@ -123,12 +123,21 @@ class Pipeline:
                 break
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
+        return await self._record(command, verdict)
+
+    async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
+        """A command the protocol refuses itself, before any stage judges it (a prepared statement the server
+        never confirmed, an encoding gw cannot lex): recorded by the stages that record decisions (audit), like a
+        refusal of theirs.  Returns the verdict (or one that says the record failed)."""
+        return await self._record(command, verdict)
+
+    async def _record(self, command: Command, verdict: Verdict) -> Verdict:
         for stage in self._deciders:
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a failing record denies (below); the session survives
                 log.error("stage %s could not record command %s/%d: %s", stage.name, command.session.id,
                           command.seq, e)
                 if verdict.allowed:
@@ -222,6 +231,12 @@ class SessionRuntime:
         pipeline = self.listener.pipeline
         self._inflight[command.seq] = (pipeline, time.perf_counter())
         return await pipeline.decide(command, context)
+
+    async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
+        """The protocol refuses ``command`` itself; the stages record it (then :meth:`complete` it)."""
+        pipeline = self.listener.pipeline
+        self._inflight[command.seq] = (pipeline, time.perf_counter())
+        return await pipeline.refuse(command, verdict)
 
     @property
     def wants_rows(self) -> bool:

@@ -193,16 +193,22 @@ class _PgScanner:
         self.backslash_quotes = backslash_quotes
         self.tokens: list[str] = []
         self.backslash_in_plain_string = False
+        #: When a list: the source offset of each token (:func:`token_offsets`).
+        self.offsets: list[int] | None = None
 
     def run(self) -> list[str]:
         text, tokens = self.text, self.tokens
         append = tokens.append
         match = _PG_MASTER.match
         lower_table = _ASCII_LOWER
-        pos = 0
+        offsets = self.offsets
+        pos = start = 0
         while (m := match(text, pos)) is not None:
             group = m.lastindex
             pos = m.end()
+            if offsets is not None:  # the tokens of the previous match started at its start
+                offsets.extend([start] * (len(tokens) - len(offsets)))
+                start = m.start(group or 0)
             if group == 2:
                 word = m.group(2)
                 word = word.lower() if word.isascii() else word.translate(lower_table)
@@ -219,6 +225,8 @@ class _PgScanner:
                 pos = self._opener(m.group(5), pos)
             else:
                 pos = self._prefixed(m.group(1), pos)
+        if offsets is not None:
+            offsets.extend([start] * (len(tokens) - len(offsets)))
         return tokens
 
     def _opener(self, opener: str, pos: int) -> int:
@@ -680,6 +688,15 @@ def lex(text: str, dialect: str = "postgres") -> Lexed:
         return Lexed([], error=str(e))
     except RecursionError:  # pragma: no cover - the scanners are iterative; belt and braces
         return Lexed([], error="the text is too deeply nested")
+
+
+def token_offsets(text: str, backslash_quotes: bool = False) -> tuple[list[str], list[int]]:
+    """PostgreSQL tokens of ``text`` with the source offset where each starts (for quoting a part of the text
+    exactly as the client sent it).  Raises :class:`LexError`."""
+    scanner = _PgScanner(text, backslash_quotes)
+    scanner.offsets = []
+    tokens = scanner.run()
+    return tokens, scanner.offsets
 
 
 def _shape_differs(tokens: list[str], other: _PgScanner | _MyScanner) -> bool:

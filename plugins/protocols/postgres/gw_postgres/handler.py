@@ -168,9 +168,9 @@ class PostgresHandler(ProtocolHandler):
     def warnings(self) -> list[str]:
         host, _ = self.opts.address
         if not self.opts.require_tls and not _loopback(host):
-            return [(f"listener {self.listener.name!r} accepts connections on {self.opts.listen} (not loopback) "
+            return [f"listener {self.listener.name!r} accepts connections on {self.opts.listen} (not loopback) "
                     "without require_tls = true: tokens may cross the network in the clear; add "
-                    "tls = { cert, key } and require_tls = true")]
+                    "tls = { cert, key } and require_tls = true"]
         return []
 
     def classify(self, text: str, *, session: Session) -> Command:

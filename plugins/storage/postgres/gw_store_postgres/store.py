@@ -238,13 +238,16 @@ class PostgresStore(Store):
 
     # -- streams --------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
-                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+                     *, index: Sequence[Mapping[str, str]] | None = None,
+                     encoded: Sequence[str] | None = None) -> list[int]:
         if not records:
             return []
         if index is not None and len(index) != len(records):
             raise ValueError("index must have one entry per record")
+        if encoded is not None and len(encoded) != len(records):
+            raise ValueError("encoded must have one entry per record")
         _check_text(stream, "stream name")
-        encoded = [_encode(stream, r) for r in records]
+        texts = list(encoded) if encoded is not None else [_encode(stream, r) for r in records]
         fields = [_fields(index[i]) if index else [] for i in range(len(records))]
         new_stream = stream not in self._streams_known
         now = time.time()
@@ -258,7 +261,7 @@ class PostgresStore(Store):
             with conn.transaction():
                 if new_stream:
                     conn.execute(insert_stream, (stream,))
-                seqs = [int(r[0]) for r in conn.execute(insert_entries, (stream, now, encoded)).fetchall()]
+                seqs = [int(r[0]) for r in conn.execute(insert_entries, (stream, now, texts)).fetchall()]
                 seqs.sort()  # numbers are drawn in ORDER BY t.i order: sorted, they pair with the records
                 fseq: list[int] = []
                 fname: list[str] = []

@@ -93,6 +93,12 @@ class GatewaySection(_Strict):
     #: Name of this gateway instance in audit records (defaults to the host name).
     name: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``text`` (one readable line per event) or ``json`` (one JSON object per line); ``--log-format``
+    #: overrides it.
+    log_format: Literal["text", "json"] = "text"
+    #: ``HOST:PORT`` of the admin endpoint (``/metrics``, ``/healthz``, ``/readyz``), served by the plugin
+    #: that implements ``gw_admin_server`` (gw-metrics); unset: no admin endpoint.
+    admin_listen: Address | None = None
 
 
 class PluginTable(BaseModel):

@@ -17,7 +17,19 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .logs import log_context
-from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, ObjectSyntax, Outcome, Session, Verdict
+from .model import (
+    ALLOW,
+    Column,
+    Command,
+    Decision,
+    DenyCode,
+    Kind,
+    ObjectSyntax,
+    Outcome,
+    Session,
+    Verdict,
+    cancel_reason_text,
+)
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
@@ -149,6 +161,20 @@ class Pipeline:
                 timings[key] = timings.get(key, 0.0) + clock() - started
         return verdict
 
+    async def cancelled(self, command: Command, reason: str) -> None:
+        """The decision was cancelled (the client left, cancelled, or its session ended): every stage
+        records it as a refusal with code ``cancelled`` and an outcome ``cancelled``; nothing ran."""
+        verdict = Verdict.deny(f"the command was cancelled while it was being decided: {reason}",
+                               code=DenyCode.CANCELLED)
+        for stage in self._deciders:
+            try:
+                await stage.decided(command, verdict)
+            except Exception as e:  # noqa: BLE001 -- nothing runs either way; the record is best effort
+                log.error("stage %s could not record cancelled command %s/%d: %s", stage.name,
+                          command.session.id, command.seq, e)
+        await self.completed(command, Outcome(status="cancelled", error_code=DenyCode.CANCELLED.value,
+                                              error_message=verdict.reason))
+
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order (``gw policy explain``)."""
         out: list[tuple[Stage, Verdict | None]] = []
@@ -216,6 +242,7 @@ class SessionRuntime:
         self.session = session
         self._seq = 0
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
+        self._cancelled: set[int] = set()
         self._terminate = trio.Event()
         self.termination_reason = ""
         self.ended = False
@@ -238,12 +265,21 @@ class SessionRuntime:
         self._inflight[command.seq] = (pipeline, started)
         log_context.set({**self._log_context, "seq": command.seq})
         hook = self.listener.runtime.pm.hook.gw_command_decided
-        if not hook.get_hookimpls():
-            return await pipeline.decide(command, context)
-        timings: dict[str, float] = {}
-        verdict = await pipeline.decide(command, context, timings)
-        timings["total"] = time.perf_counter() - started
-        hook(command=command, verdict=verdict, timings=timings)
+        timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
+        try:
+            verdict = await pipeline.decide(command, context, timings)
+        except trio.Cancelled:
+            # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
+            self._inflight.pop(command.seq, None)
+            self._cancelled.add(command.seq)
+            reason = cancel_reason_text(getattr(context, "cancel_reason", "") or "")
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await pipeline.cancelled(command, reason)
+            raise
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+            hook(command=command, verdict=verdict, timings=timings)
         return verdict
 
     @property
@@ -259,7 +295,11 @@ class SessionRuntime:
         return pipeline.stream(command, channel, content_type)
 
     async def complete(self, command: Command, outcome: Outcome) -> None:
-        """Every command that went through :meth:`decide` ends here, refused or not."""
+        """Every command that went through :meth:`decide` ends here, refused or not (a command whose
+        decision was cancelled already ended there)."""
+        if command.seq in self._cancelled:
+            self._cancelled.discard(command.seq)
+            return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started

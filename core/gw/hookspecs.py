@@ -126,7 +126,8 @@ def gw_command_decided(command: Command, verdict: Verdict, timings: Mapping[str,
 @hookspec
 def gw_command_completed(command: Command, outcome: Outcome) -> None:
     """A command that went through the pipeline finished (stages saw ``completed``); ``outcome.duration``
-    is the time from decision to completion.  Returns nothing; must not block."""
+    is the protocol's measure, else arrival (decision included) to completion.  Returns nothing; must not
+    block."""
 
 
 @hookspec

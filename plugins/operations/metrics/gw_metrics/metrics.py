@@ -115,6 +115,8 @@ class GatewayMetrics:
         self.upstream = Histogram("gw_command_seconds",
                                   "Time from a command's verdict to its completion (upstream latency and "
                                   "result streaming)", ["listener", "kind"], buckets=COMMAND_BUCKETS, registry=r)
+        #: Decision time of commands in flight, by (session, seq): subtracted from their duration.
+        self._deciding: dict[tuple[str, int], float] = {}
         self.outcomes = Counter("gw_command_outcomes", "Commands completed, by status",
                                 ["listener", "status"], registry=r)
         self.rows = Counter("gw_rows", "Result rows returned to agents", ["listener"], registry=r)
@@ -140,6 +142,8 @@ class GatewayMetrics:
 
     @hookimpl
     def gw_session_ended(self, session: Session, reason: str) -> None:
+        for key in [k for k in self._deciding if k[0] == session.id]:
+            del self._deciding[key]
         self.sessions_active.labels(session.listener, session.protocol).dec()
         self.sessions_ended.labels(session.listener, session.protocol, reason_label(reason)).inc()
 
@@ -155,6 +159,8 @@ class GatewayMetrics:
         for key, seconds in timings.items():
             if key == "total":
                 self.decision.labels(listener, pipeline).observe(seconds)
+                if verdict.decision is Decision.ALLOW:
+                    self._deciding[(command.session.id, command.seq)] = seconds
                 continue
             stage, _, phase = key.rpartition(".")
             self.stage.labels(pipeline, stage, phase).observe(seconds)
@@ -174,8 +180,9 @@ class GatewayMetrics:
         listener = command.session.listener
         status = outcome.status if outcome.status in OUTCOME_STATUSES else "other"
         self.outcomes.labels(listener, status).inc()
-        if status != "denied" and outcome.duration:
-            self.upstream.labels(listener, str(command.kind)).observe(outcome.duration)
+        deciding = self._deciding.pop((command.session.id, command.seq), None)
+        if deciding is not None and outcome.duration:
+            self.upstream.labels(listener, str(command.kind)).observe(max(0.0, outcome.duration - deciding))
         if outcome.rows and status == "ok":
             self.rows.labels(listener).inc(outcome.rows)
         masked = outcome.notes.get("masked")

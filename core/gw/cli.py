@@ -119,12 +119,19 @@ def cli() -> None:
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="text lines or one JSON object per line (default: the file's gateway.log_format, else "
                    "text).")
-def serve(pipeline: Path, log_level: str | None, log_format: str | None) -> None:
+@click.option("--name", default=None, metavar="NAME",
+              help="This gateway's name (its audit chain) instead of [gateway] name; replicas sharing one "
+                   "pipeline file and store each need their own.")
+def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: str | None) -> None:
     """Serve the listeners of PIPELINE until SIGTERM/SIGINT (SIGHUP re-reads the file)."""
     from .logs import setup_logging
     from .server import Gateway
 
     rt = load_runtime(pipeline)
+    if name is not None:
+        if not name.strip():
+            raise click.BadParameter("the name cannot be empty", param_hint="--name")
+        rt.services.gateway_name = name
     gateway_section = rt.config.model.gateway
     setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
     gateway = Gateway(rt)

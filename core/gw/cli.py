@@ -126,11 +126,18 @@ def cli() -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path), envvar="GW_CONFIG")
 @click.option("--log-level", default=None, help="debug, info, warning or error (default: the file's "
               "gateway.log_level, else info).")
-def serve(pipeline: Path, log_level: str | None) -> None:
+@click.option("--name", default=None, metavar="NAME",
+              help="This gateway's name (its audit chain) instead of [gateway] name; replicas sharing one "
+                   "pipeline file and store each need their own.")
+def serve(pipeline: Path, log_level: str | None, name: str | None) -> None:
     """Serve the listeners of PIPELINE until SIGTERM/SIGINT (SIGHUP re-reads the file)."""
     from .server import Gateway
 
     rt = load_runtime(pipeline)
+    if name is not None:
+        if not name.strip():
+            raise click.BadParameter("the name cannot be empty", param_hint="--name")
+        rt.services.gateway_name = name
     setup_logging(log_level or rt.config.model.gateway.log_level)
     gateway = Gateway(rt)
 

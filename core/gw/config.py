@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
 
@@ -90,8 +98,18 @@ class GatewaySection(_Strict):
     drain_timeout: Duration = timedelta(seconds=10)
     #: Limit on a client's authentication handshake.
     handshake_timeout: Duration = timedelta(seconds=10)
-    #: Name of this gateway instance in audit records (defaults to the host name).
-    name: str | None = None
+    #: Name of this gateway instance in audit records and of its audit chain (defaults to the host name).
+    #: Gateways sharing one store need distinct names (``gw serve --name`` overrides it).
+    name: str | None = Field(default=None, min_length=1)
+    #: A gateway claims its audit chain in the store; a claim not renewed for this long may be taken over.
+    chain_lease: Duration = timedelta(seconds=15)
+
+    @field_validator("chain_lease")
+    @classmethod
+    def _lease(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("chain_lease must be at least 1s (for example \"15s\")")
+        return v
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

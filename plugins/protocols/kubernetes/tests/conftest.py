@@ -22,8 +22,8 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # --import-mode=importlib does not put test directories on sys.path
     sys.path.insert(0, str(HERE))
 
-from gw_kubernetes.certs import write_selfsigned  # noqa: E402
-from kubeapi import SERVICE_ACCOUNT_TOKEN, KubeAPI  # noqa: E402
+from gw_kubernetes.certs import write_selfsigned
+from kubeapi import SERVICE_ACCOUNT_TOKEN, KubeAPI
 
 GW = str(Path(sys.executable).with_name("gw"))
 

@@ -73,9 +73,12 @@ class Store:
 
     # -- streams ---------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
-                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+                     *, index: Sequence[Mapping[str, str]] | None = None,
+                     encoded: Sequence[str] | None = None) -> list[int]:
         """Append records durably and atomically (all or none) and return their sequence numbers.  ``index`` gives, per record, string
-        fields the backend indexes for :meth:`scan` filters (``subject``, ``session`` ...)."""
+        fields the backend indexes for :meth:`scan` filters (``subject``, ``session`` ...).  ``encoded``, when
+        the caller already has it, is each record's JSON text (ASCII, decoding to exactly the record): a backend
+        that stores JSON may store it as is instead of encoding the record again."""
         raise NotImplementedError
 
     async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,

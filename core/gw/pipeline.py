@@ -16,7 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, ObjectSyntax, Outcome, Session, Verdict
+from .model import (
+    ALLOW,
+    Channel,
+    Column,
+    Command,
+    Decision,
+    DenyCode,
+    Kind,
+    ObjectSyntax,
+    Outcome,
+    OutcomeStatus,
+    Session,
+    SessionEnd,
+    Verdict,
+)
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
@@ -156,7 +170,8 @@ class Pipeline:
             return None
         return filters[0] if len(filters) == 1 else _RowChain(filters)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
+        channel = Channel(channel)  # a protocol naming a channel core does not know is a bug: fail loudly
         filters = []
         for stage in self._stream_stages:
             f = stage.stream(command, channel, content_type)
@@ -206,7 +221,7 @@ class SessionRuntime:
         self._seq = 0
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
         self._terminate = trio.Event()
-        self.termination_reason = ""
+        self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
 
     # -- commands -------------------------------------------------------------------------------------------
@@ -231,13 +246,15 @@ class SessionRuntime:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.rows(command, columns)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.stream(command, channel, content_type)
 
     async def complete(self, command: Command, outcome: Outcome) -> None:
         """Every command that went through :meth:`decide` ends here, refused or not."""
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
+        if not isinstance(outcome.status, OutcomeStatus):
+            outcome.status = OutcomeStatus(outcome.status)
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
@@ -255,16 +272,16 @@ class SessionRuntime:
             candidates.append(self.session.started_at + opts.session_max.total_seconds())
         return min(candidates)
 
-    def terminate(self, reason: str) -> None:
+    def terminate(self, reason: SessionEnd | str) -> None:
         """Ask the protocol to end this session (revocation, shutdown); see :meth:`wait_terminated`."""
         if not self._terminate.is_set():
-            self.termination_reason = reason
+            self.termination_reason = SessionEnd(reason)
             self._terminate.set()
 
-    async def wait_terminated(self) -> str:
+    async def wait_terminated(self) -> SessionEnd:
         """Return when gw wants this session ended, with the reason: ``token_expired``, ``session_max``,
         ``revoked``, ``shutdown``.  Protocols run this beside the session and close it with a native
-        message when it returns."""
+        message when it returns (``reason.message`` is the text to show)."""
         deadline = self.deadline
         if math.isfinite(deadline):
             with trio.move_on_after(max(0.0, deadline - time.time())):
@@ -273,8 +290,8 @@ class SessionRuntime:
             exp = self.session.identity.expires_at
             grace = self.listener.options.token_grace.total_seconds()
             if exp is not None and exp + grace <= deadline + 1e-6:
-                return "token_expired"
-            return "session_max"
+                return SessionEnd.TOKEN_EXPIRED
+            return SessionEnd.SESSION_MAX
         await self._terminate.wait()
         return self.termination_reason
 

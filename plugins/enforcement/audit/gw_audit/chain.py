@@ -138,7 +138,7 @@ class AuditChain:
         self._queue.append(_Pending(record, index))
         if not self._flusher_started:
             self._flusher_started = True
-            trio.lowlevel.spawn_system_task(self._flusher, name=f"gw-audit-flusher-{self.name}")
+            self.store.services.spawn(self._flusher, name=f"gw-audit-flusher-{self.name}")
         self._wake.set()
 
     async def _flusher(self) -> None:

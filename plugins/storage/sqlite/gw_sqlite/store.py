@@ -285,7 +285,7 @@ class SqliteStore(Store):
         if self._commits_since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing and not self._closed:
             self._checkpointing = True
             self._commits_since_checkpoint = 0
-            trio.lowlevel.spawn_system_task(self._checkpoint, name="gw-sqlite-checkpoint")
+            self.services.spawn(self._checkpoint, name="gw-sqlite-checkpoint")
 
     async def _checkpoint(self) -> None:
         """Copy committed WAL pages into the database file (PASSIVE: never waits for, nor blocks, the writer or

@@ -30,6 +30,7 @@ from .model import (
     Session,
     SessionEnd,
     Verdict,
+    cancel_reason_text,
 )
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
@@ -152,6 +153,20 @@ class Pipeline:
                         code=DenyCode.UNAVAILABLE, stage=stage.name)
         return verdict
 
+    async def cancelled(self, command: Command, reason: str) -> None:
+        """The decision was cancelled (the client left, cancelled, or its session ended): every stage
+        records it as a refusal with code ``cancelled`` and an outcome ``cancelled``; nothing ran."""
+        verdict = Verdict.deny(f"the command was cancelled while it was being decided: {reason}",
+                               code=DenyCode.CANCELLED)
+        for stage in self._deciders:
+            try:
+                await stage.decided(command, verdict)
+            except Exception as e:  # noqa: BLE001 -- nothing runs either way; the record is best effort
+                log.error("stage %s could not record cancelled command %s/%d: %s", stage.name,
+                          command.session.id, command.seq, e)
+        await self.completed(command, Outcome(status="cancelled", error_code=DenyCode.CANCELLED.value,
+                                              error_message=verdict.reason))
+
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order (``gw policy explain``)."""
         out: list[tuple[Stage, Verdict | None]] = []
@@ -220,6 +235,7 @@ class SessionRuntime:
         self.session = session
         self._seq = 0
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
+        self._cancelled: set[int] = set()
         self._terminate = trio.Event()
         self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
@@ -236,7 +252,17 @@ class SessionRuntime:
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline
         self._inflight[command.seq] = (pipeline, time.perf_counter())
-        return await pipeline.decide(command, context)
+        try:
+            return await pipeline.decide(command, context)
+        except trio.Cancelled:
+            # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
+            self._inflight.pop(command.seq, None)
+            self._cancelled.add(command.seq)
+            reason = cancel_reason_text(getattr(context, "cancel_reason", "") or "")
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await pipeline.cancelled(command, reason)
+            raise
 
     @property
     def wants_rows(self) -> bool:
@@ -251,7 +277,11 @@ class SessionRuntime:
         return pipeline.stream(command, channel, content_type)
 
     async def complete(self, command: Command, outcome: Outcome) -> None:
-        """Every command that went through :meth:`decide` ends here, refused or not."""
+        """Every command that went through :meth:`decide` ends here, refused or not (a command whose
+        decision was cancelled already ended there)."""
+        if command.seq in self._cancelled:
+            self._cancelled.discard(command.seq)
+            return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
         if not isinstance(outcome.status, OutcomeStatus):
             outcome.status = OutcomeStatus(outcome.status)

@@ -3,8 +3,8 @@
 PostgreSQL allows ~100 connections here, so gw's upstream is a pgbouncer in transaction mode (started by this
 script) that multiplexes gw's upstream connections onto a small pool; what is measured is gw's own RSS (from
 /proc/PID/status) at start and once each count of sessions is open.  Every session costs a client socket here,
-one in gw, an upstream socket in gw and one in pgbouncer, so the script raises its open-file limit (the gateway
-and pgbouncer inherit it) to what the largest count needs, up to the hard limit.
+one in gw, an upstream socket in gw and one in pgbouncer, so the script raises its open-file limit (the
+gateway and pgbouncer inherit it) to what the largest count needs, up to the hard limit.
 
 Two gateways are measured one after the other: one loading every plugin of the development install, and one
 loading only what a PostgreSQL deployment installs (``pip install gw gw-postgres gw-jwt gw-audit gw-sqlite``;
@@ -35,7 +35,8 @@ def raise_open_files(sessions: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * sessions + 1000
     if hard != resource.RLIM_INFINITY and hard < want:
-        sys.exit(f"{sessions} sessions need {want} open files; the hard limit is {hard} (raise it: ulimit -Hn)")
+        sys.exit(f"{sessions} sessions need {want} open files; the hard limit is {hard} "
+                 "(raise it: ulimit -Hn)")
     if soft == resource.RLIM_INFINITY or soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
@@ -73,8 +74,9 @@ def measure(what: str, gw: Gateway, counts: list[int]) -> list[tuple[str, int, i
         before = gw.rss_kb()
         for count in counts:
             while len(conns) < count:
-                conns.append(psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent", password=token,
-                                             dbname=DB, autocommit=True, prepare_threshold=None))
+                conns.append(psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent",
+                                             password=token, dbname=DB, autocommit=True,
+                                             prepare_threshold=None))
             conns[0].execute("select 1")
             time.sleep(1)
             after = gw.rss_kb()

@@ -73,9 +73,12 @@ class Store:
 
     # -- streams ---------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
-                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+                     *, index: Sequence[Mapping[str, str]] | None = None,
+                     encoded: Sequence[str] | None = None) -> list[int]:
         """Append records durably and atomically (all or none) and return their sequence numbers.  ``index`` gives, per record, string
-        fields the backend indexes for :meth:`scan` filters (``subject``, ``session`` ...)."""
+        fields the backend indexes for :meth:`scan` filters (``subject``, ``session`` ...).  ``encoded``, when
+        the caller already has it, is each record's JSON text (ASCII, decoding to exactly the record): a backend
+        that stores JSON may store it as is instead of encoding the record again."""
         raise NotImplementedError
 
     async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,
@@ -88,6 +91,14 @@ class Store:
         """The newest record of a stream."""
         found = await self.scan(stream, limit=1, newest_first=True)
         return found[0] if found else None
+
+    async def check_ready(self) -> str | None:
+        """Why the store cannot serve gw now, or None (``/readyz``).  The default reads one record."""
+        try:
+            await self.scan("audit", limit=1)
+        except Exception as e:  # noqa: BLE001 -- any failure means not ready; the reason is reported
+            return f"the store does not answer ({type(e).__name__}: {e})"
+        return None
 
     async def describe(self) -> dict[str, Any]:
         """Backend details for ``gw storage info`` (file, size, schema version ...); never credentials."""

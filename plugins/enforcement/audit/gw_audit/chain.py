@@ -43,6 +43,15 @@ def canonical(record: Mapping[str, Any]) -> bytes:
     return _CANONICAL.encode(record).encode("ascii")
 
 
+def sealed(record: Mapping[str, Any]) -> tuple[str, str]:
+    """The hash of ``record`` (which has no ``hash`` field) and the JSON text of the record with its hash, from
+    one encoding: the canonical bytes are hashed, then ``"hash"`` is added as their last member (JSON objects
+    have no order; ``gw audit verify`` re-encodes canonically)."""
+    body = canonical(record)
+    digest = hashlib.sha256(body).hexdigest()
+    return digest, f'{body[:-1].decode("ascii")},"hash":"{digest}"}}'
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of the canonical encoding of ``record`` without its ``hash`` field."""
     body = {k: v for k, v in record.items() if k != "hash"} if "hash" in record else record
@@ -180,18 +189,20 @@ class AuditChain:
         try:
             position, head = self.position, self.head
             try:
-                records = []
+                records, texts = [], []
                 for item in batch:
                     position += 1
                     rec = dict(item.record, chain=self.name, n=position, prev=head)
-                    head = rec["hash"] = record_hash(rec)
+                    head, text = sealed(rec)  # encoded once: hashed, and stored as it is
+                    rec["hash"] = head
                     records.append(rec)
+                    texts.append(text)
                 index = [dict(item.index, chain=self.name) for item in batch]
                 if self.claim is not None:
                     self.claim.check()  # never write a chain another gateway may have taken over
                 # Shielded: once handed to the store, the outcome must be known to keep the head right.
                 with trio.CancelScope(shield=True):
-                    seqs = await self.store.append(STREAM, records, index=index)
+                    seqs = await self.store.append(STREAM, records, index=index, encoded=texts)
             except Exception as e:  # noqa: BLE001 -- whatever failed, every waiter must learn it
                 for item in batch:
                     item.error = e

@@ -366,15 +366,20 @@ class SqliteStore(Store):
 
     # -- streams --------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
-                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+                     *, index: Sequence[Mapping[str, str]] | None = None,
+                     encoded: Sequence[str] | None = None) -> list[int]:
         if not records:
             return []
         if index is not None and len(index) != len(records):
             raise ValueError(f"append to {stream!r}: {len(records)} records but {len(index)} index entries")
+        if encoded is not None and len(encoded) != len(records):
+            raise ValueError(f"append to {stream!r}: {len(records)} records but {len(encoded)} encodings")
         _check_text(stream, "stream name")
         ts = time.time()
         # Encode here, in the caller's task: a record that cannot be stored fails its own call, never the batch.
-        datas = [(stream, ts, _encode(stream, r)) for r in records]
+        # The caller's own encoding is stored as is when it is ASCII text (nothing in it can fail the insert).
+        datas = [(stream, ts, text if encoded is not None and (text := encoded[i]).isascii() else _encode(stream, r))
+                 for i, r in enumerate(records)]
         fields = [_fields(i) for i in index] if index is not None else None
         known = self._streams_known
 

@@ -158,7 +158,8 @@ class ApproveStage(Stage):
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
                                             backoff=options.notify_backoff.total_seconds(),
-                                            timeout=options.notify_timeout.total_seconds())
+                                            timeout=options.notify_timeout.total_seconds(),
+                                            spawn=services.spawn)
 
     async def close(self) -> None:
         if self.notifier is not None:

@@ -16,7 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, ObjectSyntax, Outcome, Session, Verdict
+from .logs import log_context
+from .model import (
+    ALLOW,
+    Channel,
+    Column,
+    Command,
+    Decision,
+    DenyCode,
+    Kind,
+    ObjectSyntax,
+    Outcome,
+    OutcomeStatus,
+    Session,
+    SessionEnd,
+    Verdict,
+    cancel_reason_text,
+)
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
@@ -101,9 +117,13 @@ class Pipeline:
                     log.exception("stage %s failed to close", s.name)
 
     # -- decisions ------------------------------------------------------------------------------------------
-    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+    async def decide(self, command: Command, context: CommandContext,
+                     timings: dict[str, float] | None = None) -> Verdict:
+        """The combined verdict; with ``timings``, each stage's seconds are added to it (for metrics)."""
         verdict = ALLOW
+        clock = time.perf_counter
         for stage in self._checkers:
+            started = clock()
             try:
                 v = await stage.check(command, context)
             except trio.Cancelled:
@@ -114,6 +134,8 @@ class Pipeline:
                 v = Verdict.deny(f"gw stage {stage.name!r} failed ({type(e).__name__}); the command was not "
                                  "run. Retry, or ask the gateway operator to check the gw log",
                                  code=DenyCode.INTERNAL, stage=stage.name)
+            if timings is not None:
+                timings[f"{stage.name}.check"] = timings.get(f"{stage.name}.check", 0.0) + clock() - started
             if v is None:
                 continue
             if not v.stage:
@@ -123,7 +145,7 @@ class Pipeline:
                 break
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
-        return await self._record(command, verdict)
+        return await self._record(command, verdict, timings)
 
     async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
         """A command the protocol refuses itself, before any stage judges it (a prepared statement the server
@@ -131,8 +153,11 @@ class Pipeline:
         refusal of theirs.  Returns the verdict (or one that says the record failed)."""
         return await self._record(command, verdict)
 
-    async def _record(self, command: Command, verdict: Verdict) -> Verdict:
+    async def _record(self, command: Command, verdict: Verdict,
+                      timings: dict[str, float] | None = None) -> Verdict:
+        clock = time.perf_counter
         for stage in self._deciders:
+            started = clock()
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
@@ -145,7 +170,24 @@ class Pipeline:
                         f"gw could not write the {stage.name} record ({e}); the command was not run "
                         "because policy requires it. Retry later or tell the gateway operator",
                         code=DenyCode.UNAVAILABLE, stage=stage.name)
+            if timings is not None:
+                key = f"{stage.name}.decided"
+                timings[key] = timings.get(key, 0.0) + clock() - started
         return verdict
+
+    async def cancelled(self, command: Command, reason: str) -> None:
+        """The decision was cancelled (the client left, cancelled, or its session ended): every stage
+        records it as a refusal with code ``cancelled`` and an outcome ``cancelled``; nothing ran."""
+        verdict = Verdict.deny(f"the command was cancelled while it was being decided: {reason}",
+                               code=DenyCode.CANCELLED)
+        for stage in self._deciders:
+            try:
+                await stage.decided(command, verdict)
+            except Exception as e:  # noqa: BLE001 -- nothing runs either way; the record is best effort
+                log.error("stage %s could not record cancelled command %s/%d: %s", stage.name,
+                          command.session.id, command.seq, e)
+        await self.completed(command, Outcome(status="cancelled", error_code=DenyCode.CANCELLED.value,
+                                              error_message=verdict.reason))
 
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order (``gw policy explain``)."""
@@ -165,7 +207,8 @@ class Pipeline:
             return None
         return filters[0] if len(filters) == 1 else _RowChain(filters)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
+        channel = Channel(channel)  # a protocol naming a channel core does not know is a bug: fail loudly
         filters = []
         for stage in self._stream_stages:
             f = stage.stream(command, channel, content_type)
@@ -214,9 +257,13 @@ class SessionRuntime:
         self.session = session
         self._seq = 0
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
+        self._cancelled: set[int] = set()
         self._terminate = trio.Event()
-        self.termination_reason = ""
+        self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
+        ident = session.identity
+        self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
+        log_context.set(self._log_context)
 
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
@@ -229,8 +276,26 @@ class SessionRuntime:
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline
-        self._inflight[command.seq] = (pipeline, time.perf_counter())
-        return await pipeline.decide(command, context)
+        started = time.perf_counter()
+        self._inflight[command.seq] = (pipeline, started)
+        log_context.set({**self._log_context, "seq": command.seq})
+        hook = self.listener.runtime.pm.hook.gw_command_decided
+        timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
+        try:
+            verdict = await pipeline.decide(command, context, timings)
+        except trio.Cancelled:
+            # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
+            self._inflight.pop(command.seq, None)
+            self._cancelled.add(command.seq)
+            reason = cancel_reason_text(getattr(context, "cancel_reason", "") or "")
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await pipeline.cancelled(command, reason)
+            raise
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+            hook(command=command, verdict=verdict, timings=timings)
+        return verdict
 
     async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
         """The protocol refuses ``command`` itself; the stages record it (then :meth:`complete` it)."""
@@ -246,16 +311,23 @@ class SessionRuntime:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.rows(command, columns)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.stream(command, channel, content_type)
 
     async def complete(self, command: Command, outcome: Outcome) -> None:
-        """Every command that went through :meth:`decide` ends here, refused or not."""
+        """Every command that went through :meth:`decide` ends here, refused or not (a command whose
+        decision was cancelled already ended there)."""
+        if command.seq in self._cancelled:
+            self._cancelled.discard(command.seq)
+            return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
+        if not isinstance(outcome.status, OutcomeStatus):
+            outcome.status = OutcomeStatus(outcome.status)
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
+        self.listener.runtime.pm.hook.gw_command_completed(command=command, outcome=outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property
@@ -270,16 +342,16 @@ class SessionRuntime:
             candidates.append(self.session.started_at + opts.session_max.total_seconds())
         return min(candidates)
 
-    def terminate(self, reason: str) -> None:
+    def terminate(self, reason: SessionEnd | str) -> None:
         """Ask the protocol to end this session (revocation, shutdown); see :meth:`wait_terminated`."""
         if not self._terminate.is_set():
-            self.termination_reason = reason
+            self.termination_reason = SessionEnd(reason)
             self._terminate.set()
 
-    async def wait_terminated(self) -> str:
+    async def wait_terminated(self) -> SessionEnd:
         """Return when gw wants this session ended, with the reason: ``token_expired``, ``session_max``,
         ``revoked``, ``shutdown``.  Protocols run this beside the session and close it with a native
-        message when it returns."""
+        message when it returns (``reason.message`` is the text to show)."""
         deadline = self.deadline
         if math.isfinite(deadline):
             with trio.move_on_after(max(0.0, deadline - time.time())):
@@ -288,8 +360,8 @@ class SessionRuntime:
             exp = self.session.identity.expires_at
             grace = self.listener.options.token_grace.total_seconds()
             if exp is not None and exp + grace <= deadline + 1e-6:
-                return "token_expired"
-            return "session_max"
+                return SessionEnd.TOKEN_EXPIRED
+            return SessionEnd.SESSION_MAX
         await self._terminate.wait()
         return self.termination_reason
 

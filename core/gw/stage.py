@@ -18,23 +18,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
-from .model import Column, Command, Outcome, Session, Verdict
+from .model import Channel, Column, Command, Outcome, Session, Verdict
+from .types import StrictModel
 
 if TYPE_CHECKING:
     from .runtime import Services
 
 
-class StageOptions(BaseModel):
+class StageOptions(StrictModel):
     """Base of a stage's options model; unknown keys are an error."""
 
-    model_config = ConfigDict(extra="forbid")
     use: str
 
 
 class CommandContext(Protocol):
-    """What a protocol offers stages while a command is being decided."""
+    """What a protocol offers stages while a command is being decided.
+
+    ``notice`` is always there.  A protocol may offer more; stages look for it with ``getattr`` and fail
+    closed without it:
+
+    * ``async measure() -> gw.model.Measurement``: run the command so that nothing commits yet and count the
+      rows it changes (PostgreSQL: inside a savepoint, or a transaction gw opens in autocommit).  Asking again
+      returns the same count without a second execution.  When the combined verdict allows the command the
+      protocol keeps what it measured (commits in autocommit) and relays the held-back answer; otherwise it
+      rolls the write back.  :func:`gw.rules.first_match_measured` is how ``rows_over`` rules use it.
+    * ``async discard()``: roll back a measured write now (before a long approval hold); the next ``measure``
+      runs the command again.
+    * ``cancel_reason: str``: set by the protocol before it cancels a decision in progress, saying why
+      (``client_disconnected``, ``client_cancelled``, ``token_expired``, ``revoked``, ``session_max``,
+      ``shutdown``), so a stage holding the command can record it.
+    """
 
     async def notice(self, message: str) -> None:
         """Show an informational message to the client without ending the command (PostgreSQL
@@ -85,7 +98,8 @@ class Stage:
         """A client was refused before a session began (bad token, group not allowed ...)."""
 
     async def session_ended(self, session: Session, reason: str) -> None:
-        """The session ended (``client_closed``, ``token_expired``, ``shutdown``, ``error: ...``)."""
+        """The session ended; ``reason`` is a :class:`~gw.model.SessionEnd` value, possibly with detail
+        after a colon (``error: ...``; ``SessionEnd.of(reason)`` recovers it)."""
 
     # -- commands -------------------------------------------------------------------------------------------
     def evaluate(self, command: Command) -> Verdict | None:
@@ -104,8 +118,9 @@ class Stage:
         """A filter for this result's rows, or None when the stage has nothing to do with it."""
         return None
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
-        """A filter for a byte stream of this command (``stdout``, ``stderr``, ``body`` ...), or None."""
+    def stream(self, command: Command, channel: Channel, content_type: str = "") -> StreamFilter | None:
+        """A filter for a byte stream of this command (:class:`~gw.model.Channel`: ``channel.direction`` says
+        whether the agent sent it or is shown it), or None."""
         return None
 
     async def completed(self, command: Command, outcome: Outcome) -> None:

@@ -13,6 +13,7 @@ The webhook URL usually embeds a secret (Slack's does), so logs name only its sc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ import httpx
 import trio
 
 from .records import ApprovalRequest
-from .text import clock, human_duration, snippet
+from .text import clock, escape, human_duration, params_text, snippet
 
 log = logging.getLogger("gw.approve.notify")
 
@@ -35,8 +36,11 @@ def request_payload(request: ApprovalRequest) -> dict[str, Any]:
     fields, with the command text under ``command`` (``text`` belongs to Slack)."""
     approvers = ", ".join(request.approvers)
     need = "" if request.min_approvals == 1 else f" ({request.min_approvals} approvals needed)"
-    summary = (f"gw approval request {request.id}: {request.subject} wants to run `{snippet(request.text)}` on "
-               f"listener {request.listener} (rule {request.rule}). Approvers: {approvers}{need}. "
+    params = f" with parameters {snippet(params_text(request.params))}" if request.params else ""
+    rows = f" It changes {escape(request.rows_note)}." if request.rows_note else ""
+    summary = (f"gw approval request {request.id}: {escape(request.subject)} wants to run "
+               f"`{snippet(request.text)}`{params} on listener {request.listener} (rule {escape(request.rule)})."
+               f"{rows} Approvers: {approvers}{need}. "
                f"Approve: gw approvals approve {request.id} | deny: gw approvals deny {request.id} --reason ... "
                f"| expires {clock(request.expires)} (in {human_duration(request.expires - request.created)}).")
     fields = request.to_json(request.created)
@@ -54,8 +58,10 @@ def _where(url: str) -> str:
 class WebhookNotifier:
     """Delivers payloads to one webhook URL in the background, retrying with backoff."""
 
-    def __init__(self, url: str, *, attempts: int, backoff: float, timeout: float) -> None:
+    def __init__(self, url: str, *, attempts: int, backoff: float, timeout: float,
+                 spawn: Callable[..., None]) -> None:
         self.url = url
+        self._spawn = spawn
         self.attempts = attempts
         self.backoff = backoff
         self.timeout = timeout
@@ -68,7 +74,7 @@ class WebhookNotifier:
     def _start(self) -> trio.MemorySendChannel[dict[str, Any]]:
         send, receive = trio.open_memory_channel[dict[str, Any]](QUEUE_SIZE)
         self._send = send
-        trio.lowlevel.spawn_system_task(self._run, receive, name=f"gw approve webhook {_where(self.url)}")
+        self._spawn(self._run, receive, name=f"gw approve webhook {_where(self.url)}")
         return send
 
     def submit(self, payload: dict[str, Any]) -> None:
@@ -98,7 +104,7 @@ class WebhookNotifier:
                         receive:
                     async for payload in receive:
                         nursery.start_soon(self._deliver, client, payload)
-        except Exception:  # a system task must never raise: that would crash the whole gateway
+        except Exception:  # logged here with the webhook named; the task ends quietly
             log.exception("approve: webhook notifier for %s stopped", _where(self.url))
         finally:
             self._done.set()

@@ -27,26 +27,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, DenyCode, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
+from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
 from .codec import WireCodec
-from .columns import build_columns
-from .copyout import decode_text_row, encode_text_row, parse_copy_out
+from .copyout import decode_text_row, encode_text_row, parse_copy_tokens
 from .errors import ProtocolError, UpstreamError
 from .messages import (
     BackendType,
     Bind,
     Close,
+    CopyOutResponse,
     Describe,
     ErrorResponse,
     Execute,
     FieldDescription,
     FrontendType,
     NoticeResponse,
+    NotificationResponse,
+    ParameterStatus,
     Parse,
     RowDescription,
     Sync,
@@ -56,6 +59,8 @@ from .messages import (
     rows_from_tag,
 )
 from .names import NameTable, Portal, Statement
+from .provenance import Provenance, statement_tokens
+from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
 if TYPE_CHECKING:
@@ -85,6 +90,12 @@ _SQLSTATE_BY_DENY = {
 _RUNS_SERVER_CODE = frozenset({"do", "call"})
 
 _DATA_ROW = int(BackendType.DATA_ROW)
+#: Messages carrying the server's text, masked when the pipeline masks anything.
+_SERVER_TEXT = frozenset({int(BackendType.NOTICE_RESPONSE), int(BackendType.NOTIFICATION_RESPONSE),
+                          int(BackendType.PARAMETER_STATUS)})
+#: Command attributes shared with the mask stage (docs/plugins/mask.md): what the statement reads and what
+#: the values it writes derive from (set here), and how to treat server text (set by the stage).
+_READS, _WRITES, _TOUCHES, _TEXT = "sql.reads", "sql.writes", "mask.touches", "mask.text"
 _COPY_DATA = int(BackendType.COPY_DATA)
 #: Messages that open a result: with a row filter possible, gw resolves the columns first (may await).
 _MAY_AWAIT = frozenset({int(BackendType.ROW_DESCRIPTION), int(BackendType.COPY_OUT_RESPONSE)})
@@ -154,6 +165,8 @@ class Pending:
     filter: RowFilter | None = None
     #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
     withhold: str | None = None
+    #: In a simple Query: the 0-based index of the statement whose results arrive now.
+    statement_index: int = 0
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
@@ -228,6 +241,8 @@ class ProxySession:
         self._scope: trio.CancelScope | None = None
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
+        self.provenance = Provenance(handler.classifier, handler.catalog)
+        self._last_mask_attributes: Any = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -430,12 +445,29 @@ class ProxySession:
         if self._upstream_boundary:
             await self._before_decision()
         verdict = await self.sr.decide(cmd, self.context)
+        if _TEXT in cmd.attributes:
+            self._last_mask_attributes = cmd.attributes
         if verdict.allowed:
             return None
         code, message, detail = refusal(verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
         await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
         return error_message("ERROR", code, message, detail=detail)
+
+    async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the mask stage needs to know before deciding: the sources the statement reads and those the
+        values it writes derive from (expanded through the catalog)."""
+        attributes = attributes if attributes is not None else {}
+        if not self.sr.wants_rows:
+            return attributes
+        try:
+            reads, writes = await self.provenance.facts(text)
+        except UpstreamError as e:
+            log.error("session %s: cannot resolve what a statement reads: %s", self.sr.session.id, e)
+            reads, writes = None, (ANYTHING,)
+        attributes[_READS] = reads
+        attributes[_WRITES] = writes
+        return attributes
 
     async def _query(self, raw: memoryview, text: str) -> None:
         cls = self._classify(text)
@@ -461,7 +493,7 @@ class ProxySession:
         refusal is sent)."""
         executes = [op for op in ops or () if op.op == "execute"]
         if not executes:
-            return self._command(text, cls, params=params, attributes=attributes)
+            return self._command(text, cls, params=params, attributes=await self._facts(text, attributes))
         if ops is not None and len(ops) > 1 or cls.statements > 1 or not executes[0].name:
             await self._refuse_unestablished(
                 text, E.FEATURE_NOT_SUPPORTED,
@@ -480,7 +512,7 @@ class ProxySession:
         if st.classification is None:
             st.classification = self._classify(st.text)
         inner = st.classification
-        attributes = {**(attributes or {}), "statement": st.name, "execute": text}
+        attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
         values = tuple(params) if params else op.args
         if op.wrapped:  # EXPLAIN / CREATE TABLE AS around it: the more dangerous of the two decides
             attributes["prepared_text"] = st.text
@@ -757,7 +789,7 @@ class ProxySession:
                 return True
             return self._on_backend(t, body)
         if head.command is not None:  # COPY_OUT_RESPONSE
-            await self._open_copy_out(head, body[0] if len(body) else 0)
+            await self._open_copy_out(head, body)
         return True
 
     def _on_backend(self, t: int, body: memoryview) -> bytes | bool:
@@ -784,10 +816,14 @@ class ProxySession:
                     head.filter = None
                     self._pop_filter(head)
                 return error_message("ERROR", E.SYSTEM_ERROR, reason)
+            if head is not None and head.command is not None and head.wants_rows:
+                index = head.statement_index if head.expect is Expect.QUERY else None
+                self.provenance.completed(head.command.text, index, tag)
             if head is not None and head.expect is Expect.EXECUTE:
                 self._pop()
             elif head is not None:
                 head.filter = None
+                head.statement_index += 1
                 self._pop_filter(head)
             return True
         if t == BackendType.READY_FOR_QUERY:
@@ -818,11 +854,15 @@ class ProxySession:
         if t == BackendType.PARAMETER_DESCRIPTION:
             return not (head is not None and head.internal)
         if t in (BackendType.EMPTY_QUERY_RESPONSE, BackendType.PORTAL_SUSPENDED):
+            if head is not None and head.expect is Expect.QUERY:
+                head.statement_index += 1
             if head is not None and head.expect is Expect.EXECUTE:
                 if head.outcome is not None and t == BackendType.PORTAL_SUSPENDED:
                     head.outcome.tag = "SUSPENDED"
                 self._pop()
             return True
+        if t in _SERVER_TEXT:
+            return self._server_text(t, body, head)
         # Never relay upstream keys or authentication requests after start-up; everything else (notices,
         # notifications, parameter status, COPY responses) goes through as it came.
         return t != BackendType.BACKEND_KEY_DATA and t != BackendType.AUTHENTICATION
@@ -839,11 +879,49 @@ class ProxySession:
                     expect.name)
         return True
 
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any] | None:
+        """(touches a masked column, detector function) for the server text arriving now; None when the
+        pipeline masks nothing."""
+        attributes = head.command.attributes if head is not None and head.command is not None else None
+        if attributes is None or _TEXT not in attributes:
+            attributes = self._last_mask_attributes
+        if attributes is None or _TEXT not in attributes:
+            return None
+        return bool(attributes.get(_TOUCHES, True)), attributes.get(_TEXT)
+
+    def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
+        policy = self._text_policy(head)
+        if policy is None:
+            return True
+        touches, detect = policy
+        if t == BackendType.NOTICE_RESPONSE:
+            notice = NoticeResponse.decode(body)
+            masked = mask_error(notice, touches, detect)
+        elif t == BackendType.NOTIFICATION_RESPONSE:
+            notification = NotificationResponse.decode(body)
+            masked = mask_notification(notification, touches, detect)
+            if masked is notification:
+                return True
+            return masked.encode()
+        else:
+            parameter = ParameterStatus.decode(body)
+            masked_p = mask_parameter(parameter, touches, detect)
+            return True if masked_p is parameter else masked_p.encode()
+        return True if masked is notice else masked.encode()
+
     def _error(self, head: Pending | None, err: ErrorResponse) -> bytes | bool:
         if err.severity in ("FATAL", "PANIC"):
             self._fatal_relayed = True
+        policy = self._text_policy(head)
+        masked_error: bytes | None = None
+        if policy is not None:
+            masked = mask_error(err, *policy)
+            if masked is not err:
+                assert isinstance(masked, ErrorResponse)
+                err = masked
+                masked_error = masked.encode()
         if head is None:
-            return True
+            return masked_error if masked_error is not None else True
         if head.outcome is not None and head.outcome.status == "ok":
             head.outcome.status = "error"
             head.outcome.error_code = err.code
@@ -867,8 +945,10 @@ class ProxySession:
             self._pop(skipped=False)
             self._skip_to_sync(err)
             if internal and replacement is None:
-                return True  # the client must still learn that its batch failed
-        return replacement if replacement is not None else True
+                return masked_error if masked_error is not None else True  # the client must learn it failed
+        if replacement is not None:
+            return replacement
+        return masked_error if masked_error is not None else True
 
     def _row_description(self, head: Pending | None, body: memoryview) -> bool:
         """A Describe's answer: remember the columns when a stage may want rows (simple-query results with
@@ -894,15 +974,9 @@ class ProxySession:
         """Columns and the pipeline's row filter for the result that starts now."""
         assert head.command is not None
         head.resolve_rows = False
-        lineage = None
-        cls = self.handler.classifier
+        index = head.statement_index if head.expect is Expect.QUERY else None
         try:
-            if text and "multi_statement" not in head.command.flags:
-                lineage = cls.column_sources(text)
-        except Exception:
-            log.debug("lineage failed for %r", text, exc_info=True)
-        try:
-            columns = await build_columns(fields, self.handler.catalog, lineage)
+            columns = await self.provenance.columns(fields, text, index)
         except UpstreamError as e:
             log.error("session %s: cannot resolve result columns: %s", self.sr.session.id, e)
             head.withhold = ("gw could not determine which table columns this result comes from (the catalog "
@@ -912,34 +986,36 @@ class ProxySession:
             head.filter = self.sr.rows(head.command, columns)
         self._pop_filter(head)
 
-    async def _open_copy_out(self, head: Pending, overall_format: int) -> None:
-        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns, then filter text rows,
-        or withhold the data when the filter cannot be honoured (fail closed)."""
+    async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
+        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns (the lineage of the very
+        statement that runs, as the lexer splits it), then filter text rows, or withhold the data when the
+        filter cannot be honoured (fail closed)."""
         assert head.command is not None
-        copy = None if "multi_statement" in head.command.flags else parse_copy_out(head.command.text)
+        response = CopyOutResponse.decode(body)
+        index = head.statement_index if head.expect is Expect.QUERY else None
+        tokens = statement_tokens(self.handler.classifier, head.command.text, index)
+        copy = parse_copy_tokens(tokens) if tokens else None
+        width = len(response.column_formats)
         if copy is None:
-            head.withhold = ("gw cannot tell which columns this COPY returns, so it cannot apply the masking "
-                             "policy; it withheld the data. Use SELECT, or COPY (SELECT ...) TO STDOUT alone")
-            self._pop_filter(head)
-            return
-        try:
-            lineage = self.handler.classifier.column_sources(copy.query)
-        except Exception:  # noqa: BLE001 - lineage is best effort; the catalog still gives plain references
-            lineage = None
-        try:
-            fields = await self.handler.catalog.describe(copy.query)
-            columns = await build_columns(fields, self.handler.catalog, lineage)
-        except UpstreamError as e:
-            log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
-            head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
-                             "the masking policy requires; use SELECT instead")
-            self._pop_filter(head)
-            return
+            sources: list[tuple[str, ...]] = [(ANYTHING,)] * width
+        else:
+            try:
+                sources = await self.provenance.sources(copy.query, None, width)
+            except UpstreamError as e:
+                log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
+                head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
+                                 "the masking policy requires; use SELECT instead")
+                self._pop_filter(head)
+                return
+        columns = [Column(name=f"column{i + 1}", type_name="text", sources=s) for i, s in enumerate(sources)]
         head.filter = self.sr.rows(head.command, columns)
-        if head.filter is not None and (copy.format != "text" or overall_format != 0):
+        if head.filter is not None and (copy is None or not copy.plain or response.format != 0):
             head.filter = None
-            head.withhold = (f"a masking rule applies to this result and gw cannot mask COPY {copy.format} "
-                             "output; use COPY ... TO STDOUT in text format, or SELECT")
+            shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \
+                "this COPY's"
+            head.withhold = (f"a masking rule applies to this result and gw cannot mask {shown} output; use "
+                             "COPY ... TO STDOUT in text format with the default options (no DELIMITER, NULL, "
+                             "HEADER), or SELECT")
         self._pop_filter(head)
 
     def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:
@@ -951,7 +1027,12 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_text_row(bytes(body))
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a COPY row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return frame(_COPY_DATA, encode_text_row(new))
@@ -969,10 +1050,22 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_data_row(body)
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return encode_data_row(new)
+
+    def _filter_failed(self, head: Pending) -> None:
+        head.filter = None
+        head.withhold = ("gw could not apply the masking policy to a row of this result, so it withheld the "
+                         "rest of the result as policy requires; simplify the query (plain columns, SELECT "
+                         "instead of COPY) and retry")
+        self._pop_filter(head)
 
 
 _BINARY_PARAMS: dict[int, Any] = {

@@ -22,6 +22,7 @@ from gw_sqlanalysis import ANYTHING, Classifier, Lineage
 from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, lex, split_tokens, sql_text, token_kind
 
 from .columns import Catalog, TableInfo, type_name
+from .copyout import parse_copy_tokens
 from .messages import FieldDescription
 
 Sources = tuple[str, ...]
@@ -29,6 +30,13 @@ Sources = tuple[str, ...]
 MAX_VIEW_DEPTH = 6
 #: Statements whose rows hold no table data: settings, plans.
 _NO_TABLE_DATA = frozenset({"show", "explain"})
+#: Statements that neither read table data nor write values (facts need not be worked out).
+_NO_FACTS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set",
+                       "reset", "show", "listen", "unlisten", "deallocate", "discard", "close", "prepare",
+                       "explain", "declare", "fetch", "move"})
+#: Statements gw cannot analyse that may write values: treated as writing anything.
+_MAY_WRITE = frozenset({"do", "call", "execute", "insert", "update", "delete", "merge", "create", "select",
+                        "with", "values", "table", "alter", "refresh", "copy", "import"})
 #: Statements that leave the session's cursors as gw knows them.
 _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move", "show", "explain",
                              "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
@@ -56,6 +64,20 @@ def _cursor_name(tokens: Sequence[str]) -> str | None:
     return identifier_value(tokens[-1])
 
 
+def _prepared(tokens: Sequence[str]) -> tuple[str, str] | None:
+    """``PREPARE name [(types)] AS statement`` -> (name, statement)."""
+    if len(tokens) < 4 or tokens[0].lower() != "prepare" or token_kind(tokens[1]) not in (WORD, QIDENT):
+        return None
+    depth = 0
+    for i in range(2, len(tokens)):
+        t = tokens[i]
+        depth += t == "("
+        depth -= t == ")"
+        if depth == 0 and t.lower() == "as":
+            return identifier_value(tokens[1]), sql_text(list(tokens[i + 1:]))
+    return None
+
+
 def _declared(tokens: Sequence[str]) -> tuple[str, str] | None:
     """``DECLARE name ... CURSOR ... FOR query`` -> (name, query)."""
     if len(tokens) < 4 or tokens[0].lower() != "declare":
@@ -78,6 +100,69 @@ class Provenance:
         self.catalog = catalog
         #: cursor name -> the query it was declared for (only after the server confirmed the DECLARE).
         self.cursors: dict[str, str] = {}
+        #: SQL ``PREPARE`` name -> its statement (after the server confirmed it).
+        self.prepared: dict[str, str] = {}
+
+    def resolve(self, text: str, index: int | None) -> tuple[str, int | None] | None:
+        """The statement that really runs: a cursor's query for FETCH/MOVE, a prepared statement's text for
+        EXECUTE; None when gw did not see it established (the statement is untraceable)."""
+        tokens = statement_tokens(self.classifier, text, index)
+        if not tokens:
+            return None
+        first = tokens[0].lower()
+        if first in ("fetch", "move"):
+            name = _cursor_name(tokens)
+            query = self.cursors.get(name) if name is not None else None
+            return (query, None) if query is not None else None
+        if first == "execute":
+            if len(tokens) < 2 or token_kind(tokens[1]) not in (WORD, QIDENT):
+                return None
+            query = self.prepared.get(identifier_value(tokens[1]))
+            return (query, None) if query is not None else None
+        return text, index
+
+    async def facts(self, text: str) -> tuple[Sources | None, Sources]:
+        """(what ``text`` reads -- None when gw cannot tell --, what the values it writes derive from), over
+        all its statements, expanded through the catalog."""
+        lexed = lex(text, self.classifier.dialect)
+        if lexed.error is not None or lexed.flags:
+            return None, (ANYTHING,)
+        reads: set[str] | None = set()
+        writes: set[str] = set()
+        for i, tokens in enumerate(split_tokens(lexed.tokens)):
+            first = tokens[0].lower() if tokens else ""
+            if first in _NO_FACTS:
+                continue
+            if first == "copy":
+                copy = parse_copy_tokens(tokens)
+                if copy is None:
+                    reads = None
+                    writes.add(ANYTHING)
+                    continue
+                read = await self.reads(copy.query, None)
+                if read is None:
+                    reads = None
+                elif reads is not None:
+                    reads.update(read)
+                if copy.target != "stdout":
+                    writes.update(read if read is not None else (ANYTHING,))
+                continue
+            resolved = self.resolve(text, i)
+            if resolved is None:
+                reads = None
+                continue
+            read = await self.reads(*resolved)
+            write = await self.writes(*resolved)
+            if read is None:
+                reads = None
+            elif reads is not None:
+                reads.update(read)
+            if write is None:
+                if first in _MAY_WRITE:
+                    writes.add(ANYTHING)
+            else:
+                writes.update(write)
+        return (tuple(sorted(reads)) if reads is not None else None), tuple(sorted(writes))
 
     # -- statements seen --------------------------------------------------------------------------------------
     def completed(self, text: str, index: int | None, tag: str) -> None:
@@ -93,6 +178,24 @@ class Provenance:
                 self.cursors.clear()  # a cursor gw cannot name: forget them all (FETCH masks in full)
             else:
                 self.cursors[declared[0]] = declared[1]
+            return
+        if tag == "PREPARE" and tokens is not None:
+            prepared = _prepared(tokens)
+            if prepared is None:
+                self.prepared.clear()
+            else:
+                self.prepared[prepared[0]] = prepared[1]
+            return
+        if tag.startswith("DEALLOCATE"):
+            name = identifier_value(tokens[-1]) if tokens and tag == "DEALLOCATE" else None
+            if name is None:
+                self.prepared.clear()
+            else:
+                self.prepared.pop(name, None)
+            return
+        if tag == "DISCARD ALL":
+            self.prepared.clear()
+            self.cursors.clear()
             return
         if tag == "CLOSE CURSOR ALL":
             self.cursors.clear()
@@ -125,12 +228,11 @@ class Provenance:
         first = tokens[0].lower()
         if first in _NO_TABLE_DATA:
             return [()] * width
-        if first in ("fetch", "move"):
-            name = _cursor_name(tokens)
-            query = self.cursors.get(name) if name is not None else None
-            if query is None:
+        if first in ("fetch", "move", "execute"):
+            resolved = self.resolve(text, index)
+            if resolved is None:
                 return anything
-            text, index = query, None
+            text, index = resolved
         lineage = self.classifier.lineage(text, index)
         if lineage is None:
             return anything

@@ -485,9 +485,18 @@ class _Walker:
                     found = _merge(found, self._all_outputs(query))
             elif isinstance(node, exp.Select) and isinstance(node.args.get("into"), exp.Into):
                 found = _merge(found, self._all_outputs(node))
-            elif isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)) and \
-                    _function_name(node, self.rules) in PG_COPYING_FUNCTIONS and self.rules.name == "postgres":
-                found = _merge(found, self._in_place(node))
+            elif isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)) and self.rules.name == "postgres":
+                name = _function_name(node, self.rules)
+                if name.startswith("dblink"):
+                    found = _merge(found, (ANYTHING,))  # SQL given as text, run elsewhere
+                elif name in PG_COPYING_FUNCTIONS:
+                    found = _merge(found, self._in_place(node))
+                elif self._function(node) == (ANYTHING,) and name not in self.rules.sql_text_functions \
+                        and name not in PG_OPAQUE_FUNCTIONS:
+                    found = _merge(found, (ANYTHING,))  # a function gw does not know may write anything
+            elif isinstance(node, exp.Func) and isinstance(node.parent, exp.Dot) and \
+                    node.parent.expression is node and self._function(node) == (ANYTHING,):
+                found = _merge(found, (ANYTHING,))  # a schema-qualified user function
         return found
 
     def _all_outputs(self, query: exp.Expr) -> Sources:

@@ -13,14 +13,15 @@ counts what it masked and reports the counts as ``outcome.notes["masked"]`` on c
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 from gw.detect import Detector
 from gw.errors import ConfigError, PluginError
-from gw.model import Column, Command, DenyCode, Outcome, Session, Verdict
+from gw.model import Channel, Column, Command, DenyCode, Direction, Outcome, Session, Verdict
 from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
+from gw.types import ByteSize as _ByteSize
+from gw.types import size_range
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .content import Unmaskable, codec_for, parse_media_type, passes_through, stream_kind, valid_pattern
@@ -36,25 +37,8 @@ from .streams import JsonBody, JsonLines, MaskUnavailable, MessageMasker, TextSt
 # Options
 # ---------------------------------------------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-               "gib": 1024**3}
-
-
-def parse_size(value: Any) -> int:
-    """``8388608``, ``"8MiB"``, ``"64KiB"``, ``"1MB"`` -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
-    else:
-        raise ValueError(f"expected a size such as 65536, \"64KiB\" or \"8MiB\", got {value!r}")
-    if size < 1:
-        raise ValueError("a size must be at least 1 byte")
-    return size
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
+#: A positive byte size in gw's size convention (``"8MiB"`` = 2^23 bytes, ``"1MB"`` = 10^6).
+ByteSize = Annotated[_ByteSize, size_range(1)]
 
 
 def _tables(key: str) -> Any:
@@ -149,13 +133,13 @@ class MaskOptions(StageOptions):
 
 #: Channels the stage never rewrites (the channel names protocol plugins use, see docs/plugins/mask.md): what
 #: the agent sends -- masking a request body would change what is written upstream -- and terminal control.
-UNMASKED_CHANNELS = frozenset({"stdin", "pty-input", "pty-resize", "request-body", "ws-client"})
+UNMASKED_CHANNELS = frozenset(c for c in Channel if c.direction is not Direction.TO_AGENT)
 #: Terminal output: read leniently (bytes that are not text pass through unchanged), without label rules.
-TERMINAL_CHANNELS = frozenset({"stdout", "stderr", "pty"})
+TERMINAL_CHANNELS = frozenset({Channel.STDOUT, Channel.STDERR, Channel.PTY})
 #: Channels where each ``feed`` carries one whole message (WebSocket messages from the upstream).
-MESSAGE_CHANNELS = frozenset({"ws-server"})
+MESSAGE_CHANNELS = frozenset({Channel.WS_SERVER})
 #: The HTTP response head as ``[["name", "value"], ...]`` (see docs/plugins/mask.md).
-HEADERS_CHANNEL = "response-headers"
+HEADERS_CHANNEL = Channel.RESPONSE_HEADERS
 
 #: Tables and views holding values of other tables' columns (planner statistics, statement texts): read only
 #: with ``allow_statistics = true``.

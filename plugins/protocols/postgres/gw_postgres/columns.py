@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ class Catalog:
     """
 
     MAX_ENTRIES = 100_000
+    #: Seconds a relation's columns and definition are trusted without a DDL seen on a session.
+    TABLES_TTL = 30.0
 
     def __init__(self, connect: Callable[[], Awaitable[UpstreamConnection]]) -> None:
         self._connect = connect
@@ -64,6 +67,7 @@ class Catalog:
         self._lock = trio.Lock()
         self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
         self._tables: dict[str, TableInfo | None] = {}
+        self._fetched = 0.0
 
     def forget(self) -> None:
         """DDL was seen: table columns and view definitions may have changed."""
@@ -73,6 +77,10 @@ class Catalog:
     async def tables(self, names: Iterable[str]) -> dict[str, TableInfo | None]:
         """``schema.table`` -> its :class:`TableInfo` (None: no such relation); raises UpstreamError."""
         wanted = set(names)
+        if time.monotonic() - self._fetched > self.TABLES_TTL:
+            # DDL of other sessions is not seen: relations are looked up again after a while.
+            self._tables.clear()
+            self._fetched = time.monotonic()
         missing = {n for n in wanted if n not in self._tables}
         if missing:
             async with self._lock:

@@ -50,6 +50,9 @@ def statement_tokens(classifier: Classifier, text: str, index: int | None) -> li
     if lexed.error is not None or lexed.flags:
         return None
     statements = split_tokens(lexed.tokens)
+    if len(statements) > 1 and any(a.lower() == "begin" and b.lower() == "atomic"
+                                   for a, b in zip(lexed.tokens, lexed.tokens[1:])):
+        return None  # a SQL-standard function body: the server's statement boundaries are not the lexer's
     if index is None:
         index = 0 if len(statements) == 1 else -1
     if not 0 <= index < len(statements):

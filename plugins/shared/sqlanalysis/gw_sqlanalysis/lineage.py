@@ -470,8 +470,18 @@ class _Walker:
         for node in tree.walk():
             if isinstance(node, exp.Insert):
                 query = node.args.get("expression")
-                if query is not None:
-                    found = _merge(found, self._all_outputs(query))
+                inserted = self._all_outputs(query) if query is not None else ()
+                found = _merge(found, inserted)
+                conflict = node.args.get("conflict")
+                if isinstance(conflict, exp.Expr) and conflict.expressions:
+                    # ON CONFLICT DO UPDATE SET c = <expr>: the existing row's columns, or the row proposed
+                    # for insertion (``excluded``).
+                    ctes = self._ctes_above(node)
+                    scope = self._dml_scope(node, ctes, None)
+                    scope.sources["excluded"] = _Source(opaque=inserted)
+                    for assignment in conflict.expressions:
+                        value = assignment.expression if isinstance(assignment, exp.EQ) else assignment
+                        found = _merge(found, self._guarded(value, scope, ctes))
             elif isinstance(node, exp.Update):
                 scope = self._dml_scope(node, self._ctes_above(node), None)
                 for assignment in node.expressions:

@@ -111,6 +111,12 @@ class GatewaySection(_Strict):
             raise ValueError("chain_lease must be at least 1s (for example \"15s\")")
         return v
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``text`` (one readable line per event) or ``json`` (one JSON object per line); ``--log-format``
+    #: overrides it.
+    log_format: Literal["text", "json"] = "text"
+    #: ``HOST:PORT`` of the admin endpoint (``/metrics``, ``/healthz``, ``/readyz``), served by the plugin
+    #: that implements ``gw_admin_server`` (gw-metrics); unset: no admin endpoint.
+    admin_listen: Address | None = None
 
 
 class PluginTable(BaseModel):

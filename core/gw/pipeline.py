@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .logs import log_context
 from .model import (
     ALLOW,
     Column,
@@ -113,9 +114,13 @@ class Pipeline:
                     log.exception("stage %s failed to close", s.name)
 
     # -- decisions ------------------------------------------------------------------------------------------
-    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+    async def decide(self, command: Command, context: CommandContext,
+                     timings: dict[str, float] | None = None) -> Verdict:
+        """The combined verdict; with ``timings``, each stage's seconds are added to it (for metrics)."""
         verdict = ALLOW
+        clock = time.perf_counter
         for stage in self._checkers:
+            started = clock()
             try:
                 v = await stage.check(command, context)
             except trio.Cancelled:
@@ -126,6 +131,8 @@ class Pipeline:
                 v = Verdict.deny(f"gw stage {stage.name!r} failed ({type(e).__name__}); the command was not "
                                  "run. Retry, or ask the gateway operator to check the gw log",
                                  code=DenyCode.INTERNAL, stage=stage.name)
+            if timings is not None:
+                timings[f"{stage.name}.check"] = timings.get(f"{stage.name}.check", 0.0) + clock() - started
             if v is None:
                 continue
             if not v.stage:
@@ -136,6 +143,7 @@ class Pipeline:
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
         for stage in self._deciders:
+            started = clock()
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
@@ -148,6 +156,9 @@ class Pipeline:
                         f"gw could not write the {stage.name} record ({e}); the command was not run "
                         "because policy requires it. Retry later or tell the gateway operator",
                         code=DenyCode.UNAVAILABLE, stage=stage.name)
+            if timings is not None:
+                key = f"{stage.name}.decided"
+                timings[key] = timings.get(key, 0.0) + clock() - started
         return verdict
 
     async def cancelled(self, command: Command, reason: str) -> None:
@@ -235,6 +246,9 @@ class SessionRuntime:
         self._terminate = trio.Event()
         self.termination_reason = ""
         self.ended = False
+        ident = session.identity
+        self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
+        log_context.set(self._log_context)
 
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
@@ -247,9 +261,13 @@ class SessionRuntime:
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline
-        self._inflight[command.seq] = (pipeline, time.perf_counter())
+        started = time.perf_counter()
+        self._inflight[command.seq] = (pipeline, started)
+        log_context.set({**self._log_context, "seq": command.seq})
+        hook = self.listener.runtime.pm.hook.gw_command_decided
+        timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
         try:
-            return await pipeline.decide(command, context)
+            verdict = await pipeline.decide(command, context, timings)
         except trio.Cancelled:
             # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
             self._inflight.pop(command.seq, None)
@@ -259,6 +277,10 @@ class SessionRuntime:
                 scope.shield = True
                 await pipeline.cancelled(command, reason)
             raise
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+            hook(command=command, verdict=verdict, timings=timings)
+        return verdict
 
     @property
     def wants_rows(self) -> bool:
@@ -282,6 +304,7 @@ class SessionRuntime:
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
+        self.listener.runtime.pm.hook.gw_command_completed(command=command, outcome=outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property

@@ -92,6 +92,14 @@ class Store:
         found = await self.scan(stream, limit=1, newest_first=True)
         return found[0] if found else None
 
+    async def check_ready(self) -> str | None:
+        """Why the store cannot serve gw now, or None (``/readyz``).  The default reads one record."""
+        try:
+            await self.scan("audit", limit=1)
+        except Exception as e:  # noqa: BLE001 -- any failure means not ready; the reason is reported
+            return f"the store does not answer ({type(e).__name__}: {e})"
+        return None
+
     async def describe(self) -> dict[str, Any]:
         """Backend details for ``gw storage info`` (file, size, schema version ...); never credentials."""
         return {}

@@ -103,6 +103,11 @@ class KubernetesDialect(ProxyDialect):
 
     # -- meaning ------------------------------------------------------------------------------------------
     def command(self, request: RequestView) -> CommandSpec:
+        if request.target.normalized:
+            # kubectl never sends dot segments, doubled slashes or needless escapes; a path written so that
+            # gw and the API server might read it differently is refused, not guessed at.
+            raise Refusal(400, "bad_request_target", "gw refuses API paths with '.', '..', '//' or escaped "
+                          "characters that need no escaping; send the path as kubectl does")
         api = parse_request(request.method, request.target.path, request.target.query)
         spec = classify(api, request.method, request.target.path_and_query)
         upgrade = (request.upgrade or "").strip().lower()

@@ -204,3 +204,16 @@ def test_impersonation_headers_from_the_agent_are_refused(cluster: Any) -> None:
     assert out.returncode != 0
     assert "Impersonate-User" in out.stderr or "impersonate-user" in out.stderr, out.stderr
     assert not [s for s in cluster.api.seen if s.header("Impersonate-User")]
+
+
+def test_impersonation_sends_the_agent_identity(cluster_factory: Any) -> None:
+    cluster = cluster_factory(upstream_extra='impersonate = true\nuser_prefix = "gw:"\n'
+                                             'group_map = { agents = ["gw:agents", "viewers"] }\n')
+    token = cluster.token("agent-9", "agents")
+    out = cluster.kubectl_run(token, "get", "pods", "-n", "prod")
+    assert out.returncode == 0, out.stderr
+    seen = cluster.api.requests("/api/v1/namespaces/prod/pods")[-1]
+    assert seen.header("Impersonate-User") == "gw:agent-9"
+    assert [v for n, v in seen.headers if n.lower() == "impersonate-group"] == ["gw:agents", "viewers"]
+    # gw asked for JSON, never protobuf
+    assert all("protobuf" not in (s.header("Accept") or "") for s in cluster.api.seen)

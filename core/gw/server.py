@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from .errors import ConfigError, PluginError
+from .model import SessionEnd
 from .runtime import ListenerRuntime, Runtime
 
 log = logging.getLogger("gw.server")
@@ -125,7 +126,7 @@ class Gateway:
             log.info("shutting down: waiting up to %.0fs for %d connection(s)",
                      self.runtime.config.model.gateway.drain_timeout.total_seconds(), self.active)
         for s in sessions:
-            s.terminate("shutdown")
+            s.terminate(SessionEnd.SHUTDOWN)
         with trio.move_on_after(self.runtime.config.model.gateway.drain_timeout.total_seconds()):
             await self._idle.wait()
         if self.active:

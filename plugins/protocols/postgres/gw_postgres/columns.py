@@ -48,6 +48,10 @@ class TableInfo:
     columns: tuple[str, ...]
     #: The defining query of a view or materialized view; None for tables.
     definition: str | None = None
+    #: The OID of the relation's row type (what a whole-row value's RowDescription says).
+    type_oid: int = 0
+    #: The type OIDs of its columns, in order.
+    column_types: tuple[int, ...] = ()
 
 
 class Catalog:
@@ -98,8 +102,9 @@ class Catalog:
                          f"convert_from(decode('{table.encode().hex()}', 'hex'), 'UTF8'))")
         sql = ("SELECT n.nspname, c.relname, CASE WHEN c.relkind IN ('v', 'm') THEN "
                "pg_catalog.pg_get_viewdef(c.oid) END, (SELECT pg_catalog.array_to_json(pg_catalog.array_agg("
-               "a.attname::text ORDER BY a.attnum)) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
-               "AND a.attnum > 0 AND NOT a.attisdropped)::text FROM pg_catalog.pg_class c "
+               "pg_catalog.json_build_array(a.attname::text, a.atttypid::int8) ORDER BY a.attnum)) "
+               "FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
+               "AND a.attnum > 0 AND NOT a.attisdropped)::text, c.reltype::int8 FROM pg_catalog.pg_class c "
                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
                f"WHERE (n.nspname::text, c.relname::text) IN (VALUES {', '.join(pairs)})")
         rows = await self._query(sql)
@@ -107,12 +112,13 @@ class Catalog:
             self._tables.clear()
         for n in names:
             self._tables[n] = None
-        for nsp, rel, definition, columns in rows:
+        for nsp, rel, definition, columns, reltype in rows:
             if nsp is None or rel is None:
                 continue
-            cols = tuple(json.loads(columns.decode())) if columns else ()
+            pairs = json.loads(columns.decode()) if columns else []
             self._tables[f"{nsp.decode()}.{rel.decode()}"] = TableInfo(
-                cols, definition.decode() if definition is not None else None)
+                tuple(str(name) for name, _ in pairs), definition.decode() if definition is not None else None,
+                int(reltype) if reltype is not None else 0, tuple(int(oid) for _, oid in pairs))
 
     async def _query(self, sql: str) -> list[list[bytes | None]]:
         for attempt in (1, 2):

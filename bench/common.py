@@ -62,6 +62,10 @@ STAGES = {
   { use = "record" },""",
     "mask": """{ use = "audit" },
   { use = "mask", strategy = "redact", columns = MASK_COLUMNS },""",
+    # The mask stage of examples/agents.toml: columns by name plus its value detectors.
+    "mask-detect": """{ use = "audit" },
+  { use = "mask", strategy = "redact", columns = MASK_COLUMNS,
+    detectors = ["us_ssn", "credit_card", "email", "iban"] },""",
     "none": "",
 }
 
@@ -70,8 +74,9 @@ class Gateway:
     """``gw serve`` on a generated pipeline in a temporary directory, with a dev token for the agent."""
 
     def __init__(self, stages: str, database: str, *, mask_columns: str = '["ssn", "*.card_number"]',
-                 upstream_port: int = 5432, extra_listener: str = "") -> None:
+                 upstream_port: int = 5432, extra_listener: str = "", disable_plugins: str = "") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+        self.stages = stages
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         stage_text = STAGES[stages].replace("MASK_COLUMNS", mask_columns)
@@ -109,6 +114,8 @@ database = "{database}"
 user = "postgres"
 """)
         self.env = {**os.environ, "GW_DEV_SECRET": self.secret}
+        if disable_plugins:  # what a deployment that installed only the plugins it uses would load
+            self.env["GW_DISABLE_PLUGINS"] = disable_plugins
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gateway:

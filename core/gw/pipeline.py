@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .logs import log_context
 from .model import (
     ALLOW,
+    Channel,
     Column,
     Command,
     Decision,
@@ -25,7 +27,9 @@ from .model import (
     Kind,
     ObjectSyntax,
     Outcome,
+    OutcomeStatus,
     Session,
+    SessionEnd,
     Verdict,
     cancel_reason_text,
 )
@@ -113,9 +117,13 @@ class Pipeline:
                     log.exception("stage %s failed to close", s.name)
 
     # -- decisions ------------------------------------------------------------------------------------------
-    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+    async def decide(self, command: Command, context: CommandContext,
+                     timings: dict[str, float] | None = None) -> Verdict:
+        """The combined verdict; with ``timings``, each stage's seconds are added to it (for metrics)."""
         verdict = ALLOW
+        clock = time.perf_counter
         for stage in self._checkers:
+            started = clock()
             try:
                 v = await stage.check(command, context)
             except trio.Cancelled:
@@ -126,6 +134,8 @@ class Pipeline:
                 v = Verdict.deny(f"gw stage {stage.name!r} failed ({type(e).__name__}); the command was not "
                                  "run. Retry, or ask the gateway operator to check the gw log",
                                  code=DenyCode.INTERNAL, stage=stage.name)
+            if timings is not None:
+                timings[f"{stage.name}.check"] = timings.get(f"{stage.name}.check", 0.0) + clock() - started
             if v is None:
                 continue
             if not v.stage:
@@ -136,6 +146,7 @@ class Pipeline:
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
         for stage in self._deciders:
+            started = clock()
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
@@ -148,6 +159,9 @@ class Pipeline:
                         f"gw could not write the {stage.name} record ({e}); the command was not run "
                         "because policy requires it. Retry later or tell the gateway operator",
                         code=DenyCode.UNAVAILABLE, stage=stage.name)
+            if timings is not None:
+                key = f"{stage.name}.decided"
+                timings[key] = timings.get(key, 0.0) + clock() - started
         return verdict
 
     async def cancelled(self, command: Command, reason: str) -> None:
@@ -182,7 +196,8 @@ class Pipeline:
             return None
         return filters[0] if len(filters) == 1 else _RowChain(filters)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
+        channel = Channel(channel)  # a protocol naming a channel core does not know is a bug: fail loudly
         filters = []
         for stage in self._stream_stages:
             f = stage.stream(command, channel, content_type)
@@ -233,8 +248,11 @@ class SessionRuntime:
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
         self._cancelled: set[int] = set()
         self._terminate = trio.Event()
-        self.termination_reason = ""
+        self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
+        ident = session.identity
+        self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
+        log_context.set(self._log_context)
 
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
@@ -247,9 +265,13 @@ class SessionRuntime:
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline
-        self._inflight[command.seq] = (pipeline, time.perf_counter())
+        started = time.perf_counter()
+        self._inflight[command.seq] = (pipeline, started)
+        log_context.set({**self._log_context, "seq": command.seq})
+        hook = self.listener.runtime.pm.hook.gw_command_decided
+        timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
         try:
-            return await pipeline.decide(command, context)
+            verdict = await pipeline.decide(command, context, timings)
         except trio.Cancelled:
             # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
             self._inflight.pop(command.seq, None)
@@ -259,6 +281,10 @@ class SessionRuntime:
                 scope.shield = True
                 await pipeline.cancelled(command, reason)
             raise
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+            hook(command=command, verdict=verdict, timings=timings)
+        return verdict
 
     @property
     def wants_rows(self) -> bool:
@@ -268,7 +294,7 @@ class SessionRuntime:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.rows(command, columns)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.stream(command, channel, content_type)
 
@@ -279,9 +305,12 @@ class SessionRuntime:
             self._cancelled.discard(command.seq)
             return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
+        if not isinstance(outcome.status, OutcomeStatus):
+            outcome.status = OutcomeStatus(outcome.status)
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
+        self.listener.runtime.pm.hook.gw_command_completed(command=command, outcome=outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property
@@ -296,16 +325,16 @@ class SessionRuntime:
             candidates.append(self.session.started_at + opts.session_max.total_seconds())
         return min(candidates)
 
-    def terminate(self, reason: str) -> None:
+    def terminate(self, reason: SessionEnd | str) -> None:
         """Ask the protocol to end this session (revocation, shutdown); see :meth:`wait_terminated`."""
         if not self._terminate.is_set():
-            self.termination_reason = reason
+            self.termination_reason = SessionEnd(reason)
             self._terminate.set()
 
-    async def wait_terminated(self) -> str:
+    async def wait_terminated(self) -> SessionEnd:
         """Return when gw wants this session ended, with the reason: ``token_expired``, ``session_max``,
         ``revoked``, ``shutdown``.  Protocols run this beside the session and close it with a native
-        message when it returns."""
+        message when it returns (``reason.message`` is the text to show)."""
         deadline = self.deadline
         if math.isfinite(deadline):
             with trio.move_on_after(max(0.0, deadline - time.time())):
@@ -314,8 +343,8 @@ class SessionRuntime:
             exp = self.session.identity.expires_at
             grace = self.listener.options.token_grace.total_seconds()
             if exp is not None and exp + grace <= deadline + 1e-6:
-                return "token_expired"
-            return "session_max"
+                return SessionEnd.TOKEN_EXPIRED
+            return SessionEnd.SESSION_MAX
         await self._terminate.wait()
         return self.termination_reason
 

@@ -13,19 +13,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .config import Address, Duration, parse_address
 from .model import Command, Session
+from .types import Address, Duration, StrictModel, parse_address
 
 if TYPE_CHECKING:
     from .runtime import ListenerRuntime
 
 
-class ListenerOptions(BaseModel):
+class ListenerOptions(StrictModel):
     """Keys every listener has.  A protocol's ``Options`` subclasses this and adds its own (``upstream`` ...)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     protocol: str
@@ -75,6 +74,26 @@ class ProtocolHandler:
     def describe_upstream(self) -> str:
         """A credential-free description of the upstream for logs and ``gw check`` (``127.0.0.1:5432/test``)."""
         return ""
+
+    def upstream_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the upstream server, when there is one TCP upstream (for :meth:`check_ready`)."""
+        return None
+
+    async def check_ready(self) -> str | None:
+        """Why this listener could not serve an agent now (``/readyz``), or None when it can.  The default
+        opens (and closes) a TCP connection to :meth:`upstream_address`."""
+        address = self.upstream_address()
+        if address is None:
+            return None
+        host, port = address
+        with trio.move_on_after(2):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as e:
+                return f"upstream {host}:{port} is unreachable ({e.strerror or e})"
+            await stream.aclose()
+            return None
+        return f"upstream {host}:{port} did not answer within 2s"
 
     def warnings(self) -> list[str]:
         """Configuration that is valid but risky, for ``gw check`` (a token-accepting listener on a

@@ -8,11 +8,13 @@ stage wants rows, so the pass-through path never pays for it.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import trio
-from gw.model import Column
 
 from .errors import CONNECTION_FAILURE, UpstreamError
 from .messages import FieldDescription
@@ -39,6 +41,19 @@ def type_name(oid: int) -> str:
     return TYPE_NAMES.get(oid, f"oid:{oid}")
 
 
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A relation as the catalog knows it: its columns in order, and a view's definition."""
+
+    columns: tuple[str, ...]
+    #: The defining query of a view or materialized view; None for tables.
+    definition: str | None = None
+    #: The OID of the relation's row type (what a whole-row value's RowDescription says).
+    type_oid: int = 0
+    #: The type OIDs of its columns, in order.
+    column_types: tuple[int, ...] = ()
+
+
 class Catalog:
     """Resolves (table OID, attribute number) to ``schema.table.column`` on a connection of its own.
 
@@ -47,12 +62,77 @@ class Catalog:
     """
 
     MAX_ENTRIES = 100_000
+    #: Seconds a relation's columns and definition are trusted without a DDL seen on a session.
+    TABLES_TTL = 30.0
 
     def __init__(self, connect: Callable[[], Awaitable[UpstreamConnection]]) -> None:
         self._connect = connect
         self._conn: UpstreamConnection | None = None
         self._lock = trio.Lock()
         self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
+        self._tables: dict[str, TableInfo | None] = {}
+        self._fetched = 0.0
+
+    def forget(self) -> None:
+        """DDL was seen: table columns and view definitions may have changed."""
+        self._tables.clear()
+        self._names.clear()
+
+    async def tables(self, names: Iterable[str]) -> dict[str, TableInfo | None]:
+        """``schema.table`` -> its :class:`TableInfo` (None: no such relation); raises UpstreamError."""
+        wanted = set(names)
+        if time.monotonic() - self._fetched > self.TABLES_TTL:
+            # DDL of other sessions is not seen: relations are looked up again after a while.
+            self._tables.clear()
+            self._fetched = time.monotonic()
+        missing = {n for n in wanted if n not in self._tables}
+        if missing:
+            async with self._lock:
+                missing = {n for n in missing if n not in self._tables}
+                if missing:
+                    await self._lookup_tables(missing)
+        return {n: self._tables.get(n) for n in wanted}
+
+    async def _lookup_tables(self, names: set[str]) -> None:
+        pairs = []
+        for name in sorted(names):
+            schema, _, table = name.rpartition(".")
+            # Names come from the client's SQL: passed as hex, never spliced in as text.
+            pairs.append(f"(convert_from(decode('{schema.encode().hex()}', 'hex'), 'UTF8'), "
+                         f"convert_from(decode('{table.encode().hex()}', 'hex'), 'UTF8'))")
+        sql = ("SELECT n.nspname, c.relname, CASE WHEN c.relkind IN ('v', 'm') THEN "
+               "pg_catalog.pg_get_viewdef(c.oid) END, (SELECT pg_catalog.array_to_json(pg_catalog.array_agg("
+               "pg_catalog.json_build_array(a.attname::text, a.atttypid::int8) ORDER BY a.attnum)) "
+               "FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
+               "AND a.attnum > 0 AND NOT a.attisdropped)::text, c.reltype::int8 FROM pg_catalog.pg_class c "
+               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+               f"WHERE (n.nspname::text, c.relname::text) IN (VALUES {', '.join(pairs)})")
+        rows = await self._query(sql)
+        if len(self._tables) > self.MAX_ENTRIES:
+            self._tables.clear()
+        for n in names:
+            self._tables[n] = None
+        for nsp, rel, definition, columns, reltype in rows:
+            if nsp is None or rel is None:
+                continue
+            pairs = json.loads(columns.decode()) if columns else []
+            self._tables[f"{nsp.decode()}.{rel.decode()}"] = TableInfo(
+                tuple(str(name) for name, _ in pairs), definition.decode() if definition is not None else None,
+                int(reltype) if reltype is not None else 0, tuple(int(oid) for _, oid in pairs))
+
+    async def _query(self, sql: str) -> list[list[bytes | None]]:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = await self._connect()
+                return await self._conn.simple_query(sql)
+            except UpstreamError:
+                if self._conn is not None:
+                    await self._conn.aclose()
+                    self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def resolve(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, str] | None]:
         """``(oid, attnum) -> (schema.table, column)``; raises UpstreamError when the catalog is
@@ -111,26 +191,3 @@ class Catalog:
         if self._conn is not None:
             await self._conn.aclose()
             self._conn = None
-
-
-async def build_columns(fields: Sequence[FieldDescription], catalog: Catalog,
-                        lineage: Sequence[tuple[str, ...]] | None) -> list[Column]:
-    """Columns of a result with every source gw knows; raises UpstreamError when the catalog is needed but
-    unreachable (callers fail closed: they withhold the rows)."""
-    keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
-    names = await catalog.resolve(keys) if keys else {}
-    if lineage is not None and len(lineage) != len(fields):
-        lineage = None
-    columns = []
-    for i, f in enumerate(fields):
-        table = column = None
-        sources: list[str] = []
-        hit = names.get((f.table_oid, f.column_number)) if f.table_oid else None
-        if hit is not None:
-            table, column = hit
-            sources.append(f"{table}.{column}")
-        if lineage is not None:
-            sources.extend(s for s in lineage[i] if s not in sources)
-        columns.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
-                              binary=f.format == 1, sources=tuple(sources)))
-    return columns

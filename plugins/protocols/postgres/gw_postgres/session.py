@@ -27,26 +27,29 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, DenyCode, Measurement, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
+from gw_sqlanalysis import ANYTHING
 
 from . import errors as E
 from .codec import Role, WireCodec
-from .columns import build_columns
-from .copyout import decode_text_row, encode_text_row, parse_copy_out
+from .copyout import decode_text_row, encode_text_row, parse_copy_tokens
 from .errors import ProtocolError, UpstreamError
 from .measure import AUTOCOMMIT, IN_TRANSACTION, Plan, counted, unmeasurable
 from .messages import (
     BackendType,
     Bind,
     Close,
+    CopyOutResponse,
     Describe,
     ErrorResponse,
     Execute,
     FieldDescription,
     FrontendType,
     NoticeResponse,
+    NotificationResponse,
+    ParameterStatus,
     Parse,
     Query,
     RowDescription,
@@ -56,6 +59,8 @@ from .messages import (
     frame,
     rows_from_tag,
 )
+from .provenance import Provenance, statement_tokens
+from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
 if TYPE_CHECKING:
@@ -81,6 +86,12 @@ _SQLSTATE_BY_DENY = {
 }
 
 _DATA_ROW = int(BackendType.DATA_ROW)
+#: Messages carrying the server's text, masked when the pipeline masks anything.
+_SERVER_TEXT = frozenset({int(BackendType.NOTICE_RESPONSE), int(BackendType.NOTIFICATION_RESPONSE),
+                          int(BackendType.PARAMETER_STATUS)})
+#: Command attributes shared with the mask stage (docs/plugins/mask.md): what the statement reads and what
+#: the values it writes derive from (set here), and how to treat server text (set by the stage).
+_READS, _WRITES, _TOUCHES, _TEXT = "sql.reads", "sql.writes", "mask.touches", "mask.text"
 _COPY_DATA = int(BackendType.COPY_DATA)
 #: Messages that open a result: with a row filter possible, gw resolves the columns first (may await).
 _MAY_AWAIT = frozenset({int(BackendType.ROW_DESCRIPTION), int(BackendType.COPY_OUT_RESPONSE)})
@@ -169,6 +180,8 @@ class Pending:
     filter: RowFilter | None = None
     #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
     withhold: str | None = None
+    #: In a simple Query: the 0-based index of the statement whose results arrive now.
+    statement_index: int = 0
     #: ``MEASURE``: the answer's messages, and the event set when its ReadyForQuery arrived.
     collected: list[tuple[int, bytes]] | None = None
     done: trio.Event | None = None
@@ -276,6 +289,8 @@ class ProxySession:
         self._client_gone = False
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
+        self.provenance = Provenance(handler.classifier, handler.catalog)
+        self._last_mask_command: Command | None = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -486,6 +501,8 @@ class ProxySession:
             with trio.CancelScope() as scope:
                 self._decide_scope = scope
                 verdict = await self.sr.decide(cmd, ctx)
+            if _TEXT in cmd.attributes:
+                self._last_mask_command = cmd
         finally:
             self._decide_scope = None
             self._decision = None
@@ -511,8 +528,23 @@ class ProxySession:
         await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
         return error_message("ERROR", code, message, detail=detail), ctx
 
+    async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the mask stage needs to know before deciding: the sources the statement reads and those the
+        values it writes derive from (expanded through the catalog)."""
+        attributes = attributes if attributes is not None else {}
+        if not self.sr.wants_rows:
+            return attributes
+        try:
+            reads, writes = await self.provenance.facts(text)
+        except UpstreamError as e:
+            log.error("session %s: cannot resolve what a statement reads: %s", self.sr.session.id, e)
+            reads, writes = None, (ANYTHING,)
+        attributes[_READS] = reads
+        attributes[_WRITES] = writes
+        return attributes
+
     async def _query(self, raw: memoryview, text: str) -> None:
-        cmd = self._command(text, self._classify(text))
+        cmd = self._command(text, self._classify(text), attributes=await self._facts(text))
         wants_rows = self.sr.wants_rows
         refused, ctx = await self._decide(cmd, raw)
         if refused is None and ctx.open is not None:
@@ -572,7 +604,8 @@ class ProxySession:
                 statement.classification = self._classify(statement.text)
             attributes["statement"] = statement.name
             assert portal is not None
-            cmd = self._command(statement.text, statement.classification, attributes=attributes,
+            cmd = self._command(statement.text, statement.classification,
+                                attributes=await self._facts(statement.text, attributes),
                                 params=_params(portal.bind, statement.param_types))
         wants_rows = self.sr.wants_rows
         refused, _ = await self._decide(cmd)
@@ -848,7 +881,7 @@ class ProxySession:
                 return True
             return self._on_backend(t, body)
         if head.command is not None:  # COPY_OUT_RESPONSE
-            await self._open_copy_out(head, body[0] if len(body) else 0)
+            await self._open_copy_out(head, body)
         return True
 
     def _on_backend(self, t: int, body: memoryview) -> bytes | bool:
@@ -873,10 +906,14 @@ class ProxySession:
                     head.filter = None
                     self._pop_filter(head)
                 return error_message("ERROR", E.SYSTEM_ERROR, reason)
+            if head is not None and head.command is not None and head.wants_rows:
+                index = head.statement_index if head.expect is Expect.QUERY else None
+                self.provenance.completed(head.command.text, index, tag)
             if head is not None and head.expect is Expect.EXECUTE:
                 self._pop()
             elif head is not None:
                 head.filter = None
+                head.statement_index += 1
                 self._pop_filter(head)
             return True
         if t == BackendType.READY_FOR_QUERY:
@@ -907,11 +944,15 @@ class ProxySession:
         if t == BackendType.PARAMETER_DESCRIPTION:
             return not (head is not None and head.internal)
         if t in (BackendType.EMPTY_QUERY_RESPONSE, BackendType.PORTAL_SUSPENDED):
+            if head is not None and head.expect is Expect.QUERY:
+                head.statement_index += 1
             if head is not None and head.expect is Expect.EXECUTE:
                 if head.outcome is not None and t == BackendType.PORTAL_SUSPENDED:
                     head.outcome.tag = "SUSPENDED"
                 self._pop()
             return True
+        if t in _SERVER_TEXT:
+            return self._server_text(t, body, head)
         # Never relay upstream keys or authentication requests after start-up; everything else (notices,
         # notifications, parameter status, COPY responses) goes through as it came.
         return t != BackendType.BACKEND_KEY_DATA and t != BackendType.AUTHENTICATION
@@ -928,11 +969,49 @@ class ProxySession:
                     expect.name)
         return True
 
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any, str] | None:
+        """(touches a masked column, detector function, the statement's text) for the server text arriving
+        now; None when the pipeline masks nothing."""
+        command = head.command if head is not None else None
+        if command is None or _TEXT not in command.attributes:
+            command = self._last_mask_command
+        if command is None or _TEXT not in command.attributes:
+            return None
+        return bool(command.attributes.get(_TOUCHES, True)), command.attributes.get(_TEXT), command.text
+
+    def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
+        policy = self._text_policy(head)
+        if policy is None:
+            return True
+        touches, detect, statement = policy
+        if t == BackendType.NOTICE_RESPONSE:
+            notice = NoticeResponse.decode(body)
+            masked = mask_error(notice, touches, detect, statement)
+        elif t == BackendType.NOTIFICATION_RESPONSE:
+            notification = NotificationResponse.decode(body)
+            masked = mask_notification(notification, touches, detect)
+            if masked is notification:
+                return True
+            return masked.encode()
+        else:
+            parameter = ParameterStatus.decode(body)
+            masked_p = mask_parameter(parameter, touches, detect)
+            return True if masked_p is parameter else masked_p.encode()
+        return True if masked is notice else masked.encode()
+
     def _error(self, head: Pending | None, err: ErrorResponse) -> bytes | bool:
         if err.severity in ("FATAL", "PANIC"):
             self._fatal_relayed = True
+        policy = self._text_policy(head)
+        masked_error: bytes | None = None
+        if policy is not None:
+            masked = mask_error(err, *policy)
+            if masked is not err:
+                assert isinstance(masked, ErrorResponse)
+                err = masked
+                masked_error = masked.encode()
         if head is None:
-            return True
+            return masked_error if masked_error is not None else True
         if head.outcome is not None and head.outcome.status == "ok":
             head.outcome.status = "error"
             head.outcome.error_code = err.code
@@ -951,8 +1030,10 @@ class ProxySession:
             self._pop()
             self._skip_to_sync(err)
             if internal and replacement is None:
-                return True  # the client must still learn that its batch failed
-        return replacement if replacement is not None else True
+                return masked_error if masked_error is not None else True  # the client must learn it failed
+        if replacement is not None:
+            return replacement
+        return masked_error if masked_error is not None else True
 
     def _row_description(self, head: Pending | None, body: memoryview) -> bool:
         """A Describe's answer: remember the columns when a stage may want rows (simple-query results with
@@ -978,15 +1059,9 @@ class ProxySession:
         """Columns and the pipeline's row filter for the result that starts now."""
         assert head.command is not None
         head.resolve_rows = False
-        lineage = None
-        cls = self.handler.classifier
+        index = head.statement_index if head.expect is Expect.QUERY else None
         try:
-            if text and "multi_statement" not in head.command.flags:
-                lineage = cls.column_sources(text)
-        except Exception:
-            log.debug("lineage failed for %r", text, exc_info=True)
-        try:
-            columns = await build_columns(fields, self.handler.catalog, lineage)
+            columns = await self.provenance.columns(fields, text, index)
         except UpstreamError as e:
             log.error("session %s: cannot resolve result columns: %s", self.sr.session.id, e)
             head.withhold = ("gw could not determine which table columns this result comes from (the catalog "
@@ -996,34 +1071,36 @@ class ProxySession:
             head.filter = self.sr.rows(head.command, columns)
         self._pop_filter(head)
 
-    async def _open_copy_out(self, head: Pending, overall_format: int) -> None:
-        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns, then filter text rows,
-        or withhold the data when the filter cannot be honoured (fail closed)."""
+    async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
+        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns (the lineage of the very
+        statement that runs, as the lexer splits it), then filter text rows, or withhold the data when the
+        filter cannot be honoured (fail closed)."""
         assert head.command is not None
-        copy = None if "multi_statement" in head.command.flags else parse_copy_out(head.command.text)
+        response = CopyOutResponse.decode(body)
+        index = head.statement_index if head.expect is Expect.QUERY else None
+        tokens = statement_tokens(self.handler.classifier, head.command.text, index)
+        copy = parse_copy_tokens(tokens) if tokens else None
+        width = len(response.column_formats)
         if copy is None:
-            head.withhold = ("gw cannot tell which columns this COPY returns, so it cannot apply the masking "
-                             "policy; it withheld the data. Use SELECT, or COPY (SELECT ...) TO STDOUT alone")
-            self._pop_filter(head)
-            return
-        try:
-            lineage = self.handler.classifier.column_sources(copy.query)
-        except Exception:  # noqa: BLE001 - lineage is best effort; the catalog still gives plain references
-            lineage = None
-        try:
-            fields = await self.handler.catalog.describe(copy.query)
-            columns = await build_columns(fields, self.handler.catalog, lineage)
-        except UpstreamError as e:
-            log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
-            head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
-                             "the masking policy requires; use SELECT instead")
-            self._pop_filter(head)
-            return
+            sources: list[tuple[str, ...]] = [(ANYTHING,)] * width
+        else:
+            try:
+                sources = await self.provenance.sources(copy.query, None, width)
+            except UpstreamError as e:
+                log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
+                head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
+                                 "the masking policy requires; use SELECT instead")
+                self._pop_filter(head)
+                return
+        columns = [Column(name=f"column{i + 1}", type_name="text", sources=s) for i, s in enumerate(sources)]
         head.filter = self.sr.rows(head.command, columns)
-        if head.filter is not None and (copy.format != "text" or overall_format != 0):
+        if head.filter is not None and (copy is None or not copy.plain or response.format != 0):
             head.filter = None
-            head.withhold = (f"a masking rule applies to this result and gw cannot mask COPY {copy.format} "
-                             "output; use COPY ... TO STDOUT in text format, or SELECT")
+            shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \
+                "this COPY's"
+            head.withhold = (f"a masking rule applies to this result and gw cannot mask {shown} output; use "
+                             "COPY ... TO STDOUT in text format with the default options (no DELIMITER, NULL, "
+                             "HEADER), or SELECT")
         self._pop_filter(head)
 
     def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:
@@ -1035,7 +1112,12 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_text_row(bytes(body))
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a COPY row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return frame(_COPY_DATA, encode_text_row(new))
@@ -1053,10 +1135,22 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_data_row(body)
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return encode_data_row(new)
+
+    def _filter_failed(self, head: Pending) -> None:
+        head.filter = None
+        head.withhold = ("gw could not apply the masking policy to a row of this result, so it withheld the "
+                         "rest of the result as policy requires; simplify the query (plain columns, SELECT "
+                         "instead of COPY) and retry")
+        self._pop_filter(head)
 
 
 #: Statements and portals gw remembers per session.  The upstream holds the real ones; gw's copies only carry

@@ -313,6 +313,9 @@ class Column:
     #: Every source column the value derives from, as ``schema.table.column`` (``upper(ssn) AS x`` derives
     #: from ``public.people.ssn``).  Protocols fill it from the wire and from SQL lineage; masking matches on it.
     sources: tuple[str, ...] = ()
+    #: For a composite value that is exactly a whole row (``select p from people p``): each field's sources, in
+    #: order, so masking can redact field by field; None otherwise.
+    fields: tuple[tuple[str, ...], ...] | None = None
 
 
 class OutcomeStatus(enum.StrEnum):

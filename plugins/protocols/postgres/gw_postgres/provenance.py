@@ -50,6 +50,9 @@ def statement_tokens(classifier: Classifier, text: str, index: int | None) -> li
     if lexed.error is not None or lexed.flags:
         return None
     statements = split_tokens(lexed.tokens)
+    if len(statements) > 1 and any(a.lower() == "begin" and b.lower() == "atomic"
+                                   for a, b in zip(lexed.tokens, lexed.tokens[1:])):
+        return None  # a SQL-standard function body: the server's statement boundaries are not the lexer's
     if index is None:
         index = 0 if len(statements) == 1 else -1
     if not 0 <= index < len(statements):
@@ -100,6 +103,8 @@ class Provenance:
         self.catalog = catalog
         #: cursor name -> the query it was declared for (only after the server confirmed the DECLARE).
         self.cursors: dict[str, str] = {}
+        #: Column index -> the row type OID of the table whose whole row it is (for the result being built).
+        self.row_types: dict[int, int] = {}
         #: SQL ``PREPARE`` name -> its statement (after the server confirmed it).
         self.prepared: dict[str, str] = {}
 
@@ -221,13 +226,20 @@ class Provenance:
     async def sources(self, text: str, index: int | None, width: int) -> list[Sources]:
         """Per column of a result ``width`` wide produced by statement ``index`` of ``text``, its sources
         (expanded through the catalog).  Raises UpstreamError when the catalog is unreachable."""
-        anything = [(ANYTHING,)] * width
+        return (await self._sources(text, index, width))[0]
+
+    async def _sources(self, text: str, index: int | None, width: int
+                       ) -> tuple[list[Sources], list[tuple[Sources, ...] | None]]:
+        """:meth:`sources`, and per column the sources of each field when the column is exactly the whole row
+        of a table (its row type OID must then match, checked by the caller against the wire)."""
+        rows: list[tuple[Sources, ...] | None] = [None] * width
+        anything = [(ANYTHING,)] * width, rows
         tokens = statement_tokens(self.classifier, text, index)
         if not tokens:
             return anything
         first = tokens[0].lower()
         if first in _NO_TABLE_DATA:
-            return [()] * width
+            return [()] * width, rows
         if first in ("fetch", "move", "execute"):
             resolved = self.resolve(text, index)
             if resolved is None:
@@ -242,9 +254,14 @@ class Provenance:
         columns: Sequence[Sources]
         if lineage.columns is not None and len(lineage.columns) == width:
             columns = lineage.columns
+            for i, table in enumerate(lineage.rows or ()):
+                info = infos.get(table) if table is not None else None
+                if info is not None and info.definition is None and info.columns:
+                    rows[i] = tuple(self.expand((f"{table}.{c}",), infos, known) for c in info.columns)
+                    self.row_types[i] = info.type_oid
         else:
             columns = [lineage.fallback] * width
-        return [self.expand(c, infos, known) for c in columns]
+        return [self.expand(c, infos, known) for c in columns], rows
 
     async def writes(self, text: str, index: int | None) -> Sources | None:
         """What the values statement ``index`` of ``text`` writes derive from (expanded); None when gw cannot
@@ -270,7 +287,8 @@ class Provenance:
         """The result's columns with their sources: the wire's origin and the lineage, expanded."""
         keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
         names = await self.catalog.resolve(keys) if keys else {}
-        lineage = await self.sources(text, index, len(fields))
+        self.row_types = {}
+        lineage, rows = await self._sources(text, index, len(fields))
         wire_tables = {hit[0] for hit in names.values() if hit is not None}
         infos = await self._closure(wire_tables) if wire_tables else {}
         known = _columns(infos)
@@ -283,8 +301,9 @@ class Provenance:
                 table, column = hit
                 sources.extend(self.expand((f"{table}.{column}",), infos, known))
             sources.extend(s for s in lineage[i] if s not in sources)
+            row = rows[i] if rows[i] is not None and self.row_types.get(i) == f.type_oid else None
             out.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
-                              binary=f.format == 1, sources=tuple(sources)))
+                              binary=f.format == 1, sources=tuple(sources), fields=row))
         return out
 
     # -- the catalog ------------------------------------------------------------------------------------------

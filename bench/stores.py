@@ -41,7 +41,7 @@ def start(gw: Gateway, store: str, workers: int | None) -> subprocess.Popen[byte
     args = [sys.executable, "-c", "from gw.cli import main; main()", "serve", str(path), "--log-level", "warning"]
     if workers:
         args += ["--workers", str(workers)]
-    gw.log = open(gw.dir / "gw.log", "wb")
+    gw.log = open(gw.dir / "gw.log", "wb")  # noqa: SIM115 -- kept open while the gateway runs
     proc = subprocess.Popen(args, env=gw.env, stdout=gw.log, stderr=subprocess.STDOUT)
     wait_port(gw.port, 90)
     return proc

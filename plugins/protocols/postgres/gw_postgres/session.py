@@ -252,7 +252,7 @@ class ProxySession:
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self.provenance = Provenance(handler.classifier, handler.catalog)
-        self._last_mask_attributes: Any = None
+        self._last_mask_command: Command | None = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -455,7 +455,7 @@ class ProxySession:
             await self._before_decision()
         verdict = await self.sr.decide(cmd, self.context)
         if _TEXT in cmd.attributes:
-            self._last_mask_attributes = cmd.attributes
+            self._last_mask_command = cmd
         if verdict.allowed:
             return None
         code, message, detail = refusal(verdict)
@@ -749,24 +749,24 @@ class ProxySession:
                     expect.name)
         return True
 
-    def _text_policy(self, head: Pending | None) -> tuple[bool, Any] | None:
-        """(touches a masked column, detector function) for the server text arriving now; None when the
-        pipeline masks nothing."""
-        attributes = head.command.attributes if head is not None and head.command is not None else None
-        if attributes is None or _TEXT not in attributes:
-            attributes = self._last_mask_attributes
-        if attributes is None or _TEXT not in attributes:
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any, str] | None:
+        """(touches a masked column, detector function, the statement's text) for the server text arriving
+        now; None when the pipeline masks nothing."""
+        command = head.command if head is not None else None
+        if command is None or _TEXT not in command.attributes:
+            command = self._last_mask_command
+        if command is None or _TEXT not in command.attributes:
             return None
-        return bool(attributes.get(_TOUCHES, True)), attributes.get(_TEXT)
+        return bool(command.attributes.get(_TOUCHES, True)), command.attributes.get(_TEXT), command.text
 
     def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
         policy = self._text_policy(head)
         if policy is None:
             return True
-        touches, detect = policy
+        touches, detect, statement = policy
         if t == BackendType.NOTICE_RESPONSE:
             notice = NoticeResponse.decode(body)
-            masked = mask_error(notice, touches, detect)
+            masked = mask_error(notice, touches, detect, statement)
         elif t == BackendType.NOTIFICATION_RESPONSE:
             notification = NotificationResponse.decode(body)
             masked = mask_notification(notification, touches, detect)

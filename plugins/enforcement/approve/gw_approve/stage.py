@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import trio
 from gw.config import Duration
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
-from gw.rules import Rule, first_match, first_match_measured, measure, rows_over_explained
+from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field, field_validator, model_validator
 
@@ -49,7 +49,7 @@ class ApproveOptions(StageOptions):
 
     #: Groups whose members may approve (and deny, and grant).  At least one.
     approvers: list[str]
-    #: Rules (gw.rules: kind, verb, objects, flags, text, groups, except_groups, message, name); the first
+    #: Rules (gw_rules: kind, verb, objects, flags, text, groups, except_groups, message, name); the first
     #: that matches makes the command need approval.
     require: list[Rule]
     #: How long a request waits for a decision.

@@ -76,7 +76,7 @@ class Exporter:
             self.committed = self.head
             await self._save()
         self.sent = self.committed
-        trio.lowlevel.spawn_system_task(self._run, name=f"gw-export-{self.label}")
+        self.store.services.spawn(self._run, name=f"gw-export-{self.label}")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliver what is pending for up to ``grace`` seconds, then stop; the position is stored."""

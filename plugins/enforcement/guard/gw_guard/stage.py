@@ -6,7 +6,7 @@ import dataclasses
 from typing import ClassVar
 
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict
-from gw.rules import Rule, measure, rows_over_explained
+from gw_rules import Rule, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field
 

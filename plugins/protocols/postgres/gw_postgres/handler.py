@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Command, Identity, Session
-from gw.protocol import ProtocolHandler
+from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
 
 from . import errors as E
@@ -129,12 +129,12 @@ class PostgresHandler(ProtocolHandler):
 
     name = "postgres"
     Options = PostgresListenerOptions
+    #: The certificate is loaded at start; every other key (upstream, roles ...) is read per session.
+    restart_keys = frozenset({"tls"})
 
     def __init__(self, listener: ListenerRuntime) -> None:
         super().__init__(listener)
-        opts: PostgresListenerOptions = listener.options  # type: ignore[assignment]
-        self.opts = opts
-        self.target = UpstreamTarget.from_options(opts.upstream, self.listener.services.resolve_path)
+        self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
         self.classifier = Classifier(dialect="postgres")
         self.catalog = Catalog(self._catalog_connection)
         self.ssl_context: ssl.SSLContext | None = None
@@ -142,8 +142,20 @@ class PostgresHandler(ProtocolHandler):
         self.cancel_keys: dict[tuple[int, bytes], BackendKeyData] = {}
 
     @property
+    def opts(self) -> PostgresListenerOptions:
+        """The listener's current options (a reload replaces them for the next session)."""
+        return cast(PostgresListenerOptions, self.listener.options)
+
+    @property
     def options(self) -> PostgresListenerOptions:
         return self.opts
+
+    async def reconfigure(self, previous: ListenerOptions) -> None:
+        target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
+        self.target = target
+        if cast(PostgresListenerOptions, previous).upstream != self.opts.upstream:
+            self.catalog.forget()  # another server or database: its tables are not the ones cached
+            await self.catalog.aclose()
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def open(self) -> None:

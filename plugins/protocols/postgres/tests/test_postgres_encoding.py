@@ -103,7 +103,7 @@ async def test_safe_encodings_work(pg_gateway: Any, pg: Any) -> None:
 async def test_standard_conforming_strings_off_never_hides_a_statement(pg_gateway: Any, pg: Any) -> None:
     victim = await pg.in_thread(_victim)
     async with pg_gateway(stages=STAGES) as gw:
-        code, out = await _psql(gw.port("pg"), "UTF8", "-f", "-", stdin=(
+        _code, out = await _psql(gw.port("pg"), "UTF8", "-f", "-", stdin=(
             b"set standard_conforming_strings = off;\n"
             b"select 'a\\'; drop table " + victim.encode() + b"; --';\n"))
         # The server reads one string (a harmless SELECT); gw, unable to be sure, refuses or lets it run -- but

@@ -375,8 +375,10 @@ class ApproveStage(Stage):
     @staticmethod
     def _why(rule: Rule, measured: Measurement | None = None) -> str:
         why = rule.message or f"rule {rule.label()}"
-        if measured is not None:
+        if measured is not None and measured.rows is not None:
             why += f"; the database counted {measured.describe()}"
+        elif measured is not None:
+            why += f"; {measured.describe()}, which counts as over the limit"
         return why
 
     def _timed_out(self, request: ApprovalRequest) -> Verdict:

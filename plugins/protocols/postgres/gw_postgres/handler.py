@@ -140,6 +140,8 @@ class PostgresHandler(ProtocolHandler):
         self.ssl_context: ssl.SSLContext | None = None
         #: gw's BackendKeyData handed to clients -> the upstream's, for CancelRequest.
         self.cancel_keys: dict[tuple[int, bytes], BackendKeyData] = {}
+        #: gw's BackendKeyData -> the session, so a CancelRequest cancels a held command too.
+        self.sessions_by_key: dict[tuple[int, bytes], ProxySession] = {}
 
     @property
     def opts(self) -> PostgresListenerOptions:
@@ -234,11 +236,13 @@ class PostgresHandler(ProtocolHandler):
             return
         upstream, sr, key = ready
         session = ProxySession(self, client.stream, client.codec, upstream, sr)
+        self.sessions_by_key[key] = session
         try:
             reason = await session.run()
             log.debug("session %s ended: %s", sr.session.id, reason)
         finally:
             self.cancel_keys.pop(key, None)
+            self.sessions_by_key.pop(key, None)
             if client.stream is not stream:
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
@@ -392,6 +396,11 @@ class PostgresHandler(ProtocolHandler):
             raise ProtocolError("direct TLS connections must negotiate the ALPN protocol \"postgresql\"")
 
     async def _cancel(self, request: CancelRequest, client_address: str) -> None:
+        session = self.sessions_by_key.get((request.process_id, bytes(request.secret_key)))
+        if session is not None and session.cancel_held():
+            log.info("listener %s: cancel request from %s cancelled a held command of session %s",
+                     self.listener.name, client_address, session.sr.session.id)
+            return
         upstream_key = self.cancel_keys.get((request.process_id, bytes(request.secret_key)))
         if upstream_key is None:
             log.warning("listener %s: ignored a CancelRequest from %s with an unknown key (process id %d)",

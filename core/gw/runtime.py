@@ -67,6 +67,8 @@ class GatewayServices:
     gateway_name: str
     store: Store | None = None
     background: Background = field(default_factory=Background)
+    #: This process's index under ``gw serve --workers`` (None: a single gateway process).
+    worker: int | None = None
     #: The runtime's listeners (set by :class:`Runtime`; plugins use :meth:`sessions` and :meth:`listeners`).
     _listeners: dict[str, ListenerRuntime] = field(default_factory=dict, repr=False)
 

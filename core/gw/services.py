@@ -34,6 +34,8 @@ class Services(Protocol):
     gateway_name: str
     #: The storage backend, or None without a ``[storage]`` table.
     store: Store | None
+    #: This process's index under ``gw serve --workers`` (None: a single gateway process).
+    worker: int | None
 
     @property
     def data_dir(self) -> Path: ...

@@ -143,6 +143,7 @@ def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: s
         return
     if worker_index is not None:
         rt.services.gateway_name = f"{rt.services.gateway_name}.w{worker_index}"
+        rt.services.worker = worker_index
     gateway_section = rt.config.model.gateway
     setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
     gateway = Gateway(rt, reuse_port=worker_index is not None)

@@ -65,6 +65,8 @@ class Services:
     store: Store | None = None
     runtime: Runtime | None = None
     background: Background = field(default_factory=Background)
+    #: This process's index under ``gw serve --workers`` (None: a single gateway process).
+    worker: int | None = None
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it

@@ -26,9 +26,12 @@ from .model import Identity, Session, SessionEnd
 from .pipeline import Pipeline, SessionRuntime
 from .plugins import Registry, make_plugin_manager
 from .protocol import ListenerOptions, ProtocolHandler
+from .services import Services
 from .stage import Stage
 from .store import Store
 from .tasks import Background
+
+__all__ = ["GatewayServices", "ListenerRuntime", "Plan", "Runtime", "Services", "Spec"]
 
 log = logging.getLogger("gw.runtime")
 T = TypeVar("T")
@@ -56,17 +59,25 @@ class Plan:
 
 
 @dataclass
-class Services:
-    """What plugins may use: the configuration, the registry, the store and the data directory."""
+class GatewayServices:
+    """Core's implementation of :class:`gw.services.Services` (what plugins may use)."""
 
     config: LoadedConfig
     registry: Registry
     gateway_name: str
     store: Store | None = None
-    runtime: Runtime | None = None
     background: Background = field(default_factory=Background)
     #: This process's index under ``gw serve --workers`` (None: a single gateway process).
     worker: int | None = None
+    #: The runtime's listeners (set by :class:`Runtime`; plugins use :meth:`sessions` and :meth:`listeners`).
+    _listeners: dict[str, ListenerRuntime] = field(default_factory=dict, repr=False)
+
+    def sessions(self) -> Iterator[SessionRuntime]:
+        for lr in list(self._listeners.values()):
+            yield from list(lr.sessions)
+
+    def listeners(self) -> dict[str, str]:
+        return {name: lr.options.pipeline for name, lr in self._listeners.items()}
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it
@@ -258,12 +269,11 @@ class Runtime:
         self.registry = registry
         self.pm = registry.pm
         name = config.model.gateway.name or socket.gethostname()
-        self.services = Services(config=config, registry=registry, gateway_name=name)
-        self.services.runtime = self
+        self.services = GatewayServices(config=config, registry=registry, gateway_name=name)
         self.store: Store | None = None
         self.identity: dict[str, IdentityProvider] = {}
         self.pipelines: dict[str, Pipeline] = {}
-        self.listeners: dict[str, ListenerRuntime] = {}
+        self.listeners: dict[str, ListenerRuntime] = self.services._listeners
         self.shutting_down = trio.Event()
         #: Stages a reload replaced, with the sessions that began before it (closed when those have ended).
         self._retired: list[tuple[set[SessionRuntime], list[Stage]]] = []
@@ -508,8 +518,7 @@ class Runtime:
                 await self._close_all(stages)
 
     def sessions(self) -> Iterator[SessionRuntime]:
-        for lr in self.listeners.values():
-            yield from list(lr.sessions)
+        return self.services.sessions()
 
     def listener(self, name: str) -> ListenerRuntime:
         try:

@@ -154,6 +154,8 @@ class ApproveStage(Stage):
         #: Every installed detector: a request is persisted (and shown, and sent to the webhook) with what they
         #: find replaced by ``***``, like an audit record.
         self._detectors = list(services.detectors("all"))
+        #: Commands this stage holds now, waiting for a decision (``gw_approvals_pending``).
+        self.holding = 0
         self.notifier: WebhookNotifier | None = None
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
@@ -213,7 +215,11 @@ class ApproveStage(Stage):
                     f"gw: approval required ({self._why(rule, measured)}). Request {request.id} is waiting for "
                     f"{self._who()}: gw approvals approve {request.id} (expires in "
                     f"{human_duration(request.expires - request.created)})")
-                verdict = await self._wait(request)
+                self.holding += 1
+                try:
+                    verdict = await self._wait(request)
+                finally:
+                    self.holding -= 1
             except BaseException as e:
                 # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
                 code = getattr(context, "cancel_reason", "") or ""

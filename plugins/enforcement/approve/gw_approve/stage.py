@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.config import Duration
+from gw.logs import log_context
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
 from gw.stage import CommandContext, Stage, StageOptions
 from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
@@ -210,6 +211,7 @@ class ApproveStage(Stage):
                     measured: Measurement | None) -> Verdict:
         while True:
             request = await self.ledger.open_request(self._new_request(command, rule, measured=measured))
+            log_context.set({**(log_context.get() or {}), "request_id": request.id})  # JSON log lines name it
             self._announce(request)
             try:
                 await context.notice(

@@ -11,7 +11,6 @@ from typing import Any
 import pluggy
 import pytest
 import trio
-
 from gw import hookimpl
 from gw.errors import StoreError
 from gw.storetesting import MemoryStore

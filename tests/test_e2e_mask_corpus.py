@@ -116,12 +116,50 @@ ADVERSARIAL: list[tuple[str, str]] = [
     ("untraceable", "select query_to_xml('select ssn from {t}', true, true, '')::text"),
     ("untraceable", "select x.* from (select * from {t}) x"),
     ("untraceable", "select t2.a from {t} p cross join lateral (select p.ssn as a) t2"),
+    ("untraceable", "table {t}"),
+    ("untraceable", "select * from {t} natural join {t} q"),
+    ("untraceable", "select * from {t} join {t} q using (id)"),
+    ("whole-row", "select {t} from {t}"),
+    ("whole-row", "select ({t}.*)::text from {t}"),
+    ("untraceable", "select * from only {t}"),
+    ("untraceable", "select ssn from {t} tablesample system (100)"),
+    ("untraceable", "select distinct on (id) ssn from {t}"),
+    ("untraceable", "select ssn from {t} group by grouping sets ((ssn))"),
+    ("untraceable", 'select U&"\\0073sn" from {t}'),
+    ("untraceable", 'select "ssn" from "{t}"'),
+    ("untraceable", "select ssn from public.{t}"),
+    ("untraceable", "select x from {t}, lateral (select ssn) s(x)"),
+    ("whole-row", "select json_agg(p)::text from {t} p"),
+    ("whole-row", "select to_json(p.*)::text from {t} p"),
+    ("whole-row", "select format('%s', p) from {t} p"),
+    ("whole-row", "select * from json_to_record((select row_to_json(p) from {t} p limit 1)) as x(ssn text)"),
+    ("whole-row", "select s from {t} p, jsonb_each_text(to_jsonb(p)) as e(k, s)"),
+    ("whole-row", "select row_to_json(p)->>'ssn' from {t} p"),
+    ("untraceable", "with recursive r as (select ssn from {t} union select ssn from r) select * from r"),
+    ("untraceable", "select $$x$$ || ssn from {t}"),
+    ("untraceable", "select ssn /* c */ from {t} -- comment"),
+    ("untraceable", "select xmlforest(ssn, email)::text from {t}"),
+    ("untraceable", "select string_to_array(ssn, '-')::text from {t}"),
+    ("untraceable", 'select ssn collate "C" from {t}'),
+    ("untraceable", "select cast(ssn as varchar(20)) from {t}"),
+    ("untraceable", "select left(ssn, 5), right(ssn, 4), md5(ssn) from {t}"),
+    ("untraceable", "select {t}.* from {t}"),
+    ("untraceable", "select c from {t} p(a, b, c, d, e, f)"),
+    ("untraceable", "select * from {t} as p(a)"),
+    ("untraceable", "select * from (select * from {t}) x(a, b, c)"),
+    ("untraceable", "select t.* from (values (1)) v, lateral (select * from {t}) t"),
+    ("untraceable", "select ssn from {t} union select email from {t} order by 1"),
     ("errors", "select ssn::int from {t} where id = 1"),
     ("errors", "select ('x' || ssn)::int from {t}"),
     ("errors", "select ssn::numeric from {t}"),
     ("errors", "select ssn::date from {t}"),
     ("errors", "select email::json from {t}"),
     ("errors", "select ssn::uuid from {t}"),
+    ("errors", "select ssn::regclass from {t}"),
+    ("errors", "select email::regrole from {t}"),
+    ("errors", "select replace(ssn, '-', '')::regtype from {t}"),
+    ("errors", "select jsonb_path_query('{}', ('$.' || ssn)::jsonpath) from {t}"),
+    ("errors", "select 1 / (length(ssn) - length(ssn)) from {t}"),
     ("errors", "select to_number(email, '999') from {t}"),
     ("errors", "insert into {t}(id, ssn) select 100, ssn from {t} where id = 2"),
     ("errors", "update {t} set name = null where id = 2"),
@@ -169,6 +207,28 @@ SIMPLE_ONLY: list[tuple[str, str]] = [
     ("do", "do $$ begin raise notice '%', (select string_agg(ssn, ',') from {t}); end $$"),
     ("do", "do $$ begin perform set_config('application_name', (select ssn from {t} limit 1), false); end $$"),
 ]
+# Variants: expressions over a masked column, each placed in every position a value can come from.
+EXPRESSIONS = [
+    "replace(ssn, '-', '')", "translate(ssn, '0123456789', 'abcdefghij')", "reverse(ssn)", "ssn || ''",
+    "lower(email)", "substr(card_number, 1, 16)", "concat_ws(',', name, ssn)", "format('%s', ssn)",
+    "coalesce(null, ssn)", "case when id > 0 then ssn end", "regexp_replace(ssn, '-', '', 'g')",
+    "encode(convert_to(ssn, 'UTF8'), 'hex')", "(ssn)", "people.ssn", "json_build_object('s', ssn)::text",
+    "array[ssn]::text", "row(ssn)::text", "xmlelement(name x, ssn)::text", "lag(ssn) over (order by id)",
+    "string_agg(ssn, ',') over ()", "(select ssn)", "split_part(ssn, '-', 1) || split_part(ssn, '-', 2)",
+]
+PLACES = [
+    "select {e} from {t} people",
+    "select x from (select {e} as x from {t} people) d",
+    "with d as (select {e} as x from {t} people) select x from d",
+    "select name from {t} union select {e} from {t} people",
+    "select x from {t} q, lateral (select {e} as x from {t} people where people.id = q.id) l",
+    "select (select {e} from {t} people limit 1)",
+    "values ((select {e} from {t} people limit 1))",
+    "select array(select {e} from {t} people)::text",
+    "select * from (select {e} from {t} people) d(y)",
+    "select d.* from (select id, {e} from {t} people) d",
+]
+VARIANTS = [place.replace("{e}", e) for place in PLACES for e in EXPRESSIONS]
 CLEAN: list[tuple[str, list[tuple[str, ...]]]] = [
     ("select id, name from {t} order by id", [("1", "ann"), ("2", "bob")]),
     ("select count(*) from {t}", [("2",)]),
@@ -244,6 +304,14 @@ def test_simple_query_psql(env: Env, cls: str, sql: str) -> None:
     assert env.psql("select 1").strip() == "1"  # the session (and gw) go on
 
 
+@pytest.mark.parametrize("sql", VARIANTS, ids=lambda v: v[:70])
+def test_variants_psql(env: Env, sql: str) -> None:
+    received = env.psql(_sql(sql))
+    if os.environ.get("GW_CORPUS_SHOW"):
+        print(f"\n>>> {sql}\n{received}")
+    assert_clean(received, sql)
+
+
 # -- extended protocol (psycopg), text and binary results -------------------------------------------------------
 @pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
 @pytest.mark.parametrize(("cls", "sql"), ADVERSARIAL, ids=lambda v: str(v)[:60])
@@ -264,6 +332,15 @@ def test_extended_psycopg(env: Env, cls: str, sql: str, binary: bool) -> None:
         received.append(repr(conn.info.parameter_status("application_name")))
         received.extend(n.payload for n in conn.notifies(timeout=0.2, stop_after=5))
     assert_clean("\n".join(received), sql)
+
+
+def test_psycopg_server_side_cursor(env: Env) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(env.dsn()) as conn, conn.cursor(name="gw_named") as cur:
+        cur.execute(_sql("select id, replace(ssn, '-', '') x, email from {t} order by id"))
+        rows = cur.fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    assert_clean(repr(rows), "server-side cursor")
 
 
 # -- extended protocol without Describe (a minimal client) ------------------------------------------------------

@@ -17,8 +17,10 @@ exactly as it would had the statement itself failed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
+import select
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -26,15 +28,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import ANYTHING
+from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
-from .codec import WireCodec
+from .codec import Role, WireCodec
 from .copyout import decode_text_row, encode_text_row, parse_copy_tokens
 from .errors import ProtocolError, UpstreamError
+from .measure import AUTOCOMMIT, IN_TRANSACTION, Plan, counted, unmeasurable
 from .messages import (
     BackendType,
     Bind,
@@ -49,6 +53,7 @@ from .messages import (
     NotificationResponse,
     ParameterStatus,
     Parse,
+    Query,
     RowDescription,
     Sync,
     decode_data_row,
@@ -56,6 +61,7 @@ from .messages import (
     frame,
     rows_from_tag,
 )
+from .names import NameTable, Portal, Statement
 from .provenance import Provenance, statement_tokens
 from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
@@ -81,6 +87,10 @@ _SQLSTATE_BY_DENY = {
     DenyCode.UNAVAILABLE: E.SYSTEM_ERROR,
     DenyCode.INTERNAL: E.INTERNAL_ERROR,
 }
+
+#: Statements that run server-side code which may PREPARE or DEALLOCATE out of gw's sight: after one runs,
+#: gw forgets every name (a later Bind/Execute of one is refused until the client makes it again).
+_RUNS_SERVER_CODE = frozenset({"do", "call"})
 
 _DATA_ROW = int(BackendType.DATA_ROW)
 #: Messages carrying the server's text, masked when the pipeline masks anything.
@@ -136,27 +146,7 @@ class Expect(enum.IntEnum):
     EXECUTE = 5
     CLOSE = 6
     SYNC = 7  # ReadyForQuery
-
-
-@dataclass(slots=True)
-class Statement:
-    """A prepared statement as gw saw its Parse; classified once, on its first Execute."""
-
-    name: str
-    text: str
-    param_types: tuple[int, ...] = ()
-    classification: Classification | None = None
-    fields: tuple[FieldDescription, ...] | None = None
-
-
-@dataclass(slots=True)
-class Portal:
-    name: str
-    statement: Statement | None
-    bind: Bind
-    #: The portal's row description (from a Describe), once known; ``()`` when it returns no rows.
-    fields: tuple[FieldDescription, ...] | None = None
-    describing: bool = False
+    MEASURE = 8  # a simple Query gw sent itself (measuring a write): collected up to ReadyForQuery, not relayed
 
 
 @dataclass(slots=True)
@@ -170,6 +160,9 @@ class Pending:
     internal: bool = False
     portal: Portal | None = None
     statement: Statement | None = None
+    #: Names a Query's SQL PREPARE / DECLARE create, confirmed one by one as the CommandComplete with the
+    #: tag (``PREPARE``, ``DECLARE CURSOR``) arrives.
+    prepares: list[tuple[str, Statement | Portal]] | None = None
     wants_rows: bool = False
     #: Rows must be resolved (columns, filter) before the first DataRow is relayed.
     resolve_rows: bool = False
@@ -178,11 +171,13 @@ class Pending:
     withhold: str | None = None
     #: In a simple Query: the 0-based index of the statement whose results arrive now.
     statement_index: int = 0
+    #: ``MEASURE``: the answer's messages, and the event set when its ReadyForQuery arrived.
+    collected: list[tuple[int, bytes]] | None = None
+    done: trio.Event | None = None
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
-_PARSE, _BIND, _CLOSE, _SYNC = (Pending(Expect.PARSE), Pending(Expect.BIND), Pending(Expect.CLOSE),
-                                Pending(Expect.SYNC))
+_CLOSE, _SYNC = Pending(Expect.CLOSE), Pending(Expect.SYNC)
 
 
 @dataclass
@@ -214,16 +209,40 @@ class ClientWriter:
                 self._waiting.unpark()
 
 
-class _Notices:
-    """The CommandContext stages get: notices go to the client as NoticeResponse."""
+@dataclass(slots=True)
+class _Measured:
+    """A measured write that is neither kept nor rolled back yet: its answer, held back from the client."""
 
-    __slots__ = ("writer",)
+    frames: list[tuple[int, bytes]]
+    plan: Plan | None  # None: nothing to keep or undo (the statement failed and changed nothing)
+    rows: int | None
 
-    def __init__(self, writer: ClientWriter) -> None:
-        self.writer = writer
+
+class _Decision:
+    """The :class:`gw.stage.CommandContext` of one command: notices go to the client as NoticeResponse; a
+    simple-query write can be measured (``rows_over``); ``cancel_reason`` says why a decision was cancelled."""
+
+    __slots__ = ("cancel_reason", "command", "measured", "open", "raw", "session")
+
+    def __init__(self, session: ProxySession, command: Command, raw: bytes | None) -> None:
+        self.session = session
+        self.command = command
+        self.raw = raw
+        self.cancel_reason = ""
+        self.measured: Measurement | None = None
+        self.open: _Measured | None = None
 
     async def notice(self, message: str) -> None:
-        await self.writer.send(NoticeResponse.build("NOTICE", "00000", message).encode())
+        await self.session._notice(message)
+
+    async def measure(self) -> Measurement:
+        if self.measured is None:
+            self.measured = await self.session._measure(self)
+        return self.measured
+
+    async def discard(self) -> None:
+        await self.session._undo(self)
+        self.measured = None
 
 
 class ProxySession:
@@ -237,10 +256,11 @@ class ProxySession:
         self.up = upstream
         self.sr = sr
         self.writer = ClientWriter(client)
-        self.context = _Notices(self.writer)
         self.pending: deque[Pending] = deque()
-        self.statements: dict[str, Statement] = {}
-        self.portals: dict[str, Portal] = {}
+        #: Prepared statements and portals as the server holds them (shared with the stages' result side).
+        self.names = NameTable()
+        #: Set (and replaced) whenever the upstream answered something: what a waiting message waits on.
+        self._progress: trio.Event | None = None
         self.status = upstream.status
         self._to_upstream: list[bytes | memoryview] = []
         self._upstream_boundary = False
@@ -249,10 +269,18 @@ class ProxySession:
         self._completions: list[tuple[Command, Outcome]] = []
         self._ending: _Ending | None = None
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        #: The decision in progress, its cancel scope, and the watch on the client while a command is held.
+        self._decision: _Decision | None = None
+        self._decide_scope: trio.CancelScope | None = None
+        self._hold_watch: tuple[trio.CancelScope, trio.Event] | None = None
+        #: gw is talking to the upstream itself (measuring): upstream answers go to MEASURE entries.
+        self._measuring = False
+        self._client_gone = False
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self.provenance = Provenance(handler.classifier, handler.catalog)
-        self._last_mask_attributes: Any = None
+        self._last_mask_command: Command | None = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -260,6 +288,7 @@ class ProxySession:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._guard, self._client_pump)
                 nursery.start_soon(self._guard, self._upstream_pump)
                 nursery.start_soon(self._guard, self._terminator)
@@ -319,6 +348,8 @@ class ProxySession:
             message = "access was revoked by the gateway operator; this session is closed"
         else:
             message = f"gw closed this session ({reason})"
+        if self._decision is not None:
+            self._decision.cancel_reason = reason
         await self._fatal(E.ADMIN_SHUTDOWN, message)
         self._finish(reason)
 
@@ -414,15 +445,16 @@ class ProxySession:
         elif t == FrontendType.PARSE:
             self._parse(raw, Parse.decode(body))
         elif t == FrontendType.BIND:
-            self._bind(raw, Bind.decode(body))
+            await self._bind(raw, Bind.decode(body))
         elif t == FrontendType.EXECUTE:
             await self._execute(raw, Execute.decode(body))
         elif t == FrontendType.DESCRIBE:
-            self._describe(raw, Describe.decode(body))
+            await self._describe(raw, Describe.decode(body))
         elif t == FrontendType.CLOSE:
             self._close(raw, Close.decode(body))
         elif t == FrontendType.SYNC:
             self._skipping = False
+            self.names.sync()
             self._expect(_SYNC)
             self._forward(raw, boundary=True)
         elif t == FrontendType.FLUSH:
@@ -449,19 +481,43 @@ class ProxySession:
         return self.sr.command(text, language="sql", kind=cls.kind, verb=cls.verb, objects=cls.objects,
                                flags=cls.flags, params=params, attributes=attributes, verbs=cls.verbs)
 
-    async def _decide(self, cmd: Command) -> bytes | None:
-        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here)."""
+    async def _decide(self, cmd: Command, raw: bytes | memoryview | None = None) -> tuple[bytes | None, _Decision]:
+        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here).  The
+        decision's context carries a measured write still waiting to be kept or undone."""
         if self._upstream_boundary:
             await self._before_decision()
-        verdict = await self.sr.decide(cmd, self.context)
-        if _TEXT in cmd.attributes:
-            self._last_mask_attributes = cmd.attributes
+        ctx = _Decision(self, cmd, bytes(raw) if raw is not None else None)
+        self._decision = ctx
+        try:
+            with trio.CancelScope() as scope:
+                self._decide_scope = scope
+                verdict = await self.sr.decide(cmd, ctx)
+            if _TEXT in cmd.attributes:
+                self._last_mask_command = cmd
+        finally:
+            self._decide_scope = None
+            self._decision = None
+            await self._stop_hold_watch()
+        if self._client_gone:
+            # Also when a verdict arrived in the same moment the client left: nobody waits for the answer.
+            with trio.move_on_after(5):
+                await self._undo(ctx)
+                if not scope.cancelled_caught:
+                    await self.sr.complete(cmd, Outcome(status="cancelled", error_message="the client "
+                                                        "disconnected before the command could run"))
+            raise trio.BrokenResourceError("the client disconnected while its command was held")
+        if scope.cancelled_caught:
+            # The client cancelled the held command: nothing ran (the pipeline recorded it).
+            await self._undo(ctx)
+            return error_message("ERROR", E.QUERY_CANCELED, "canceling statement due to user request: gw "
+                                 "cancelled the held command and its approval request; nothing ran"), ctx
         if verdict.allowed:
-            return None
+            return None, ctx
+        await self._undo(ctx)
         code, message, detail = refusal(verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
         await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
-        return error_message("ERROR", code, message, detail=detail)
+        return error_message("ERROR", code, message, detail=detail), ctx
 
     async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the mask stage needs to know before deciding: the sources the statement reads and those the
@@ -479,15 +535,80 @@ class ProxySession:
         return attributes
 
     async def _query(self, raw: memoryview, text: str) -> None:
-        cmd = self._command(text, self._classify(text), attributes=await self._facts(text))
+        cls = self._classify(text)
+        ops = name_operations(text) if mentions_names(text) else []
+        cmd = await self._command_for(text, cls, ops, query=True)
+        if cmd is None:
+            return
         wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd)
-        if refused is None:
-            self._expect(Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows))
-            self._forward(raw, boundary=True)
-        else:
+        refused, ctx = await self._decide(cmd, raw)
+        if refused is not None:
             self._expect(Pending(Expect.QUERY, replacement=refused))
             self._forward(_REFUSE_QUERY, boundary=True)
+            return
+        prepares = self._apply_names(ops, cmd)
+        entry = Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows, prepares=prepares)
+        if ctx.open is not None:  # measured already: keep it and relay the answer held back
+            await self._keep(ctx, entry)
+            return
+        self._expect(entry)
+        self._forward(raw, boundary=True)
+
+    async def _command_for(self, text: str, cls: Classification, ops: list[NameOp] | None, *, query: bool,
+                           params: Sequence[Any] = (), attributes: dict[str, Any] | None = None
+                           ) -> Command | None:
+        """The Command for ``text``; an SQL ``EXECUTE name(args)`` becomes the prepared statement's text and
+        classification, with the arguments (or the bound values) as its parameters.  None when refused (the
+        refusal is sent)."""
+        executes = [op for op in ops or () if op.op == "execute"]
+        if not executes:
+            return self._command(text, cls, params=params, attributes=await self._facts(text, attributes))
+        if ops is not None and len(ops) > 1 or cls.statements > 1 or not executes[0].name:
+            await self._refuse_unestablished(
+                text, E.FEATURE_NOT_SUPPORTED,
+                "gw runs EXECUTE of a prepared statement only as a statement of its own (not with other "
+                "statements in one query string, nor by an expression); send EXECUTE name(...) alone",
+                query=query)
+            return None
+        op = executes[0]
+        st = await self._established_statement(op.name)
+        if st is None:
+            await self._refuse_unestablished(
+                text, E.INVALID_SQL_STATEMENT_NAME,
+                f"prepared statement {op.name!r} is not known to gw on this session (the server never confirmed "
+                "it through gw); PREPARE it again", query=query, name=op.name)
+            return None
+        if st.classification is None:
+            st.classification = self._classify(st.text)
+        inner = st.classification
+        attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
+        values = tuple(params) if params else op.args
+        if op.wrapped:  # EXPLAIN / CREATE TABLE AS around it: the more dangerous of the two decides
+            attributes["prepared_text"] = st.text
+            return self._command(text, _merge(cls, inner), params=values, attributes=attributes)
+        return self._command(st.text, inner, params=values, attributes=attributes)
+
+    def _apply_names(self, ops: list[NameOp] | None, cmd: Command) -> list[tuple[str, Statement | Portal]] | None:
+        """An allowed statement is about to run: what it does to names (pending until its tag arrives)."""
+        if ops is None or cmd.verb in _RUNS_SERVER_CODE or any(v in _RUNS_SERVER_CODE for v in cmd.verbs):
+            self.names.forget()  # it may create or drop names out of gw's sight
+        prepares: list[tuple[str, Statement | Portal]] = []
+        for op in ops or ():
+            if op.op == "prepare":
+                prepares.append(("PREPARE", self.names.parse(op.name, op.text, sql=True)))
+            elif op.op == "declare" and op.text:
+                prepares.append(("DECLARE CURSOR", self.names.declare(op.name, op.text)))
+            elif op.op == "deallocate":
+                self.names.deallocate(op.name)
+            elif op.op == "deallocate_all":
+                self.names.deallocate(None)
+            elif op.op == "discard_all":
+                self.names.forget()
+            elif op.op in ("declare", "close"):
+                self.names.close_portal(op.name)
+            elif op.op == "close_all":
+                self.names.close_portal(None)
+        return prepares or None
 
     def _refuse_function_call(self) -> None:
         message = ("gw refuses fast-path function calls (FunctionCall messages): they bypass statement-level "
@@ -498,64 +619,277 @@ class ProxySession:
         self._forward(_REFUSE_QUERY, boundary=True)
 
     def _parse(self, raw: memoryview, msg: Parse) -> None:
-        _remember(self.statements, msg.statement, Statement(msg.statement, msg.query, msg.param_types))
-        self._expect(_PARSE)
+        st = self.names.parse(msg.statement, msg.query, msg.param_types)
+        self._expect(Pending(Expect.PARSE, statement=st))
         self._forward(raw)
 
-    def _bind(self, raw: memoryview, msg: Bind) -> None:
-        _remember(self.portals, msg.portal, Portal(msg.portal, self.statements.get(msg.statement), msg))
-        self._expect(_BIND)
+    async def _wait_settled(self, entry: Statement | Portal) -> None:
+        """``entry`` is pending from an earlier batch: send what is queued and wait for the server's answer."""
+        while self.names.must_wait(entry):
+            await self._flush_upstream()
+            if self._progress is None:
+                self._progress = trio.Event()
+            await self._progress.wait()
+
+    async def _established_statement(self, name: str) -> Statement | None:
+        while (st := self.names.statement(name)) is not None and self.names.must_wait(st):
+            await self._wait_settled(st)
+        return st
+
+    async def _established_portal(self, name: str) -> Portal | None:
+        while (portal := self.names.portal(name)) is not None and self.names.must_wait(portal):
+            await self._wait_settled(portal)
+        return portal
+
+    async def _refuse_unestablished(self, text: str, code: str, message: str, *, query: bool = False,
+                                    name: str | None = None, portal: str | None = None) -> None:
+        """Refuse a message gw cannot judge (a name the server never confirmed through gw): audited as denied,
+        answered like the server's own error (an extended-protocol batch then skips to Sync)."""
+        attributes: dict[str, Any] = {}
+        if name is not None:
+            attributes["statement"] = name
+        if portal is not None:
+            attributes["portal"] = portal
+        cmd = self._command(text, None, attributes=attributes)
+        verdict = Verdict.deny(message, code=DenyCode.POLICY, stage="postgres")
+        recorded = await self.sr.refuse(cmd, verdict)
+        if not recorded.allowed and recorded is not verdict and recorded.reason:
+            message = recorded.reason
+        log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
+        await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
+        reply = error_message("ERROR", code, message, detail="refused by gw (postgres protocol)")
+        if query:
+            self._expect(Pending(Expect.QUERY, replacement=reply))
+            self._forward(_REFUSE_QUERY, boundary=True)
+        else:
+            self._expect(Pending(Expect.EXECUTE, replacement=reply))
+            self._forward(_REFUSE_EXECUTE)
+            self._skipping = True
+
+    async def _bind(self, raw: memoryview, msg: Bind) -> None:
+        st = await self._established_statement(msg.statement)
+        if st is None:
+            await self._refuse_unestablished(
+                "", E.INVALID_SQL_STATEMENT_NAME,
+                f"prepared statement {msg.statement!r} is not known to gw on this session (the server never "
+                "confirmed it through gw); Parse it again", name=msg.statement, portal=msg.portal)
+            return
+        portal = self.names.bind(msg.portal, st, msg)
+        self._expect(Pending(Expect.BIND, portal=portal))
         self._forward(raw)
 
-    def _describe(self, raw: memoryview, msg: Describe) -> None:
+    async def _describe(self, raw: memoryview, msg: Describe) -> None:
         entry = Pending(Expect.DESCRIBE, wants_rows=self.sr.wants_rows)
         if msg.kind == "P":
-            entry.portal = self.portals.get(msg.name)
+            entry.portal = await self._established_portal(msg.name)
             if entry.portal is not None:
                 entry.portal.describing = True
         else:
-            entry.statement = self.statements.get(msg.name)
+            entry.statement = await self._established_statement(msg.name)
+        if entry.portal is None and entry.statement is None:
+            what = "portal" if msg.kind == "P" else "prepared statement"
+            await self._refuse_unestablished(
+                "", E.INVALID_CURSOR_NAME if msg.kind == "P" else E.INVALID_SQL_STATEMENT_NAME,
+                f"{what} {msg.name!r} is not known to gw on this session (the server never confirmed it "
+                "through gw)", **({"portal": msg.name} if msg.kind == "P" else {"name": msg.name}))
+            return
         self._expect(entry)
         self._forward(raw)
 
     def _close(self, raw: memoryview, msg: Close) -> None:
-        if msg.kind == "S":
-            self.statements.pop(msg.name, None)
-        else:
-            self.portals.pop(msg.name, None)
+        self.names.close(msg.kind, msg.name)
         self._expect(_CLOSE)
         self._forward(raw)
 
     async def _execute(self, raw: memoryview, msg: Execute) -> None:
-        portal = self.portals.get(msg.portal)
+        portal = await self._established_portal(msg.portal)
         statement = portal.statement if portal is not None else None
-        attributes: dict[str, Any] = {"portal": msg.portal}
-        if statement is None:
-            cmd = self._command("", None, attributes=attributes)
-        else:
-            if statement.classification is None:
-                statement.classification = self._classify(statement.text)
-            attributes["statement"] = statement.name
-            assert portal is not None
-            cmd = self._command(statement.text, statement.classification,
-                                attributes=await self._facts(statement.text, attributes),
-                                params=_params(portal.bind, statement.param_types))
+        if portal is None or statement is None:
+            await self._refuse_unestablished(
+                "", E.INVALID_CURSOR_NAME,
+                f"portal {msg.portal!r} is not known to gw on this session (the server never confirmed its "
+                "Bind through gw); Bind it again", portal=msg.portal)
+            return
+        attributes: dict[str, Any] = {"portal": msg.portal, "statement": statement.name}
+        if statement.classification is None:
+            statement.classification = self._classify(statement.text)
+        if not statement.name_ops_known:
+            statement.name_ops = (name_operations(statement.text) if mentions_names(statement.text) else [])
+            statement.name_ops_known = True
+        cls = statement.classification
+        params = () if statement.sql or portal.bind is None else _params(portal.bind, statement.param_types)
+        ops = statement.name_ops
+        cmd = await self._command_for(statement.text, cls, ops, query=False, params=params,
+                                      attributes=attributes)
+        if cmd is None:
+            return
         wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd)
+        refused, _ = await self._decide(cmd)
         if refused is not None:
             # Like an error of the Execute itself: the upstream aborts and skips to Sync; so does gw.
             self._expect(Pending(Expect.EXECUTE, replacement=refused))
             self._forward(_REFUSE_EXECUTE)
             self._skipping = True
             return
-        if wants_rows and portal is not None and portal.fields is None and not portal.describing:
+        prepares = self._apply_names(ops, cmd)
+        if wants_rows and portal.fields is None and not portal.describing:
             # gw needs the portal's columns to filter its rows; ask without relaying the answer.
             portal.describing = True
             self._expect(Pending(Expect.DESCRIBE, internal=True, portal=portal, wants_rows=True))
             self._forward(Describe("P", msg.portal).encode())
         self._expect(Pending(Expect.EXECUTE, cmd, Outcome(), portal=portal, wants_rows=wants_rows,
-                                    resolve_rows=wants_rows))
+                             resolve_rows=wants_rows, prepares=prepares))
         self._forward(raw)
+
+    # -- held commands ---------------------------------------------------------------------------------------
+    async def _notice(self, message: str) -> None:
+        """A stage's notice.  One sent while a command is being decided means a stage is about to hold it (the
+        approve stage announces its hold this way): from then on gw watches the client, so a client that
+        disconnects cancels the hold, and its approval request, at once."""
+        await self.writer.send(NoticeResponse.build("NOTICE", "00000", message).encode())
+        if self._decide_scope is not None and self._hold_watch is None and self._nursery is not None:
+            self._hold_watch = (trio.CancelScope(), trio.Event())
+            self._nursery.start_soon(self._watch_held_client, *self._hold_watch)
+
+    async def _watch_held_client(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        """Read ahead while a command is held (what arrives is kept for the codec: pipelined messages); the
+        end of the stream means the client is gone."""
+        try:
+            with scope:
+                while self.codec.buffered <= HOLD_READ_LIMIT:
+                    try:
+                        data = await self.client.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        data = b""
+                    if not data:
+                        break
+                    self.codec.receive_data(data)
+                else:
+                    # Enough read ahead: look for the hang-up without buffering more.
+                    while not _hung_up(self.client):
+                        await trio.sleep(HOLD_POLL_INTERVAL)
+                self._client_gone = True
+                self._cancel_decision("client_disconnected")
+        finally:
+            done.set()
+
+    async def _stop_hold_watch(self) -> None:
+        if self._hold_watch is not None:
+            scope, done = self._hold_watch
+            scope.cancel()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            self._hold_watch = None
+
+    def _cancel_decision(self, reason: str) -> bool:
+        """Cancel the decision in progress (not while gw itself talks to the upstream)."""
+        ctx, scope = self._decision, self._decide_scope
+        if ctx is None or scope is None or self._measuring:
+            return False
+        ctx.cancel_reason = reason
+        scope.cancel()
+        return True
+
+    def cancel_held(self) -> bool:
+        """A CancelRequest with this session's key: a held command is cancelled (with its approval request),
+        True; False when no command is held (the request goes to the upstream)."""
+        if self._hold_watch is None:
+            return False
+        return self._cancel_decision("client_cancelled")
+
+    # -- measuring writes (rows_over) ------------------------------------------------------------------------
+    async def _measure(self, ctx: _Decision) -> Measurement:
+        """Run ``ctx``'s statement so that nothing commits yet and count the rows it changes; its answer is
+        held in ``ctx.open`` until the verdict keeps or undoes it."""
+        if ctx.open is not None:
+            return Measurement(ctx.open.rows)
+        if ctx.raw is None:
+            return Measurement(None, "gw counts rows of simple-query statements only; this one came through "
+                                     "the extended query protocol")
+        why = unmeasurable(ctx.command)
+        if why is not None:
+            return Measurement(None, why)
+        if self._to_upstream or self._skipping:
+            return Measurement(None, "an extended-query batch of the client is still open")
+        while self.pending:  # earlier pipelined work of this client finishes first
+            await trio.sleep(0.002)
+        if self.status == "E":
+            return Measurement(0, "the transaction is aborted: the statement cannot change anything")
+        plan = AUTOCOMMIT if self.status == "I" else IN_TRANSACTION
+        began, answer = await self._exchange(_sql(plan.begin), ctx.raw)
+        if any(t == BackendType.ERROR_RESPONSE for t, _ in began):
+            raise UpstreamError("gw could not open a transaction to measure a write; it closed the session "
+                                "to be safe. Reconnect and retry")
+        failed = any(t == BackendType.ERROR_RESPONSE for t, _ in answer)
+        if failed:
+            # The statement failed: it changed nothing.  In autocommit, end the transaction gw opened; in the
+            # client's transaction, leave it aborted, as the failure itself would have.
+            if plan is AUTOCOMMIT:
+                (ended,) = await self._exchange(_sql(plan.undo))
+                answer = [m for m in answer if m[0] != BackendType.READY_FOR_QUERY] + ended[-1:]
+            ctx.open = _Measured(answer, None, 0)
+            return Measurement(0, "the statement failed")
+        tags = [_tag(memoryview(body)[5:]) for t, body in answer if t == BackendType.COMMAND_COMPLETE]
+        rows = counted(ctx.command.verb, tags)
+        ctx.open = _Measured(answer, plan, rows)
+        if rows is None:
+            return Measurement(None, f"the server's answer ({', '.join(tags) or 'no tag'}) does not count the "
+                                     "rows changed")
+        return Measurement(rows)
+
+    async def _undo(self, ctx: _Decision) -> None:
+        """Roll back what was measured (nothing when nothing was)."""
+        measured, ctx.open = ctx.open, None
+        if measured is None or measured.plan is None:
+            return
+        with trio.CancelScope(shield=True):
+            (answer,) = await self._exchange(_sql(measured.plan.undo))
+        if any(t == BackendType.ERROR_RESPONSE for t, _ in answer):
+            raise UpstreamError("gw could not roll back a measured write; it closed the session (the server "
+                                "rolls back what the session left open). Reconnect and retry")
+
+    async def _keep(self, ctx: _Decision, entry: Pending) -> None:
+        """The verdict allows a measured write: keep it (COMMIT in autocommit) and relay its answer."""
+        measured, ctx.open = ctx.open, None
+        assert measured is not None
+        frames = measured.frames
+        if measured.plan is not None:
+            with trio.CancelScope(shield=True):
+                (kept,) = await self._exchange(_sql(measured.plan.keep))
+            if any(t == BackendType.ERROR_RESPONSE for t, _ in kept):
+                frames = kept  # COMMIT failed (a deferred constraint ...): the client sees that error
+            else:
+                frames = [m for m in frames if m[0] != BackendType.READY_FOR_QUERY] + kept[-1:]
+        self._expect(entry)
+        codec = WireCodec(Role.CLIENT)
+        codec.receive_data(b"".join(body for _, body in frames))
+        await self._relay(codec)
+
+    def _collect(self, t: int, message: bytes) -> None:
+        head = self.pending[0]
+        assert head.collected is not None and head.done is not None
+        head.collected.append((t, message))
+        if t == BackendType.READY_FOR_QUERY:
+            self.pending.popleft()
+            self._measuring = bool(self.pending) and self.pending[0].expect is Expect.MEASURE
+            head.done.set()
+
+    async def _exchange(self, *queries: bytes) -> list[list[tuple[int, bytes]]]:
+        """Send Query messages of gw's own and return each one's answer (up to its ReadyForQuery), none of it
+        relayed to the client.  Only between the client's commands (nothing else is pending)."""
+        entries = [Pending(Expect.MEASURE, collected=[], done=trio.Event()) for _ in queries]
+        for entry in entries:
+            self.pending.append(entry)
+        self._measuring = True
+        try:
+            await self.up.send(b"".join(queries))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise UpstreamError(f"gw lost its connection to the upstream database {self.up.target.describe()} "
+                                f"({e}); reconnect") from None
+        for entry in entries:
+            assert entry.done is not None
+            await entry.done.wait()
+        return [entry.collected or [] for entry in entries]
 
     # -- upstream -> client ----------------------------------------------------------------------------------
     async def _upstream_pump(self) -> None:
@@ -595,7 +929,10 @@ class ProxySession:
                     buf = codec.buffer
                     run_start = run_end = start
                 verdict: bytes | bool
-                if t == _DATA_ROW or t == _COPY_DATA:
+                if self._measuring and self.pending and self.pending[0].expect is Expect.MEASURE:
+                    self._collect(t, buf[start:end])
+                    verdict = False
+                elif t == _DATA_ROW or t == _COPY_DATA:
                     if not self._rows_slow:
                         verdict = True
                     elif t == _DATA_ROW:
@@ -623,6 +960,9 @@ class ProxySession:
                                 "session") from None
         if run_end > run_start:
             out.append(memoryview(buf)[run_start:run_end])
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
         if out:
             await self.writer.send(out[0] if len(out) == 1 else b"".join(out))
         if self._completions:
@@ -630,11 +970,21 @@ class ProxySession:
             for cmd, outcome in done:
                 await self.sr.complete(cmd, outcome)
 
-    def _pop(self) -> Pending | None:
-        """The head entry is answered: move on to the next."""
+    def _pop(self, *, ok: bool = False, skipped: bool = True) -> Pending | None:
+        """The head entry is answered: move on to the next.  A Parse or Bind it stood for is established
+        (``ok``), rejected, or -- answered by nothing, the default -- skipped by the server."""
         entry = self.pending.popleft() if self.pending else None
         if entry is not None and entry.command is not None and entry.outcome is not None:
             self._completions.append((entry.command, entry.outcome))
+        if entry is not None:
+            if entry.expect is Expect.PARSE and entry.statement is not None:
+                self.names.settle(entry.statement, ok, skipped=skipped)
+            elif entry.expect is Expect.BIND and entry.portal is not None:
+                self.names.settle(entry.portal, ok, skipped=skipped)
+            elif entry.prepares:
+                for _, created in entry.prepares:  # the Query ended before these completed
+                    self.names.settle(created, False)
+                entry.prepares = None
         head = self.pending[0] if self.pending else None
         self._rows_slow = head is not None and (head.filter is not None or head.resolve_rows
                                                 or head.withhold is not None)
@@ -669,6 +1019,8 @@ class ProxySession:
         head = self.pending[0] if self.pending else None
         if t == BackendType.COMMAND_COMPLETE:
             tag = _tag(body)
+            if head is not None and head.prepares and tag == head.prepares[0][0]:
+                self.names.settle(head.prepares.pop(0)[1], True)
             if head is not None and head.outcome is not None:
                 rows = rows_from_tag(tag)
                 if rows is not None:
@@ -743,30 +1095,30 @@ class ProxySession:
     def _answered(self, head: Pending | None, expect: Expect) -> bool:
         if head is not None and head.expect is expect:
             internal = head.internal
-            self._pop()
+            self._pop(ok=True)
             return not internal
         log.warning("session %s: upstream sent an unexpected %s; relaying it", self.sr.session.id,
                     expect.name)
         return True
 
-    def _text_policy(self, head: Pending | None) -> tuple[bool, Any] | None:
-        """(touches a masked column, detector function) for the server text arriving now; None when the
-        pipeline masks nothing."""
-        attributes = head.command.attributes if head is not None and head.command is not None else None
-        if attributes is None or _TEXT not in attributes:
-            attributes = self._last_mask_attributes
-        if attributes is None or _TEXT not in attributes:
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any, str] | None:
+        """(touches a masked column, detector function, the statement's text) for the server text arriving
+        now; None when the pipeline masks nothing."""
+        command = head.command if head is not None else None
+        if command is None or _TEXT not in command.attributes:
+            command = self._last_mask_command
+        if command is None or _TEXT not in command.attributes:
             return None
-        return bool(attributes.get(_TOUCHES, True)), attributes.get(_TEXT)
+        return bool(command.attributes.get(_TOUCHES, True)), command.attributes.get(_TEXT), command.text
 
     def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
         policy = self._text_policy(head)
         if policy is None:
             return True
-        touches, detect = policy
+        touches, detect, statement = policy
         if t == BackendType.NOTICE_RESPONSE:
             notice = NoticeResponse.decode(body)
-            masked = mask_error(notice, touches, detect)
+            masked = mask_error(notice, touches, detect, statement)
         elif t == BackendType.NOTIFICATION_RESPONSE:
             notification = NotificationResponse.decode(body)
             masked = mask_notification(notification, touches, detect)
@@ -799,7 +1151,12 @@ class ProxySession:
         replacement = head.replacement
         head.replacement = None
         if head.expect is Expect.QUERY or head.expect is Expect.SYNC:
-            # The Query goes on to ReadyForQuery; rows of the failed statement are over.
+            # The Query goes on to ReadyForQuery; rows of the failed statement are over, and so are the
+            # statements after it.
+            if head.prepares:
+                for _, created in head.prepares:
+                    self.names.settle(created, False)
+                head.prepares = None
             head.filter = None
             head.withhold = None
             self._pop_filter(head)
@@ -807,7 +1164,7 @@ class ProxySession:
             if head.portal is not None and head.expect is Expect.DESCRIBE:
                 head.portal.describing = False
             internal = head.internal
-            self._pop()
+            self._pop(skipped=False)
             self._skip_to_sync(err)
             if internal and replacement is None:
                 return masked_error if masked_error is not None else True  # the client must learn it failed
@@ -894,8 +1251,9 @@ class ProxySession:
         values = decode_text_row(bytes(body))
         try:
             new = filt.row(values)
-        except Exception:
-            log.exception("session %s: a COPY row filter failed", self.sr.session.id)
+        except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
+            # Not log.exception: a traceback could quote the row's values.
+            log.error("session %s: a COPY row filter failed (%s)", self.sr.session.id, type(e).__name__)
             self._filter_failed(head)
             return False
         if new is values:
@@ -917,8 +1275,9 @@ class ProxySession:
         values = decode_data_row(body)
         try:
             new = filt.row(values)
-        except Exception:
-            log.exception("session %s: a row filter failed", self.sr.session.id)
+        except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
+            # Not log.exception: a traceback could quote the row's values.
+            log.error("session %s: a row filter failed (%s)", self.sr.session.id, type(e).__name__)
             self._filter_failed(head)
             return False
         if new is values:
@@ -931,18 +1290,6 @@ class ProxySession:
                          "rest of the result as policy requires; simplify the query (plain columns, SELECT "
                          "instead of COPY) and retry")
         self._pop_filter(head)
-
-
-#: Statements and portals gw remembers per session.  The upstream holds the real ones; gw's copies only carry
-#: text and classification, so a client that never closes them cannot grow gw without bound.
-MAX_REMEMBERED = 10_000
-
-
-def _remember(table: dict[str, Any], name: str, value: Any) -> None:
-    table.pop(name, None)
-    table[name] = value
-    if len(table) > MAX_REMEMBERED:
-        del table[next(iter(table))]  # the oldest; an Execute of it is then classified as unknown
 
 
 _BINARY_PARAMS: dict[int, Any] = {
@@ -975,4 +1322,44 @@ def _params(bind: Bind, types: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+#: While a command is held gw reads ahead this much of what the client sends, then only watches for hang-up.
+HOLD_READ_LIMIT = 1 << 20
+HOLD_POLL_INTERVAL = 0.5
+
+
+def _sql(text: str) -> bytes:
+    return Query(text).encode()
+
+
+def _hung_up(stream: trio.abc.Stream) -> bool:
+    """Whether the peer closed or reset a TCP (or TLS-over-TCP) stream, without reading from it."""
+    inner: Any = stream
+    while not isinstance(inner, trio.SocketStream):
+        inner = getattr(inner, "transport_stream", None)
+        if inner is None:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(inner.socket.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
+
+
 __all__ = ["REFUSAL_PORTAL", "ProxySession", "error_message", "refusal"]
+
+
+def _merge(outer: Classification, inner: Classification) -> Classification:
+    """A statement wrapping a prepared one (EXPLAIN [ANALYZE] / CREATE TABLE AS EXECUTE name): judged as the
+    prepared statement (EXPLAIN ANALYZE runs it; a plain EXPLAIN is judged the same, to be safe), raised to
+    ``ddl`` for CREATE TABLE AS; the wrapper's verb is added.  The wrapper's own classification is
+    ``unknown`` only because of the EXECUTE inside, so it does not count."""
+    from gw.model import Kind
+    from gw_sqlanalysis.model import KIND_DANGER
+
+    kind = inner.kind
+    if outer.verb == "create" and KIND_DANGER[Kind.DDL] > KIND_DANGER[kind]:
+        kind = Kind.DDL
+    verbs = tuple(v for v in dict.fromkeys((inner.verb, *inner.verbs, outer.verb)) if v)
+    return dataclasses.replace(inner, kind=kind, verbs=verbs, flags=inner.flags | {"wraps_execute"},
+                               objects=tuple(dict.fromkeys((*inner.objects, *outer.objects))))

@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.config import Duration
+from gw.logs import log_context
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
-from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
+from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from pydantic import Field, field_validator, model_validator
 
 from . import decisions
@@ -154,6 +155,8 @@ class ApproveStage(Stage):
         #: Every installed detector: a request is persisted (and shown, and sent to the webhook) with what they
         #: find replaced by ``***``, like an audit record.
         self._detectors = list(services.detectors("all"))
+        #: Commands this stage holds now, waiting for a decision (``gw_approvals_pending``).
+        self.holding = 0
         self.notifier: WebhookNotifier | None = None
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
@@ -207,13 +210,18 @@ class ApproveStage(Stage):
                     measured: Measurement | None) -> Verdict:
         while True:
             request = await self.ledger.open_request(self._new_request(command, rule, measured=measured))
+            log_context.set({**(log_context.get() or {}), "request_id": request.id})  # JSON log lines name it
             self._announce(request)
             try:
                 await context.notice(
                     f"gw: approval required ({self._why(rule, measured)}). Request {request.id} is waiting for "
                     f"{self._who()}: gw approvals approve {request.id} (expires in "
                     f"{human_duration(request.expires - request.created)})")
-                verdict = await self._wait(request)
+                self.holding += 1
+                try:
+                    verdict = await self._wait(request)
+                finally:
+                    self.holding -= 1
             except BaseException as e:
                 # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
                 code = getattr(context, "cancel_reason", "") or ""

@@ -20,6 +20,7 @@ from gw.identity import Credential
 from gw.model import Command, Identity, Session
 from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
+from gw_sqlanalysis.encodings import encoding_is_safe
 
 from . import errors as E
 from .codec import CLOSED, NEED_DATA, PasswordKind, Role, WireCodec
@@ -140,6 +141,8 @@ class PostgresHandler(ProtocolHandler):
         self.ssl_context: ssl.SSLContext | None = None
         #: gw's BackendKeyData handed to clients -> the upstream's, for CancelRequest.
         self.cancel_keys: dict[tuple[int, bytes], BackendKeyData] = {}
+        #: gw's BackendKeyData -> the session, so a CancelRequest cancels a held command too.
+        self.sessions_by_key: dict[tuple[int, bytes], ProxySession] = {}
 
     @property
     def opts(self) -> PostgresListenerOptions:
@@ -234,11 +237,13 @@ class PostgresHandler(ProtocolHandler):
             return
         upstream, sr, key = ready
         session = ProxySession(self, client.stream, client.codec, upstream, sr)
+        self.sessions_by_key[key] = session
         try:
             reason = await session.run()
             log.debug("session %s ended: %s", sr.session.id, reason)
         finally:
             self.cancel_keys.pop(key, None)
+            self.sessions_by_key.pop(key, None)
             if client.stream is not stream:
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
@@ -302,10 +307,18 @@ class PostgresHandler(ProtocolHandler):
                                f"({groups}); request a token with a group listed in upstream.roles",
                                "no_role")
         relayed = {k: v for k, v in params.items() if k.lower() in RELAYED_PARAMETERS}
+        requested = next((v for k, v in relayed.items() if k.lower() == "client_encoding"), None)
+        if requested is not None and not encoding_is_safe(requested):
+            raise await refuse(E.FEATURE_NOT_SUPPORTED, _unsafe_encoding(requested), "unsupported_encoding")
         try:
             upstream = await connect(self.target, login, relayed)
         except UpstreamError as e:
             raise await refuse(e.sqlstate, str(e), "upstream_unavailable") from None
+        encoding = upstream.parameters.get("client_encoding")
+        if encoding is None or not encoding_is_safe(encoding):
+            await upstream.aclose()
+            raise await refuse(E.FEATURE_NOT_SUPPORTED, _unsafe_encoding(encoding or "(not reported)"),
+                               "unsupported_encoding")
         try:
             attributes = {"database": database, "upstream_user": login.user,
                           "tls": "yes" if client.tls else "no"}
@@ -392,6 +405,11 @@ class PostgresHandler(ProtocolHandler):
             raise ProtocolError("direct TLS connections must negotiate the ALPN protocol \"postgresql\"")
 
     async def _cancel(self, request: CancelRequest, client_address: str) -> None:
+        session = self.sessions_by_key.get((request.process_id, bytes(request.secret_key)))
+        if session is not None and session.cancel_held():
+            log.info("listener %s: cancel request from %s cancelled a held command of session %s",
+                     self.listener.name, client_address, session.sr.session.id)
+            return
         upstream_key = self.cancel_keys.get((request.process_id, bytes(request.secret_key)))
         if upstream_key is None:
             log.warning("listener %s: ignored a CancelRequest from %s with an unknown key (process id %d)",
@@ -403,3 +421,9 @@ class PostgresHandler(ProtocolHandler):
             await send_cancel(self.target, upstream_key)
         except UpstreamError as e:
             log.warning("listener %s: could not forward a cancel request: %s", self.listener.name, e)
+
+
+def _unsafe_encoding(name: str) -> str:
+    return (f"gw does not support client_encoding {name!r}: in it a multibyte character can contain the byte "
+            "of a quote or backslash, so gw could not read statements as the server does; connect with "
+            "client_encoding=UTF8 (PGCLIENTENCODING=UTF8) or another server encoding (LATIN1, WIN1252, EUC_JP ...)")

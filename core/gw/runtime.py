@@ -30,6 +30,7 @@ from .services import Services
 from .stage import Stage
 from .store import Store
 from .tasks import Background
+from .types import did_you_mean
 
 __all__ = ["GatewayServices", "ListenerRuntime", "Plan", "Runtime", "Services", "Spec"]
 
@@ -306,20 +307,15 @@ class Runtime:
             cls = self._plugin(kind, table.get(key, ""), f"{path}.{key}")
             return Spec(cls, validate_model(cls.Options, table, file=str(config.path), prefix=path), path)
 
-        raw = config.raw
+        raw, storage = config.raw, config.raw.get("storage")
+        store = spec("storage", storage, "use", "storage") if storage is not None else None
+        identity = {n: spec("identity_providers", t, "use", f"identity.{n}")
+                    for n, t in raw.get("identity", {}).items()}
+        pipelines = {n: [spec("stages", st, "use", f"pipelines.{n}.stages[{i}]")
+                         for i, st in enumerate(t.get("stages", []))] for n, t in raw.get("pipelines", {}).items()}
         listeners = [spec("protocols", t, "protocol", f"listeners[{i}]")
                      for i, t in enumerate(raw.get("listeners", []))]
-        storage = raw.get("storage")
-        return Plan(
-            config=config,
-            store=spec("storage", storage, "use", "storage") if storage is not None else None,
-            identity={n: spec("identity_providers", t, "use", f"identity.{n}")
-                      for n, t in raw.get("identity", {}).items()},
-            pipelines={n: [spec("stages", st, "use", f"pipelines.{n}.stages[{i}]")
-                           for i, st in enumerate(t.get("stages", []))]
-                       for n, t in raw.get("pipelines", {}).items()},
-            listeners={s.options.name: s for s in listeners},
-        )
+        return Plan(config, store, identity, pipelines, {s.options.name: s for s in listeners})
 
     def _make(self, spec: Spec, build: Callable[[Spec], T]) -> T:
         """Build one plugin object; what its constructor refuses becomes a :class:`ConfigError` at its
@@ -525,7 +521,8 @@ class Runtime:
             return self.listeners[name]
         except KeyError:
             known = ", ".join(sorted(self.listeners)) or "none"
-            raise ConfigError(f"no listener named {name!r} (listeners: {known})",
+            close = did_you_mean(name, self.listeners)
+            raise ConfigError(f"no listener named {name!r}{'; ' + close if close else ''} (listeners: {known})",
                               file=str(self.config.path)) from None
 
     def describe(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ async def test_gw_approvals_approve_subprocess_releases_a_held_command(
         await alice.send("DELETE FROM t")
         notice = await alice.readline()
         rid = notice.split("Request ")[1].split()[0]
-        assert notice.endswith(f"gw approvals approve {rid} (expires in 10m)")
+        assert notice.endswith(f"gw approvals approve {rid} -c {shlex.quote(str(rt.config.path))} (expires in 10m)")
 
         code, out, err = await gw_cli(env, "approvals", "approve", rid, "--token", alice_token)
         assert code == 1 and f"alice made request {rid} and cannot approve it" in err

@@ -327,7 +327,7 @@ def test_approvals_pending_and_decided(tmp_path: Path, env: dict[str, str]) -> N
     require_service("127.0.0.1", 5432, "PostgreSQL")
     require_program("psql")
     path = tmp_path / "gw.toml"
-    path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra="").replace(
+    path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra='log_format = "json"').replace(
         '  {{ use = "audit" }},'.replace("{{", "{").replace("}}", "}"),
         '  { use = "audit" },\n  { use = "approve", approvers = ["dba"], timeout = "2m", mode = "hold", '
         'require = [ { verb = "delete" } ] },'))
@@ -356,3 +356,8 @@ def test_approvals_pending_and_decided(tmp_path: Path, env: dict[str, str]) -> N
         assert value(after, "gw_approvals_decided_total", listener="orders", result="denied") == 1
         assert value(after, "gw_commands_total", listener="orders", kind="write", verdict="denied") == 1
         assert "gw_audit_queue_depth" in after
+    # the JSON log lines written while the command was held name the session, the command and the request
+    records = [json.loads(line) for line in proc.log if line.startswith("{")]
+    about = [r for r in records if r.get("request_id") == request]
+    assert about and all(r["listener"] == "orders" and r["subject"] == "agent-7" and r["seq"] == 1
+                         for r in about)

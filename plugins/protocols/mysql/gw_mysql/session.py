@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Channel, Column, Command, DenyCode, Kind, Measurement, Outcome, Verdict
+from gw.model import Channel, Column, Command, DenyCode, Kind, Measurement, Outcome, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
@@ -269,20 +269,11 @@ class ProxySession:
 
     async def _terminator(self) -> None:
         reason = await self.sr.wait_terminated()
-        if reason == "shutdown":
+        if reason is SessionEnd.SHUTDOWN:
             while self.busy:
                 await trio.sleep(0.05)
-            err = Err.of(E.SERVER_SHUTDOWN, "gw is shutting down; reconnect in a moment")
-        elif reason == "token_expired":
-            err = Err.of(CONNECTION_KILLED, "token expired; reconnect with a fresh token")
-        elif reason == "session_max":
-            err = Err.of(CONNECTION_KILLED, "this session reached the listener's session_max; reconnect to "
-                         "continue")
-        elif reason == "revoked":
-            err = Err.of(CONNECTION_KILLED, "access was revoked by the gateway operator; this session is closed")
-        else:
-            err = Err.of(CONNECTION_KILLED, f"gw closed this session ({reason})")
-        self._final_error = err
+        code = E.SERVER_SHUTDOWN if reason is SessionEnd.SHUTDOWN else CONNECTION_KILLED
+        self._final_error = Err.of(code, reason.message)
         self._finish(reason)
 
     async def _teardown(self, reason: str) -> None:

@@ -84,6 +84,18 @@ def gw_register_commands(register: Callable[[click.Command], None]) -> None:
     """
 
 
+@hookspec
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    """Register what a plugin offers other plugins: ``register(OfferClass)``.
+
+    Plugins never import each other; when one needs what another keeps (a web console showing approval
+    requests, audit records and recordings), the keeper registers a class with a ``name`` (``"approvals"``,
+    ``"audit"``, ``"recordings"``) whose instances, built with the runtime (``OfferClass(runtime)``), follow
+    the matching protocol of :mod:`gw.offers`.  Users get them with ``runtime.offer(name)``.  Called for every
+    plugin; returns nothing.
+    """
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Gateway lifecycle: called by ``gw serve`` (and by gw.testing's running gateway)
 # ---------------------------------------------------------------------------------------------------------------

@@ -209,6 +209,11 @@ class SessionRuntime:
         self.termination_reason = ""
         self.ended = False
 
+    @property
+    def commands(self) -> int:
+        """How many commands this session has sent so far."""
+        return self._seq
+
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
                 objects: Sequence[str] = (), flags: frozenset[str] | Sequence[str] = frozenset(),

@@ -33,7 +33,8 @@ class ListenerOptions(BaseModel):
     listen: Address
     #: Identity provider name(s); with several, the first that accepts the credential decides.
     identity: str | list[str]
-    pipeline: str
+    #: The pipeline of stages every command passes; required unless the protocol proxies nothing.
+    pipeline: str | None = None
     #: Only identities in at least one of these groups may connect (None: any authenticated identity).
     allow_groups: list[str] | None = None
     #: Subjects and groups refused even with a valid credential (revocation without touching the IdP).
@@ -58,6 +59,8 @@ class ProtocolHandler:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[ListenerOptions]] = ListenerOptions
+    #: False for a protocol that proxies nothing (a web console): its listeners take no ``pipeline``.
+    needs_pipeline: ClassVar[bool] = True
 
     def __init__(self, listener: ListenerRuntime) -> None:
         self.listener = listener

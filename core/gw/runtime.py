@@ -84,6 +84,9 @@ class ListenerRuntime:
 
     @property
     def pipeline(self) -> Pipeline:
+        if self.options.pipeline is None:
+            raise ConfigError(f"listener {self.name!r} has no pipeline (its protocol proxies nothing)",
+                              file=str(self.runtime.config.path))
         return self.runtime.pipelines[self.options.pipeline]
 
     @property
@@ -211,6 +214,7 @@ class Runtime:
         self.shutting_down = trio.Event()
         self._retired: list[Stage] = []
         self._identity_open = False
+        self._offers: dict[str, Any] = {}
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -278,6 +282,9 @@ class Runtime:
             path = f"listeners[{i}]"
             cls = self._plugin("protocols", table.get("protocol", ""), f"{path}.protocol")
             opts = self._options(cls, table, path)
+            if opts.pipeline is None and cls.needs_pipeline:
+                raise ConfigError("required key is missing (the pipeline of stages this listener's commands "
+                                  "pass)", file=str(self.config.path), path=f"{path}.pipeline")
             try:
                 self.listeners[opts.name] = ListenerRuntime(self, opts, cls)
             except (ValueError, ConfigError) as e:
@@ -389,6 +396,14 @@ class Runtime:
                 log.info("session %s of %s ends: %s", rt.session.id, rt.session.identity.subject, e)
                 rt.terminate("revoked")
         return changes
+
+    def offer(self, name: str) -> Any:
+        """What a plugin offers other plugins under ``name`` (``"approvals"``, ``"audit"``,
+        ``"recordings"``), built once per runtime; the shapes are the protocols of :mod:`gw.offers`.  Raises
+        :class:`PluginError` naming what is installed when no plugin offers it."""
+        if name not in self._offers:
+            self._offers[name] = self.registry.get("offers", name)(self)
+        return self._offers[name]
 
     def sessions(self) -> Iterator[SessionRuntime]:
         for lr in self.listeners.values():

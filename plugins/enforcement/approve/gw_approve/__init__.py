@@ -25,3 +25,10 @@ def gw_register_commands(register: Callable[[Any], None]) -> None:
     from .cli import approvals
 
     register(approvals)
+
+
+@hookimpl
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    from .offer import ApprovalsOffer
+
+    register(ApprovalsOffer)

@@ -22,3 +22,10 @@ def gw_register_commands(register: Callable[[Any], None]) -> None:
     from .cli import audit
 
     register(audit)
+
+
+@hookimpl
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    from .offer import AuditOffer
+
+    register(AuditOffer)

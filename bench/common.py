@@ -62,6 +62,10 @@ STAGES = {
   { use = "record" },""",
     "mask": """{ use = "audit" },
   { use = "mask", strategy = "redact", columns = MASK_COLUMNS },""",
+    # The mask stage of examples/agents.toml: columns by name plus its value detectors.
+    "mask-detect": """{ use = "audit" },
+  { use = "mask", strategy = "redact", columns = MASK_COLUMNS,
+    detectors = ["us_ssn", "credit_card", "email", "iban"] },""",
     "none": "",
 }
 
@@ -72,6 +76,7 @@ class Gateway:
     def __init__(self, stages: str, database: str, *, mask_columns: str = '["ssn", "*.card_number"]',
                  upstream_port: int = 5432, extra_listener: str = "") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+        self.stages = stages
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         stage_text = STAGES[stages].replace("MASK_COLUMNS", mask_columns)

@@ -1,7 +1,11 @@
 """HTTP benchmark: requests/s for small GETs (keep-alive, 8 connections) and MB/s for a large download,
 direct to the upstream vs through gw (``gw serve`` with an http listener), measured side by side in one run.
 
-    python bench/http_bench.py [--seconds 5] [--connections 8] [--size-mb 200] [--stages none|audit|mask]
+    python bench/http_bench.py [--seconds 5] [--connections 8] [--size-mb 200] [--stages none audit]
+
+Each stage set named by ``--stages`` (default: none, then audit) gets its own gateway; the small GETs and the
+download alternate between direct and each gateway in one run, and the last table holds the target rows of
+docs/performance.md.
 
 The upstream is bench/http_upstream.py (trio + h11); the small-GET client is a minimal keep-alive client in
 this process (pre-built request bytes, Content-Length framing), the download client is curl.  Timings are
@@ -157,7 +161,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--stages", choices=sorted(STAGES), default="none")
+    parser.add_argument("--stages", choices=sorted(STAGES), nargs="+", default=["none", "audit"])
     args = parser.parse_args()
     if not shutil.which("curl"):
         sys.exit("curl is needed for the download measurement (Debian package: curl)")
@@ -165,29 +169,44 @@ def main() -> None:
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "http_upstream.py"),
                                  str(upstream_port)])
-    gateway = HttpGateway(upstream_port, args.stages)
+    gateways = {stages: HttpGateway(upstream_port, stages) for stages in args.stages}
+    rps: dict[str, float] = {}
+    mbs: dict[str, float] = {}
+    rss: dict[str, tuple[float, float]] = {}
     try:
         wait_port(upstream_port)
-        gateway.start()
-        token = gateway.token()
+        tokens = {stages: g.start().token() for stages, g in gateways.items()}
         size = args.size_mb * 1024 * 1024
-        rps_direct = trio.run(small_gets, upstream_port, None, args.seconds, args.connections)
-        rps_gw = trio.run(small_gets, gateway.port, token, args.seconds, args.connections)
-        rss_before = gateway.rss_mb()
-        mbs_direct = download(upstream_port, None, size)
-        mbs_gw = download(gateway.port, token, size)
-        rss_after = gateway.rss_mb()
+        rps["direct"] = trio.run(small_gets, upstream_port, None, args.seconds, args.connections)
+        for stages, g in gateways.items():
+            rps[stages] = trio.run(small_gets, g.port, tokens[stages], args.seconds, args.connections)
+        mbs["direct"] = download(upstream_port, None, size)
+        for stages, g in gateways.items():
+            before = g.rss_mb()
+            mbs[stages] = download(g.port, tokens[stages], size)
+            rss[stages] = (before, g.rss_mb())
     finally:
-        gateway.stop()
+        for g in gateways.values():
+            g.stop()
         upstream.terminate()
         upstream.wait(5)
 
-    print(f"http benchmark: stages={args.stages}, {args.connections} keep-alive connections, "
-          f"{args.seconds:g}s per side, {args.size_mb} MB download, {os.cpu_count()} CPUs")
-    print(f"{'':24}{'direct':>12}{'through gw':>14}{'gw/direct':>12}")
-    print(f"{'small GET (req/s)':24}{rps_direct:>12.0f}{rps_gw:>14.0f}{rps_gw / rps_direct:>12.2f}")
-    print(f"{'large download (MB/s)':24}{mbs_direct:>12.1f}{mbs_gw:>14.1f}{mbs_gw / mbs_direct:>12.2f}")
-    print(f"gw RSS around the download: {rss_before:.1f} MB before, {rss_after:.1f} MB after")
+    print(f"http benchmark: {args.connections} keep-alive connections, {args.seconds:g}s per side, "
+          f"{args.size_mb} MB download, {os.cpu_count()} CPUs")
+    print(f"{'':24}{'direct':>12}" + "".join(f"{'gw, ' + s:>14}" for s in gateways))
+    print(f"{'small GET (req/s)':24}{rps['direct']:>12.0f}" + "".join(f"{rps[s]:>14.0f}" for s in gateways))
+    print(f"{'large download (MB/s)':24}{mbs['direct']:>12.1f}" + "".join(f"{mbs[s]:>14.1f}" for s in gateways))
+    for stages, (before, after) in rss.items():
+        print(f"gw ({stages}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after")
+    targets = {"none": ">= 0.5", "audit": ">= 0.4"}
+    print("\ntarget table\n")
+    print(f"{'measurement':52}{'this run':>9}  target")
+    for stages in gateways:
+        print(f"{f'HTTP small GETs, {stages} / direct':52}{rps[stages] / rps['direct']:>9.2f}  "
+              f"{targets.get(stages, '-')}")
+    for stages in gateways:
+        print(f"{f'HTTP {args.size_mb} MB download, {stages} / direct':52}{mbs[stages] / mbs['direct']:>9.2f}  "
+              f"{'>= 0.6' if stages == 'none' else '-'}")
 
 
 if __name__ == "__main__":

@@ -1,46 +1,70 @@
-"""Memory (RSS) of gw holding N idle client sessions (default 1,000).
+"""Memory (RSS) of gw holding idle client sessions: 1,000, then 10,000, in one run.
 
 PostgreSQL allows ~100 connections here, so gw's upstream is a pgbouncer in transaction mode (started by this
-script) that multiplexes gw's 1,000 upstream connections onto a small pool; what is measured is gw's own RSS
-(from /proc/PID/status) before and after the sessions are open.
+script) that multiplexes gw's upstream connections onto a small pool; what is measured is gw's own RSS (from
+/proc/PID/status) at start and once each count of sessions is open.  Every session costs a client socket here,
+one in gw, an upstream socket in gw and one in pgbouncer, so the script raises its open-file limit (the gateway
+and pgbouncer inherit it) to what the largest count needs, up to the hard limit.
 
-    python bench/pg_idle_sessions.py [--sessions 1000]
+    python bench/pg_idle_sessions.py [--sessions 1000 10000]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import sys
 import time
 
 import psycopg
-
 from common import Gateway, PgBouncer, psql
 
 DB = "gw_bench"
 
+TARGETS = {1000: 100, 10000: 500}  # sessions: RSS target in MB (docs/performance.md)
+
+
+def raise_open_files(sessions: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * sessions + 1000
+    if hard != resource.RLIM_INFINITY and hard < want:
+        sys.exit(f"{sessions} sessions need {want} open files; the hard limit is {hard} (raise it: ulimit -Hn)")
+    if soft == resource.RLIM_INFINITY or soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1000, 10000])
     args = ap.parse_args()
+    counts = sorted(args.sessions)
+    raise_open_files(counts[-1])
     if psql(f"select 1 from pg_database where datname = '{DB}'") != "1":
         psql(f"create database {DB}")
-    bouncer = PgBouncer(DB, pool_mode="transaction", max_client_conn=args.sessions + 100, pool_size=10).start()
+    bouncer = PgBouncer(DB, pool_mode="transaction", max_client_conn=counts[-1] + 100, pool_size=10).start()
     gw = Gateway("audit", DB, upstream_port=bouncer.port).start()
-    conns = []
+    conns: list[psycopg.Connection] = []
+    rows = []
     try:
         token = gw.token()
         time.sleep(0.5)
         before = gw.rss_kb()
-        for _ in range(args.sessions):
-            conn = psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent", password=token, dbname=DB,
-                                   autocommit=True, prepare_threshold=None)
-            conns.append(conn)
-        conns[0].execute("select 1")
-        time.sleep(1)
-        after = gw.rss_kb()
-        print(f"\ngw RSS: {before / 1024:.1f} MB at start, {after / 1024:.1f} MB with {len(conns)} idle sessions "
-              f"({(after - before) / len(conns):.1f} kB per session)")
+        for count in counts:
+            started = time.monotonic()
+            while len(conns) < count:
+                conns.append(psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent", password=token,
+                                             dbname=DB, autocommit=True, prepare_threshold=None))
+            conns[0].execute("select 1")
+            time.sleep(1)
+            after = gw.rss_kb()
+            rows.append((count, after, time.monotonic() - started))
+            print(f"  {count} sessions open: RSS {after / 1024:.1f} MB", file=sys.stderr, flush=True)
+        print(f"\ngw RSS at start: {before / 1024:.1f} MB\n")
+        print(f"{'measurement':36}{'RSS':>10}{'per session':>14}  target")
+        for count, after, _ in rows:
+            target = f"<= {TARGETS[count]} MB" if count in TARGETS else "-"
+            print(f"{f'{count:,} idle sessions, RSS':36}{after / 1024:>7.1f} MB{(after - before) / count:>11.1f} kB"
+                  f"  {target}")
     finally:
         for c in conns:
             c.close()

@@ -3,8 +3,9 @@
     python bench/pg_large_result.py               # 1,000,000 rows x 5 columns, 3 alternating rounds
 
 Each round fetches the whole table with psql (unaligned output to /dev/null) from: direct, gw with the audit
-stage only (no mask rule applies, so result bytes are forwarded untouched), and gw with a mask stage masking two
-of the five columns.  Prints median rows/s and the ratio to direct.
+stage only (no mask rule applies, so result bytes are forwarded untouched), gw masking two of the five columns
+by name, and gw masking the same two columns with the value detectors of examples/agents.toml on (us_ssn,
+credit_card, email, iban: every text column is scanned).  Prints median rows/s and the ratio to direct.
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def main() -> None:
     prepare(args.rows)
     plain = Gateway("audit", DB).start()
     masked = Gateway("mask", DB, mask_columns='["ssn", "bench_people.email"]').start()
+    detect = Gateway("mask-detect", DB, mask_columns='["ssn", "bench_people.email"]').start()
     targets = {"direct": (PG["port"], "postgres", None),
                "gw (no mask rule)": (plain.port, "bench-agent", plain.token()),
-               "gw (2 masked cols)": (masked.port, "bench-agent", masked.token())}
+               "gw (2 masked cols)": (masked.port, "bench-agent", masked.token()),
+               "gw (2 cols + detectors)": (detect.port, "bench-agent", detect.token())}
     try:
         times: dict[str, list[float]] = {n: [] for n in targets}
         for _ in range(args.rounds):
@@ -62,13 +65,21 @@ def main() -> None:
                 times[name].append(fetch(port, user, password))
         direct = args.rows / statistics.median(times["direct"])
         print(f"\n{args.rows:,} rows x 5 columns, psql, median of {args.rounds} round(s)\n")
-        print(f"{'target':22}{'seconds':>9}{'rows/s':>12}{'/direct':>9}")
+        print(f"{'target':26}{'seconds':>9}{'rows/s':>12}{'/direct':>9}")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"{name:22}{med:>9.2f}{args.rows / med:>12,.0f}{(args.rows / med) / direct:>9.2f}")
+            print(f"{name:26}{med:>9.2f}{args.rows / med:>12,.0f}{(args.rows / med) / direct:>9.2f}")
+        ratio = {n: statistics.median(times["direct"]) / statistics.median(ts) for n, ts in times.items()}
+        print("\ntarget table\n")
+        print(f"{'measurement':78}{'this run':>9}  target")
+        print(f"{'large result, no mask rule / direct':78}{ratio['gw (no mask rule)']:>9.2f}  >= 0.85")
+        print(f"{'large result, two masked columns by name / direct':78}{ratio['gw (2 masked cols)']:>9.2f}  -")
+        print(f"{'large result, two masked columns, detectors of examples/agents.toml / direct':78}"
+              f"{ratio['gw (2 cols + detectors)']:>9.2f}  >= 0.4")
     finally:
         plain.stop()
         masked.stop()
+        detect.stop()
 
 
 if __name__ == "__main__":

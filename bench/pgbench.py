@@ -1,11 +1,14 @@
 """pgbench -S through gw vs PostgreSQL directly, pgbouncer and a bare trio relay, in one run.
 
-For each protocol mode (simple, extended) and client count (1, 8, 32) the targets run in turn, alternating,
+For each protocol mode (simple, extended) and client count (1, 8) the targets run in turn, alternating,
 for a fixed duration each; the script prints TPS and mean latency per target and the ratios to direct and to the
-bare relay.  Rounds repeat with --rounds and the median is reported.
+bare relay.  Rounds repeat with --rounds and the median is reported.  While the gateways run, the size of their
+``gw.db-wal`` is sampled every 50 ms; a sustained run (``--sustained``, 60 s of pgbench -S with 8 clients
+through gw with audit) follows, and the largest WAL seen is reported.  The last table is the target table of
+docs/performance.md, row by row.
 
-    python bench/pgbench.py                    # 10 s per measurement, 1 round
-    python bench/pgbench.py --duration 5 --clients 8 --modes simple
+    python bench/pgbench.py                    # 10 s per measurement, 1 round, 60 s sustained
+    python bench/pgbench.py --duration 5 --clients 8 --modes simple --sustained 0
 
 Targets: direct, pgbouncer (session mode), relay (bench/trio_relay.py), gw-none (no stage: gw's own cost),
 gw-audit, gw-full (every stage).
@@ -19,6 +22,9 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
+from pathlib import Path
+from typing import Self
 
 from common import PG, Gateway, PgBouncer, Relay, psql
 
@@ -50,19 +56,79 @@ def run_pgbench(port: int, mode: str, clients: int, duration: int, user: str = "
     return tps, lat
 
 
+class WalWatch:
+    """Samples the size of gateways' ``-wal`` files every 50 ms in a thread; ``largest`` is the maximum seen."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.largest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for p in self.paths:
+                try:
+                    self.largest = max(self.largest, p.stat().st_size)
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def summary(med: dict[tuple[str, int, str], tuple[float, float]], wal: dict[str, int]) -> None:
+    """The rows of the target table (docs/performance.md) that this run measured."""
+    def ratio(mode: str, clients: int, a: str, b: str) -> str:
+        if (mode, clients, a) in med and (mode, clients, b) in med:
+            return f"{med[(mode, clients, a)][0] / med[(mode, clients, b)][0]:.2f}"
+        return "-"
+
+    def added(mode: str, clients: int, a: str, b: str) -> str:
+        if (mode, clients, a) in med and (mode, clients, b) in med:
+            return f"+{med[(mode, clients, a)][1] - med[(mode, clients, b)][1]:.3f} ms"
+        return "-"
+
+    rows = []
+    for mode in ("simple", "extended"):
+        rows.append((f"gw, no stage / relay, c1 and c8 ({mode})",
+                     f"{ratio(mode, 1, 'gw-none', 'relay')} / {ratio(mode, 8, 'gw-none', 'relay')}", ">= 0.9"))
+    for mode in ("simple", "extended"):
+        rows.append((f"gw, audit / relay, c8 ({mode})", ratio(mode, 8, "gw-audit", "relay"), ">= 0.6"))
+    rows.append(("gw, audit, added latency at c1 (vs relay, simple)", added("simple", 1, "gw-audit", "relay"),
+                 "<= +0.3 ms"))
+    for mode in ("simple", "extended"):
+        rows.append((f"gw, full pipeline / relay, c8 ({mode})", ratio(mode, 8, "gw-full", "relay"), ">= 0.45"))
+    for what, size in wal.items():
+        rows.append((f"sqlite WAL, largest seen ({what})", f"{size / 2**20:.1f} MB", "<= 64 MB"))
+    print("\ntarget table\n")
+    print(f"{'measurement':66}{'this run':>12}  target")
+    for name, value, target in rows:
+        print(f"{name:66}{value:>12}  {target}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--modes", nargs="+", default=["simple", "extended"],
                     choices=["simple", "extended", "prepared"])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--scale", type=int, default=10)
-    ap.add_argument("--targets", nargs="+", default=["direct", "pgbouncer", "relay", "gw-audit", "gw-full"])
+    ap.add_argument("--targets", nargs="+",
+                    default=["direct", "pgbouncer", "relay", "gw-none", "gw-audit", "gw-full"])
+    ap.add_argument("--sustained", type=int, default=60,
+                    help="seconds of pgbench -S c8 through gw with audit while the WAL is watched (0: skip)")
     args = ap.parse_args()
 
     prepare(args.scale)
-    started = []
+    started: list[Gateway | PgBouncer | Relay] = []
+    gateways: list[Gateway] = []
     targets: dict[str, tuple[int, str, str | None]] = {}
     try:
         if "direct" in args.targets:
@@ -79,17 +145,28 @@ def main() -> None:
             if name in args.targets:
                 g = Gateway(stages, DB).start()
                 started.append(g)
+                gateways.append(g)
                 targets[name] = (g.port, "bench-agent", g.token())
 
         results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
-        for _ in range(args.rounds):
-            for mode in args.modes:
-                for clients in args.clients:
-                    for name, (port, user, password) in targets.items():
-                        results.setdefault((mode, clients, name), []).append(
-                            run_pgbench(port, mode, clients, args.duration, user, password))
-                        print(f"  {mode:8} c={clients:<3} {name:10} tps={results[(mode, clients, name)][-1][0]:.0f}",
-                              file=sys.stderr, flush=True)
+        wal: dict[str, int] = {}
+        with WalWatch([g.dir / "state" / "gw.db-wal" for g in gateways]) as watch:
+            for _ in range(args.rounds):
+                for mode in args.modes:
+                    for clients in args.clients:
+                        for name, (port, user, password) in targets.items():
+                            results.setdefault((mode, clients, name), []).append(
+                                run_pgbench(port, mode, clients, args.duration, user, password))
+                            print(f"  {mode:8} c={clients:<3} {name:10} "
+                                  f"tps={results[(mode, clients, name)][-1][0]:.0f}", file=sys.stderr, flush=True)
+        if gateways:
+            wal["all runs above"] = watch.largest
+        if args.sustained and "gw-audit" in targets:
+            port, user, password = targets["gw-audit"]
+            audit = next(g for g in gateways if g.stages == "audit")
+            with WalWatch([audit.dir / "state" / "gw.db-wal"]) as watch:
+                tps, _ = run_pgbench(port, "simple", 8, args.sustained, user, password)
+            wal[f"{args.sustained} s of pgbench -S c8, audit, {tps:.0f} tps"] = watch.largest
 
         print(f"\npgbench -S, {args.duration}s per run, median of {args.rounds} round(s)\n")
         print(f"{'mode':9}{'clients':>8}  {'target':11}{'tps':>10}{'lat ms':>9}{'/direct':>9}{'/relay':>8}")
@@ -102,6 +179,8 @@ def main() -> None:
                     d = f"{tps / med['direct'][0]:.2f}" if "direct" in med else "-"
                     r = f"{tps / med['relay'][0]:.2f}" if "relay" in med else "-"
                     print(f"{mode:9}{clients:>8}  {name:11}{tps:>10.0f}{lat:>9.3f}{d:>9}{r:>8}")
+        summary({(m, c, n): (statistics.median(t for t, _ in v), statistics.median(lat for _, lat in v))
+                 for (m, c, n), v in results.items()}, wal)
     finally:
         for s in started:
             s.stop()

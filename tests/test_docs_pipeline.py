@@ -42,7 +42,8 @@ def model_keys(model: type[BaseModel], where: str, seen: set[type[BaseModel]]) -
         return
     seen.add(model)
     for name, field in model.model_fields.items():
-        yield name, f"{where}.{name}"
+        key = field.alias or name  # what the file says (``schema`` for a field named ``schema_``)
+        yield key, f"{where}.{key}"
         for inner in nested_models(field.annotation):
             yield from model_keys(inner, f"{where}.{name}", seen)
 

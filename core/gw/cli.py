@@ -8,7 +8,6 @@ Commands other than ``serve`` take ``-c/--config`` (default ``$GW_CONFIG``).  Ev
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -107,15 +106,6 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, max_wi
         click.echo("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gw", prog_name="gw")
 def cli() -> None:
@@ -126,12 +116,24 @@ def cli() -> None:
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path), envvar="GW_CONFIG")
 @click.option("--log-level", default=None, help="debug, info, warning or error (default: the file's "
               "gateway.log_level, else info).")
-def serve(pipeline: Path, log_level: str | None) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="text lines or one JSON object per line (default: the file's gateway.log_format, else "
+                   "text).")
+@click.option("--name", default=None, metavar="NAME",
+              help="This gateway's name (its audit chain) instead of [gateway] name; replicas sharing one "
+                   "pipeline file and store each need their own.")
+def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: str | None) -> None:
     """Serve the listeners of PIPELINE until SIGTERM/SIGINT (SIGHUP re-reads the file)."""
+    from .logs import setup_logging
     from .server import Gateway
 
     rt = load_runtime(pipeline)
-    setup_logging(log_level or rt.config.model.gateway.log_level)
+    if name is not None:
+        if not name.strip():
+            raise click.BadParameter("the name cannot be empty", param_hint="--name")
+        rt.services.gateway_name = name
+    gateway_section = rt.config.model.gateway
+    setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
     gateway = Gateway(rt)
 
     async def main() -> None:

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import ConfigError
 
@@ -90,9 +98,25 @@ class GatewaySection(_Strict):
     drain_timeout: Duration = timedelta(seconds=10)
     #: Limit on a client's authentication handshake.
     handshake_timeout: Duration = timedelta(seconds=10)
-    #: Name of this gateway instance in audit records (defaults to the host name).
-    name: str | None = None
+    #: Name of this gateway instance in audit records and of its audit chain (defaults to the host name).
+    #: Gateways sharing one store need distinct names (``gw serve --name`` overrides it).
+    name: str | None = Field(default=None, min_length=1)
+    #: A gateway claims its audit chain in the store; a claim not renewed for this long may be taken over.
+    chain_lease: Duration = timedelta(seconds=15)
+
+    @field_validator("chain_lease")
+    @classmethod
+    def _lease(cls, v: timedelta) -> timedelta:
+        if v < timedelta(seconds=1):
+            raise ValueError("chain_lease must be at least 1s (for example \"15s\")")
+        return v
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``text`` (one readable line per event) or ``json`` (one JSON object per line); ``--log-format``
+    #: overrides it.
+    log_format: Literal["text", "json"] = "text"
+    #: ``HOST:PORT`` of the admin endpoint (``/metrics``, ``/healthz``, ``/readyz``), served by the plugin
+    #: that implements ``gw_admin_server`` (gw-metrics); unset: no admin endpoint.
+    admin_listen: Address | None = None
 
 
 class PluginTable(BaseModel):

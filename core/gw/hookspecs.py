@@ -7,7 +7,7 @@ by name.  Each hook below has a section in docs/plugin-hooks.md (a test keeps th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
-    from .model import Session
+    from .model import Command, Outcome, Session, Verdict
     from .runtime import Runtime
 
 hookspec = pluggy.HookspecMarker("gw")
@@ -120,3 +120,50 @@ def gw_session_started(session: Session) -> None:
 @hookspec
 def gw_session_ended(session: Session, reason: str) -> None:
     """A session ended with ``reason``.  Returns nothing; must not block."""
+
+
+@hookspec
+def gw_session_refused(listener: str, protocol: str, reason: str) -> None:
+    """A client was refused before its session began (``reason``: ``invalid_token``, ``group_not_allowed``
+    ...), after stages saw ``session_refused``.  Returns nothing; must not block."""
+
+
+@hookspec
+def gw_command_decided(command: Command, verdict: Verdict, timings: Mapping[str, float]) -> None:
+    """The pipeline decided about ``command`` (its ``decided`` stages ran).  ``timings`` maps
+    ``"<stage>.check"`` / ``"<stage>.decided"`` to the seconds each stage took, and ``"total"`` to the whole
+    decision.  Returns nothing; must not block (it runs on the data path)."""
+
+
+@hookspec
+def gw_command_completed(command: Command, outcome: Outcome) -> None:
+    """A command that went through the pipeline finished (stages saw ``completed``); ``outcome.duration``
+    is the protocol's measure, else arrival (decision included) to completion.  Returns nothing; must not
+    block."""
+
+
+@hookspec
+def gw_reloaded(runtime: Runtime, changes: list[str], error: str | None) -> None:
+    """A reload (SIGHUP) was applied (``error`` None, ``changes`` what changed) or refused (``error`` says
+    why).  Returns nothing."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Operations: the admin endpoint and what it reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def gw_admin_server(runtime: Runtime) -> Callable[..., Awaitable[None]] | None:
+    """Serve ``[gateway] admin_listen``: return an async function ``serve(task_status=...)`` that binds the
+    address, calls ``task_status.started()`` and serves until cancelled.  ``gw serve`` runs it beside the
+    listeners (it keeps serving while sessions drain) and refuses to start when ``admin_listen`` is set and no
+    plugin returns one.  Stops at the first non-None result."""
+
+
+@hookspec
+def gw_collect_metrics(runtime: Runtime, add: Callable[..., None]) -> None:
+    """Called when metrics are read (a ``/metrics`` scrape): report current values with
+    ``add(name, value, *, labels={...}, help="...", kind="gauge"|"counter")``.  For values a plugin holds
+    (approvals pending, audit queue depth, export backlog); label values must be configured names, never
+    user-controlled text.  Must be quick and must not block; returns nothing."""

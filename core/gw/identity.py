@@ -51,6 +51,10 @@ class IdentityProvider:
     async def close(self) -> None:
         """Called once at shutdown."""
 
+    async def check_ready(self) -> str | None:
+        """Why this provider could not verify a credential now (no signing keys ...), or None (``/readyz``)."""
+        return None
+
     def accepts(self, credential: Credential) -> bool:
         """Whether this provider understands this kind of credential (lets a listener try several)."""
         return credential.kind == "token"

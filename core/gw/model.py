@@ -133,6 +133,7 @@ class DenyCode(enum.StrEnum):
     APPROVAL_TIMEOUT = "approval_timeout"  # nobody decided in time (PostgreSQL 57014)
     UNAVAILABLE = "unavailable"  # gw could not do what policy requires (audit store down ...): fail closed
     INTERNAL = "internal"  # a stage raised; the command is refused, the session survives
+    CANCELLED = "cancelled"  # the client left (or cancelled, or its session ended) while it was being decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,46 @@ class Verdict:
 
 
 ALLOW = Verdict(Decision.ALLOW)
+
+
+#: Why a decision in progress was cancelled (``CommandContext.cancel_reason``), in words for people.
+_CANCEL_REASONS = {
+    "client_disconnected": "the client disconnected",
+    "client_disconnected_mid_query": "the client disconnected",
+    "client_cancelled": "the client cancelled it",
+    "token_expired": "the session's token expired",
+    "revoked": "the session's access was revoked",
+    "session_max": "the session reached the listener's session_max",
+    "shutdown": "the gateway holding it stopped",
+}
+
+
+def cancel_reason_text(code: str) -> str:
+    """``client_disconnected`` -> ``the client disconnected``; no code means gw itself stopped."""
+    if not code:
+        return "the gateway holding it stopped"
+    return _CANCEL_REASONS.get(code, code)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """How many rows a write changes, as the database counted it (``rows_over`` rules decide on it).
+
+    ``rows`` is None when gw cannot learn the count before the write would commit (a function with side
+    effects, ``COPY FROM``, several statements in one message, a protocol that cannot measure): such a write
+    matches every ``rows_over`` rule (fail closed), and ``reason`` says why."""
+
+    rows: int | None
+    reason: str = ""
+
+    def over(self, limit: int) -> bool:
+        return self.rows is None or self.rows > limit
+
+    def describe(self) -> str:
+        """``1000 rows`` or ``row count unknown (reason)``, for notices, approvers and the audit trail."""
+        if self.rows is None:
+            return f"row count unknown ({self.reason})" if self.reason else "row count unknown"
+        return f"{self.rows} row" + ("" if self.rows == 1 else "s")
 
 
 @dataclass(frozen=True, slots=True)

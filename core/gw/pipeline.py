@@ -16,7 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .model import ALLOW, Column, Command, Decision, DenyCode, Kind, ObjectSyntax, Outcome, Session, Verdict
+from .logs import log_context
+from .model import (
+    ALLOW,
+    Column,
+    Command,
+    Decision,
+    DenyCode,
+    Kind,
+    ObjectSyntax,
+    Outcome,
+    Session,
+    Verdict,
+    cancel_reason_text,
+)
 from .stage import CommandContext, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
@@ -101,9 +114,13 @@ class Pipeline:
                     log.exception("stage %s failed to close", s.name)
 
     # -- decisions ------------------------------------------------------------------------------------------
-    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+    async def decide(self, command: Command, context: CommandContext,
+                     timings: dict[str, float] | None = None) -> Verdict:
+        """The combined verdict; with ``timings``, each stage's seconds are added to it (for metrics)."""
         verdict = ALLOW
+        clock = time.perf_counter
         for stage in self._checkers:
+            started = clock()
             try:
                 v = await stage.check(command, context)
             except trio.Cancelled:
@@ -114,6 +131,8 @@ class Pipeline:
                 v = Verdict.deny(f"gw stage {stage.name!r} failed ({type(e).__name__}); the command was not "
                                  "run. Retry, or ask the gateway operator to check the gw log",
                                  code=DenyCode.INTERNAL, stage=stage.name)
+            if timings is not None:
+                timings[f"{stage.name}.check"] = timings.get(f"{stage.name}.check", 0.0) + clock() - started
             if v is None:
                 continue
             if not v.stage:
@@ -124,6 +143,7 @@ class Pipeline:
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
         for stage in self._deciders:
+            started = clock()
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
@@ -136,7 +156,24 @@ class Pipeline:
                         f"gw could not write the {stage.name} record ({e}); the command was not run "
                         "because policy requires it. Retry later or tell the gateway operator",
                         code=DenyCode.UNAVAILABLE, stage=stage.name)
+            if timings is not None:
+                key = f"{stage.name}.decided"
+                timings[key] = timings.get(key, 0.0) + clock() - started
         return verdict
+
+    async def cancelled(self, command: Command, reason: str) -> None:
+        """The decision was cancelled (the client left, cancelled, or its session ended): every stage
+        records it as a refusal with code ``cancelled`` and an outcome ``cancelled``; nothing ran."""
+        verdict = Verdict.deny(f"the command was cancelled while it was being decided: {reason}",
+                               code=DenyCode.CANCELLED)
+        for stage in self._deciders:
+            try:
+                await stage.decided(command, verdict)
+            except Exception as e:  # noqa: BLE001 -- nothing runs either way; the record is best effort
+                log.error("stage %s could not record cancelled command %s/%d: %s", stage.name,
+                          command.session.id, command.seq, e)
+        await self.completed(command, Outcome(status="cancelled", error_code=DenyCode.CANCELLED.value,
+                                              error_message=verdict.reason))
 
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order (``gw policy explain``)."""
@@ -205,9 +242,13 @@ class SessionRuntime:
         self.session = session
         self._seq = 0
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
+        self._cancelled: set[int] = set()
         self._terminate = trio.Event()
         self.termination_reason = ""
         self.ended = False
+        ident = session.identity
+        self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
+        log_context.set(self._log_context)
 
     @property
     def commands(self) -> int:
@@ -225,8 +266,26 @@ class SessionRuntime:
 
     async def decide(self, command: Command, context: CommandContext) -> Verdict:
         pipeline = self.listener.pipeline
-        self._inflight[command.seq] = (pipeline, time.perf_counter())
-        return await pipeline.decide(command, context)
+        started = time.perf_counter()
+        self._inflight[command.seq] = (pipeline, started)
+        log_context.set({**self._log_context, "seq": command.seq})
+        hook = self.listener.runtime.pm.hook.gw_command_decided
+        timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
+        try:
+            verdict = await pipeline.decide(command, context, timings)
+        except trio.Cancelled:
+            # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
+            self._inflight.pop(command.seq, None)
+            self._cancelled.add(command.seq)
+            reason = cancel_reason_text(getattr(context, "cancel_reason", "") or "")
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await pipeline.cancelled(command, reason)
+            raise
+        if timings is not None:
+            timings["total"] = time.perf_counter() - started
+            hook(command=command, verdict=verdict, timings=timings)
+        return verdict
 
     @property
     def wants_rows(self) -> bool:
@@ -241,11 +300,16 @@ class SessionRuntime:
         return pipeline.stream(command, channel, content_type)
 
     async def complete(self, command: Command, outcome: Outcome) -> None:
-        """Every command that went through :meth:`decide` ends here, refused or not."""
+        """Every command that went through :meth:`decide` ends here, refused or not (a command whose
+        decision was cancelled already ended there)."""
+        if command.seq in self._cancelled:
+            self._cancelled.discard(command.seq)
+            return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
+        self.listener.runtime.pm.hook.gw_command_completed(command=command, outcome=outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property

@@ -79,6 +79,26 @@ class ProtocolHandler:
         """A credential-free description of the upstream for logs and ``gw check`` (``127.0.0.1:5432/test``)."""
         return ""
 
+    def upstream_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the upstream server, when there is one TCP upstream (for :meth:`check_ready`)."""
+        return None
+
+    async def check_ready(self) -> str | None:
+        """Why this listener could not serve an agent now (``/readyz``), or None when it can.  The default
+        opens (and closes) a TCP connection to :meth:`upstream_address`."""
+        address = self.upstream_address()
+        if address is None:
+            return None
+        host, port = address
+        with trio.move_on_after(2):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as e:
+                return f"upstream {host}:{port} is unreachable ({e.strerror or e})"
+            await stream.aclose()
+            return None
+        return f"upstream {host}:{port} did not answer within 2s"
+
     def warnings(self) -> list[str]:
         """Configuration that is valid but risky, for ``gw check`` (a token-accepting listener on a
         non-loopback address without required TLS ...)."""

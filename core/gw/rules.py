@@ -7,6 +7,12 @@ both SQL and HTTP; a verb with glob characters (``*``, ``?``, ``[``) is a patter
 the MCP tools ``delete_customer`` and ``delete_order``).  Objects compare as the protocol says
 (:class:`~gw.model.ObjectSyntax`): SQL names case-insensitively; paths case-sensitively, an object that is
 itself a glob matching every rule glob it could match (``cat /etc/sha*ow`` matches ``objects = ["/etc/shadow"]``).
+
+``rows_over = N`` is decided by the database, not by syntax: the rule matches a command that changes more than
+N rows, as the protocol measures it while the command is being decided (:func:`first_match_measured`; the
+protocol offers ``measure`` on its :class:`~gw.stage.CommandContext`).  Reads and transaction control change
+no rows; a write gw cannot measure before it commits matches (fail closed).  :meth:`Rule.matches` checks every
+other key (a rule with ``rows_over`` *may* match what it matches).
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ import re
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .model import Command, Kind, ObjectSyntax
+from .model import Command, Kind, Measurement, ObjectSyntax
 
 #: Characters that make a ``verb`` value a glob pattern.
 _GLOB = re.compile(r"[*?\[]")
@@ -43,6 +49,8 @@ class Rule(BaseModel):
     text: str | None = None
     groups: list[str] | None = None
     except_groups: list[str] | None = None
+    #: Matches a command that changes more than this many rows, as the database counts them.
+    rows_over: int | None = Field(default=None, ge=0)
     #: Shown to the client when this rule refuses or holds a command.
     message: str | None = None
     #: A name for audit records and ``gw policy explain`` (default: the rule's keys).
@@ -258,7 +266,56 @@ def _globs_intersect(a: tuple[tuple[Any, ...], ...], b: tuple[tuple[Any, ...], .
 
 
 def first_match(rules: list[Rule], command: Command) -> Rule | None:
+    """The first rule whose keys match; a ``rows_over`` rule counts as matching (see
+    :func:`first_match_measured` for the decision that asks the database)."""
     for rule in rules:
         if rule.matches(command):
             return rule
     return None
+
+
+#: ``Command.attributes`` key under which the last measurement is kept: ``{"rows": n | None, "reason": ...}``.
+MEASURED_ATTRIBUTE = "measured"
+
+#: Kinds that change no rows: a ``rows_over`` rule never matches them.
+_NO_ROWS = frozenset({Kind.READ, Kind.TRANSACTION})
+
+
+def rows_over_explained(rule: Rule) -> str:
+    """What ``gw policy explain`` says about a ``rows_over`` rule (it cannot know the count)."""
+    return f"rows_over = {rule.rows_over}: decided by the database when the statement runs"
+
+
+async def measure(command: Command, context: Any) -> Measurement:
+    """How many rows ``command`` changes: 0 for reads and transaction control, else what the protocol's
+    ``context.measure()`` reports (unknown when the protocol cannot measure)."""
+    if command.kind in _NO_ROWS:
+        return Measurement(0)
+    measurer = getattr(context, "measure", None)
+    if measurer is None:
+        return Measurement(None, f"the {command.session.protocol} protocol cannot count the rows a command "
+                                 "changes before it takes effect")
+    result = await measurer()
+    if not isinstance(result, Measurement):
+        result = Measurement(None, "the protocol gave no row count")
+    if isinstance(command.attributes, dict):
+        # For the audit record (written after the checks, before the command takes effect).
+        command.attributes[MEASURED_ATTRIBUTE] = {"rows": result.rows, "reason": result.reason or None}
+    return result
+
+
+async def first_match_measured(rules: list[Rule], command: Command, context: Any
+                               ) -> tuple[Rule | None, Measurement | None]:
+    """The first rule that matches, asking the database (once) when a ``rows_over`` rule's other keys match;
+    also the measurement, when one was taken."""
+    measured: Measurement | None = None
+    for rule in rules:
+        if not rule.matches(command):
+            continue
+        if rule.rows_over is None:
+            return rule, measured
+        if measured is None:
+            measured = await measure(command, context)
+        if measured.over(rule.rows_over):
+            return rule, measured
+    return None, measured

@@ -176,6 +176,8 @@ class ListenerRuntime:
         await self.pipeline.session_refused(listener=self.name, protocol=self.options.protocol,
                                             client_address=client_address, claimed_user=claimed_user,
                                             reason=reason, message=message)
+        self.runtime.pm.hook.gw_session_refused(listener=self.name, protocol=self.options.protocol,
+                                                reason=reason)
 
     async def start_session(self, identity: Identity, *, client_address: str, claimed_user: str = "",
                             upstream: str = "", attributes: dict[str, str] | None = None) -> SessionRuntime:

@@ -61,12 +61,21 @@ class Gateway:
                                            f"{e.strerror}{hint}") from None
                 lr.bound = [s.socket.getsockname()[:2] for s in socks]
                 listeners.append((lr, socks))
+            admin = None
+            if rt.config.model.gateway.admin_listen:
+                admin = rt.pm.hook.gw_admin_server(runtime=rt)
+                if admin is None:
+                    raise ConfigError("admin_listen is set but no installed plugin serves an admin endpoint; "
+                                      "install gw-metrics (pip install gw-metrics) or remove the key",
+                                      file=str(rt.config.path), path="gateway.admin_listen")
             rt.pm.hook.gw_startup(runtime=rt)
             for lr, _ in listeners:
                 for host, port in lr.bound:
                     log.info("listener %s (%s) on %s:%d -> %s, pipeline %s", lr.name, lr.options.protocol,
                              host, port, lr.handler.describe_upstream() or "-", lr.options.pipeline)
             async with trio.open_nursery() as conn_nursery:
+                if admin is not None:  # serves until the end of the drain (/readyz says "shutting down")
+                    await conn_nursery.start(admin)
                 async with trio.open_nursery() as nursery:
                     if handle_signals:
                         nursery.start_soon(self._signals)
@@ -126,15 +135,19 @@ class Gateway:
 
     async def reload(self) -> bool:
         """Re-read the pipeline file (SIGHUP).  An invalid file is logged and the running one kept."""
+        hook = self.runtime.pm.hook.gw_reloaded
         try:
             changes = await self.runtime.reload()
         except (ConfigError, PluginError) as e:
             log.error("reload refused, the running configuration is kept: %s", e)
+            hook(runtime=self.runtime, changes=[], error=str(e))
             return False
-        except Exception:
+        except Exception as e:
             log.exception("reload failed; the running configuration is kept")
+            hook(runtime=self.runtime, changes=[], error=f"{type(e).__name__}: {e}")
             return False
         log.info("reloaded %s: %s", self.runtime.config.path, "; ".join(changes) or "no changes")
+        hook(runtime=self.runtime, changes=changes, error=None)
         return True
 
     async def _signals(self) -> None:

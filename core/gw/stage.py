@@ -34,7 +34,22 @@ class StageOptions(BaseModel):
 
 
 class CommandContext(Protocol):
-    """What a protocol offers stages while a command is being decided."""
+    """What a protocol offers stages while a command is being decided.
+
+    ``notice`` is always there.  A protocol may offer more; stages look for it with ``getattr`` and fail
+    closed without it:
+
+    * ``async measure() -> gw.model.Measurement``: run the command so that nothing commits yet and count the
+      rows it changes (PostgreSQL: inside a savepoint, or a transaction gw opens in autocommit).  Asking again
+      returns the same count without a second execution.  When the combined verdict allows the command the
+      protocol keeps what it measured (commits in autocommit) and relays the held-back answer; otherwise it
+      rolls the write back.  :func:`gw.rules.first_match_measured` is how ``rows_over`` rules use it.
+    * ``async discard()``: roll back a measured write now (before a long approval hold); the next ``measure``
+      runs the command again.
+    * ``cancel_reason: str``: set by the protocol before it cancels a decision in progress, saying why
+      (``client_disconnected``, ``client_cancelled``, ``token_expired``, ``revoked``, ``session_max``,
+      ``shutdown``), so a stage holding the command can record it.
+    """
 
     async def notice(self, message: str) -> None:
         """Show an informational message to the client without ending the command (PostgreSQL

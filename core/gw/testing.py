@@ -5,6 +5,8 @@
 * :func:`running_gateway` -- start a gateway in-process (trio) on ephemeral ports and get its addresses.
 * :class:`GatewayProcess` / ``gw_process`` -- run ``gw serve`` as a real subprocess for end-to-end tests with
   real clients (psql, psycopg, ssh, curl).
+* :class:`MemoryStore` (an in-memory backend) and :class:`StoreContract` (the storage contract test suite every
+  backend runs: subclass it with a ``store_factory`` fixture).
 * :func:`require_service` -- skip a test when a peer (PostgreSQL, sshd ...) is unreachable, or fail with
   ``GW_REQUIRE_SERVICES=1`` so CI can never pass by skipping.
 """
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,11 @@ import trio
 from .plugins import make_plugin_manager
 from .runtime import Runtime
 from .server import Gateway
+from .storetesting import MemoryData, MemoryStore, MemoryStorePlugin, StoreContract
+
+__all__ = ["GatewayProcess", "MemoryData", "MemoryStore", "MemoryStorePlugin", "RunningGateway", "StoreContract",
+           "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
+           "write_pipeline"]
 
 
 def require_service(host: str, port: int, what: str, *, timeout: float = 1.0) -> None:
@@ -138,8 +145,10 @@ _LISTENING = re.compile(r"listener (\S+) \((\S+)\) on (\S+):(\d+)")
 class GatewayProcess:
     """``gw serve PIPELINE`` in a subprocess; knows each listener's bound port from its log."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None, timeout: float = 20) -> None:
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, timeout: float = 20,
+                 args: Sequence[str] = ()) -> None:
         self.config = Path(config)
+        self.args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.timeout = timeout
         self.ports: dict[str, int] = {}
@@ -149,7 +158,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         gw = str(Path(sys.executable).with_name("gw"))
-        self.proc = subprocess.Popen([gw, "serve", str(self.config)], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([gw, "serve", str(self.config), *self.args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=self.env)
         ready = threading.Event()
         expected = self._expected_listeners()

@@ -28,7 +28,7 @@ from . import decisions
 from .ledger import ApprovalError, ApprovalLedger
 from .records import ApprovalRequest, Grant, Status
 from .stage import ApproveStage
-from .text import human_duration, snippet
+from .text import escape, human_duration, params_text, snippet
 
 # ---------------------------------------------------------------------------------------------------------------
 # The logic, callable in-process
@@ -227,9 +227,19 @@ def list_cmd(config: Path, as_json: bool, everything: bool, statuses: tuple[str,
     if as_json:
         print_json([r.to_json(now) for r in found])
         return
-    rows = [(r.id, r.effective_status(now).value, format_time(r.created), r.listener, r.subject, _progress(r),
-             format_time(r.expires), snippet(r.text, 50)) for r in found]
-    print_table(rows, ["id", "status", "created", "listener", "subject", "approvals", "expires", "command"])
+    rows = [(r.id, r.effective_status(now).value, format_time(r.created), escape(r.listener), escape(r.subject),
+             _progress(r), format_time(r.expires), "-" if r.rows is None else str(r.rows),
+             snippet(r.text + _params_suffix(r), 50)) for r in found]
+    print_table(rows, ["id", "status", "created", "listener", "subject", "approvals", "expires", "rows",
+                       "command"])
+
+
+def _params_suffix(request: ApprovalRequest) -> str:
+    if not request.params:
+        return ""
+    return f" [{params_text(request.params)}]"
+
+
 
 
 @approvals.command(name="show")
@@ -253,14 +263,20 @@ def show_cmd(config: Path, as_json: bool, request_id: str) -> None:
         ("approvers", f"{', '.join(request.approvers)} ({request.min_approvals} needed)"),
         ("created", format_time(request.created)), ("expires", format_time(request.expires)),
     ]
+    if request.rows is not None or request.rows_note:
+        lines.append(("rows", request.rows_note or str(request.rows)))
     for a in request.approvals:
         lines.append(("approved by", f"{a.who} at {format_time(a.at)}" + (f": {a.reason}" if a.reason else "")))
     if request.status.final:
         decided = f"{format_time(request.decided)} by {request.decided_by or 'gw'}: {request.reason or '-'}"
         lines.append(("decided", decided))
     for key, value in lines:
-        click.echo(f"{key + ':':<16}{value}")
-    click.echo(f"{'command:':<16}{request.text}")
+        click.echo(f"{key + ':':<16}{escape(value)}")
+    # Continuation lines are indented, so a command's own line breaks cannot start a line that looks like
+    # one of the fields above.
+    click.echo(f"{'command:':<16}" + escape(request.text, keep_newlines=True).replace("\n", "\n" + " " * 16))
+    if request.params is not None:
+        click.echo(f"{'parameters:':<16}{params_text(request.params)}")
 
 
 @approvals.command(name="approve")

@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from .records import ApprovalRequest
-from .text import clock, human_duration, snippet
+from .text import clock, escape, human_duration, params_text, snippet
 
 log = logging.getLogger("gw.approve.notify")
 
@@ -35,8 +35,11 @@ def request_payload(request: ApprovalRequest) -> dict[str, Any]:
     fields, with the command text under ``command`` (``text`` belongs to Slack)."""
     approvers = ", ".join(request.approvers)
     need = "" if request.min_approvals == 1 else f" ({request.min_approvals} approvals needed)"
-    summary = (f"gw approval request {request.id}: {request.subject} wants to run `{snippet(request.text)}` on "
-               f"listener {request.listener} (rule {request.rule}). Approvers: {approvers}{need}. "
+    params = f" with parameters {snippet(params_text(request.params))}" if request.params else ""
+    rows = f" It changes {escape(request.rows_note)}." if request.rows_note else ""
+    summary = (f"gw approval request {request.id}: {escape(request.subject)} wants to run "
+               f"`{snippet(request.text)}`{params} on listener {request.listener} (rule {escape(request.rule)})."
+               f"{rows} Approvers: {approvers}{need}. "
                f"Approve: gw approvals approve {request.id} | deny: gw approvals deny {request.id} --reason ... "
                f"| expires {clock(request.expires)} (in {human_duration(request.expires - request.created)}).")
     fields = request.to_json(request.created)

@@ -97,6 +97,14 @@ class ApprovalRequest:
     #: Retry mode: the ``session/seq`` of the re-sent command that used the approval.
     used_by: str = ""
     gateway: str = ""
+    #: The command's bound parameter values as approvers see them: a list (one entry per parameter, in order:
+    #: text or None), an object for protocols with named arguments, or None when it has none.  Values the
+    #: detectors find are redacted; the approval releases the command with exactly these values.
+    params: Any = None
+    #: Rows the command changes as the database measured them (``rows_over`` rules); None when not measured
+    #: or unknown (``rows_note`` says which).
+    rows: int | None = None
+    rows_note: str = ""
     #: The store's version of the document this value was read from (not stored in the document).
     version: int = field(default=0, compare=False)
 

@@ -14,16 +14,18 @@ Cost on the data path: commands that match no rule pay for the rule checks only 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import trio
 from gw.config import Duration
-from gw.model import Command, DenyCode, Verdict
-from gw.rules import Rule, first_match
+from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
+from gw.rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field, field_validator, model_validator
 
@@ -31,7 +33,7 @@ from . import decisions
 from .ledger import ApprovalLedger
 from .notify import WebhookNotifier, request_payload
 from .records import ApprovalRequest, Status
-from .text import human_duration, snippet
+from .text import human_duration, param_text, snippet
 
 if TYPE_CHECKING:
     from gw.runtime import Services
@@ -118,9 +120,14 @@ class ApproveOptions(StageOptions):
 
 
 def match_key(command: Command) -> str:
-    """What makes a re-send "the same statement by the same identity": listener, subject and exact text."""
+    """What makes a re-send "the same statement by the same identity": listener, subject, exact text and the
+    exact bound parameter values (an approval never releases other values)."""
     s = command.session
-    raw = f"{s.listener}\0{s.identity.subject}\0{command.text}"
+    named = command.attributes.get("named_params") if command.attributes else None
+    values = json.dumps([named if isinstance(named, Mapping) else None,
+                         [None if v is None else [type(v).__name__, param_text(v)] for v in command.params]],
+                        sort_keys=True, default=str)
+    raw = f"{s.listener}\0{s.identity.subject}\0{command.text}\0{values}"
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -159,41 +166,71 @@ class ApproveStage(Stage):
 
     # -- decisions -------------------------------------------------------------------------------------------
     def evaluate(self, command: Command) -> Verdict | None:
-        rule = first_match(self.rules, command)
-        if rule is None:
-            return None
-        return Verdict.pending("(new)", f"needs approval by {self._who()}", stage=self.name, rule=rule.label())
+        for rule in self.rules:
+            if not rule.matches(command):
+                continue
+            if rule.rows_over is not None:
+                if command.kind in (Kind.READ, Kind.TRANSACTION):
+                    continue  # changes no rows
+                return Verdict.pending("(new)", f"{rows_over_explained(rule)}; above it, needs approval by "
+                                                f"{self._who()}", stage=self.name, rule=rule.label())
+            return Verdict.pending("(new)", f"needs approval by {self._who()}", stage=self.name,
+                                   rule=rule.label())
+        return None
 
     async def check(self, command: Command, context: CommandContext) -> Verdict | None:
-        rule = first_match(self.rules, command)
-        if rule is None:
-            return None
+        if first_match(self.rules, command) is None:
+            return None  # the common case: no rule can match, nothing to measure or look up
         identity = command.identity
         grant = await self.ledger.active_grant(identity.subject, command.session.listener, time.time())
         if grant is not None:
             return Verdict.allow(stage=self.name, rule=f"grant {grant.id}",
-                                 reason=f"just-in-time grant {grant.id} by {grant.granted_by} (rule "
-                                        f"{rule.label()} not applied)")
+                                 reason=f"just-in-time grant {grant.id} by {grant.granted_by} (approval "
+                                        "rules not applied)")
+        rule, measured = await first_match_measured(self.rules, command, context)
+        if rule is None:
+            return None
+        if measured is not None and rule.rows_over is not None:
+            # Nothing stays changed (and no lock stays held) while people decide.
+            discard = getattr(context, "discard", None)
+            if discard is not None:
+                await discard()
+        else:
+            measured = None
         if self.options.mode == "retry":
-            return await self._retry(command, rule)
-        return await self._hold(command, rule, context)
+            return await self._retry(command, rule, measured, context)
+        return await self._hold(command, rule, context, measured)
 
     # -- hold mode -------------------------------------------------------------------------------------------
-    async def _hold(self, command: Command, rule: Rule, context: CommandContext) -> Verdict:
-        request = await self.ledger.open_request(self._new_request(command, rule))
-        self._announce(request)
-        try:
-            await context.notice(
-                f"gw: approval required ({self._why(rule)}). Request {request.id} is waiting for "
-                f"{self._who()}: gw approvals approve {request.id} (expires in "
-                f"{human_duration(request.expires - request.created)})")
-            return await self._wait(request)
-        except BaseException as e:
-            # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
-            await self._abandon(request, "the client went away while the command was held"
-                                if isinstance(e, trio.Cancelled) else f"gw failed while holding it "
-                                f"({type(e).__name__}: {e})")
-            raise
+    async def _hold(self, command: Command, rule: Rule, context: CommandContext,
+                    measured: Measurement | None) -> Verdict:
+        while True:
+            request = await self.ledger.open_request(self._new_request(command, rule, measured=measured))
+            self._announce(request)
+            try:
+                await context.notice(
+                    f"gw: approval required ({self._why(rule, measured)}). Request {request.id} is waiting for "
+                    f"{self._who()}: gw approvals approve {request.id} (expires in "
+                    f"{human_duration(request.expires - request.created)})")
+                verdict = await self._wait(request)
+            except BaseException as e:
+                # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
+                code = getattr(context, "cancel_reason", "") or ""
+                await self._abandon(request, cancel_reason_text(code) if isinstance(e, trio.Cancelled)
+                                    else f"gw failed while holding it ({type(e).__name__}: {e})")
+                raise
+            if not verdict.allowed or measured is None or measured.rows is None:
+                return verdict
+            # Approved for the count the approvers saw: run it for real, measured again; a larger count is a
+            # different command and needs its own approval.
+            again = await measure(command, context)
+            if not again.over(measured.rows):
+                return verdict
+            discard = getattr(context, "discard", None)
+            if discard is not None:
+                await discard()
+            measured = Measurement(again.rows, f"grew from the {measured.describe()} approved in request "
+                                               f"{request.id}" if again.rows is not None else again.reason)
 
     async def _wait(self, request: ApprovalRequest) -> Verdict:
         interval = self.options.poll_interval.total_seconds()
@@ -226,13 +263,24 @@ class ApproveStage(Stage):
                           request.id, e)
 
     # -- retry mode ------------------------------------------------------------------------------------------
-    async def _retry(self, command: Command, rule: Rule) -> Verdict:
+    async def _retry(self, command: Command, rule: Rule, measured: Measurement | None,
+                     context: CommandContext) -> Verdict:
         key = match_key(command)
         latest = await self.ledger.latest_for(key)
         if latest is not None:
             now = time.time()
             status = latest.effective_status(now)
-            if status is Status.APPROVED:
+            if status is Status.APPROVED and measured is not None and latest.rows is not None:
+                # Approved for the count the approvers saw: measure the re-sent command against it.
+                again = await measure(command, context)
+                if again.over(latest.rows):
+                    discard = getattr(context, "discard", None)
+                    if discard is not None:
+                        await discard()
+                    measured = again
+                    status = Status.EXPIRED  # not usable for this count: a new request below
+                    latest = None
+            if latest is not None and status is Status.APPROVED:
                 by = f"{command.session.id}/{command.seq}"
                 latest = await self.ledger.change(latest.id, lambda r: decisions.use(r, time.time(), by))
                 if latest.status is Status.USED and latest.used_by == by:
@@ -240,27 +288,28 @@ class ApproveStage(Stage):
                                          approved_by=latest.approved_by,
                                          reason=f"approved by {', '.join(latest.approved_by)}; used once")
                 status = latest.effective_status(time.time())
-            if status is Status.PENDING:
+            if latest is not None and status is Status.PENDING:
                 return Verdict.deny(
                     f"gw: request {latest.id} for `{snippet(latest.text)}` is still waiting for {self._who()} "
                     f"(expires in {human_duration(latest.expires - now)}); the command was not run. Ask for "
                     f"approval (gw approvals approve {latest.id}) and send the same statement again",
                     code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=latest.rule, request_id=latest.id)
-            if status is Status.DENIED and now < latest.expires:
+            if latest is not None and status is Status.DENIED and now < latest.expires:
                 return self._refused(latest)
-            if latest.status is Status.PENDING:  # expired without anyone writing it down
+            if latest is not None and latest.status is Status.PENDING:  # expired without anyone writing it
                 await self.ledger.change(latest.id, lambda r: decisions.expire(r, time.time()))
-        request = await self.ledger.open_request(self._new_request(command, rule, key))
+        request = await self.ledger.open_request(self._new_request(command, rule, key, measured=measured))
         self._announce(request)
         return Verdict.deny(
-            f"gw: approval required ({self._why(rule)}); the command was not run. Request {request.id} for "
+            f"gw: approval required ({self._why(rule, measured)}); the command was not run. Request {request.id} for "
             f"`{snippet(request.text)}` is waiting for {self._who()}: gw approvals approve {request.id}. "
             f"Send the same statement again once it is approved; it will run once (the request expires in "
             f"{human_duration(request.expires - request.created)})",
             code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=request.rule, request_id=request.id)
 
     # -- shared ----------------------------------------------------------------------------------------------
-    def _new_request(self, command: Command, rule: Rule, key: str = "") -> ApprovalRequest:
+    def _new_request(self, command: Command, rule: Rule, key: str = "", *,
+                     measured: Measurement | None = None) -> ApprovalRequest:
         s = command.session
         now = time.time()
         opts = self.options
@@ -273,7 +322,20 @@ class ApproveStage(Stage):
             flags=tuple(sorted(command.flags)), rule=rule.label(), message=rule.message or "", mode=opts.mode,
             approvers=tuple(opts.approvers), min_approvals=opts.min_approvals, created=now,
             expires=now + opts.timeout.total_seconds(), match_key=key, use_within=window.total_seconds(),
-            gateway=self.services.gateway_name)
+            gateway=self.services.gateway_name, params=self._params(command),
+            rows=measured.rows if measured is not None else None,
+            rows_note=self._redact(measured.describe()) if measured is not None else "")
+
+    def _params(self, command: Command) -> Any:
+        """The bound values as approvers see them: text or None, in order (an object of named arguments for
+        protocols that have them), redacted like the text."""
+        named = command.attributes.get("named_params") if command.attributes else None
+        if isinstance(named, Mapping):
+            return {self._redact(str(k)): None if v is None else self._redact(param_text(v))
+                    for k, v in named.items()}
+        if not command.params:
+            return None
+        return [None if v is None else self._redact(param_text(v)) for v in command.params]
 
     def _redact(self, text: str) -> str:
         """``text`` with what the detectors find replaced by ``***`` (the client's text is never persisted with
@@ -296,8 +358,11 @@ class ApproveStage(Stage):
         return who_decides(self.options.approvers, self.options.min_approvals)
 
     @staticmethod
-    def _why(rule: Rule) -> str:
-        return rule.message or f"rule {rule.label()}"
+    def _why(rule: Rule, measured: Measurement | None = None) -> str:
+        why = rule.message or f"rule {rule.label()}"
+        if measured is not None:
+            why += f"; the database counted {measured.describe()}"
+        return why
 
     def _timed_out(self, request: ApprovalRequest) -> Verdict:
         return Verdict.deny(

@@ -183,6 +183,8 @@ class LineHandler(ProtocolHandler):
         await stream.send_all(b"OK\n")
 
         class Context:
+            cancel_reason = ""
+
             async def notice(self, message: str) -> None:
                 await stream.send_all(f"NOTICE {message}\n".encode())
 
@@ -194,16 +196,19 @@ class LineHandler(ProtocolHandler):
                 verdict = None
                 gone = False
                 async with trio.open_nursery() as nursery:
-                    async def decide(cmd: Command = cmd) -> None:
+                    context = Context()
+
+                    async def decide(cmd: Command = cmd, context: Context = context) -> None:
                         nonlocal verdict
-                        verdict = await sr.decide(cmd, Context())
+                        verdict = await sr.decide(cmd, context)
                         nursery.cancel_scope.cancel()
 
-                    async def watch_client() -> None:
+                    async def watch_client(context: Context = context) -> None:
                         nonlocal gone
                         while data := await stream.receive_some(4096):
                             buf.extend(data)
                         gone = True
+                        context.cancel_reason = "client_disconnected"
                         nursery.cancel_scope.cancel()
 
                     nursery.start_soon(decide)

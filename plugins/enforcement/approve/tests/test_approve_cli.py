@@ -131,7 +131,8 @@ def test_list_and_show(cli_file: Path, doubles: pluggy.PluginManager) -> None:
     result = invoke("list", "-c", c)
     assert result.exit_code == 0
     header, row = result.output.splitlines()
-    assert header.split() == ["ID", "STATUS", "CREATED", "LISTENER", "SUBJECT", "APPROVALS", "EXPIRES", "COMMAND"]
+    assert header.split() == ["ID", "STATUS", "CREATED", "LISTENER", "SUBJECT", "APPROVALS", "EXPIRES", "ROWS",
+                              "COMMAND"]
     assert row.startswith(f"{pending}  pending") and "alice" in row and "0/1" in row and "delete from t0" in row
     listed = json.loads(invoke("list", "-c", c, "--json").output)
     assert [r["id"] for r in listed] == [pending]

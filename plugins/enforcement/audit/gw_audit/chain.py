@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 from gw.errors import StoreError
-from gw.store import Store
+from gw.store import Claim, ClaimLost, Store
 
 from .records import STREAM, Index, Record
 
@@ -41,6 +41,15 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 def canonical(record: Mapping[str, Any]) -> bytes:
     """The byte string a record's hash covers (the record must already be plain JSON, see ``json_safe``)."""
     return _CANONICAL.encode(record).encode("ascii")
+
+
+def sealed(record: Mapping[str, Any]) -> tuple[str, str]:
+    """The hash of ``record`` (which has no ``hash`` field) and the JSON text of the record with its hash, from
+    one encoding: the canonical bytes are hashed, then ``"hash"`` is added as their last member (JSON objects
+    have no order; ``gw audit verify`` re-encodes canonically)."""
+    body = canonical(record)
+    digest = hashlib.sha256(body).hexdigest()
+    return digest, f'{body[:-1].decode("ascii")},"hash":"{digest}"}}'
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -87,6 +96,10 @@ class AuditChain:
         self._flusher_started = False
         #: Batches appended by this process (observability and tests).
         self.batches = 0
+        #: This gateway's claim on the chain in the store (see :func:`open_chain`), and the stages using it.
+        self.claim: Claim | None = None
+        self.users = 0
+        self._heartbeat: trio.CancelScope | None = None
 
     async def ensure_loaded(self) -> None:
         """Read the chain head from the store once, so a restarted gateway continues its chain."""
@@ -176,16 +189,20 @@ class AuditChain:
         try:
             position, head = self.position, self.head
             try:
-                records = []
+                records, texts = [], []
                 for item in batch:
                     position += 1
                     rec = dict(item.record, chain=self.name, n=position, prev=head)
-                    head = rec["hash"] = record_hash(rec)
+                    head, text = sealed(rec)  # encoded once: hashed, and stored as it is
+                    rec["hash"] = head
                     records.append(rec)
+                    texts.append(text)
                 index = [dict(item.index, chain=self.name) for item in batch]
+                if self.claim is not None:
+                    self.claim.check()  # never write a chain another gateway may have taken over
                 # Shielded: once handed to the store, the outcome must be known to keep the head right.
                 with trio.CancelScope(shield=True):
-                    seqs = await self.store.append(STREAM, records, index=index)
+                    seqs = await self.store.append(STREAM, records, index=index, encoded=texts)
             except Exception as e:  # noqa: BLE001 -- whatever failed, every waiter must learn it
                 for item in batch:
                     item.error = e
@@ -205,11 +222,69 @@ class AuditChain:
 _chains: weakref.WeakKeyDictionary[Store, dict[str, AuditChain]] = weakref.WeakKeyDictionary()
 
 
-async def open_chain(store: Store, name: str) -> AuditChain:
-    """The process-wide chain ``name`` in ``store`` (created and loaded on first use)."""
+async def open_chain(store: Store, name: str, *, lease: float | None = None, holder: str = "") -> AuditChain:
+    """The process-wide chain ``name`` in ``store`` (created and loaded on first use).
+
+    With ``lease`` (seconds), the first user claims the chain in the store (:class:`gw.store.Claim`) before
+    reading its head, and keeps the claim alive with a heartbeat until the last user calls :func:`close_chain`:
+    a second gateway that would write the same chain is refused (``ClaimRefused`` names the holder), and one
+    that takes over a stale claim continues the chain where it ended."""
     chains = _chains.setdefault(store, {})
     chain = chains.get(name)
     if chain is None:
         chain = chains[name] = AuditChain(store, name)
-    await chain.ensure_loaded()
+    if lease is not None and chain.claim is None:
+        claim = Claim(store, name, lease=lease, what="audit chain", holder=holder or name)
+        await claim.acquire()
+        if claim.took_over is not None:
+            log.warning("audit chain %s: took over the claim of %r (pid %s on %s), whose heartbeat stopped; the "
+                        "chain continues where it ended", name, claim.took_over.get("holder"),
+                        claim.took_over.get("pid"), claim.took_over.get("host"))
+        chain.claim = claim
+        chain.loaded = False  # read the head again: it may have moved while the chain was not ours
+        chain._heartbeat = trio.CancelScope()
+        trio.lowlevel.spawn_system_task(_heartbeat, chain, chain._heartbeat, name=f"gw-audit-claim-{name}")
+    chain.users += 1
+    try:
+        await chain.ensure_loaded()
+    except BaseException:
+        await close_chain(chain)
+        raise
     return chain
+
+
+async def close_chain(chain: AuditChain) -> None:
+    """One user less; the last one writes what is queued and releases the claim."""
+    chain.users -= 1
+    if chain.users > 0:
+        return
+    with trio.CancelScope(shield=True):
+        await chain.flush()
+        claim, chain.claim = chain.claim, None
+        if chain._heartbeat is not None:
+            chain._heartbeat.cancel()
+            chain._heartbeat = None
+        if claim is not None:
+            chain.loaded = False
+            try:
+                await claim.release()
+            except Exception as e:  # noqa: BLE001 -- the claim then expires after its lease
+                log.warning("audit chain %s: releasing the claim failed (%s); it expires after %gs",
+                            chain.name, e, claim.lease)
+
+
+async def _heartbeat(chain: AuditChain, scope: trio.CancelScope) -> None:
+    """Renew the chain's claim three times per lease; a failed renewal is retried (writes stop at the lease)."""
+    with scope:
+        while True:
+            claim = chain.claim
+            if claim is None:
+                return
+            await trio.sleep(claim.lease / 3)
+            try:
+                await claim.renew()
+            except ClaimLost as e:
+                log.error("%s", e)
+                return
+            except Exception as e:  # noqa: BLE001 -- the store is down: retry; check() stops writes meanwhile
+                log.warning("audit chain %s: renewing the claim failed (%s); retrying", chain.name, e)

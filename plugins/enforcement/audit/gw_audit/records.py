@@ -155,6 +155,12 @@ class RecordBuilder:
         }
         if self.include_params:
             record["params"] = self.redact.deep(json_safe(command.params))
+        measured = command.attributes.get("measured") if command.attributes else None
+        if isinstance(measured, dict):
+            # The row count the database reported for a rows_over rule (None: unknown, with the reason).
+            record["measured_rows"] = measured.get("rows")
+            if measured.get("reason"):
+                record["measured_reason"] = self.redact(str(measured["reason"]))
         session = command.session
         index = {"type": "command", "subject": session.identity.subject, "session": session.id,
                  "listener": session.listener, "verdict": word}

@@ -17,7 +17,7 @@ from gw.model import Command, Identity, Outcome, Session, Verdict
 from gw.stage import Stage, StageOptions
 from pydantic import Field
 
-from .chain import AuditChain, open_chain
+from .chain import AuditChain, close_chain, open_chain
 from .records import Index, Record, RecordBuilder, Redactor
 
 if TYPE_CHECKING:
@@ -61,7 +61,9 @@ class AuditStage(Stage):
 
     async def open(self) -> None:
         store = self.services.require_store("audit")
-        self._chain = await open_chain(store, self.options.chain or self.services.gateway_name)
+        lease = self.services.config.model.gateway.chain_lease.total_seconds()
+        self._chain = await open_chain(store, self.options.chain or self.services.gateway_name, lease=lease,
+                                       holder=self.services.gateway_name)
 
     async def _write(self, built: tuple[Record, Index]) -> None:
         if self._chain is None:
@@ -99,6 +101,7 @@ class AuditStage(Stage):
         self._chain.enqueue(*self.records.outcome(self.services.gateway_name, command, outcome))
 
     async def close(self) -> None:
-        if self._chain is not None:
+        chain, self._chain = self._chain, None
+        if chain is not None:
             with trio.CancelScope(shield=True):
-                await self._chain.flush()
+                await close_chain(chain)

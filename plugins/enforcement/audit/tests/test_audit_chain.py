@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 from gw.model import Outcome
-from gw_audit.chain import GENESIS, canonical, open_chain, record_hash
+from gw_audit.chain import GENESIS, canonical, open_chain, record_hash, sealed
 from gw_audit.verify import ChainVerifier, verify_store
 from trio.testing import wait_all_tasks_blocked
 
@@ -143,3 +143,12 @@ def test_records_without_valid_chain_fields(field: str, value: Any) -> None:
     records[2][field] = value
     problem_id, problem = verdict(records)
     assert problem_id == 3 and problem.startswith("record 3 (")
+
+
+def test_a_sealed_record_is_encoded_once_and_reads_back_as_hashed() -> None:
+    record = {"b": 1, "a": [1.5, "\u00e9"], "chain": "c", "n": 1, "prev": GENESIS}
+    digest, text = sealed(record)
+    assert digest == record_hash(record)
+    stored = json.loads(text)
+    assert stored == dict(record, hash=digest)
+    assert record_hash(stored) == digest  # what `gw audit verify` recomputes from the stored text

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from gw.model import Command, DenyCode, Verdict
-from gw.rules import Rule
-from gw.stage import Stage, StageOptions
+from gw.model import Command, DenyCode, Kind, Measurement, Verdict
+from gw.rules import Rule, measure, rows_over_explained
+from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field
 
 #: Protocol plugins may list every verb of a command here (a SQL text of several statements, a query that
@@ -34,14 +34,43 @@ class Guard(Stage):
     options: GuardOptions
 
     def evaluate(self, command: Command) -> Verdict | None:
-        """The first matching deny rule's refusal, or None (no opinion) when no rule matches."""
+        """The first matching deny rule's refusal, or None (no opinion) when no rule matches.  A ``rows_over``
+        rule cannot be decided without the database: its refusal says so (``gw policy explain``)."""
         for rule in self.options.deny:
             if _matches(rule, command):
+                if rule.rows_over is not None:
+                    if command.kind in (Kind.READ, Kind.TRANSACTION):
+                        continue  # changes no rows
+                    return Verdict.deny(f"{rows_over_explained(rule)}; above it: "
+                                        f"{self._message(rule, command)}", code=DenyCode.POLICY,
+                                        stage=self.name, rule=rule.label())
                 return Verdict.deny(self._message(rule, command), code=DenyCode.POLICY, stage=self.name,
                                     rule=rule.label())
         return None
 
-    def _message(self, rule: Rule, command: Command) -> str:
+    async def check(self, command: Command, context: CommandContext) -> Verdict | None:
+        """Like :meth:`evaluate`, with ``rows_over`` rules decided on the count the database reports."""
+        measured: Measurement | None = None
+        for rule in self.options.deny:
+            if not _matches(rule, command):
+                continue
+            if rule.rows_over is not None:
+                if measured is None:
+                    measured = await measure(command, context)
+                if not measured.over(rule.rows_over):
+                    continue
+            return Verdict.deny(self._message(rule, command, measured if rule.rows_over is not None else None),
+                                code=DenyCode.POLICY, stage=self.name, rule=rule.label())
+        return None
+
+    def _message(self, rule: Rule, command: Command, measured: Measurement | None = None) -> str:
+        if measured is not None:
+            count = measured.describe()
+            return ((rule.message + f" ({count})") if rule.message else
+                    f"gw policy refused this command ({command.kind.value}, {command.verb or '?'}): it would "
+                    f"change {count}, more than guard rule {rule.label()} of pipeline {self.pipeline!r} "
+                    "allows; nothing was changed. Narrow it (a WHERE that selects fewer rows, or several "
+                    "smaller batches), or ask a gateway operator")
         if rule.message:
             return rule.message
         kind, verb = command.kind.value, command.verb or "?"

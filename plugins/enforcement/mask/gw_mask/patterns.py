@@ -9,7 +9,9 @@ Column patterns have one to three dot-separated parts, each a case-insensitive g
 * ``customers.email`` -- source column ``email`` of a table ``customers`` in any schema.
 * ``public.customers.email`` -- fully qualified.
 
-A column whose source the protocol could not trace (no ``sources``, no ``table``/``column``) is matched on its
+A source part ``*`` means "any" (``public.people.*``: every column of ``people``, from a whole-row reference or
+a value gw could not trace; ``*.*.*``: anything) and matches every pattern part.  A column whose source the
+protocol could not trace (no ``sources``, no ``table``/``column``) is matched on its
 output name by the last part of every pattern, and a source whose schema or table is unknown matches any
 schema or table part: unknown lineage must not let a value through (fail closed).
 """
@@ -70,14 +72,16 @@ class ColumnPattern:
         if (not sources or len(self._parts) == 1) and last.match(column.name.lower()):
             return True
         for schema, table, name in sources:
-            if not last.match(name):
+            # ``*`` in a source stands for "any": every column of a table (a whole-row reference, or a value
+            # gw could not trace inside a statement reading it), any table or schema (``*.*.*``).
+            if name != "*" and not last.match(name):
                 continue
             if len(self._parts) == 1:
                 return True
             # A part the protocol could not name (schema, table) counts as matching: fail closed.
-            if table is not None and not self._parts[-2].match(table):
+            if table is not None and table != "*" and not self._parts[-2].match(table):
                 continue
-            if len(self._parts) == 2 or schema is None or self._parts[0].match(schema):
+            if len(self._parts) == 2 or schema is None or schema == "*" or self._parts[0].match(schema):
                 return True
         return False
 

@@ -198,6 +198,10 @@ class MySQLHandler(ProtocolHandler):
     def describe_upstream(self) -> str:
         return self.target.describe()
 
+    def upstream_address(self) -> tuple[str, int] | None:
+        """Where ``/readyz`` checks that the upstream accepts connections."""
+        return None if self.target.host.startswith("/") else (self.target.host, self.target.port)
+
     def warnings(self) -> list[str]:
         host, _ = self.opts.address
         if not self.opts.require_tls and not is_loopback(host):

@@ -8,11 +8,12 @@ stage wants rows, so the pass-through path never pays for it.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import trio
-from gw.model import Column
 
 from .errors import CONNECTION_FAILURE, UpstreamError
 from .messages import FieldDescription
@@ -39,6 +40,15 @@ def type_name(oid: int) -> str:
     return TYPE_NAMES.get(oid, f"oid:{oid}")
 
 
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """A relation as the catalog knows it: its columns in order, and a view's definition."""
+
+    columns: tuple[str, ...]
+    #: The defining query of a view or materialized view; None for tables.
+    definition: str | None = None
+
+
 class Catalog:
     """Resolves (table OID, attribute number) to ``schema.table.column`` on a connection of its own.
 
@@ -53,6 +63,62 @@ class Catalog:
         self._conn: UpstreamConnection | None = None
         self._lock = trio.Lock()
         self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
+        self._tables: dict[str, TableInfo | None] = {}
+
+    def forget(self) -> None:
+        """DDL was seen: table columns and view definitions may have changed."""
+        self._tables.clear()
+        self._names.clear()
+
+    async def tables(self, names: Iterable[str]) -> dict[str, TableInfo | None]:
+        """``schema.table`` -> its :class:`TableInfo` (None: no such relation); raises UpstreamError."""
+        wanted = set(names)
+        missing = {n for n in wanted if n not in self._tables}
+        if missing:
+            async with self._lock:
+                missing = {n for n in missing if n not in self._tables}
+                if missing:
+                    await self._lookup_tables(missing)
+        return {n: self._tables.get(n) for n in wanted}
+
+    async def _lookup_tables(self, names: set[str]) -> None:
+        pairs = []
+        for name in sorted(names):
+            schema, _, table = name.rpartition(".")
+            # Names come from the client's SQL: passed as hex, never spliced in as text.
+            pairs.append(f"(convert_from(decode('{schema.encode().hex()}', 'hex'), 'UTF8'), "
+                         f"convert_from(decode('{table.encode().hex()}', 'hex'), 'UTF8'))")
+        sql = ("SELECT n.nspname, c.relname, CASE WHEN c.relkind IN ('v', 'm') THEN "
+               "pg_catalog.pg_get_viewdef(c.oid) END, (SELECT pg_catalog.array_to_json(pg_catalog.array_agg("
+               "a.attname::text ORDER BY a.attnum)) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
+               "AND a.attnum > 0 AND NOT a.attisdropped)::text FROM pg_catalog.pg_class c "
+               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+               f"WHERE (n.nspname::text, c.relname::text) IN (VALUES {', '.join(pairs)})")
+        rows = await self._query(sql)
+        if len(self._tables) > self.MAX_ENTRIES:
+            self._tables.clear()
+        for n in names:
+            self._tables[n] = None
+        for nsp, rel, definition, columns in rows:
+            if nsp is None or rel is None:
+                continue
+            cols = tuple(json.loads(columns.decode())) if columns else ()
+            self._tables[f"{nsp.decode()}.{rel.decode()}"] = TableInfo(
+                cols, definition.decode() if definition is not None else None)
+
+    async def _query(self, sql: str) -> list[list[bytes | None]]:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = await self._connect()
+                return await self._conn.simple_query(sql)
+            except UpstreamError:
+                if self._conn is not None:
+                    await self._conn.aclose()
+                    self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     async def resolve(self, keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, str] | None]:
         """``(oid, attnum) -> (schema.table, column)``; raises UpstreamError when the catalog is
@@ -111,26 +177,3 @@ class Catalog:
         if self._conn is not None:
             await self._conn.aclose()
             self._conn = None
-
-
-async def build_columns(fields: Sequence[FieldDescription], catalog: Catalog,
-                        lineage: Sequence[tuple[str, ...]] | None) -> list[Column]:
-    """Columns of a result with every source gw knows; raises UpstreamError when the catalog is needed but
-    unreachable (callers fail closed: they withhold the rows)."""
-    keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
-    names = await catalog.resolve(keys) if keys else {}
-    if lineage is not None and len(lineage) != len(fields):
-        lineage = None
-    columns = []
-    for i, f in enumerate(fields):
-        table = column = None
-        sources: list[str] = []
-        hit = names.get((f.table_oid, f.column_number)) if f.table_oid else None
-        if hit is not None:
-            table, column = hit
-            sources.append(f"{table}.{column}")
-        if lineage is not None:
-            sources.extend(s for s in lineage[i] if s not in sources)
-        columns.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
-                              binary=f.format == 1, sources=tuple(sources)))
-    return columns

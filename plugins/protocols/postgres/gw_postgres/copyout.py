@@ -9,93 +9,105 @@ are refused under a filter rather than relayed unfiltered (fail closed).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-
-
-_IDENT = r'(?:"(?:[^"]|"")*"|[A-Za-z_][\w$]*)'
-#: A possibly schema- (and database-) qualified table name.
-_TABLE = re.compile(rf"({_IDENT}(?:\s*\.\s*{_IDENT}){{0,2}})\s*")
+from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, quote_identifier, sql_text, token_kind
 
 
 @dataclass(frozen=True, slots=True)
 class CopyOut:
-    """The SELECT a ``COPY ... TO STDOUT`` reads, and its output format (``text``, ``csv``, ``binary``)."""
+    """What a ``COPY ... TO`` reads and where it writes.
+
+    ``query`` is the SELECT it reads (``COPY t (a, b) TO ...`` reads ``SELECT a, b FROM t``); ``target`` is
+    ``stdout``, ``file`` or ``program``; ``format`` is ``text``, ``csv`` or ``binary``; ``plain`` says the
+    options are the defaults gw can decode (text format, tab delimiter, ``\\N`` for NULL)."""
 
     query: str
     format: str
+    target: str = "stdout"
+    plain: bool = True
 
 
-def _skip_parens(text: str, i: int) -> int:
-    """Index just after the parenthesis closing the one at ``text[i]``, respecting quotes; -1 if
-    unbalanced."""
+def _close_paren(tokens: Sequence[str], i: int) -> int:
+    """Index of the ``)`` matching the ``(`` at ``tokens[i]``; -1 if unbalanced."""
     depth = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "(":
+    for j in range(i, len(tokens)):
+        if tokens[j] == "(":
             depth += 1
-        elif c == ")":
+        elif tokens[j] == ")":
             depth -= 1
             if depth == 0:
-                return i + 1
-        elif c in ("'", '"'):
-            end = text.find(c, i + 1)
-            while end != -1 and end + 1 < n and text[end + 1] == c:
-                end = text.find(c, end + 2)
-            if end == -1:
-                return -1
-            i = end
-        elif c == "$":
-            m = re.match(r"\$[A-Za-z_0-9]*\$", text[i:])
-            if m:
-                end = text.find(m.group(0), i + len(m.group(0)))
-                if end == -1:
-                    return -1
-                i = end + len(m.group(0)) - 1
-        i += 1
+                return j
     return -1
 
 
-def parse_copy_out(statement: str) -> CopyOut | None:
-    """The query and format of ``COPY ... TO STDOUT``; None when the statement is not one (or is not
-    understood, which callers treat as "cannot tell": fail closed)."""
-    text = _COMMENTS.sub(" ", statement).strip().rstrip(";").strip()
-    m = re.match(r"copy\s*", text, re.IGNORECASE)
-    if not m:
+def parse_copy_tokens(tokens: Sequence[str]) -> CopyOut | None:
+    """The query, target and format of one ``COPY ... TO`` statement given as lexer tokens (the exact
+    statement the server runs: comments and string literals are the lexer's business); None when it is not
+    a COPY TO or gw does not understand it (callers fail closed)."""
+    if len(tokens) < 3 or tokens[0].lower() != "copy":
         return None
-    i = m.end()
-    if text[i:i + 1] == "(":
-        end = _skip_parens(text, i)
+    i = 1
+    if tokens[i] == "(":
+        end = _close_paren(tokens, i)
         if end < 0:
             return None
-        query = text[i + 1:end - 1].strip()
-        rest = text[end:]
+        query = sql_text(list(tokens[i + 1:end]))
+        i = end + 1
     else:
-        m2 = _TABLE.match(text[i:])
-        if not m2:
+        parts: list[str] = []
+        while i < len(tokens) and token_kind(tokens[i]) in (WORD, QIDENT):
+            parts.append(quote_identifier(identifier_value(tokens[i])))
+            i += 1
+            if i < len(tokens) and tokens[i] == ".":
+                i += 1
+                continue
+            break
+        if not parts or tokens[i - 1] == ".":
             return None
-        table = m2.group(1)
-        j = i + m2.end()
         columns = "*"
-        if text[j:j + 1] == "(":
-            end = _skip_parens(text, j)
+        if i < len(tokens) and tokens[i] == "(":
+            end = _close_paren(tokens, i)
             if end < 0:
                 return None
-            columns = text[j + 1:end - 1].strip()
-            j = end
-        query = f"SELECT {columns} FROM {table}"
-        rest = text[j:]
-    if not re.match(r"\s*to\s+stdout\b", rest, re.IGNORECASE):
+            names = tokens[i + 1:end]
+            if not all(token_kind(t) in (WORD, QIDENT) or t == "," for t in names):
+                return None
+            columns = ", ".join(quote_identifier(identifier_value(t)) for t in names if t != ",")
+            i = end + 1
+        query = f"SELECT {columns} FROM {'.'.join(parts)}"
+    if i >= len(tokens) or tokens[i].lower() != "to":
         return None
-    options = rest.lower()
+    i += 1
+    if i >= len(tokens):
+        return None
+    where = tokens[i].lower()
+    if where == "stdout":
+        target = "stdout"
+    elif where == "program":
+        target = "program"
+    else:
+        target = "file"
+    options = [t.lower() for t in tokens[i + 1:]]
     fmt = "text"
-    if re.search(r"\bformat\s*'?\s*csv\b|\bcsv\b", options):
-        fmt = "csv"
-    elif re.search(r"\bformat\s*'?\s*binary\b|\bbinary\b", options):
-        fmt = "binary"
-    return CopyOut(query, fmt)
+    plain = True
+    words = [t for t in options if t not in ("(", ")", ",", "with")]
+    k = 0
+    while k < len(words):
+        w = words[k]
+        if w == "format" and k + 1 < len(words):
+            fmt = words[k + 1] if words[k + 1] in ("text", "csv", "binary") else "unknown"
+            k += 2
+            continue
+        if w in ("csv", "binary"):
+            fmt = w
+        elif w != "text":
+            plain = False  # delimiter, null, header, encoding, quote ...: not the default text layout
+        k += 1
+    if fmt != "text":
+        plain = False
+    return CopyOut(query, fmt, target, plain)
 
 
 _UNESCAPE = {"b": b"\b", "f": b"\f", "n": b"\n", "r": b"\r", "t": b"\t", "v": b"\v", "\\": b"\\"}

@@ -26,19 +26,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, DenyCode, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
+from gw_sqlanalysis import ANYTHING
 
 from . import errors as E
 from .codec import WireCodec
-from .columns import build_columns
-from .copyout import decode_text_row, encode_text_row, parse_copy_out
+from .copyout import decode_text_row, encode_text_row, parse_copy_tokens
 from .errors import ProtocolError, UpstreamError
 from .messages import (
     BackendType,
     Bind,
     Close,
+    CopyOutResponse,
     Describe,
     ErrorResponse,
     Execute,
@@ -53,6 +54,7 @@ from .messages import (
     frame,
     rows_from_tag,
 )
+from .provenance import Provenance, statement_tokens
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
 if TYPE_CHECKING:
@@ -165,6 +167,8 @@ class Pending:
     filter: RowFilter | None = None
     #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
     withhold: str | None = None
+    #: In a simple Query: the 0-based index of the statement whose results arrive now.
+    statement_index: int = 0
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
@@ -238,6 +242,7 @@ class ProxySession:
         self._scope: trio.CancelScope | None = None
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
+        self.provenance = Provenance(handler.classifier, handler.catalog)
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -628,7 +633,7 @@ class ProxySession:
                 return True
             return self._on_backend(t, body)
         if head.command is not None:  # COPY_OUT_RESPONSE
-            await self._open_copy_out(head, body[0] if len(body) else 0)
+            await self._open_copy_out(head, body)
         return True
 
     def _on_backend(self, t: int, body: memoryview) -> bytes | bool:
@@ -653,10 +658,14 @@ class ProxySession:
                     head.filter = None
                     self._pop_filter(head)
                 return error_message("ERROR", E.SYSTEM_ERROR, reason)
+            if head is not None and head.command is not None and head.wants_rows:
+                index = head.statement_index if head.expect is Expect.QUERY else None
+                self.provenance.completed(head.command.text, index, tag)
             if head is not None and head.expect is Expect.EXECUTE:
                 self._pop()
             elif head is not None:
                 head.filter = None
+                head.statement_index += 1
                 self._pop_filter(head)
             return True
         if t == BackendType.READY_FOR_QUERY:
@@ -687,6 +696,8 @@ class ProxySession:
         if t == BackendType.PARAMETER_DESCRIPTION:
             return not (head is not None and head.internal)
         if t in (BackendType.EMPTY_QUERY_RESPONSE, BackendType.PORTAL_SUSPENDED):
+            if head is not None and head.expect is Expect.QUERY:
+                head.statement_index += 1
             if head is not None and head.expect is Expect.EXECUTE:
                 if head.outcome is not None and t == BackendType.PORTAL_SUSPENDED:
                     head.outcome.tag = "SUSPENDED"
@@ -758,15 +769,9 @@ class ProxySession:
         """Columns and the pipeline's row filter for the result that starts now."""
         assert head.command is not None
         head.resolve_rows = False
-        lineage = None
-        cls = self.handler.classifier
+        index = head.statement_index if head.expect is Expect.QUERY else None
         try:
-            if text and "multi_statement" not in head.command.flags:
-                lineage = cls.column_sources(text)
-        except Exception:
-            log.debug("lineage failed for %r", text, exc_info=True)
-        try:
-            columns = await build_columns(fields, self.handler.catalog, lineage)
+            columns = await self.provenance.columns(fields, text, index)
         except UpstreamError as e:
             log.error("session %s: cannot resolve result columns: %s", self.sr.session.id, e)
             head.withhold = ("gw could not determine which table columns this result comes from (the catalog "
@@ -776,34 +781,36 @@ class ProxySession:
             head.filter = self.sr.rows(head.command, columns)
         self._pop_filter(head)
 
-    async def _open_copy_out(self, head: Pending, overall_format: int) -> None:
-        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns, then filter text rows,
-        or withhold the data when the filter cannot be honoured (fail closed)."""
+    async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
+        """A COPY TO STDOUT starts while a stage may filter rows: learn its columns (the lineage of the very
+        statement that runs, as the lexer splits it), then filter text rows, or withhold the data when the
+        filter cannot be honoured (fail closed)."""
         assert head.command is not None
-        copy = None if "multi_statement" in head.command.flags else parse_copy_out(head.command.text)
+        response = CopyOutResponse.decode(body)
+        index = head.statement_index if head.expect is Expect.QUERY else None
+        tokens = statement_tokens(self.handler.classifier, head.command.text, index)
+        copy = parse_copy_tokens(tokens) if tokens else None
+        width = len(response.column_formats)
         if copy is None:
-            head.withhold = ("gw cannot tell which columns this COPY returns, so it cannot apply the masking "
-                             "policy; it withheld the data. Use SELECT, or COPY (SELECT ...) TO STDOUT alone")
-            self._pop_filter(head)
-            return
-        try:
-            lineage = self.handler.classifier.column_sources(copy.query)
-        except Exception:  # noqa: BLE001 - lineage is best effort; the catalog still gives plain references
-            lineage = None
-        try:
-            fields = await self.handler.catalog.describe(copy.query)
-            columns = await build_columns(fields, self.handler.catalog, lineage)
-        except UpstreamError as e:
-            log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
-            head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
-                             "the masking policy requires; use SELECT instead")
-            self._pop_filter(head)
-            return
+            sources: list[tuple[str, ...]] = [(ANYTHING,)] * width
+        else:
+            try:
+                sources = await self.provenance.sources(copy.query, None, width)
+            except UpstreamError as e:
+                log.error("session %s: cannot resolve COPY columns: %s", self.sr.session.id, e)
+                head.withhold = ("gw could not determine the columns of this COPY, so it withheld the data as "
+                                 "the masking policy requires; use SELECT instead")
+                self._pop_filter(head)
+                return
+        columns = [Column(name=f"column{i + 1}", type_name="text", sources=s) for i, s in enumerate(sources)]
         head.filter = self.sr.rows(head.command, columns)
-        if head.filter is not None and (copy.format != "text" or overall_format != 0):
+        if head.filter is not None and (copy is None or not copy.plain or response.format != 0):
             head.filter = None
-            head.withhold = (f"a masking rule applies to this result and gw cannot mask COPY {copy.format} "
-                             "output; use COPY ... TO STDOUT in text format, or SELECT")
+            shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \
+                "this COPY's"
+            head.withhold = (f"a masking rule applies to this result and gw cannot mask {shown} output; use "
+                             "COPY ... TO STDOUT in text format with the default options (no DELIMITER, NULL, "
+                             "HEADER), or SELECT")
         self._pop_filter(head)
 
     def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:
@@ -815,7 +822,12 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_text_row(bytes(body))
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a COPY row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return frame(_COPY_DATA, encode_text_row(new))
@@ -833,10 +845,22 @@ class ProxySession:
         if filt is None:
             return True
         values = decode_data_row(body)
-        new = filt.row(values)
+        try:
+            new = filt.row(values)
+        except Exception:
+            log.exception("session %s: a row filter failed", self.sr.session.id)
+            self._filter_failed(head)
+            return False
         if new is values:
             return True
         return encode_data_row(new)
+
+    def _filter_failed(self, head: Pending) -> None:
+        head.filter = None
+        head.withhold = ("gw could not apply the masking policy to a row of this result, so it withheld the "
+                         "rest of the result as policy requires; simplify the query (plain columns, SELECT "
+                         "instead of COPY) and retry")
+        self._pop_filter(head)
 
 
 #: Statements and portals gw remembers per session.  The upstream holds the real ones; gw's copies only carry

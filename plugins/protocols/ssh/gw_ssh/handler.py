@@ -77,6 +77,10 @@ class SSHHandler(ProtocolHandler):
         up = self.opts.upstream
         return f"{up.user}@{up.host}:{up.port}"
 
+    def upstream_address(self) -> tuple[str, int] | None:
+        """Where ``/readyz`` checks that the SSH host accepts connections."""
+        return self.opts.upstream.host, self.opts.upstream.port
+
     def redact(self, text: str) -> str:
         """``text`` with what the installed detectors find replaced by ``***`` (for the log: an SSH user name
         is the client's text, like a command)."""

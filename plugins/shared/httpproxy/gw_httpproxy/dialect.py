@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from gw.model import Command, Kind, Verdict
+from gw.model import Command, Kind, ObjectSyntax, Verdict
 from gw.stage import StreamFilter
 
 from . import filtering, replies
@@ -37,6 +37,7 @@ from .targets import Target
 if TYPE_CHECKING:
     from gw.pipeline import SessionRuntime
 
+    from .options import ProxyListenerOptions
     from .tunnel import MessageFilter, MessageObserver
 
 
@@ -77,6 +78,11 @@ class CommandSpec(NamedTuple):
     objects: tuple[str, ...]
     flags: frozenset[str] = frozenset()
     attributes: Mapping[str, Any] = {}  # never mutated: the proxy copies it into the command
+    #: Every verb the request runs when there are several (a Kubernetes exec: ``exec`` and the programs of
+    #: its command line); rules on ``verb`` match any of them.
+    verbs: tuple[str, ...] = ()
+    #: How rules compare ``objects``; None keeps the command's default.
+    object_syntax: ObjectSyntax | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +106,18 @@ class ProxyDialect:
     def command(self, request: RequestView) -> CommandSpec:
         raise NotImplementedError
 
+    def refusal(self, request: RequestView, command: Command, options: ProxyListenerOptions) -> Reply | None:
+        """A refusal of the listener itself, before any stage sees the command (the Kubernetes plugin: SPDY
+        upgrades, port-forward unless allowed); None lets the command go on to the pipeline."""
+        return None
+
     def reply(self, status: int, reason: str, message: str, *, request_id: str | None = None,
               **extra: Any) -> Reply:
         return Reply(status, replies.json_body(message, reason, request_id, **extra))
 
-    def verdict_reply(self, verdict: Verdict, request_id: str) -> Reply:
+    def verdict_reply(self, verdict: Verdict, request_id: str, command: Command | None = None) -> Reply:
+        """The response to a refused command (``command``: the refused command, for dialects that tailor
+        the reply to it)."""
         return Reply(replies.verdict_status(verdict), replies.verdict_body(verdict, request_id))
 
     def upstream_headers(self, headers: HeaderList, request: RequestView, sr: SessionRuntime) -> HeaderList:

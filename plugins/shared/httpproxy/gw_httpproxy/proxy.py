@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import select
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
@@ -594,8 +594,12 @@ class ProxyConnection:
         if view.effective_method != view.method:
             attributes["method_sent"] = view.method
         attributes.update(spec.attributes)
+        extra: dict[str, Any] = {}
+        if spec.object_syntax is not None:
+            extra["object_syntax"] = spec.object_syntax
         return sr.command(spec.text, language=self.dialect.language, kind=spec.kind, verb=spec.verb,
-                          objects=spec.objects, flags=frozenset(flags), attributes=attributes)
+                          objects=spec.objects, flags=frozenset(flags), attributes=attributes, verbs=spec.verbs,
+                          **extra)
 
     async def _run_command(self, sr: SessionRuntime, request: Request, target: Target, override: str | None,
                            has_body: bool, length: int | None) -> None:
@@ -613,12 +617,18 @@ class ProxyConnection:
         except Refusal as e:
             await self._refuse_error(e.status, e.reason, str(e))
             return
+        refusal = self.dialect.refusal(view, cmd, self.opts)
+        if refusal is not None:
+            log.info("listener %s: %s: refused before policy: %s", self.listener.name, self.client_address,
+                     cmd.text)
+            await self._refuse(refusal)
+            return
         request_id = f"{sr.session.id}-{cmd.seq}"
         outcome = Outcome(status="error")
         try:
             verdict = await self._decide(sr, cmd)
             if not verdict.allowed:
-                reply = self.dialect.verdict_reply(verdict, request_id)
+                reply = self.dialect.verdict_reply(verdict, request_id, cmd)
                 outcome.status, outcome.tag = "denied", str(reply.status)
                 outcome.error_code = verdict.code.value if verdict.code else "policy"
                 outcome.error_message = verdict.reason
@@ -1017,5 +1027,9 @@ class ProxyConnection:
         if websocket:
             outcome.notes["messages_from_client"] = result.messages_from_client
             outcome.notes["messages_from_upstream"] = result.messages_from_upstream
+            # A message filter that learnt how the stream ended (a Kubernetes exec's exit status) says so.
+            notes = getattr(to_agent, "outcome_notes", None)
+            if isinstance(notes, dict):
+                outcome.notes.update(notes)
         if result.failures:
             self._fail(outcome, 101, "stream_filter_failed", result.failures[0])

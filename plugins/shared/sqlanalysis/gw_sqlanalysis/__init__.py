@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from gw.model import Kind
 
 from .dialects import DialectRules, rules_for
 from .lexer import Lexed, lex, public_fingerprint, split_tokens, sql_text
-from .lineage import column_sources as _column_sources
+from .lineage import ANYTHING, Lineage, statement_lineage
 from .model import Classification, combine
 from .statements import classify_statement
-from .tree import ParseFailure, parse_one
+from .tree import ParseFailure, parse_one, table_objects
 
-__all__ = ["Classification", "Classifier", "count_statements", "fingerprint"]
+__all__ = ["ANYTHING", "Classification", "Classifier", "Lineage", "count_statements", "fingerprint"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -102,7 +102,8 @@ class Classifier:
         budget = max(1, cache_size) * 512
         self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
-        self._sources: _LRU[tuple[str, int], tuple[list[tuple[str, ...]] | None]] = _LRU(cache_size, budget)
+        self._trees: _LRU[tuple[str, int], tuple[object, tuple[str, ...]]] = _LRU(cache_size, budget)
+        self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
 
@@ -144,37 +145,72 @@ class Classifier:
         return fingerprint(text, self.dialect)
 
     # -- lineage --------------------------------------------------------------------------------------------
-    def column_sources(self, text: str, statement: int | None = None) -> list[tuple[str, ...]] | None:
+    def column_sources(self, text: str, statement: int | None = None,
+                       tables: Mapping[str, Sequence[str]] | None = None) -> list[tuple[str, ...]] | None:
         """For a query returning rows: per output column (in order), the source columns it derives from as
-        ``schema.table.column`` (``public.people.ssn``); an empty tuple for a column that derives from none
-        (a literal, ``count(*)``); None when not determinable (``SELECT *`` from a table, a statement gw
-        cannot parse, a text of several statements when ``statement`` -- the 0-based index of the statement
-        in the text -- is not given)."""
-        try:
-            lexed = self._lex(text)
-            if lexed.error is not None or lexed.flags:
-                return None
-            statements = split_tokens(lexed.tokens)
-            if statement is None:
-                if len(statements) != 1:
-                    return None
-                statement = 0
-            if not 0 <= statement < len(statements):
-                return None
-            key = (lexed.shape, statement)
-            cached = self._sources.get(key)
-            if cached is not None:
-                return cached[0]
-            tokens = statements[statement]
-            try:
-                tree = parse_one(sql_text(tokens), self.rules)
-                result = _column_sources(tree, self.rules)
-            except ParseFailure:
-                result = None
-            self._sources.put(key, (result,), len(lexed.shape))
-            return result
-        except Exception:  # noqa: BLE001 - lineage is advisory; the caller falls back to detectors
+        ``schema.table.column`` (``public.people.ssn``), ``schema.table.*`` (every column of the table: a
+        whole-row reference, or something gw could not trace) or :data:`ANYTHING`; an empty tuple for a column
+        that derives from none (a literal, ``count(*)``).  None when the number of columns is not known
+        (``SELECT *`` from a table not in ``tables``), the statement cannot be parsed, or ``text`` holds
+        several statements and ``statement`` -- the 0-based index of one -- is not given."""
+        lineage = self.lineage(text, statement, tables)
+        if lineage is None or lineage.columns is None:
             return None
+        return list(lineage.columns)
+
+    def lineage(self, text: str, statement: int | None = None,
+                tables: Mapping[str, Sequence[str]] | None = None) -> Lineage | None:
+        """The :class:`Lineage` of one statement of ``text`` (see :meth:`column_sources`); ``tables`` gives
+        the columns of tables by ``schema.table`` (from the database's catalog).  None when the statement
+        cannot be parsed (callers treat every value as derived from anything)."""
+        try:
+            parsed = self._parsed(text, statement)
+            if parsed is None:
+                return None
+            shape_key, tree, names = parsed
+            known = tuple((t, tuple(tables[t])) for t in names if tables is not None and t in tables)
+            key = (*shape_key, known)
+            cached = self._lineages.get(key)
+            if cached is not None:
+                return cached
+            result = statement_lineage(tree, self.rules, dict(known))
+            self._lineages.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
+            return result
+        except Exception:  # noqa: BLE001 - callers fail closed on None
+            return None
+
+    def tables(self, text: str, statement: int | None = None) -> tuple[str, ...] | None:
+        """The tables (``schema.table``) one statement of ``text`` names; None when it cannot be parsed."""
+        try:
+            parsed = self._parsed(text, statement)
+        except Exception:  # noqa: BLE001
+            return None
+        return parsed[2] if parsed is not None else None
+
+    def _parsed(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
+        lexed = self._lex(text)
+        if lexed.error is not None or lexed.flags:
+            return None
+        statements = split_tokens(lexed.tokens)
+        if statement is None:
+            if len(statements) != 1:
+                return None
+            statement = 0
+        if not 0 <= statement < len(statements):
+            return None
+        key = (lexed.shape, statement)
+        cached = self._trees.get(key)
+        if cached is None:
+            try:
+                tree = parse_one(sql_text(statements[statement]), self.rules)
+            except ParseFailure:
+                cached = (None, ())
+            else:
+                cached = (tree, tuple(table_objects(tree, self.rules)))
+            self._trees.put(key, cached, len(lexed.shape))
+        if cached[0] is None:
+            return None
+        return key, cached[0], cached[1]
 
 
 def fingerprint(text: str, dialect: str = "postgres") -> str:

@@ -71,9 +71,11 @@ def walk_effects(tree: exp.Expr, rules: DialectRules, facts: Facts) -> None:
             facts.add_verb(_DML_VERBS[type(node)])
             if node is not tree:
                 facts.flags.add("cte_write")
-            if isinstance(node, (exp.Update, exp.Delete)) and _unfiltered(node.args.get("where")):
+            if isinstance(node, (exp.Update, exp.Delete)) and _unfiltered(node.args.get("where"), node):
                 facts.flags.add("no_where")
-            if isinstance(node, exp.Merge) and _unfiltered(node.args.get("on")):
+            if isinstance(node, exp.Merge) and _unfiltered(node.args.get("on"), node):
+                facts.flags.add("no_where")
+            if isinstance(node, exp.Insert) and _unfiltered_upsert(node):
                 facts.flags.add("no_where")
         elif isinstance(node, exp.Select):
             into = node.args.get("into")
@@ -92,9 +94,84 @@ def walk_effects(tree: exp.Expr, rules: DialectRules, facts: Facts) -> None:
             facts.flags.add("unparsed")
 
 
-def _unfiltered(condition: exp.Expr | None) -> bool:
-    """No condition, or one that references no column (``WHERE 1 = 1``, ``WHERE true``): every row."""
-    return condition is None or condition.find(exp.Column) is None
+def _unfiltered(condition: exp.Expr | None, statement: exp.Expr) -> bool:
+    """No condition, or an obvious tautology: every row.
+
+    Syntax cannot prove a condition selective (``rows_over`` asks the database for that); this catches the
+    shapes that plainly select everything: no column at all (``WHERE 1 = 1``, ``WHERE true``), a column
+    compared with itself (``id = id``, ``v IS NOT DISTINCT FROM v``), a table joined with itself on the same
+    column (``DELETE FROM t USING t t2 WHERE t.id = t2.id``: every row matches itself), ``true OR ...``, and
+    conjunctions of these."""
+    if condition is None:
+        return True
+    if isinstance(condition, exp.Where):
+        condition = condition.this
+    return _tautology(condition, _table_aliases(statement))
+
+
+def _unfiltered_upsert(insert: exp.Insert) -> bool:
+    """``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (MySQL ``ON DUPLICATE KEY UPDATE``) without a WHERE
+    on the update can rewrite every row the query yields, which may be the whole table.  A VALUES list
+    changes at most its own rows."""
+    conflict = insert.args.get("conflict")
+    if not isinstance(conflict, exp.OnConflict):
+        return False
+    action = conflict.args.get("action")
+    updates = conflict.args.get("duplicate") or (action is not None and "UPDATE" in str(action.name).upper())
+    if not updates:
+        return False
+    if isinstance(insert.expression, exp.Values):
+        return False
+    return _unfiltered(conflict.args.get("where"), insert)
+
+
+#: Comparisons that hold for every row when both sides are the same expression.
+_REFLEXIVE = (exp.EQ, exp.GTE, exp.LTE, exp.NullSafeEQ)
+
+
+def _tautology(condition: exp.Expr, aliases: dict[str, str]) -> bool:
+    while isinstance(condition, exp.Paren):
+        condition = condition.this
+    if condition.find(exp.Column) is None:
+        return True
+    if isinstance(condition, exp.Or):
+        return _tautology(condition.this, aliases) or _tautology(condition.expression, aliases)
+    if isinstance(condition, exp.And):
+        return _tautology(condition.this, aliases) and _tautology(condition.expression, aliases)
+    if isinstance(condition, _REFLEXIVE):
+        return _resolved(condition.this, aliases) == _resolved(condition.expression, aliases)
+    if isinstance(condition, exp.In) and condition.this is not None:
+        mine = _resolved(condition.this, aliases)
+        return any(_resolved(e, aliases) == mine for e in condition.expressions)
+    return False
+
+
+def _table_aliases(statement: exp.Expr) -> dict[str, str]:
+    """Alias (or name) -> table name for the tables of a DML statement; the target is also what unqualified
+    columns are taken to belong to (key ``""``)."""
+    out: dict[str, str] = {}
+    for table in statement.find_all(exp.Table):
+        if isinstance(table.this, exp.Identifier):
+            name = ".".join(p.name for p in (table.args.get("db"), table.this) if p is not None)
+            out.setdefault(table.alias_or_name, name)
+    target = statement.this
+    if isinstance(target, exp.Schema):
+        target = target.this
+    if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
+        out[""] = out.get(target.alias_or_name, target.name)
+    return out
+
+
+def _resolved(node: exp.Expr | None, aliases: dict[str, str]) -> str:
+    """``node`` as SQL with every column qualified by its table's real name (aliases resolved)."""
+    if node is None:
+        return ""
+    copy = node.copy()
+    for column in [copy, *copy.find_all(exp.Column)] if isinstance(copy, exp.Column) else copy.find_all(
+            exp.Column):
+        table = aliases.get(column.table, column.table) if column.table else aliases.get("", "")
+        column.set("table", exp.to_identifier(table) if table else None)
+    return copy.sql()
 
 
 def _function(node: exp.Func, rules: DialectRules, facts: Facts) -> None:

@@ -1,9 +1,10 @@
-"""column_sources: per output column, the schema.table.column sources it derives from (None: not knowable)."""
+"""Lineage: per output column, the schema.table.column sources it derives from, failing closed (whole-row and
+untraceable items widen to every column of the tables concerned; None only when the width is not knowable)."""
 
 from __future__ import annotations
 
 import pytest
-from gw_sqlanalysis import Classifier
+from gw_sqlanalysis import ANYTHING, Classifier
 
 P = "public.people"
 
@@ -43,17 +44,82 @@ def test_sources(sql: str, expected: list[tuple[str, ...]]) -> None:
 
 
 @pytest.mark.parametrize("sql", [
-    "select * from people",  # the table's columns are not in the text
+    "select * from people",  # the table's columns are not in the text (and not given)
     "select p.* from people p",
-    "select row_to_json(p) from people p",  # whole-row reference
-    "select json_build_object('a', p.*) from people p",
-    "select x from people as p(x, y)",  # alias renames columns by position
     "select 1; select 2",  # which statement?
     "select ssn from people where",  # not parseable
     "select 'unterminated",
 ])
-def test_not_determinable(sql: str) -> None:
+def test_width_not_known(sql: str) -> None:
     assert Classifier("postgres").column_sources(sql) is None
+
+
+PEOPLE = {P: ["id", "name", "ssn", "note"], "public.t": ["id", "x"]}
+WHOLE = (f"{P}.*",)
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    # whole-row and composite references derive from every column of the table
+    ("select p from people p", [WHOLE]),
+    ("select row_to_json(p) from people p", [WHOLE]),
+    ("select json_build_object('a', p.*) from people p", [tuple(f"{P}.{c}" for c in ("id", "name", "note", "ssn"))]),
+    ("select translate(p::text, '0123456789', 'abcdefghij') from people p", [WHOLE]),
+    ("select encode(convert_to(p::text, 'UTF8'), 'base64') from people p", [WHOLE]),
+    ("select value from people p, jsonb_each_text(to_jsonb(p)) where key = 'ssn'", [WHOLE]),
+    ("select (p).ssn from people p", [WHOLE]),
+    # one untraceable item never poisons (nor unmasks) its neighbours
+    ("select replace(ssn, '-', '') x, (p is null) y, id from people p",
+     [(f"{P}.ssn",), WHOLE, (f"{P}.id",)]),
+    ("select id, name from people p where p is not null", [(f"{P}.id",), (f"{P}.name",)]),
+    ("select count(*), length(name) from people", [(), (f"{P}.name",)]),
+    # aliases with column lists rename by position (the table's columns known)
+    ("select replace(c, '-', '') from people as p(a, b, c)", [(f"{P}.ssn",)]),
+    ("select a from people as p(a, b, c)", [(f"{P}.id",)]),
+    # parenthesised joins keep their items' aliases
+    ("select replace(p.ssn, '-', '') from (people p join t on p.id = t.id)", [(f"{P}.ssn",)]),
+    # VALUES with subqueries
+    ("values ((select replace(ssn, '-', '') from people where id = 1))", [(f"{P}.ssn",)]),
+    ("select * from (values (1, (select ssn from people limit 1))) v(a, b)", [(), (f"{P}.ssn",)]),
+    # star from a table with known columns
+    ("select * from people", [(f"{P}.id",), (f"{P}.name",), (f"{P}.ssn",), (f"{P}.note",)]),
+    ("select x.name from (select * from people) x", [(f"{P}.name",)]),
+    # LATERAL, set-returning functions
+    ("select q.x from t, lateral (select ssn as x from people) q", [(f"{P}.ssn",)]),
+    ("select u from people p, unnest(array[p.ssn]) u", [(f"{P}.ssn",)]),
+    ("select r.ssn from people p, json_populate_record(null::people, row_to_json(p)) r", [WHOLE]),
+    # UNION branches
+    ("select name from people union select ssn from people", [(f"{P}.name", f"{P}.ssn")]),
+    # RETURNING and data-modifying CTEs
+    ("update people p set note = note where id = 2 returning p", [WHOLE]),
+    ("with d as (delete from people where id = 9 returning *) select ssn from d", [(f"{P}.ssn",)]),
+    # SQL given as text, functions gw does not know: anything
+    ("select query_to_xml('select ssn from people', true, true, '')", [(ANYTHING,)]),
+    ("select my_lookup(1)", [(ANYTHING,)]),
+    ("select id, public.my_lookup(id) from people", [(f"{P}.id",), (ANYTHING, f"{P}.id")]),
+])
+def test_fail_closed_lineage(sql: str, expected: list[tuple[str, ...]]) -> None:
+    assert Classifier("postgres").column_sources(sql, tables=PEOPLE) == expected
+
+
+def test_width_unknown_falls_back_to_every_table() -> None:
+    lineage = Classifier("postgres").lineage("select * from people p, zz")
+    assert lineage is not None and lineage.columns is None
+    assert set(lineage.fallback) == {f"{P}.*", "public.zz.*"}
+
+
+@pytest.mark.parametrize(("sql", "writes"), [
+    ("insert into people(id, ssn) select 100, ssn from people where id = 2", (f"{P}.ssn",)),
+    ("update people set note = ssn", (f"{P}.ssn",)),
+    ("create table z as select ssn from people", (f"{P}.ssn",)),
+    ("select ssn into z from people", (f"{P}.ssn",)),
+    ("select set_config('application_name', replace(ssn, '-', ''), false) from people", WHOLE),
+    ("select pg_notify('ch', ssn) from people where id = 2", WHOLE),
+    ("insert into t values (1, 'x')", ()),
+    ("update people set note = 'x' where ssn = '1'", ()),
+])
+def test_writes(sql: str, writes: tuple[str, ...]) -> None:
+    lineage = Classifier("postgres").lineage(sql, tables=PEOPLE)
+    assert lineage is not None and lineage.writes == writes
 
 
 def test_statement_index_for_multi_statement_text() -> None:
@@ -64,8 +130,8 @@ def test_statement_index_for_multi_statement_text() -> None:
 
 def test_cached_per_shape_and_literal_independent() -> None:
     c = Classifier("postgres")
-    first = c.column_sources("select ssn from people where id = 1")
-    assert c.column_sources("select ssn from people where id = 2") is first
+    first = c.lineage("select ssn from people where id = 1")
+    assert c.lineage("select ssn from people where id = 2") is first
 
 
 def test_mysql_lineage() -> None:

@@ -7,15 +7,16 @@ Design points (see docs/plugins/sqlite.md):
 * **Durability.** ``synchronous = "full"`` (the default) fsyncs the WAL at every commit, so a record is on disk
   when :meth:`SqliteStore.append` returns -- the audit stage relies on that before a command is forwarded.
   ``"normal"`` skips that fsync (a commit survives a gw crash but may be lost on power failure or an OS crash).
-* **Group commit.** All writes of this process go through one writer connection.  A write that arrives while a
-  transaction is being committed waits and joins the *next* transaction together with every other write that
-  arrived meanwhile: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync) per batch, not per record.  Each call
-  returns once the transaction holding its writes has committed.
-* **Nothing that waits for the disk on the trio thread.** A batch's inserts run on the event loop (they touch
-  only SQLite's page cache); the COMMIT's fsync (``synchronous = "full"``), waiting for a write lock another
-  process holds (the writer's busy timeout is 0, so a taken lock is noticed at once), reads (a small pool of
-  read-only connections, bounded by a capacity limiter) and WAL checkpoints (see :data:`CHECKPOINT_EVERY`) run
-  in worker threads.
+* **Pipelined group commit.** All writes of this process go through one writer connection, owned by one
+  long-lived writer thread fed by a queue.  The thread takes everything queued as one batch, applies it in one
+  ``BEGIN IMMEDIATE ... COMMIT`` (one fsync), hands the results back to the event loop in one call, and takes
+  the next batch, which filled while the previous one was being synced.  Each call returns once the
+  transaction holding its writes has committed.
+* **Nothing that waits for the disk on the trio thread.** Commits, their fsync, waiting for a write lock
+  another process holds, and WAL checkpoints happen in the writer thread; reads use a small pool of read-only
+  connections in worker threads, bounded by a capacity limiter.
+* **A bounded WAL.** The writer thread checkpoints between batches (see :data:`CHECKPOINT_EVERY`), so the
+  ``-wal`` file is reused from its start and stays below :data:`WAL_LIMIT` while gw writes.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
@@ -49,10 +52,14 @@ T = TypeVar("T")
 #: another process) never holds the write lock long enough to make ``gw serve``'s writes time out.
 PRUNE_CHUNK = 2000
 
-#: Commits between two WAL checkpoints.  gw checkpoints in a worker thread on a connection of its own instead of
-#: letting SQLite do it inside a commit (its default, every 1000 WAL pages): a checkpoint copies megabytes and
-#: syncs the database file, which would stall the event loop (inline commits) or the commit waiters.
+#: Commits between two WAL checkpoints.  The writer thread checkpoints between batches instead of letting SQLite
+#: do it inside a commit (its default, every 1000 WAL pages), where the waiters of that commit would wait for it.
 CHECKPOINT_EVERY = 64
+
+#: The ``-wal`` file's bound (SQLite's ``journal_size_limit``: the file is cut back to it when the WAL starts
+#: over).  Past half of it (readers kept passive checkpoints from finishing) the writer truncates the WAL as
+#: soon as no reader uses it.
+WAL_LIMIT = 64 * 1024 * 1024
 
 
 class SqliteOptions(StorageOptions):
@@ -78,7 +85,17 @@ class _Write:
         self.apply = apply
         self.result: Any = None
         self.error: BaseException | None = None
-        self.done = False
+        self.done = trio.Event()
+
+
+#: Put on the writer thread's queue by :meth:`SqliteStore.close`: commit what came before, then stop.
+_STOP = _Write(lambda conn: None)
+
+
+def _settle(batch: list[_Write]) -> None:
+    """On the event loop: wake every waiter of a committed (or failed) batch."""
+    for op in batch:
+        op.done.set()
 
 
 class SqliteStore(Store):
@@ -96,22 +113,21 @@ class SqliteStore(Store):
         self._writer: sqlite3.Connection | None = None
         self._connections: list[sqlite3.Connection] = []
         self._idle_readers: list[sqlite3.Connection] = []
-        self._pending: list[_Write] = []
-        self._committing = False
-        self._committed: trio.Event | None = None
+        self._wal_path = Path(f"{self.path}-wal")
+        self._queue: SimpleQueue[_Write] = SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._reader_slots: trio.CapacityLimiter | None = None
         self._closed = False
         #: Transactions committed by this process, and the writes they carried (observability and tests:
         #: ``writes / transactions`` is the group-commit batching factor).
         self.transactions = 0
-        #: Commit on the event loop when no fsync is involved (see _commit_pending).
-        self._inline_commits = options.synchronous == "normal"
         #: Streams this process knows to be in the ``streams`` catalogue (saves an insert per append).
         self._streams_known: set[str] = set()
         self.writes = 0
-        self._checkpointer: sqlite3.Connection | None = None
-        self._checkpointing = False
-        self._checkpointed: trio.Event | None = None
+        #: Batches the writer thread took from its queue (tests wait for it: "the writer is on this batch").
+        self.batches_taken = 0
+        #: WAL checkpoints run by the writer thread.
+        self.checkpoints = 0
         self._commits_since_checkpoint = 0
 
     # -- lifetime -------------------------------------------------------------------------------------------
@@ -120,16 +136,14 @@ class SqliteStore(Store):
         if self._writer is not None:
             return
         self._closed = False
-        self._pending = []
+        self._queue = SimpleQueue()
         self._streams_known = set()
-        self._checkpointer = None
-        self._checkpointing = False
-        self._checkpointed = trio.Event()
         self._commits_since_checkpoint = 0
-        self._committing = False
-        self._committed = trio.Event()
         self._reader_slots = trio.CapacityLimiter(self.options.readers)
         self._writer = await trio.to_thread.run_sync(self._open_writer)
+        self._thread = threading.Thread(target=self._run_writer, name=f"gw-sqlite-writer {self.path.name}",
+                                        args=(self._writer, trio.lowlevel.current_trio_token()), daemon=True)
+        self._thread.start()
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -145,12 +159,11 @@ class SqliteStore(Store):
                 raise StoreError(f"{self.path}: SQLite refused WAL mode (journal mode is {mode!r}); put the "
                                  "database on a local file system")
             conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # see CHECKPOINT_EVERY
             before, after = migrate(conn)
             if before != after:
                 log.info("%s: schema migrated from version %d to %d", self.path, before, after)
-            conn.execute("PRAGMA busy_timeout = 0")  # commits wait for a busy lock in a thread (see _start)
             return conn
         except SchemaError as e:
             self._discard(conn)
@@ -180,14 +193,13 @@ class SqliteStore(Store):
         if self._writer is None or self._closed:
             return
         self._closed = True
-        assert self._committed is not None and self._reader_slots is not None
-        while self._committing:
-            await self._committed.wait()
-        while self._checkpointing:
-            assert self._checkpointed is not None
-            await self._checkpointed.wait()
-        if self._pending:
-            await self._commit_pending()
+        assert self._reader_slots is not None and self._thread is not None
+        self._queue.put(_STOP)
+        # Shielded: the writes queued before _STOP are committed and their waiters told, whatever happens here.
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._thread.join)
+            await trio.lowlevel.checkpoint()  # let the last batch's waiters be woken before the store is gone
+        self._thread = None
         for _ in range(int(self._reader_slots.total_tokens)):
             await self._reader_slots.acquire_on_behalf_of(object())
         connections, self._connections, self._idle_readers = self._connections, [], []
@@ -231,137 +243,99 @@ class SqliteStore(Store):
             msg = f"{where}: SQLite error while {doing}: {e}"
         return StoreError(msg)
 
-    # -- the write path (group commit) ----------------------------------------------------------------------
+    # -- the write path (a writer thread with pipelined group commit) ---------------------------------------
     async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``apply`` for the next transaction and return its result once that transaction committed.
+        """Queue ``apply`` for the writer thread and return its result once the transaction holding it committed.
 
-        Leader/follower: when no commit is running, the caller commits everything queued (its own write and
-        whatever arrived before it); otherwise it waits for the running commit to end and tries again, by which
-        time its write is usually part of the batch another caller just started.
+        The writer thread takes everything queued as one batch: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync)
+        for all of it.  While it commits, new writes queue up and become the next batch, so the batch grows
+        with the number of writers instead of each write waiting for a commit cycle of its own.
         """
         self._require_open()
-        assert self._committed is not None
         op = _Write(apply)
-        self._pending.append(op)
-        while not op.done:
-            if self._committing:
-                await self._committed.wait()
-                continue
-            await self._commit_pending()
+        self._queue.put(op)
+        await op.done.wait()
         if op.error is not None:
             raise op.error
         return op.result  # type: ignore[no-any-return]
 
-    async def _commit_pending(self) -> None:
-        self._committing = True
-        batch, self._pending = self._pending, []
-        try:
-            # One scheduler round first (shielded: the batch is ours now): writes from tasks that are runnable
-            # at this moment join this transaction instead of waiting for the next one.
-            with trio.CancelScope(shield=True):
-                await trio.lowlevel.checkpoint()
-            batch += self._pending
-            self._pending = []
-            # The inserts of a batch run on the event loop: they touch only SQLite's page cache (microseconds
-            # per record, less than a hand-off to a thread, where every bound row would also wait for the GIL).
-            # What can block goes to a worker thread: waiting for a write lock another process holds, and the
-            # COMMIT's fsync with ``synchronous = "full"`` (with ``"normal"`` the COMMIT does not wait for the
-            # disk and stays on the loop).  Threads are not abandoned on cancellation: the commit finishes, so
-            # every waiter learns its fate.
-            state = self._start(batch, wait=False)
-            if state == "busy":
-                await trio.to_thread.run_sync(self._commit, batch)
-            elif state == "open":
-                if self._inline_commits:
-                    self._finish(batch)
-                else:
-                    await trio.to_thread.run_sync(self._finish, batch)
-        finally:
-            self._committing = False
-            assert self._committed is not None
-            finished, self._committed = self._committed, trio.Event()
-            finished.set()
-        self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint >= CHECKPOINT_EVERY and not self._checkpointing and not self._closed:
-            self._checkpointing = True
-            self._commits_since_checkpoint = 0
-            trio.lowlevel.spawn_system_task(self._checkpoint, name="gw-sqlite-checkpoint")
-
-    async def _checkpoint(self) -> None:
-        """Copy committed WAL pages into the database file (PASSIVE: never waits for, nor blocks, the writer or
-        readers; what it cannot copy now is copied next time).  A failure is logged: the WAL only grows."""
-        try:
-            await trio.to_thread.run_sync(self._run_checkpoint)
-        except Exception as e:  # noqa: BLE001 -- a background task must not take gw down
-            log.warning("%s: WAL checkpoint failed (%s); the -wal file keeps growing until one succeeds",
-                        self.path, e)
-        finally:
-            self._checkpointing = False
-            assert self._checkpointed is not None
-            finished, self._checkpointed = self._checkpointed, trio.Event()
-            finished.set()
-
-    def _run_checkpoint(self) -> None:
-        if self._checkpointer is None:
-            self._checkpointer = self._connect(reader=False)
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    def _commit(self, batch: list[_Write]) -> None:
-        """In a worker thread: one transaction for the whole batch, waiting up to busy_timeout for the lock."""
-        if self._start(batch, wait=True) == "open":
-            self._finish(batch)
-
-    def _start(self, batch: list[_Write], *, wait: bool) -> Literal["busy", "failed", "open"]:
-        """Open the batch's transaction and apply its writes.  ``busy`` (only without ``wait``): another process
-        holds the write lock, nothing was done.  ``failed``: the batch is settled with its error."""
-        conn = self._writer
-        try:
-            if conn is None:
-                raise StoreError(f"the SQLite store {self.path} was closed before the write was committed")
-            if wait:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+    def _run_writer(self, conn: sqlite3.Connection, token: trio.lowlevel.TrioToken) -> None:
+        """The writer thread: batches until :data:`_STOP`, each settled on the event loop in one call."""
+        queue = self._queue
+        stopping = False
+        while not stopping:
+            first = queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while True:  # everything that queued meanwhile joins this transaction
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                finally:
-                    conn.execute("PRAGMA busy_timeout = 0")
-            else:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")  # the writer's busy timeout is 0: fails at once if locked
-                except sqlite3.OperationalError as e:
-                    if str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
-                        return "busy"
-                    raise
+                    op = queue.get_nowait()
+                except Empty:
+                    break
+                if op is _STOP:
+                    stopping = True
+                    break
+                batch.append(op)
+            self.batches_taken += 1
+            self._commit(conn, batch)
+            try:
+                token.run_sync_soon(_settle, batch)
+            except trio.RunFinishedError:  # the event loop is gone: nobody is waiting any more
+                pass
+            self._after_commit(conn)
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        """One transaction for the batch; waits up to busy_timeout for a lock another process holds."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             for op in batch:
                 try:
                     op.result = op.apply(conn)
                 except VersionConflict as e:  # raised before that write changed anything
                     op.error = e
+            conn.execute("COMMIT")
         except BaseException as e:
-            self._fail(batch, e)
-            if not isinstance(e, Exception):
-                raise
-            return "failed"
-        return "open"
-
-    def _finish(self, batch: list[_Write]) -> None:
-        """COMMIT the transaction :meth:`_start` opened (the fsync, with ``synchronous = "full"``)."""
-        assert self._writer is not None
-        try:
-            self._writer.execute("COMMIT")
-        except BaseException as e:
-            self._fail(batch, e)
+            self._fail(conn, batch, e)
             if not isinstance(e, Exception):
                 raise
             return
         self.transactions += 1
         self.writes += len(batch)
-        for op in batch:
-            op.done = True
 
-    def _fail(self, batch: list[_Write], e: BaseException) -> None:
+    def _after_commit(self, conn: sqlite3.Connection) -> None:
+        """Keep the WAL bounded (see :data:`CHECKPOINT_EVERY` and :data:`WAL_LIMIT`).
+
+        The checkpoint runs here, between two batches, on the writer's connection: no write of this process
+        is in flight, so a passive checkpoint copies the whole WAL (unless a reader still uses old pages) and
+        the next commit starts the WAL over from its beginning.  Commits meanwhile queue up for the next batch;
+        the waiters of the batch just committed already have their answer."""
+        self._commits_since_checkpoint += 1
+        try:
+            wal_size = os.stat(self._wal_path).st_size
+        except OSError:
+            wal_size = 0
+        try:
+            if wal_size >= WAL_LIMIT // 2 and self._commits_since_checkpoint >= 4:
+                # Readers kept the passive checkpoints from finishing and the file grew: copy everything and
+                # cut the file to zero as soon as no reader uses it (without waiting for them).
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            elif self._commits_since_checkpoint >= CHECKPOINT_EVERY:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            else:
+                return
+        except sqlite3.Error as e:
+            log.warning("%s: WAL checkpoint failed (%s); the -wal file grows until one succeeds", self.path, e)
+        self._commits_since_checkpoint = 0
+        self.checkpoints += 1
+
+    def _fail(self, conn: sqlite3.Connection, batch: list[_Write], e: BaseException) -> None:
         """Roll back and settle every write of the batch with the failure (whatever failed, all must learn it)."""
-        conn = self._writer
-        if conn is not None and conn.in_transaction:
+        if conn.in_transaction:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -372,7 +346,6 @@ class SqliteStore(Store):
             if not isinstance(op.error, VersionConflict):
                 op.error = failure
             op.result = None
-            op.done = True
 
     # -- the read path --------------------------------------------------------------------------------------
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -393,15 +366,20 @@ class SqliteStore(Store):
 
     # -- streams --------------------------------------------------------------------------------------------
     async def append(self, stream: str, records: Sequence[Mapping[str, Any]],
-                     *, index: Sequence[Mapping[str, str]] | None = None) -> list[int]:
+                     *, index: Sequence[Mapping[str, str]] | None = None,
+                     encoded: Sequence[str] | None = None) -> list[int]:
         if not records:
             return []
         if index is not None and len(index) != len(records):
             raise ValueError(f"append to {stream!r}: {len(records)} records but {len(index)} index entries")
+        if encoded is not None and len(encoded) != len(records):
+            raise ValueError(f"append to {stream!r}: {len(records)} records but {len(encoded)} encodings")
         _check_text(stream, "stream name")
         ts = time.time()
         # Encode here, in the caller's task: a record that cannot be stored fails its own call, never the batch.
-        datas = [(stream, ts, _encode(stream, r)) for r in records]
+        # The caller's own encoding is stored as is when it is ASCII text (nothing in it can fail the insert).
+        datas = [(stream, ts, text if encoded is not None and (text := encoded[i]).isascii() else _encode(stream, r))
+                 for i, r in enumerate(records)]
         fields = [_fields(i) for i in index] if index is not None else None
         known = self._streams_known
 

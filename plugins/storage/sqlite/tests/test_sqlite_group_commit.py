@@ -19,6 +19,13 @@ from gw_sqlite import SqliteStore
 from trio.testing import wait_all_tasks_blocked
 
 
+async def writer_took_a_batch(store: SqliteStore, before: int) -> None:
+    """Until the writer thread took a batch from its queue (it then waits for the lock with it)."""
+    with trio.fail_after(5):
+        while store.batches_taken == before:
+            await trio.sleep(0.001)
+
+
 async def test_concurrent_appends_share_transactions(store: SqliteStore,
                                                      raw: Callable[..., sqlite3.Connection]) -> None:
     conn = raw(store)
@@ -35,10 +42,11 @@ async def test_concurrent_appends_share_transactions(store: SqliteStore,
         results[i] = seq
 
     before = store.transactions
+    taken = store.batches_taken
     lock.execute("BEGIN IMMEDIATE")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer, 0)
-        await wait_all_tasks_blocked()  # writer 0 is committing (waiting for the lock)
+        await writer_took_a_batch(store, taken)  # writer 0 is committing (waiting for the lock)
         for i in range(1, 50):
             nursery.start_soon(writer, i)
         await wait_all_tasks_blocked()  # the other 49 queued behind it
@@ -73,11 +81,12 @@ async def test_a_version_conflict_does_not_fail_the_rest_of_the_batch(
         outcomes[f"log{i}"] = await store.append("audit", [{"i": i}])
 
     before = store.transactions
+    taken = store.batches_taken
     lock = raw(store)
     lock.execute("BEGIN IMMEDIATE")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(log, 0)
-        await wait_all_tasks_blocked()
+        await writer_took_a_batch(store, taken)
         nursery.start_soon(decide, "approved")
         nursery.start_soon(decide, "denied")
         nursery.start_soon(log, 1)

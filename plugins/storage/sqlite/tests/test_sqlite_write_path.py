@@ -1,5 +1,5 @@
-"""The write path's cost controls: WAL checkpoints run in the background (never inside a commit), a commit
-never blocks the event loop on a lock another process holds, and both ``synchronous`` settings commit
+"""The write path's cost controls: WAL checkpoints run between batches (never inside a commit) and keep the WAL
+within its bound, a commit never blocks the event loop on a lock another process holds, and both ``synchronous`` settings commit
 correctly with ids in call order."""
 
 from __future__ import annotations
@@ -26,18 +26,53 @@ def _checkpointed_rows(s: SqliteStore) -> int:
         conn.close()
 
 
-async def test_checkpoints_run_in_the_background(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_checkpoints_run_between_batches(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 3)
     assert store._writer is not None
     assert store._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inside a commit
     for i in range(2):
         await store.append("audit", [{"i": i}])
     assert _checkpointed_rows(store) == 0  # still only in the WAL
-    await store.append("audit", [{"i": 2}])  # the third commit starts a checkpoint
+    await store.append("audit", [{"i": 2}])  # the third commit is followed by a checkpoint
     with trio.fail_after(5):
-        while store._checkpointing:
+        while store.checkpoints == 0:
             await trio.sleep(0.01)
     assert _checkpointed_rows(store) == 3
+
+
+def _wal_bytes(s: SqliteStore) -> int:
+    try:
+        return (s.path.parent / f"{s.path.name}-wal").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def test_the_wal_stays_within_its_bound_under_a_burst(
+        store: SqliteStore, raw: Callable[..., sqlite3.Connection], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst of many small commits (audit records from concurrent sessions, with their index fields), with a
+    reader querying meanwhile, writes far more WAL frames than the bound; the -wal file never exceeds it."""
+    limit = 512 * 1024
+    monkeypatch.setattr(store_module, "WAL_LIMIT", limit)
+    reader = raw(store)
+    largest = written = 0
+    text = "select * from accounts where id = 42 " * 200  # 7.4 kB: every record adds two pages to the WAL
+
+    async def session(n: int) -> None:
+        nonlocal largest, written
+        for i in range(60):
+            record = {"session": f"s{n}", "i": i, "text": text}
+            await store.append("audit", [record], index=[{"session": f"s{n}", "type": "command", "i": str(i)}])
+            written += 1
+            largest = max(largest, _wal_bytes(store))
+            if i % 10 == 0:
+                reader.execute("SELECT count(*) FROM entries").fetchone()
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(session, n)
+    assert written * len(text) > 6 * limit  # the burst wrote several times the bound into the WAL
+    assert 0 < largest <= limit
+    assert written == 480 and reader.execute("SELECT count(*) FROM entries").fetchone()[0] == 480
 
 
 @pytest.mark.parametrize("synchronous", ["full", "normal"])

@@ -1,0 +1,245 @@
+"""Where each column of a result comes from, failing closed: SQL lineage, the catalog, SQL cursors.
+
+For every result a stage may filter, gw works out per column the source columns its values derive from
+(``schema.table.column``; ``schema.table.*`` for every column of a table; ``*.*.*`` for anything):
+
+* the statement that produced the result -- in a simple Query of several statements, the one whose turn it is;
+  for ``FETCH``/``MOVE``, the query of the cursor as ``DECLARE`` established it;
+* lineage from gw_sqlanalysis, with the columns of the tables it names read from the catalog (``SELECT *``,
+  alias column lists), views and materialized views followed through their definitions;
+* whatever the statement's lineage cannot say derives from every table it names, and a statement gw cannot
+  analyse (or a cursor it did not see declared) from anything.
+
+``*`` sources left after this (a table the catalog does not know, ``*.*.*``) match every mask rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from gw.model import Column
+from gw_sqlanalysis import ANYTHING, Classifier, Lineage
+from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, lex, split_tokens, sql_text, token_kind
+
+from .columns import Catalog, TableInfo, type_name
+from .messages import FieldDescription
+
+Sources = tuple[str, ...]
+#: How deep views over views are followed before gw gives up (and the column derives from anything).
+MAX_VIEW_DEPTH = 6
+#: Statements whose rows hold no table data: settings, plans.
+_NO_TABLE_DATA = frozenset({"show", "explain"})
+#: Statements that leave the session's cursors as gw knows them.
+_CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move", "show", "explain",
+                             "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+                             "insert", "update", "delete", "merge", "set", "reset", "listen", "unlisten",
+                             "prepare", "deallocate", "discard"})
+
+
+def statement_tokens(classifier: Classifier, text: str, index: int | None) -> list[str] | None:
+    """The tokens of statement ``index`` (0-based; None: the only one) of ``text``; None if unreadable."""
+    lexed = lex(text, classifier.dialect)
+    if lexed.error is not None or lexed.flags:
+        return None
+    statements = split_tokens(lexed.tokens)
+    if index is None:
+        index = 0 if len(statements) == 1 else -1
+    if not 0 <= index < len(statements):
+        return None
+    return statements[index]
+
+
+def _cursor_name(tokens: Sequence[str]) -> str | None:
+    """The cursor a FETCH/MOVE reads: its last token, an identifier."""
+    if len(tokens) < 2 or token_kind(tokens[-1]) not in (WORD, QIDENT):
+        return None
+    return identifier_value(tokens[-1])
+
+
+def _declared(tokens: Sequence[str]) -> tuple[str, str] | None:
+    """``DECLARE name ... CURSOR ... FOR query`` -> (name, query)."""
+    if len(tokens) < 4 or tokens[0].lower() != "declare":
+        return None
+    name = identifier_value(tokens[1])
+    for i in range(2, len(tokens)):
+        if tokens[i].lower() == "cursor":
+            for j in range(i + 1, len(tokens)):
+                if tokens[j].lower() == "for":
+                    return name, sql_text(list(tokens[j + 1:]))
+            return None
+    return None
+
+
+class Provenance:
+    """One session's view of result provenance (its SQL cursors); the catalog is the listener's."""
+
+    def __init__(self, classifier: Classifier, catalog: Catalog) -> None:
+        self.classifier = classifier
+        self.catalog = catalog
+        #: cursor name -> the query it was declared for (only after the server confirmed the DECLARE).
+        self.cursors: dict[str, str] = {}
+
+    # -- statements seen --------------------------------------------------------------------------------------
+    def completed(self, text: str, index: int | None, tag: str) -> None:
+        """A statement of ``text`` completed with ``tag``: follow cursors and DDL."""
+        tokens = statement_tokens(self.classifier, text, index)
+        verb = tag.split(" ", 1)[0].upper() if tag else ""
+        if verb in ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
+                    "TRUNCATE", "IMPORT"):
+            self.catalog.forget()
+        if tag == "DECLARE CURSOR":
+            declared = _declared(tokens) if tokens is not None else None
+            if declared is None:
+                self.cursors.clear()  # a cursor gw cannot name: forget them all (FETCH masks in full)
+            else:
+                self.cursors[declared[0]] = declared[1]
+            return
+        if tag == "CLOSE CURSOR ALL":
+            self.cursors.clear()
+            return
+        if tag == "CLOSE CURSOR":
+            name = _cursor_name(tokens) if tokens is not None else None
+            if name is None:
+                self.cursors.clear()
+            else:
+                self.cursors.pop(name, None)
+            return
+        first = tokens[0].lower() if tokens else ""
+        if first not in _CURSOR_NEUTRAL:
+            self.cursors.clear()  # CALL, DO, ...: may open or replace cursors gw cannot see
+            return
+        lineage = self.classifier.lineage(text, index) if first not in ("fetch", "move") else None
+        if first not in ("fetch", "move", "show", "explain", "set", "reset", "listen", "unlisten", "begin",
+                         "start", "commit", "end", "rollback", "abort", "savepoint", "release", "prepare",
+                         "deallocate", "discard") and (lineage is None or _mentions_anything(lineage)):
+            self.cursors.clear()  # a function gw does not know may have declared a cursor
+
+    # -- results ----------------------------------------------------------------------------------------------
+    async def sources(self, text: str, index: int | None, width: int) -> list[Sources]:
+        """Per column of a result ``width`` wide produced by statement ``index`` of ``text``, its sources
+        (expanded through the catalog).  Raises UpstreamError when the catalog is unreachable."""
+        anything = [(ANYTHING,)] * width
+        tokens = statement_tokens(self.classifier, text, index)
+        if not tokens:
+            return anything
+        first = tokens[0].lower()
+        if first in _NO_TABLE_DATA:
+            return [()] * width
+        if first in ("fetch", "move"):
+            name = _cursor_name(tokens)
+            query = self.cursors.get(name) if name is not None else None
+            if query is None:
+                return anything
+            text, index = query, None
+        lineage = self.classifier.lineage(text, index)
+        if lineage is None:
+            return anything
+        infos = await self._closure(lineage.tables)
+        known = _columns(infos)
+        lineage = self.classifier.lineage(text, index, known) or lineage
+        columns: Sequence[Sources]
+        if lineage.columns is not None and len(lineage.columns) == width:
+            columns = lineage.columns
+        else:
+            columns = [lineage.fallback] * width
+        return [self.expand(c, infos, known) for c in columns]
+
+    async def writes(self, text: str, index: int | None) -> Sources | None:
+        """What the values statement ``index`` of ``text`` writes derive from (expanded); None when gw cannot
+        analyse the statement."""
+        lineage = self.classifier.lineage(text, index)
+        if lineage is None:
+            return None
+        infos = await self._closure(lineage.tables)
+        known = _columns(infos)
+        lineage = self.classifier.lineage(text, index, known) or lineage
+        return self.expand(lineage.writes, infos, known)
+
+    async def reads(self, text: str, index: int | None) -> Sources | None:
+        """Every source statement ``index`` of ``text`` reads (its tables, whole, expanded); None when gw
+        cannot analyse it."""
+        lineage = self.classifier.lineage(text, index)
+        if lineage is None:
+            return None
+        infos = await self._closure(lineage.tables)
+        return self.expand(lineage.fallback, infos, _columns(infos))
+
+    async def columns(self, fields: Sequence[FieldDescription], text: str, index: int | None) -> list[Column]:
+        """The result's columns with their sources: the wire's origin and the lineage, expanded."""
+        keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
+        names = await self.catalog.resolve(keys) if keys else {}
+        lineage = await self.sources(text, index, len(fields))
+        wire_tables = {hit[0] for hit in names.values() if hit is not None}
+        infos = await self._closure(wire_tables) if wire_tables else {}
+        known = _columns(infos)
+        out = []
+        for i, f in enumerate(fields):
+            table = column = None
+            sources: list[str] = []
+            hit = names.get((f.table_oid, f.column_number)) if f.table_oid else None
+            if hit is not None:
+                table, column = hit
+                sources.extend(self.expand((f"{table}.{column}",), infos, known))
+            sources.extend(s for s in lineage[i] if s not in sources)
+            out.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
+                              binary=f.format == 1, sources=tuple(sources)))
+        return out
+
+    # -- the catalog ------------------------------------------------------------------------------------------
+    async def _closure(self, names: Sequence[str] | set[str]) -> dict[str, TableInfo | None]:
+        """Infos of ``names`` and of every relation the views among them read, to :data:`MAX_VIEW_DEPTH`."""
+        infos: dict[str, TableInfo | None] = {}
+        todo = set(names)
+        for _ in range(MAX_VIEW_DEPTH):
+            todo -= set(infos)
+            if not todo:
+                break
+            found = await self.catalog.tables(todo)
+            infos.update(found)
+            nxt: set[str] = set()
+            for info in found.values():
+                if info is not None and info.definition is not None:
+                    nxt.update(self.classifier.tables(info.definition) or ())
+            todo = nxt
+        return infos
+
+    def expand(self, sources: Sources, infos: Mapping[str, TableInfo | None],
+               known: Mapping[str, Sequence[str]], depth: int = 0) -> Sources:
+        """``schema.table.*`` -> the table's columns; a view's column -> what its definition derives it
+        from (the view's own name kept, so rules naming view columns match too)."""
+        out: set[str] = set()
+        for source in sources:
+            table, _, column = source.rpartition(".")
+            info = infos.get(table)
+            if source == ANYTHING or info is None:
+                out.add(source)
+                continue
+            if info.definition is None:
+                if column == "*":
+                    out.update(f"{table}.{c}" for c in info.columns)
+                else:
+                    out.add(source)
+                continue
+            out.add(source)
+            view = self.classifier.lineage(info.definition, None, known) if depth < MAX_VIEW_DEPTH else None
+            if view is None or view.columns is None or len(view.columns) != len(info.columns):
+                out.update(self.expand(view.fallback, infos, known, depth + 1) if view is not None
+                           and depth < MAX_VIEW_DEPTH else (ANYTHING,))
+                continue
+            if column != "*" and column in info.columns:
+                picked = [view.columns[info.columns.index(column)]]
+            else:
+                picked = list(view.columns)
+            for p in picked:
+                out.update(self.expand(p, infos, known, depth + 1))
+        return tuple(sorted(out))
+
+
+def _columns(infos: Mapping[str, TableInfo | None]) -> dict[str, Sequence[str]]:
+    return {t: info.columns for t, info in infos.items() if info is not None}
+
+
+def _mentions_anything(lineage: Lineage) -> bool:
+    if ANYTHING in lineage.fallback or ANYTHING in lineage.writes:
+        return True
+    return lineage.columns is not None and any(ANYTHING in c for c in lineage.columns)

@@ -1,0 +1,17 @@
+"""The storage contract (gw.testing.StoreContract) against the real PostgreSQL: two stores on one schema are two
+gateways sharing the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from gw.store import Store
+from gw.testing import StoreContract
+from gw_store_postgres import PostgresStore
+
+
+class TestPostgresContract(StoreContract):
+    @pytest.fixture
+    def store_factory(self, make_pg_store: Callable[..., PostgresStore]) -> Callable[[], Store]:
+        return make_pg_store

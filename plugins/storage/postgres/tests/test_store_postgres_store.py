@@ -1,0 +1,130 @@
+"""gw-store-postgres beyond the contract: options, migrations with several gateways starting at once, an outage
+of the database (fail closed, then resume by itself), and no credential in what it shows."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import trio
+from gw.errors import ConfigError, StoreError
+from gw.runtime import Runtime
+from gw.testing import write_pipeline
+from gw_store_postgres import PostgresStore
+from gw_store_postgres.schema import SCHEMA_VERSION
+
+from .conftest import DSN, admin
+
+
+def build(tmp_path: Path, storage: str) -> Runtime:
+    return Runtime.build(write_pipeline(tmp_path, f'[storage]\nuse = "postgres"\n{storage}\n'))
+
+
+def test_options_need_exactly_one_connection_string(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set exactly one of dsn and dsn_env"):
+        build(tmp_path, "")
+    with pytest.raises(ConfigError, match="set exactly one of dsn and dsn_env"):
+        build(tmp_path, 'dsn = "host=x"\ndsn_env = "X"')
+    with pytest.raises(ConfigError, match=r"storage.schema: .*lower-case letters"):
+        build(tmp_path, 'dsn = "host=x"\nschema = "Bad-Name"')
+    with pytest.raises(ConfigError, match=r"storage.pool_size"):
+        build(tmp_path, 'dsn = "host=x"\npool_size = 0')
+    rt = build(tmp_path, 'dsn = "host=x"\npool_size = 3\nconnect_timeout = "2s"\nstatement_timeout = "30s"')
+    assert isinstance(rt.store, PostgresStore) and rt.store.options.pool_size == 3
+
+
+async def test_missing_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_TEST_NO_SUCH_DSN", raising=False)
+    store = build(tmp_path, 'dsn_env = "GW_TEST_NO_SUCH_DSN"').store
+    assert store is not None
+    with pytest.raises(StoreError, match=r"\$GW_TEST_NO_SUCH_DSN, which is not set"):
+        await store.open()
+
+
+async def test_gateways_starting_at_once_migrate_once(make_pg_store: Callable[..., PostgresStore],
+                                                      pg_schema: str) -> None:
+    stores = [make_pg_store() for _ in range(6)]
+    async with trio.open_nursery() as nursery:
+        for s in stores:
+            nursery.start_soon(s.open)
+    try:
+        info = await stores[0].describe()
+        assert info["schema_version"] == SCHEMA_VERSION
+        seqs = await stores[1].append("audit", [{"a": 1}])
+        assert [e.seq for e in await stores[5].scan("audit")] == seqs
+    finally:
+        for s in stores:
+            await s.close()
+    with psycopg.connect(DSN) as conn:
+        rows = conn.execute(f"SELECT version FROM {pg_schema}.gw_schema").fetchall()
+    assert rows == [(SCHEMA_VERSION,)]
+
+
+async def test_foreign_or_newer_schemas_are_refused(make_pg_store: Callable[..., PostgresStore],
+                                                    pg_schema: str) -> None:
+    admin(f"CREATE SCHEMA {pg_schema}; CREATE TABLE {pg_schema}.invoices (id int)")
+    with pytest.raises(StoreError, match="already holds tables of another program \\(invoices\\)"):
+        await make_pg_store().open()
+    admin(f"DROP TABLE {pg_schema}.invoices")
+    store = make_pg_store()
+    await store.open()
+    await store.close()
+    admin(f"UPDATE {pg_schema}.gw_schema SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="written by a newer gw-store-postgres"):
+        await make_pg_store().open()
+
+
+async def test_describe_and_errors_never_show_the_password(tmp_path: Path, pg_schema: str) -> None:
+    secret = "s3cr3t-" + secrets.token_hex(4)
+    rt = build(tmp_path, f'dsn = "{DSN} password={secret}"\nschema = "{pg_schema}"')
+    store = rt.store
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        info = await store.describe()
+        assert secret not in repr(info)
+        assert info["database"] == f"postgres@127.0.0.1:5432/test schema {pg_schema}"
+    finally:
+        await store.close()
+    bad = build(tmp_path, f'dsn = "host=127.0.0.1 port=1 user=x password={secret} dbname=test"\n'
+                          'connect_timeout = "1s"').store
+    assert bad is not None
+    with pytest.raises(StoreError) as err:
+        await bad.open()
+    assert secret not in str(err.value)
+    assert "is unreachable while preparing the schema" in str(err.value)
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of the test's own, so connections to it can be refused without touching anything else."""
+    name = f"gw_test_db_{secrets.token_hex(4)}"
+    admin(f"CREATE DATABASE {name}")
+    yield name
+    admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def test_outage_fails_closed_then_resumes_by_itself(tmp_path: Path, own_database: str) -> None:
+    dsn = DSN.replace("dbname=test", f"dbname={own_database}")
+    store = build(tmp_path, f'dsn = "{dsn}"\nconnect_timeout = "2s"').store
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        await store.append("audit", [{"before": True}])
+        admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS false")
+        admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
+        for _ in range(3):  # the pooled connection is gone, and no new one is accepted
+            with pytest.raises(StoreError, match=r"is unreachable while appending to stream 'audit'.*refused "
+                                                 "until it is back"):
+                await store.append("audit", [{"during": True}])
+        with pytest.raises(StoreError, match="is unreachable"):
+            await store.get("approvals", "x")
+        admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS true")
+        await store.append("audit", [{"after": True}])
+        assert [dict(e.data) for e in await store.scan("audit")] == [{"before": True}, {"after": True}]
+    finally:
+        await store.close()

@@ -74,7 +74,7 @@ class Gateway:
     """``gw serve`` on a generated pipeline in a temporary directory, with a dev token for the agent."""
 
     def __init__(self, stages: str, database: str, *, mask_columns: str = '["ssn", "*.card_number"]',
-                 upstream_port: int = 5432, extra_listener: str = "") -> None:
+                 upstream_port: int = 5432, extra_listener: str = "", disable_plugins: str = "") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
         self.stages = stages
         self.port = free_port()
@@ -114,6 +114,8 @@ database = "{database}"
 user = "postgres"
 """)
         self.env = {**os.environ, "GW_DEV_SECRET": self.secret}
+        if disable_plugins:  # what a deployment that installed only the plugins it uses would load
+            self.env["GW_DISABLE_PLUGINS"] = disable_plugins
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gateway:

@@ -195,7 +195,8 @@ def main() -> None:
           f"{args.size_mb} MB download, {os.cpu_count()} CPUs")
     print(f"{'':24}{'direct':>12}" + "".join(f"{'gw, ' + s:>14}" for s in gateways))
     print(f"{'small GET (req/s)':24}{rps['direct']:>12.0f}" + "".join(f"{rps[s]:>14.0f}" for s in gateways))
-    print(f"{'large download (MB/s)':24}{mbs['direct']:>12.1f}" + "".join(f"{mbs[s]:>14.1f}" for s in gateways))
+    print(f"{'large download (MB/s)':24}{mbs['direct']:>12.1f}"
+          + "".join(f"{mbs[s]:>14.1f}" for s in gateways))
     for stages, (before, after) in rss.items():
         print(f"gw ({stages}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after")
     targets = {"none": ">= 0.5", "audit": ">= 0.4"}
@@ -205,7 +206,8 @@ def main() -> None:
         print(f"{f'HTTP small GETs, {stages} / direct':52}{rps[stages] / rps['direct']:>9.2f}  "
               f"{targets.get(stages, '-')}")
     for stages in gateways:
-        print(f"{f'HTTP {args.size_mb} MB download, {stages} / direct':52}{mbs[stages] / mbs['direct']:>9.2f}  "
+        name = f"HTTP {args.size_mb} MB download, {stages} / direct"
+        print(f"{name:52}{mbs[stages] / mbs['direct']:>9.2f}  "
               f"{'>= 0.6' if stages == 'none' else '-'}")
 
 

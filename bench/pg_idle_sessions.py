@@ -3,8 +3,12 @@
 PostgreSQL allows ~100 connections here, so gw's upstream is a pgbouncer in transaction mode (started by this
 script) that multiplexes gw's upstream connections onto a small pool; what is measured is gw's own RSS (from
 /proc/PID/status) at start and once each count of sessions is open.  Every session costs a client socket here,
-one in gw, an upstream socket in gw and one in pgbouncer, so the script raises its open-file limit (the gateway
-and pgbouncer inherit it) to what the largest count needs, up to the hard limit.
+one in gw, an upstream socket in gw and one in pgbouncer, so the script raises its open-file limit (the
+gateway and pgbouncer inherit it) to what the largest count needs, up to the hard limit.
+
+Two gateways are measured one after the other: one loading every plugin of the development install, and one
+loading only what a PostgreSQL deployment installs (``pip install gw gw-postgres gw-jwt gw-audit gw-sqlite``;
+the others are left out with ``GW_DISABLE_PLUGINS``, which keeps them from being imported at all).
 
     python bench/pg_idle_sessions.py [--sessions 1000 10000]
 """
@@ -23,12 +27,16 @@ DB = "gw_bench"
 
 TARGETS = {1000: 100, 10000: 500}  # sessions: RSS target in MB (docs/performance.md)
 
+#: The plugins a PostgreSQL gateway with audit does not use.
+NOT_POSTGRES = "apikey,approve,guard,http,mask,mcp,mysql,record,ssh"
+
 
 def raise_open_files(sessions: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * sessions + 1000
     if hard != resource.RLIM_INFINITY and hard < want:
-        sys.exit(f"{sessions} sessions need {want} open files; the hard limit is {hard} (raise it: ulimit -Hn)")
+        sys.exit(f"{sessions} sessions need {want} open files; the hard limit is {hard} "
+                 "(raise it: ulimit -Hn)")
     if soft == resource.RLIM_INFINITY or soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
@@ -42,7 +50,22 @@ def main() -> None:
     if psql(f"select 1 from pg_database where datname = '{DB}'") != "1":
         psql(f"create database {DB}")
     bouncer = PgBouncer(DB, pool_mode="transaction", max_client_conn=counts[-1] + 100, pool_size=10).start()
-    gw = Gateway("audit", DB, upstream_port=bouncer.port).start()
+    rows = []
+    try:
+        for what, disabled in (("every plugin", ""), ("postgres install", NOT_POSTGRES)):
+            rows += measure(what, Gateway("audit", DB, upstream_port=bouncer.port, disable_plugins=disabled),
+                            counts)
+    finally:
+        bouncer.stop()
+    print(f"\n{'measurement':52}{'RSS':>10}{'at start':>10}{'per session':>13}  target")
+    for what, count, before, after in rows:
+        target = f"<= {TARGETS[count]} MB" if count in TARGETS else "-"
+        print(f"{f'{count:,} idle sessions, RSS ({what})':52}{after / 1024:>7.1f} MB{before / 1024:>7.1f} MB"
+              f"{(after - before) / count:>10.1f} kB  {target}")
+
+
+def measure(what: str, gw: Gateway, counts: list[int]) -> list[tuple[str, int, int, int]]:
+    gw.start()
     conns: list[psycopg.Connection] = []
     rows = []
     try:
@@ -50,26 +73,20 @@ def main() -> None:
         time.sleep(0.5)
         before = gw.rss_kb()
         for count in counts:
-            started = time.monotonic()
             while len(conns) < count:
-                conns.append(psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent", password=token,
-                                             dbname=DB, autocommit=True, prepare_threshold=None))
+                conns.append(psycopg.connect(host="127.0.0.1", port=gw.port, user="bench-agent",
+                                             password=token, dbname=DB, autocommit=True,
+                                             prepare_threshold=None))
             conns[0].execute("select 1")
             time.sleep(1)
             after = gw.rss_kb()
-            rows.append((count, after, time.monotonic() - started))
-            print(f"  {count} sessions open: RSS {after / 1024:.1f} MB", file=sys.stderr, flush=True)
-        print(f"\ngw RSS at start: {before / 1024:.1f} MB\n")
-        print(f"{'measurement':36}{'RSS':>10}{'per session':>14}  target")
-        for count, after, _ in rows:
-            target = f"<= {TARGETS[count]} MB" if count in TARGETS else "-"
-            print(f"{f'{count:,} idle sessions, RSS':36}{after / 1024:>7.1f} MB{(after - before) / count:>11.1f} kB"
-                  f"  {target}")
+            rows.append((what, count, before, after))
+            print(f"  {what}: {count} sessions open, RSS {after / 1024:.1f} MB", file=sys.stderr, flush=True)
     finally:
         for c in conns:
             c.close()
         gw.stop()
-        bouncer.stop()
+    return rows
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def main() -> None:
         print("\ntarget table\n")
         print(f"{'measurement':78}{'this run':>9}  target")
         print(f"{'large result, no mask rule / direct':78}{ratio['gw (no mask rule)']:>9.2f}  >= 0.85")
-        print(f"{'large result, two masked columns by name / direct':78}{ratio['gw (2 masked cols)']:>9.2f}  -")
+        print(f"{'large result, two masked columns by name / direct':78}"
+              f"{ratio['gw (2 masked cols)']:>9.2f}  -")
         print(f"{'large result, two masked columns, detectors of examples/agents.toml / direct':78}"
               f"{ratio['gw (2 cols + detectors)']:>9.2f}  >= 0.4")
     finally:

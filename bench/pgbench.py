@@ -1,11 +1,11 @@
 """pgbench -S through gw vs PostgreSQL directly, pgbouncer and a bare trio relay, in one run.
 
 For each protocol mode (simple, extended) and client count (1, 8) the targets run in turn, alternating,
-for a fixed duration each; the script prints TPS and mean latency per target and the ratios to direct and to the
-bare relay.  Rounds repeat with --rounds and the median is reported.  While the gateways run, the size of their
-``gw.db-wal`` is sampled every 50 ms; a sustained run (``--sustained``, 60 s of pgbench -S with 8 clients
-through gw with audit) follows, and the largest WAL seen is reported.  The last table is the target table of
-docs/performance.md, row by row.
+for a fixed duration each; the script prints TPS and mean latency per target and the ratios to direct and to
+the bare relay, and gw's CPU time per statement.  Rounds repeat with --rounds and the median is reported.
+While the gateways run, the size of their ``gw.db-wal`` is sampled every 50 ms; a sustained run
+(``--sustained``, 60 s of pgbench -S with 8 clients through gw with audit) follows, and the largest WAL seen
+is reported.  The last table is the target table of docs/performance.md, row by row.
 
     python bench/pgbench.py                    # 10 s per measurement, 1 round, 60 s sustained
     python bench/pgbench.py --duration 5 --clients 8 --modes simple --sustained 0
@@ -40,6 +40,12 @@ def prepare(scale: int) -> None:
                         "-U", PG["user"], DB], check=True, capture_output=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_pgbench(port: int, mode: str, clients: int, duration: int, user: str = "postgres",
                 password: str | None = None) -> tuple[float, float]:
     env = dict(os.environ)
@@ -57,7 +63,7 @@ def run_pgbench(port: int, mode: str, clients: int, duration: int, user: str = "
 
 
 class WalWatch:
-    """Samples the size of gateways' ``-wal`` files every 50 ms in a thread; ``largest`` is the maximum seen."""
+    """Samples the size of gateways' ``-wal`` files every 50 ms in a thread; ``largest``: the maximum seen."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
@@ -96,14 +102,15 @@ def summary(med: dict[tuple[str, int, str], tuple[float, float]], wal: dict[str,
 
     rows = []
     for mode in ("simple", "extended"):
-        rows.append((f"gw, no stage / relay, c1 and c8 ({mode})",
-                     f"{ratio(mode, 1, 'gw-none', 'relay')} / {ratio(mode, 8, 'gw-none', 'relay')}", ">= 0.9"))
+        both = f"{ratio(mode, 1, 'gw-none', 'relay')} / {ratio(mode, 8, 'gw-none', 'relay')}"
+        rows.append((f"gw, no stage / relay, c1 and c8 ({mode})", both, ">= 0.9"))
     for mode in ("simple", "extended"):
         rows.append((f"gw, audit / relay, c8 ({mode})", ratio(mode, 8, "gw-audit", "relay"), ">= 0.6"))
     rows.append(("gw, audit, added latency at c1 (vs relay, simple)", added("simple", 1, "gw-audit", "relay"),
                  "<= +0.3 ms"))
     for mode in ("simple", "extended"):
-        rows.append((f"gw, full pipeline / relay, c8 ({mode})", ratio(mode, 8, "gw-full", "relay"), ">= 0.45"))
+        rows.append((f"gw, full pipeline / relay, c8 ({mode})", ratio(mode, 8, "gw-full", "relay"),
+                     ">= 0.45"))
     for what, size in wal.items():
         rows.append((f"sqlite WAL, largest seen ({what})", f"{size / 2**20:.1f} MB", "<= 64 MB"))
     print("\ntarget table\n")
@@ -149,16 +156,26 @@ def main() -> None:
                 targets[name] = (g.port, "bench-agent", g.token())
 
         results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+        #: gw's CPU time per statement (µs), per target and client count: the sizing figure.
+        cpu: dict[tuple[str, int], list[float]] = {}
+        pids = {name: g.proc.pid for name, g in zip([n for n in targets if n.startswith("gw-")], gateways)
+                if g.proc is not None}
         wal: dict[str, int] = {}
         with WalWatch([g.dir / "state" / "gw.db-wal" for g in gateways]) as watch:
             for _ in range(args.rounds):
                 for mode in args.modes:
                     for clients in args.clients:
                         for name, (port, user, password) in targets.items():
+                            used = cpu_seconds(pids[name]) if name in pids else 0.0
                             results.setdefault((mode, clients, name), []).append(
                                 run_pgbench(port, mode, clients, args.duration, user, password))
-                            print(f"  {mode:8} c={clients:<3} {name:10} "
-                                  f"tps={results[(mode, clients, name)][-1][0]:.0f}", file=sys.stderr, flush=True)
+                            if name in pids:
+                                statements = results[(mode, clients, name)][-1][0] * args.duration
+                                cpu.setdefault((name, clients), []).append(
+                                    (cpu_seconds(pids[name]) - used) / statements * 1e6)
+                            tps = results[(mode, clients, name)][-1][0]
+                            print(f"  {mode:8} c={clients:<3} {name:10} tps={tps:.0f}", file=sys.stderr,
+                                  flush=True)
         if gateways:
             wal["all runs above"] = watch.largest
         if args.sustained and "gw-audit" in targets:
@@ -179,6 +196,12 @@ def main() -> None:
                     d = f"{tps / med['direct'][0]:.2f}" if "direct" in med else "-"
                     r = f"{tps / med['relay'][0]:.2f}" if "relay" in med else "-"
                     print(f"{mode:9}{clients:>8}  {name:11}{tps:>10.0f}{lat:>9.3f}{d:>9}{r:>8}")
+        if cpu:
+            print("\ngw's CPU time per statement (all threads, all modes; 1e6 / us = statements per second "
+                  "per core)\n")
+            for (name, clients), us in sorted(cpu.items()):
+                med = statistics.median(us)
+                print(f"  {name:10} c={clients:<3} {med:7.0f} us  ~{1e6 / med:,.0f} statements/s per core")
         summary({(m, c, n): (statistics.median(t for t, _ in v), statistics.median(lat for _, lat in v))
                  for (m, c, n), v in results.items()}, wal)
     finally:

@@ -44,6 +44,7 @@ def token(path: Path, env: dict[str, str]) -> str:
 def example(tmp_path: Path, name: str, *, listen: str) -> tuple[Path, int]:
     port = free_port()
     text = (ROOT / "examples" / f"{name}.toml").read_text().replace(listen, f"127.0.0.1:{port}")
+    text = text.replace('admin_listen = "127.0.0.1:9464"', 'admin_listen = "127.0.0.1:0"')
     path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path, port

@@ -122,7 +122,13 @@ def cli() -> None:
 @click.option("--name", default=None, metavar="NAME",
               help="This gateway's name (its audit chain) instead of [gateway] name; replicas sharing one "
                    "pipeline file and store each need their own.")
-def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: str | None) -> None:
+@click.option("--workers", default=None, metavar="N",
+              help="Run N worker processes (\"auto\": one per core) accepting on the same listeners "
+                   "(SO_REUSEPORT), each with its own audit chain NAME.wI, under a supervisor that restarts "
+                   "a worker that dies and passes SIGHUP/SIGTERM on.")
+@click.option("--worker-index", type=int, default=None, hidden=True)
+def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: str | None,
+          workers: str | None, worker_index: int | None) -> None:
     """Serve the listeners of PIPELINE until SIGTERM/SIGINT (SIGHUP re-reads the file)."""
     from .logs import setup_logging
     from .server import Gateway
@@ -132,9 +138,14 @@ def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: s
         if not name.strip():
             raise click.BadParameter("the name cannot be empty", param_hint="--name")
         rt.services.gateway_name = name
+    if workers is not None:
+        _supervise(pipeline, rt, workers, log_level, log_format, name)
+        return
+    if worker_index is not None:
+        rt.services.gateway_name = f"{rt.services.gateway_name}.w{worker_index}"
     gateway_section = rt.config.model.gateway
     setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
-    gateway = Gateway(rt)
+    gateway = Gateway(rt, reuse_port=worker_index is not None)
 
     async def main() -> None:
         await gateway.serve(handle_signals=True)
@@ -145,6 +156,33 @@ def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: s
         raise click.ClickException(str(e.strerror or e)) from None
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _supervise(pipeline: Path, rt: Runtime, workers: str, log_level: str | None, log_format: str | None,
+               name: str | None) -> None:
+    from .logs import setup_logging
+    from .workers import Supervisor, reuse_port_available, worker_command, worker_count
+
+    try:
+        count = worker_count(workers)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--workers") from None
+    if not reuse_port_available():
+        raise click.ClickException("--workers needs SO_REUSEPORT, which this platform does not have; run one "
+                                   "gw serve per port instead")
+    zero = [lr.name for lr in rt.listeners.values() if lr.options.address[1] == 0]
+    if zero:
+        raise click.ClickException(f"listener {zero[0]!r} listens on port 0 (any free port), so workers would "
+                                   "each get another port; give it a fixed port to use --workers")
+    gateway_section = rt.config.model.gateway
+    setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
+    options = [*(["--log-level", log_level] if log_level else []), *(["--log-format", log_format] if log_format
+               else []), "--name", rt.services.gateway_name]
+    def validate() -> None:
+        Runtime.build(pipeline, pm=registry().pm)
+
+    supervisor = Supervisor(lambda i: worker_command(pipeline, i, options), count, validate)
+    sys.exit(supervisor.run())
 
 
 @cli.command()

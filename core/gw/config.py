@@ -7,88 +7,48 @@ core never knows a stage's options.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomli
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .types import (
+    Address,
+    ByteSize,
+    Duration,
+    Port,
+    StrictModel,
+    format_duration,
+    format_size,
+    parse_address,
+    parse_duration,
+    parse_size,
+)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+__all__ = [
+    "Address",
+    "ByteSize",
+    "ConfigError",
+    "Duration",
+    "LoadedConfig",
+    "Port",
+    "StrictModel",
+    "format_duration",
+    "format_loc",
+    "format_size",
+    "load_config",
+    "parse_address",
+    "parse_duration",
+    "parse_size",
+    "validate_model",
+    "validation_error",
+]
 
-
-def parse_duration(value: Any) -> timedelta:
-    """``"10m"``, ``"30s"``, ``"1h"``, ``"30d"``, ``"1h30m"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", value)
-        if parts and re.fullmatch(r"\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+", value):
-            return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
-        m = _DURATION.match(value)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f"expected a duration such as \"30s\", \"10m\", \"1h\" or \"30d\", got {value!r}")
-
-
-def format_duration(value: timedelta) -> str:
-    """The inverse of :func:`parse_duration`: ``timedelta(days=90)`` -> ``"90d"``, 5400 s -> ``"1h30m"``."""
-    seconds = value.total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        n, seconds = divmod(seconds, size)
-        if n:
-            out += f"{int(n)}{unit}"
-    if seconds or not out:
-        out += f"{seconds:g}s"
-    return out
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-def parse_address(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:15432"`` / ``"[::1]:15432"`` / ``":15432"`` -> (host, port)."""
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", value.strip())
-    if not m:
-        raise ValueError(f"expected HOST:PORT such as \"127.0.0.1:15432\", got {value!r}")
-    host = m.group(1) or m.group(3) or "0.0.0.0"
-    port = int(m.group(2) or m.group(4))
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 0-65535")
-    return host, port
-
-
-def _address(value: str) -> str:
-    parse_address(value)
-    return value
-
-
-#: ``HOST:PORT`` (checked, kept as written).
-Address = Annotated[str, AfterValidator(_address)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class GatewaySection(_Strict):

@@ -167,3 +167,9 @@ def gw_collect_metrics(runtime: Runtime, add: Callable[..., None]) -> None:
     ``add(name, value, *, labels={...}, help="...", kind="gauge"|"counter")``.  For values a plugin holds
     (approvals pending, audit queue depth, export backlog); label values must be configured names, never
     user-controlled text.  Must be quick and must not block; returns nothing."""
+
+
+@hookspec
+def gw_storage_info(runtime: Runtime) -> Awaitable[dict[str, Any]] | None:
+    """``gw storage info``: return an awaitable of ``{label: text}`` lines about what the plugin keeps in the
+    store (an export sink's backlog ...), or None.  The store is open; listeners are not."""

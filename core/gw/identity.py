@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
+from .errors import AccessDenied
 from .model import Identity
+from .types import StrictModel
 
 if TYPE_CHECKING:
     from .runtime import Services
@@ -23,11 +25,15 @@ class Credential:
     username: str = ""
 
 
-class ProviderOptions(BaseModel):
-    """Base of a provider's options model: unknown keys are an error, so a misspelt key never goes unnoticed."""
+class ProviderOptions(StrictModel):
+    """Base of a provider's options model: unknown keys are an error, so a misspelt key never goes unnoticed.
+    Every provider has the revocation keys (:meth:`IdentityProvider.admit` applies them)."""
 
-    model_config = ConfigDict(extra="forbid")
     use: str
+    #: Subjects refused even with a valid credential (revocation without touching the issuer).
+    deny_subjects: list[str] = Field(default_factory=list)
+    #: Groups whose members are refused even with a valid credential.
+    deny_groups: list[str] = Field(default_factory=list)
 
 
 class IdentityProvider:
@@ -63,8 +69,19 @@ class IdentityProvider:
         raise NotImplementedError
 
     def admit(self, identity: Identity) -> None:
-        """Raise :class:`~gw.errors.AccessDenied` when this provider's own rules (``deny_subjects`` ...) now
-        refuse an identity it issued earlier; core re-checks live sessions with it after a reload."""
+        """Raise :class:`~gw.errors.AccessDenied` when this provider's rules now refuse an identity it issued
+        earlier.  Core calls it for every new session and re-checks live sessions with it after a reload.
+        The default applies ``deny_subjects`` / ``deny_groups``; a provider with rules of its own extends it
+        (and calls ``super().admit``)."""
+        deny_subjects = getattr(self.options, "deny_subjects", ())
+        deny_groups = getattr(self.options, "deny_groups", ())
+        if identity.subject in deny_subjects:
+            raise AccessDenied(f"subject {identity.subject!r} is denied by identity provider "
+                               f"{self.instance_name!r}; ask the gateway operator", reason="denied_subject")
+        denied = [g for g in identity.groups if g in deny_groups]
+        if denied:
+            raise AccessDenied(f"group {denied[0]!r} is denied by identity provider {self.instance_name!r}; "
+                               "ask the gateway operator", reason="denied_group")
 
     def issue_token(self, subject: str, groups: list[str], ttl_seconds: float,
                     extra_claims: dict[str, Any] | None = None) -> str:

@@ -45,6 +45,91 @@ class ObjectSyntax(enum.StrEnum):
     PATH = "path"
 
 
+class Direction(enum.StrEnum):
+    """Which way a stream channel's bytes travel."""
+
+    TO_AGENT = "to_agent"  # what the agent is shown (output, responses): masked, recorded
+    FROM_AGENT = "from_agent"  # what the agent sends (input, request bodies): forwarded as sent, observed
+    CONTROL = "control"  # terminal control (window sizes): neither text nor data
+
+
+class Channel(enum.StrEnum):
+    """The byte streams a protocol offers stages (:meth:`gw.stage.Stage.stream`).  A protocol passes one of
+    these; stages decide by :attr:`direction` and :attr:`terminal` rather than by listing names."""
+
+    STDOUT = "stdout"  # a command's standard output (SSH exec)
+    STDERR = "stderr"  # its standard error
+    STDIN = "stdin"  # what the agent writes to a command's standard input
+    PTY = "pty"  # an interactive terminal's output
+    PTY_INPUT = "pty-input"  # what is typed into an interactive terminal
+    PTY_RESIZE = "pty-resize"  # terminal sizes, one ``b"COLSxROWS"`` per chunk
+    REQUEST_BODY = "request-body"  # an HTTP request body as the agent sent it
+    RESPONSE_BODY = "response-body"  # an HTTP response body
+    RESPONSE_HEADERS = "response-headers"  # an HTTP response head, as ``[["name", "value"], ...]`` JSON
+    WS_CLIENT = "ws-client"  # WebSocket messages from the agent, one per chunk
+    WS_SERVER = "ws-server"  # WebSocket messages to the agent, one per chunk
+    ERROR = "error"  # an upstream error message's text (MySQL)
+    MCP_CONTENT = "mcp-content"  # one content item of an MCP tool result
+
+    @property
+    def direction(self) -> Direction:
+        if self in _FROM_AGENT:
+            return Direction.FROM_AGENT
+        if self is Channel.PTY_RESIZE:
+            return Direction.CONTROL
+        return Direction.TO_AGENT
+
+    @property
+    def terminal(self) -> bool:
+        """Terminal output or input: arbitrary bytes, read leniently as text."""
+        return self in (Channel.STDOUT, Channel.STDERR, Channel.PTY, Channel.PTY_INPUT, Channel.STDIN)
+
+    @property
+    def messages(self) -> bool:
+        """Each chunk is one whole message (WebSocket), not a slice of a byte stream."""
+        return self in (Channel.WS_CLIENT, Channel.WS_SERVER)
+
+
+_FROM_AGENT = frozenset({Channel.STDIN, Channel.PTY_INPUT, Channel.REQUEST_BODY, Channel.WS_CLIENT})
+
+
+class SessionEnd(enum.StrEnum):
+    """Why a session ended (``Stage.session_ended``; ``SessionRuntime.wait_terminated``).  A protocol may add
+    detail after a colon (``"error: upstream reset"``); :meth:`of` recovers the reason."""
+
+    CLIENT_CLOSED = "client_closed"
+    UPSTREAM_CLOSED = "upstream_closed"
+    IDLE_TIMEOUT = "idle_timeout"
+    ERROR = "error"
+    # Endings gw decides (SessionRuntime.terminate): each has a message for the client.
+    TOKEN_EXPIRED = "token_expired"
+    SESSION_MAX = "session_max"
+    REVOKED = "revoked"
+    SHUTDOWN = "shutdown"
+
+    @classmethod
+    def of(cls, reason: str) -> SessionEnd:
+        """The reason of ``"error: ..."``-style text; an unknown one is :attr:`ERROR`."""
+        try:
+            return cls(reason.split(":", 1)[0].strip())
+        except ValueError:
+            return cls.ERROR
+
+    @property
+    def message(self) -> str:
+        """What a protocol tells the client when gw ends its session for this reason."""
+        return _END_MESSAGES.get(self, f"gw closed this session ({self.value})")
+
+
+_END_MESSAGES = {
+    SessionEnd.TOKEN_EXPIRED: "token expired; reconnect with a fresh token",
+    SessionEnd.SESSION_MAX: "this session reached the listener's session_max; reconnect to continue",
+    SessionEnd.REVOKED: "access was revoked by the gateway operator; this session is closed",
+    SessionEnd.SHUTDOWN: "gw is shutting down; reconnect in a moment",
+    SessionEnd.IDLE_TIMEOUT: "this session was idle too long; reconnect to continue",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is acting, as established by an identity provider (never from the client's say-so)."""
@@ -228,13 +313,25 @@ class Column:
     #: Every source column the value derives from, as ``schema.table.column`` (``upper(ssn) AS x`` derives
     #: from ``public.people.ssn``).  Protocols fill it from the wire and from SQL lineage; masking matches on it.
     sources: tuple[str, ...] = ()
+    #: For a composite value that is exactly a whole row (``select p from people p``): each field's sources, in
+    #: order, so masking can redact field by field; None otherwise.
+    fields: tuple[tuple[str, ...], ...] | None = None
+
+
+class OutcomeStatus(enum.StrEnum):
+    """How a command ended."""
+
+    OK = "ok"  # it ran (the upstream answered without an error)
+    ERROR = "error"  # the upstream (or gw on its behalf) reported an error
+    DENIED = "denied"  # the pipeline refused it; it never reached the upstream
+    CANCELLED = "cancelled"  # the client cancelled it or went away before it finished
 
 
 @dataclass(slots=True)
 class Outcome:
     """What happened to a forwarded (or refused) command; filled in by the protocol plugin."""
 
-    status: str = "ok"  # ok | error | denied | cancelled
+    status: OutcomeStatus = OutcomeStatus.OK
     rows: int | None = None
     tag: str | None = None
     error_code: str | None = None

@@ -19,6 +19,7 @@ import trio
 from .logs import log_context
 from .model import (
     ALLOW,
+    Channel,
     Column,
     Command,
     Decision,
@@ -26,7 +27,9 @@ from .model import (
     Kind,
     ObjectSyntax,
     Outcome,
+    OutcomeStatus,
     Session,
+    SessionEnd,
     Verdict,
     cancel_reason_text,
 )
@@ -193,7 +196,8 @@ class Pipeline:
             return None
         return filters[0] if len(filters) == 1 else _RowChain(filters)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
+        channel = Channel(channel)  # a protocol naming a channel core does not know is a bug: fail loudly
         filters = []
         for stage in self._stream_stages:
             f = stage.stream(command, channel, content_type)
@@ -244,7 +248,7 @@ class SessionRuntime:
         self._inflight: dict[int, tuple[Pipeline, float]] = {}
         self._cancelled: set[int] = set()
         self._terminate = trio.Event()
-        self.termination_reason = ""
+        self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
         ident = session.identity
         self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
@@ -295,7 +299,7 @@ class SessionRuntime:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.rows(command, columns)
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
+    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
         return pipeline.stream(command, channel, content_type)
 
@@ -306,6 +310,8 @@ class SessionRuntime:
             self._cancelled.discard(command.seq)
             return
         pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
+        if not isinstance(outcome.status, OutcomeStatus):
+            outcome.status = OutcomeStatus(outcome.status)
         if not outcome.duration and started:
             outcome.duration = time.perf_counter() - started
         await pipeline.completed(command, outcome)
@@ -324,16 +330,16 @@ class SessionRuntime:
             candidates.append(self.session.started_at + opts.session_max.total_seconds())
         return min(candidates)
 
-    def terminate(self, reason: str) -> None:
+    def terminate(self, reason: SessionEnd | str) -> None:
         """Ask the protocol to end this session (revocation, shutdown); see :meth:`wait_terminated`."""
         if not self._terminate.is_set():
-            self.termination_reason = reason
+            self.termination_reason = SessionEnd(reason)
             self._terminate.set()
 
-    async def wait_terminated(self) -> str:
+    async def wait_terminated(self) -> SessionEnd:
         """Return when gw wants this session ended, with the reason: ``token_expired``, ``session_max``,
         ``revoked``, ``shutdown``.  Protocols run this beside the session and close it with a native
-        message when it returns."""
+        message when it returns (``reason.message`` is the text to show)."""
         deadline = self.deadline
         if math.isfinite(deadline):
             with trio.move_on_after(max(0.0, deadline - time.time())):
@@ -342,8 +348,8 @@ class SessionRuntime:
             exp = self.session.identity.expires_at
             grace = self.listener.options.token_grace.total_seconds()
             if exp is not None and exp + grace <= deadline + 1e-6:
-                return "token_expired"
-            return "session_max"
+                return SessionEnd.TOKEN_EXPIRED
+            return SessionEnd.SESSION_MAX
         await self._terminate.wait()
         return self.termination_reason
 

@@ -13,19 +13,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .config import Address, Duration, parse_address
 from .model import Command, Session
+from .types import Address, Duration, StrictModel, parse_address
 
 if TYPE_CHECKING:
     from .runtime import ListenerRuntime
 
 
-class ListenerOptions(BaseModel):
+class ListenerOptions(StrictModel):
     """Keys every listener has.  A protocol's ``Options`` subclasses this and adds its own (``upstream`` ...)."""
 
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     protocol: str

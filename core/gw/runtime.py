@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,13 @@ import trio
 from .config import LoadedConfig, load_config, validate_model
 from .errors import AccessDenied, AuthenticationError, ConfigError, PluginError
 from .identity import Credential, IdentityProvider
-from .model import Identity, Session
+from .model import Identity, Session, SessionEnd
 from .pipeline import Pipeline, SessionRuntime
 from .plugins import Registry, make_plugin_manager
 from .protocol import ListenerOptions, ProtocolHandler
 from .stage import Stage
 from .store import Store
+from .tasks import Background
 
 log = logging.getLogger("gw.runtime")
 
@@ -41,6 +42,13 @@ class Services:
     gateway_name: str
     store: Store | None = None
     runtime: Runtime | None = None
+    background: Background = field(default_factory=Background)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
+        """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it
+        outlives the caller, its errors are logged, and it is cancelled when the gateway closes, after every
+        plugin's ``close()``."""
+        self.background.spawn(fn, *args, name=name)
 
     @property
     def data_dir(self) -> Path:
@@ -217,6 +225,10 @@ class Runtime:
         self._retired: list[Stage] = []
         self._identity_open = False
         self._offers: dict[str, Any] = {}
+        #: Where each plugin object was configured (``pipelines.agents.stages[1]``), for error messages.
+        self._where: dict[int, str] = {}
+        #: Plugin objects opened so far, in order (closed in reverse if a later one fails to open).
+        self._opened: list[Any] = []
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -256,6 +268,7 @@ class Runtime:
         opts = self._options(cls, table, "storage")
         self.store = cls(opts, self.services)
         self.services.store = self.store
+        self._where[id(self.store)] = "storage"
 
     def _build_identity(self) -> None:
         for name, table in self.config.raw.get("identity", {}).items():
@@ -263,6 +276,7 @@ class Runtime:
             opts = self._options(cls, table, f"identity.{name}")
             try:
                 self.identity[name] = cls(name, opts, self.services)
+                self._where[id(self.identity[name])] = f"identity.{name}"
             except (ValueError, ConfigError) as e:
                 raise self._plugin_error(e, f"identity.{name}") from None
 
@@ -275,6 +289,7 @@ class Runtime:
                 opts = self._options(cls, st, path)
                 try:
                     stages.append(cls(opts, self.services, pipeline=name, index=i))
+                    self._where[id(stages[-1])] = path
                 except (ValueError, ConfigError) as e:
                     raise self._plugin_error(e, path) from None
             self.pipelines[name] = Pipeline(name, stages)
@@ -289,6 +304,7 @@ class Runtime:
                                   "pass)", file=str(self.config.path), path=f"{path}.pipeline")
             try:
                 self.listeners[opts.name] = ListenerRuntime(self, opts, cls)
+                self._where[id(self.listeners[opts.name].handler)] = path
             except (ValueError, ConfigError) as e:
                 raise self._plugin_error(e, path) from None
 
@@ -296,19 +312,45 @@ class Runtime:
     async def open(self, *, serving: bool = True, identity: bool = True) -> None:
         """Open the store, (when ``identity``) identity providers and (when ``serving``) pipelines and
         protocol handlers."""
-        if self.store is not None:
-            await self.store.open()
+        objects: list[Any] = [self.store] if self.store is not None else []
         self._identity_open = identity or serving
         if self._identity_open:
-            for provider in self.identity.values():
-                await provider.open()
+            objects += self.identity.values()
         if serving:
-            for p in self.pipelines.values():
-                await p.open()
-            for lr in self.listeners.values():
-                await lr.handler.open()
+            objects += [s for p in self.pipelines.values() for s in p.stages]
+            objects += [lr.handler for lr in self.listeners.values()]
+        for obj in objects:
+            await self._open_one(obj)
+
+    async def _open_one(self, obj: Any) -> None:
+        """Open one plugin object; on failure close what was opened and raise a :class:`ConfigError` naming
+        the object's key path (``listeners[0]: cannot read tls.cert ...``), never a traceback."""
+        try:
+            await obj.open()
+        except trio.Cancelled:
+            raise
+        except Exception as e:  # noqa: BLE001 -- whatever a plugin raises becomes a configuration error
+            where = self._where.get(id(obj), type(obj).__name__)
+            with trio.CancelScope(shield=True):
+                await self._close_opened()
+            if isinstance(e, ConfigError):
+                raise self._plugin_error(e, where) from None
+            detail = str(e) or type(e).__name__
+            raise ConfigError(f"could not start ({detail})", file=str(self.config.path), path=where) from None
+        self._opened.append(obj)
+
+    async def _close_opened(self) -> None:
+        """Close, newest first, what :meth:`open` had opened before something failed."""
+        while self._opened:
+            obj = self._opened.pop()
+            try:
+                await obj.close()
+            except Exception:
+                log.exception("%s failed to close", self._where.get(id(obj), type(obj).__name__))
+        await self.services.background.close()
 
     async def close(self) -> None:
+        self._opened.clear()
         with trio.CancelScope(shield=True):
             for lr in self.listeners.values():
                 try:
@@ -324,6 +366,7 @@ class Runtime:
                     await provider.close()
                 except Exception:
                     log.exception("identity provider %s failed to close", provider.instance_name)
+            await self.services.background.close()
             if self.store is not None:
                 await self.store.close()
 
@@ -396,7 +439,7 @@ class Runtime:
                 rt.listener.admit(rt.session.identity)
             except AccessDenied as e:
                 log.info("session %s of %s ends: %s", rt.session.id, rt.session.identity.subject, e)
-                rt.terminate("revoked")
+                rt.terminate(SessionEnd.REVOKED)
         return changes
 
     def offer(self, name: str) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from .errors import ConfigError, PluginError
+from .model import SessionEnd
 from .runtime import ListenerRuntime, Runtime
 
 log = logging.getLogger("gw.server")
@@ -31,11 +32,36 @@ def _peer(stream: trio.SocketStream) -> str:
     return str(addr)
 
 
+async def _reuse_port_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Like ``trio.open_tcp_listeners``, with SO_REUSEPORT so several processes accept on one address."""
+    found = await trio.socket.getaddrinfo(host or None, port, type=trio.socket.SOCK_STREAM,
+                                          flags=trio.socket.AI_PASSIVE)
+    listeners: list[trio.SocketListener] = []
+    for family, kind, proto, _, address in found:
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            if family == trio.socket.AF_INET6:
+                sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+            await sock.bind(address)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            for done in listeners:
+                done.socket.close()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
 class Gateway:
     """Serves every listener of a :class:`~gw.runtime.Runtime` until shut down."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, reuse_port: bool = False) -> None:
         self.runtime = runtime
+        #: Bind listeners with SO_REUSEPORT (a worker of ``gw serve --workers``: the kernel spreads connections).
+        self.reuse_port = reuse_port
         self.active = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -54,7 +80,8 @@ class Gateway:
             for lr in rt.listeners.values():
                 host, port = lr.options.address
                 try:
-                    socks = await trio.open_tcp_listeners(port, host=host or None)
+                    socks = (await _reuse_port_listeners(host, port) if self.reuse_port
+                             else await trio.open_tcp_listeners(port, host=host or None))
                 except OSError as e:
                     hint = " (is another gw or service already using it?)" if e.errno == errno.EADDRINUSE else ""
                     raise OSError(e.errno, f"listener {lr.name!r} cannot listen on {lr.options.listen}: "
@@ -125,7 +152,7 @@ class Gateway:
             log.info("shutting down: waiting up to %.0fs for %d connection(s)",
                      self.runtime.config.model.gateway.drain_timeout.total_seconds(), self.active)
         for s in sessions:
-            s.terminate("shutdown")
+            s.terminate(SessionEnd.SHUTDOWN)
         with trio.move_on_after(self.runtime.config.model.gateway.drain_timeout.total_seconds()):
             await self._idle.wait()
         if self.active:

@@ -18,18 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
-
-from .model import Column, Command, Outcome, Session, Verdict
+from .model import Channel, Column, Command, Outcome, Session, Verdict
+from .types import StrictModel
 
 if TYPE_CHECKING:
     from .runtime import Services
 
 
-class StageOptions(BaseModel):
+class StageOptions(StrictModel):
     """Base of a stage's options model; unknown keys are an error."""
 
-    model_config = ConfigDict(extra="forbid")
     use: str
 
 
@@ -100,7 +98,8 @@ class Stage:
         """A client was refused before a session began (bad token, group not allowed ...)."""
 
     async def session_ended(self, session: Session, reason: str) -> None:
-        """The session ended (``client_closed``, ``token_expired``, ``shutdown``, ``error: ...``)."""
+        """The session ended; ``reason`` is a :class:`~gw.model.SessionEnd` value, possibly with detail
+        after a colon (``error: ...``; ``SessionEnd.of(reason)`` recovers it)."""
 
     # -- commands -------------------------------------------------------------------------------------------
     def evaluate(self, command: Command) -> Verdict | None:
@@ -119,8 +118,9 @@ class Stage:
         """A filter for this result's rows, or None when the stage has nothing to do with it."""
         return None
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> StreamFilter | None:
-        """A filter for a byte stream of this command (``stdout``, ``stderr``, ``body`` ...), or None."""
+    def stream(self, command: Command, channel: Channel, content_type: str = "") -> StreamFilter | None:
+        """A filter for a byte stream of this command (:class:`~gw.model.Channel`: ``channel.direction`` says
+        whether the agent sent it or is shown it), or None."""
         return None
 
     async def completed(self, command: Command, outcome: Outcome) -> None:

@@ -88,6 +88,8 @@ def info(config: Path, as_json: bool) -> None:
                 "last_seq": last.seq if last else None,
             })
         details = await store.describe()
+        for pending in rt.pm.hook.gw_storage_info(runtime=rt):
+            details.update(await pending)
         retention = getattr(store.options, "retention", None)
         return {"backend": store.name, "retention": format_duration(retention) if retention else None,
                 "details": details, "streams": streams}

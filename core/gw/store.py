@@ -18,17 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
-from .config import Duration
 from .errors import GwError, StoreError
+from .types import Duration, StrictModel
 
 if TYPE_CHECKING:
     from .runtime import Services
 
 
-class StorageOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StorageOptions(StrictModel):
     use: str
     #: How long stream records are kept (``gw storage prune`` applies it); None keeps everything.
     retention: Duration | None = None

@@ -224,7 +224,7 @@ class StoreContract:
         assert len(await store.scan("s")) == 1  # nothing of a refused append is stored
 
     async def test_a_record_appended_with_its_encoding_reads_back_as_the_record(self, store: Store) -> None:
-        records = [{"b": 1, "a": "\u00e9"}, {"n": 2}]
+        records: list[dict[str, Any]] = [{"b": 1, "a": "\u00e9"}, {"n": 2}]
         seqs = await store.append("s", records, index=[{"k": "x"}, {"k": "y"}],
                                   encoded=['{"a":"\\u00e9","b":1}', '{"n":2}'])
         assert [(e.seq, dict(e.data)) for e in await store.scan("s")] == list(zip(seqs, records))

@@ -37,6 +37,10 @@ def check_open(request: ApprovalRequest, now: float) -> None:
     if status is Status.EXPIRED:
         raise ApprovalError(f"request {rid} was approved but not used in time and has expired; the "
                             "requester has to send the command again")
+    if status is Status.CANCELLED and request.status is Status.PENDING:
+        raise ApprovalError(f"request {rid} was cancelled: gateway {request.gateway!r}, which held the command, "
+                            f"stopped (no heartbeat since {clock(request.heartbeat or request.created)}); the "
+                            "command never ran and nothing is waiting for a decision")
     if status is Status.CANCELLED:
         raise ApprovalError(f"request {rid} was cancelled: {request.reason or 'the client went away'}; "
                             "nothing is waiting for a decision")
@@ -91,6 +95,13 @@ def cancel(request: ApprovalRequest, now: float, reason: str) -> ApprovalRequest
     if request.status is not Status.PENDING:
         return None
     return request.evolve(status=Status.CANCELLED, decided=now, reason=reason)
+
+
+def beat(request: ApprovalRequest, now: float) -> ApprovalRequest | None:
+    """The holding gateway's heartbeat on a request it still holds (pending and not yet given up on)."""
+    if request.effective_status(now) is not Status.PENDING:
+        return None
+    return request.evolve(heartbeat=now)
 
 
 def use(request: ApprovalRequest, now: float, by: str) -> ApprovalRequest | None:

@@ -105,6 +105,11 @@ class ApprovalRequest:
     #: or unknown (``rows_note`` says which).
     rows: int | None = None
     rows_note: str = ""
+    #: Hold mode: the holding gateway renews ``heartbeat`` while the command waits; a pending request whose
+    #: heartbeat is older than ``lease`` seconds lost its gateway (killed, crashed, cut off from the store) and
+    #: is cancelled: nothing is waiting to run it any more.  ``lease`` 0: no heartbeat (retry mode).
+    heartbeat: float | None = None
+    lease: float = 0.0
     #: The store's version of the document this value was read from (not stored in the document).
     version: int = field(default=0, compare=False)
 
@@ -114,10 +119,16 @@ class ApprovalRequest:
         and a retry approval not used within its window is expired too."""
         if self.status is Status.PENDING and now >= self.expires:
             return Status.EXPIRED
+        if self.status is Status.PENDING and self.holder_gone(now):
+            return Status.CANCELLED
         if (self.status is Status.APPROVED and self.mode == "retry" and self.decided is not None
                 and now >= self.decided + self.use_within):
             return Status.EXPIRED
         return self.status
+
+    def holder_gone(self, now: float) -> bool:
+        """True when the gateway holding this (hold mode) request stopped renewing its heartbeat."""
+        return self.lease > 0 and self.heartbeat is not None and now - self.heartbeat > self.lease
 
     @property
     def approved_by(self) -> tuple[str, ...]:

@@ -158,7 +158,8 @@ class ApproveStage(Stage):
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
                                             backoff=options.notify_backoff.total_seconds(),
-                                            timeout=options.notify_timeout.total_seconds())
+                                            timeout=options.notify_timeout.total_seconds(),
+                                            spawn=services.spawn)
 
     async def close(self) -> None:
         if self.notifier is not None:
@@ -234,10 +235,16 @@ class ApproveStage(Stage):
 
     async def _wait(self, request: ApprovalRequest) -> Verdict:
         interval = self.options.poll_interval.total_seconds()
+        beat_every = request.lease / 3
         while True:
             current = await self.ledger.require(request.id)
             now = time.time()
             status = current.effective_status(now)
+            if (status is Status.PENDING and beat_every and current.heartbeat is not None
+                    and now - current.heartbeat >= beat_every):
+                # Tell every gateway this command is still held here (see ApprovalRequest.holder_gone).
+                current = await self.ledger.change(request.id, lambda r: decisions.beat(r, time.time()))
+                status = current.effective_status(time.time())
             if status is Status.EXPIRED:
                 # Write it down, unless an approver decided in the last moment (then the loop sees that).
                 current = await self.ledger.change(request.id, lambda r: decisions.expire(r, time.time()))
@@ -249,6 +256,12 @@ class ApproveStage(Stage):
                 return Verdict.allow(stage=self.name, rule=current.rule, request_id=current.id,
                                      approved_by=current.approved_by,
                                      reason=f"approved by {', '.join(current.approved_by)}")
+            if status is Status.CANCELLED and current.status is Status.PENDING:
+                return Verdict.deny(
+                    f"gw: request {current.id} was given up: this gateway could not renew its hold in the store "
+                    f"for more than {current.lease:g}s, so no approval can release it; the command was not run. "
+                    "Send it again", code=DenyCode.APPROVAL_DENIED, stage=self.name, rule=current.rule,
+                    request_id=current.id)
             if status is not Status.PENDING:
                 return self._refused(current)
             await trio.sleep(max(0.0, min(interval, current.expires - now)))
@@ -323,6 +336,8 @@ class ApproveStage(Stage):
             approvers=tuple(opts.approvers), min_approvals=opts.min_approvals, created=now,
             expires=now + opts.timeout.total_seconds(), match_key=key, use_within=window.total_seconds(),
             gateway=self.services.gateway_name, params=self._params(command),
+            heartbeat=now if opts.mode == "hold" else None,
+            lease=self.services.config.model.gateway.chain_lease.total_seconds() if opts.mode == "hold" else 0.0,
             rows=measured.rows if measured is not None else None,
             rows_note=self._redact(measured.describe()) if measured is not None else "")
 

@@ -151,7 +151,7 @@ class AuditChain:
         self._queue.append(_Pending(record, index))
         if not self._flusher_started:
             self._flusher_started = True
-            trio.lowlevel.spawn_system_task(self._flusher, name=f"gw-audit-flusher-{self.name}")
+            self.store.services.spawn(self._flusher, name=f"gw-audit-flusher-{self.name}")
         self._wake.set()
 
     async def _flusher(self) -> None:
@@ -243,7 +243,7 @@ async def open_chain(store: Store, name: str, *, lease: float | None = None, hol
         chain.claim = claim
         chain.loaded = False  # read the head again: it may have moved while the chain was not ours
         chain._heartbeat = trio.CancelScope()
-        trio.lowlevel.spawn_system_task(_heartbeat, chain, chain._heartbeat, name=f"gw-audit-claim-{name}")
+        store.services.spawn(_heartbeat, chain, chain._heartbeat, name=f"gw-audit-claim-{name}")
     chain.users += 1
     try:
         await chain.ensure_loaded()

@@ -88,6 +88,10 @@ class ColumnAction:
     index: int
     kind: ValueKind
     strategy: Strategy
+    #: A whole-row value: per field, the strategy of the rule that masks it (None: the field is kept,
+    #: detectors still apply).  None for ordinary columns.
+    fields: tuple[Strategy | None, ...] | None = None
+    binary: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,8 @@ class ResultPlan:
     scanned: tuple[tuple[int, ValueKind], ...]
 
     def bind(self, text: TextMasker | None, json_masker: JsonMasker | None, counts: MaskCounts) -> MaskingRows:
-        fixed = tuple((a.index, _column_replacer(a.kind, a.strategy)) for a in self.masked)
+        fixed = tuple((a.index, _composite_replacer(a, text) if a.fields is not None
+                       else _column_replacer(a.kind, a.strategy)) for a in self.masked)
         scans: list[tuple[int, Callable[[bytes], Value]]] = []
         for index, kind in self.scanned:
             if kind is ValueKind.JSON and json_masker is not None:
@@ -127,6 +132,141 @@ def _to_null(value: bytes) -> Value:
     return None
 
 
+def _composite_replacer(action: ColumnAction, text: TextMasker | None) -> Callable[[bytes], Value]:
+    """A whole-row value masked field by field (text or binary record format); NULL whenever the value is not
+    a record of exactly the expected fields."""
+    fields = action.fields
+    assert fields is not None
+
+    def text_record(value: bytes) -> Value:
+        parsed = parse_record(value)
+        if parsed is None or len(parsed) != len(fields):
+            return None
+        out: list[bytes | None] = []
+        for field, strategy in zip(parsed, fields):
+            if field is None:
+                out.append(None)
+            elif strategy is not None:
+                out.append(None if strategy.nulls_values else strategy.mask_bytes(field))
+            else:
+                out.append(text.mask_bytes(field) if text is not None else field)
+        return encode_record(out)
+
+    def binary_record(value: bytes) -> Value:
+        parsed = parse_binary_record(value)
+        if parsed is None or len(parsed) != len(fields):
+            return None
+        out: list[tuple[int, bytes | None]] = []
+        for (oid, field), strategy in zip(parsed, fields):
+            if field is not None and (strategy is not None or (text is not None and oid in _TEXT_OIDS
+                                                               and text.null_if_found(field) is None)):
+                field = None
+            out.append((oid, field))
+        return encode_binary_record(out)
+
+    return binary_record if action.binary else text_record
+
+
+#: text, varchar, bpchar, name, json, jsonb, xml, unknown: binary fields whose bytes are text.
+_TEXT_OIDS = frozenset({25, 1043, 1042, 19, 114, 3802, 142, 705})
+
+
+def parse_record(value: bytes) -> list[bytes | None] | None:
+    """PostgreSQL's text form of a composite value, ``(1,ann,"a b",)`` -> its fields (None: NULL); None when
+    ``value`` is not one."""
+    if len(value) < 2 or value[:1] != b"(" or value[-1:] != b")":
+        return None
+    fields: list[bytes | None] = []
+    i, n = 1, len(value) - 1
+    while True:
+        if i > n:
+            return None
+        if value[i:i + 1] in (b",", b")") and i <= n:
+            fields.append(None)  # an empty unquoted field is NULL
+        else:
+            out = bytearray()
+            quoted = False
+            while i < n:
+                c = value[i:i + 1]
+                if c == b'"':
+                    if quoted and value[i + 1:i + 2] == b'"':
+                        out += b'"'
+                        i += 2
+                        continue
+                    quoted = not quoted
+                    i += 1
+                    continue
+                if c == b"\\":
+                    if i + 1 >= len(value):
+                        return None
+                    out += value[i + 1:i + 2]
+                    i += 2
+                    continue
+                if not quoted and c in (b",", b")"):
+                    break
+                out += c
+                i += 1
+            if quoted:
+                return None
+            fields.append(bytes(out))
+        if i == n:
+            return fields
+        if value[i:i + 1] != b",":
+            return None
+        i += 1
+        if i == n:  # a trailing comma: the last field is NULL
+            fields.append(None)
+            return fields
+
+
+def encode_record(fields: list[bytes | None]) -> bytes:
+    parts = []
+    for f in fields:
+        if f is None:
+            parts.append(b"")
+        elif f == b"" or any(ch in f for ch in b'(),"\\ \t\n\r'):
+            parts.append(b'"' + f.replace(b"\\", b"\\\\").replace(b'"', b'""') + b'"')
+        else:
+            parts.append(f)
+    return b"(" + b",".join(parts) + b")"
+
+
+def parse_binary_record(value: bytes) -> list[tuple[int, bytes | None]] | None:
+    """The binary form of a composite value: a field count, then per field its type OID, length and bytes."""
+    if len(value) < 4:
+        return None
+    count = int.from_bytes(value[:4], "big", signed=True)
+    if count < 0:
+        return None
+    pos = 4
+    out: list[tuple[int, bytes | None]] = []
+    for _ in range(count):
+        if pos + 8 > len(value):
+            return None
+        oid = int.from_bytes(value[pos:pos + 4], "big")
+        length = int.from_bytes(value[pos + 4:pos + 8], "big", signed=True)
+        pos += 8
+        if length < 0:
+            out.append((oid, None))
+            continue
+        if pos + length > len(value):
+            return None
+        out.append((oid, value[pos:pos + length]))
+        pos += length
+    return out if pos == len(value) else None
+
+
+def encode_binary_record(fields: list[tuple[int, bytes | None]]) -> bytes:
+    out = bytearray(len(fields).to_bytes(4, "big"))
+    for oid, field in fields:
+        out += oid.to_bytes(4, "big")
+        if field is None:
+            out += (-1).to_bytes(4, "big", signed=True)
+        else:
+            out += len(field).to_bytes(4, "big") + field
+    return bytes(out)
+
+
 def _json_scanner(masker: JsonMasker, text: TextMasker | None) -> Callable[[bytes], Value]:
     def scan(value: bytes) -> Value:
         try:
@@ -150,7 +290,8 @@ def plan_result(columns: Sequence[Column], column_rules: Sequence[tuple[object, 
         kind = value_kind(column, extra_text_types)
         for pattern, strategy in column_rules:
             if pattern.matches(column):  # type: ignore[attr-defined]
-                masked.append(ColumnAction(index, kind, strategy))
+                fields = _field_strategies(column, column_rules) if column.fields is not None else None
+                masked.append(ColumnAction(index, kind, strategy, fields, column.binary))
                 break
         else:
             if kind is ValueKind.JSON and (scan_json or scan_text) or kind is not ValueKind.OTHER and scan_text:
@@ -158,6 +299,15 @@ def plan_result(columns: Sequence[Column], column_rules: Sequence[tuple[object, 
     if not masked and not scanned:
         return None
     return ResultPlan(tuple(masked), tuple(scanned))
+
+
+def _field_strategies(column: Column, column_rules: Sequence[tuple[object, Strategy]]
+                      ) -> tuple[Strategy | None, ...]:
+    out: list[Strategy | None] = []
+    for sources in column.fields or ():
+        probe = Column(name="\x00", sources=sources)
+        out.append(next((st for p, st in column_rules if p.matches(probe)), None))  # type: ignore[attr-defined]
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,14 +13,15 @@ counts what it masked and reports the counts as ``outcome.notes["masked"]`` on c
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 from gw.detect import Detector
 from gw.errors import ConfigError, PluginError
-from gw.model import Column, Command, Outcome, Session
+from gw.model import Channel, Column, Command, DenyCode, Direction, Outcome, Session, Verdict
 from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
+from gw.types import ByteSize as _ByteSize
+from gw.types import size_range
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .content import Unmaskable, codec_for, parse_media_type, passes_through, stream_kind, valid_pattern
@@ -36,25 +37,8 @@ from .streams import JsonBody, JsonLines, MaskUnavailable, MessageMasker, TextSt
 # Options
 # ---------------------------------------------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3,
-               "gib": 1024**3}
-
-
-def parse_size(value: Any) -> int:
-    """``8388608``, ``"8MiB"``, ``"64KiB"``, ``"1MB"`` -> bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2).lower() if m.group(2) else None]
-    else:
-        raise ValueError(f"expected a size such as 65536, \"64KiB\" or \"8MiB\", got {value!r}")
-    if size < 1:
-        raise ValueError("a size must be at least 1 byte")
-    return size
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
+#: A positive byte size in gw's size convention (``"8MiB"`` = 2^23 bytes, ``"1MB"`` = 10^6).
+ByteSize = Annotated[_ByteSize, size_range(1)]
 
 
 def _tables(key: str) -> Any:
@@ -119,6 +103,9 @@ class MaskOptions(StageOptions):
     #: (octet streams, images, archives; ``application/octet-stream`` also allows binary WebSocket messages).
     #: Without an entry, such content is refused whenever masking applies.
     pass_through_types: list[str] = Field(default_factory=list)
+    #: Let sessions read the database's planner statistics (``pg_stats`` ...), which hold column values;
+    #: refused by default whenever this stage masks anything.
+    allow_statistics: bool = False
 
     @field_validator("pass_through_types")
     @classmethod
@@ -146,13 +133,27 @@ class MaskOptions(StageOptions):
 
 #: Channels the stage never rewrites (the channel names protocol plugins use, see docs/plugins/mask.md): what
 #: the agent sends -- masking a request body would change what is written upstream -- and terminal control.
-UNMASKED_CHANNELS = frozenset({"stdin", "pty-input", "pty-resize", "request-body", "ws-client"})
+UNMASKED_CHANNELS = frozenset(c for c in Channel if c.direction is not Direction.TO_AGENT)
 #: Terminal output: read leniently (bytes that are not text pass through unchanged), without label rules.
-TERMINAL_CHANNELS = frozenset({"stdout", "stderr", "pty"})
+TERMINAL_CHANNELS = frozenset({Channel.STDOUT, Channel.STDERR, Channel.PTY})
 #: Channels where each ``feed`` carries one whole message (WebSocket messages from the upstream).
-MESSAGE_CHANNELS = frozenset({"ws-server"})
+MESSAGE_CHANNELS = frozenset({Channel.WS_SERVER})
 #: The HTTP response head as ``[["name", "value"], ...]`` (see docs/plugins/mask.md).
-HEADERS_CHANNEL = "response-headers"
+HEADERS_CHANNEL = Channel.RESPONSE_HEADERS
+
+#: Tables and views holding values of other tables' columns (planner statistics, statement texts): read only
+#: with ``allow_statistics = true``.
+STATISTICS_TABLES = frozenset({"pg_stats", "pg_statistic", "pg_stats_ext", "pg_stats_ext_exprs",
+                               "pg_statistic_ext_data", "pg_stat_statements", "pg_stat_statements_info",
+                               "pg_stat_activity"})
+#: Command attributes a protocol sets for the stage (see docs/plugins/mask.md): the sources
+#: (``schema.table.column``, ``*`` for any part) the values a command writes derive from, and those it reads.
+WRITES_ATTRIBUTE = "sql.writes"
+READS_ATTRIBUTE = "sql.reads"
+#: Attributes the stage sets on every command it sees, for the protocol's handling of server text: whether
+#: the command reads a masked column (or gw cannot tell), and a function masking what detectors find in text.
+TOUCHES_ATTRIBUTE = "mask.touches"
+TEXT_ATTRIBUTE = "mask.text"
 
 #: Shortest accepted hash key: a short key lets anyone holding tokens test candidate values offline.
 MIN_HASH_KEY = 16
@@ -253,6 +254,58 @@ class MaskStage(Stage):
 
     async def session_ended(self, session: Session, reason: str) -> None:
         self._counts.pop(session.id, None)
+
+    # -- commands -------------------------------------------------------------------------------------------
+    def masks_anything(self) -> bool:
+        return bool(self.options.columns or self.options.detectors or self.options.json_paths)
+
+    def masked_source(self, source: str) -> bool:
+        """Whether a column rule covers the source ``schema.table.column`` (``*`` parts match any rule)."""
+        self._require_ready()
+        probe = Column(name="\x00", sources=(source,))
+        return any(pattern.matches(probe) for pattern, _ in self._column_rules)
+
+    def evaluate(self, command: Command) -> Verdict | None:
+        """Refuses what would carry a masked value past the stage (copies into other places, planner
+        statistics), and tells the protocol how to treat the server's own text for this command."""
+        if not self.masks_anything() or command.language != "sql":
+            return None
+        self._require_ready()
+        attributes = command.attributes
+        if isinstance(attributes, dict):
+            reads = attributes.get(READS_ATTRIBUTE)
+            touches = reads is None or any(self.masked_source(s) for s in reads)
+            attributes[TOUCHES_ATTRIBUTE] = touches
+            attributes[TEXT_ATTRIBUTE] = self._mask_server_text
+        if not self.options.allow_statistics:
+            named = [o.rsplit(".", 1)[-1] for o in command.objects]
+            named += [s.rsplit(".", 2)[-2] for s in attributes.get(READS_ATTRIBUTE) or () if s.count(".") >= 2]
+            hit = next((n for n in named if n.lower() in STATISTICS_TABLES), None)
+            if hit is not None:
+                return Verdict.deny(
+                    f"this pipeline masks values, and {hit} holds values of table columns (planner statistics "
+                    "or statement texts), so gw refuses to read it. Query the tables themselves (masking "
+                    "applies there), or ask the gateway operator to set allow_statistics = true on the mask "
+                    "stage", code=DenyCode.POLICY, stage=self.name, rule="allow_statistics")
+        if self._column_rules:
+            writes = attributes.get(WRITES_ATTRIBUTE)
+            copied = sorted(s for s in writes or () if self.masked_source(s))
+            if copied:
+                shown = ", ".join(c.replace(".*", " (whole rows)") if c != "*.*.*" else "values gw cannot trace"
+                                  for c in copied[:3])
+                return Verdict.deny(
+                    f"this statement would copy values of masked columns ({shown}) into a table, a setting or a "
+                    "message, where they could be read unmasked; gw refuses it. Write values that do not derive "
+                    "from masked columns, or read the masked columns directly", code=DenyCode.POLICY,
+                    stage=self.name, rule="masked_copy")
+        return None
+
+    def _mask_server_text(self, text: str) -> str:
+        """What the detectors find in a text the server sent (an error, a notice, a notification)."""
+        if not self._detection:
+            return text
+        masked = TextMasker(self._detection, MaskCounts()).mask(text)
+        return text if masked is None else masked
 
     # -- filters --------------------------------------------------------------------------------------------
     def _text_masker(self, counts: MaskCounts) -> TextMasker | None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gw.detect import Detector
+from gw.model import Channel
 
 #: Name of the recording format in exported headers, and its version (bumped on incompatible changes).
 FORMAT = "gw-recording"
@@ -50,17 +51,18 @@ class EventType(enum.StrEnum):
 # -- the channel contract (protocol plugins call Stage.stream(command, channel, content_type)) ---------------
 
 #: Channels carrying what the agent was shown, after masking: recorded as they arrive, with their timing.
-OUTPUT_CHANNELS = frozenset({"stdout", "stderr", "pty", "response-body", "ws-server"})
+OUTPUT_CHANNELS = frozenset({Channel.STDOUT, Channel.STDERR, Channel.PTY, Channel.RESPONSE_BODY,
+                             Channel.WS_SERVER})
 #: Channels carrying what a person or agent typed; they catch typed passwords, so they are recorded only with
 #: ``record_input = true``.
-INPUT_CHANNELS = frozenset({"pty-input", "stdin"})
+INPUT_CHANNELS = frozenset({Channel.PTY_INPUT, Channel.STDIN})
 #: Channels carrying what the agent sent as data (HTTP request bodies, WebSocket messages): recorded, with the
 #: detectors applied since no mask stage rewrites them.  Unknown channels are treated the same way.
-CLIENT_CHANNELS = frozenset({"request-body", "ws-client"})
+CLIENT_CHANNELS = frozenset({Channel.REQUEST_BODY, Channel.WS_CLIENT})
 #: A control channel: each chunk is one terminal size, ``b"COLSxROWS"`` (the asciicast ``r`` event's data).
-RESIZE_CHANNEL = "pty-resize"
+RESIZE_CHANNEL = Channel.PTY_RESIZE
 #: Terminal channels, limited by ``max_terminal_bytes`` instead of ``max_bytes``.
-TERMINAL_CHANNELS = frozenset({"pty", "pty-input"})
+TERMINAL_CHANNELS = frozenset({Channel.PTY, Channel.PTY_INPUT})
 
 #: Keys whose values are never recorded, wherever they appear in command, session or outcome attributes.
 DEFAULT_REDACT_KEYS = (

@@ -222,7 +222,7 @@ class Record(Stage):
     async def open(self) -> None:
         if self._flusher_done is None:
             self._flusher_done = trio.Event()
-            trio.lowlevel.spawn_system_task(self._flush_loop, name=f"gw-record flusher ({self.pipeline})")
+            self.services.spawn(self._flush_loop, name=f"gw-record flusher ({self.pipeline})")
 
     async def close(self) -> None:
         """Write everything still buffered; sessions still open are ended with reason ``gateway_stopped``."""

@@ -8,7 +8,7 @@ from typing import Literal
 
 from gw.config import Duration
 from gw.identity import ProviderOptions
-from pydantic import Field, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 #: A prefix is what routes a credential to this provider, so it must be unmistakable: short, no dots (a JWT
 #: has two), nothing a shell or a connection string would mangle.
@@ -37,10 +37,6 @@ class ApiKeyOptions(ProviderOptions):
     default_ttl: Duration = timedelta(days=30)
     #: Longest lifetime ``gw keys create`` accepts: every key ends.
     max_ttl: Duration = timedelta(days=365)
-    #: Subjects refused even with a valid key.
-    deny_subjects: list[str] = Field(default_factory=list)
-    #: Groups whose members are refused even with a valid key.
-    deny_groups: list[str] = Field(default_factory=list)
     #: How often ``gw serve`` re-reads the keys of open sessions and ends those whose key was revoked or deleted
     #: (``"0s"``: never; new connections are always checked).
     revocation_check: Duration = timedelta(seconds=30)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import trio
-from gw.errors import AccessDenied, AuthenticationError, ConfigError, GwError, StoreError
+from gw.errors import AuthenticationError, ConfigError, GwError, StoreError
 from gw.identity import Credential, IdentityProvider
 from gw.model import Identity
 from gw.store import VersionConflict
@@ -79,8 +79,6 @@ class ApiKeyProvider(IdentityProvider):
     def __init__(self, instance_name: str, options: ApiKeyOptions, services: Any) -> None:
         super().__init__(instance_name, options, services)
         self.namespace = options.namespace or instance_name
-        self._deny_subjects = frozenset(options.deny_subjects)
-        self._deny_groups = frozenset(options.deny_groups)
         if options.store == "storage" and services.store is None:
             raise self._config_error("store", "this provider keeps its keys in gw's storage backend, but the file "
                                               "has no [storage] table; add one ([storage] use = \"sqlite\") or "
@@ -128,13 +126,13 @@ class ApiKeyProvider(IdentityProvider):
 
     async def open(self) -> None:
         """Read the pepper now, so a missing one stops ``gw serve`` with a precise message, and start the
-        re-check of open sessions (a system task: it needs no nursery and ends with the trio run)."""
+        re-check of open sessions (a background task of the gateway, cancelled when it closes)."""
         self.pepper()
         interval = self.options.revocation_check.total_seconds()
         if interval > 0 and not self._watching:
             self._watching = True
-            trio.lowlevel.spawn_system_task(self._watch_sessions, interval,
-                                            name=f"gw-apikey revocation check ({self.instance_name})")
+            self.services.spawn(self._watch_sessions, interval,
+                                name=f"gw-apikey revocation check ({self.instance_name})")
 
     async def close(self) -> None:
         self._watch.cancel()
@@ -249,17 +247,6 @@ class ApiKeyProvider(IdentityProvider):
             log.warning("identity provider %s could not record the use of API key %s: %s", self.instance_name,
                         key.id, e)
 
-    def admit(self, identity: Identity) -> None:
-        """Raise :class:`AccessDenied` when ``deny_subjects``/``deny_groups`` refuse ``identity`` (core also
-        calls this for live sessions after a reload)."""
-        if identity.subject in self._deny_subjects:
-            raise AccessDenied(f"subject {identity.subject!r} is denied by identity provider "
-                               f"{self.instance_name!r}; ask the gateway operator", reason="denied_subject")
-        denied = [g for g in identity.groups if g in self._deny_groups]
-        if denied:
-            raise AccessDenied(f"group {denied[0]!r} is denied by identity provider {self.instance_name!r}; "
-                               "ask the gateway operator", reason="denied_group")
-
     # -- live sessions ------------------------------------------------------------------------------------
     async def _watch_sessions(self, interval: float) -> None:
         with self._watch:
@@ -321,10 +308,10 @@ class ApiKeyProvider(IdentityProvider):
         if lifetime > self.options.max_ttl:
             raise KeyManagementError(f"--ttl is longer than max_ttl of identity provider {self.instance_name!r} "
                                      f"({self.options.max_ttl.days}d); every key must end -- plan a rotation")
-        if subject in self._deny_subjects:
+        if subject in self.options.deny_subjects:
             raise KeyManagementError(f"subject {subject!r} is in deny_subjects of identity provider "
                                      f"{self.instance_name!r}; its key would be refused")
-        denied = [g for g in wanted if g in self._deny_groups]
+        denied = [g for g in wanted if g in self.options.deny_groups]
         if denied:
             raise KeyManagementError(f"group {denied[0]!r} is in deny_groups of identity provider "
                                      f"{self.instance_name!r}; a key with it would be refused")

@@ -85,10 +85,6 @@ class JwtOptions(ProviderOptions):
     groups_claim: str = "groups"
     #: Claims that must have a given value (or one of several), e.g. ``{ repository_owner = "acme" }``.
     require_claims: dict[str, str | int | bool | list[str | int | bool]] = Field(default_factory=dict)
-    #: Subjects refused even with a valid token (revocation without touching the IdP).
-    deny_subjects: list[str] = Field(default_factory=list)
-    #: Groups whose members are refused even with a valid token.
-    deny_groups: list[str] = Field(default_factory=list)
     #: How long a fetched JWKS is trusted before it is fetched again.
     jwks_cache: Duration = timedelta(minutes=10)
     #: Minimum time between two fetches triggered by unknown key ids or failures (flood protection).

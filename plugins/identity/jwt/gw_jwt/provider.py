@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import jwt
-from gw.errors import AccessDenied, AuthenticationError, ConfigError
+from gw.errors import AuthenticationError, ConfigError
 from gw.identity import Credential, IdentityProvider
 from gw.model import Identity
 
@@ -97,8 +97,6 @@ class JwtProvider(IdentityProvider):
         self._algorithms = options.allowed_algorithms
         self._leeway = options.leeway.total_seconds()
         self._audiences = options.audiences
-        self._deny_subjects = frozenset(options.deny_subjects)
-        self._deny_groups = frozenset(options.deny_groups)
         self._secret: bytes | None = None
         self._static: list[VerificationKey] | None = None
         self.remote: RemoteKeySet | None = None
@@ -348,17 +346,6 @@ class JwtProvider(IdentityProvider):
             raise _refuse(f"token claim {path!r} is {shown(value)}, which identity provider "
                           f"{self.instance_name!r} does not accept; request a token from an allowed "
                           f"{path.split('.')[-1]}", "claim_mismatch")
-
-    def admit(self, identity: Identity) -> None:
-        """Raise :class:`AccessDenied` when ``deny_subjects``/``deny_groups`` refuse ``identity`` (also usable
-        by core to re-check live sessions after a reload)."""
-        if identity.subject in self._deny_subjects:
-            raise AccessDenied(f"subject {identity.subject!r} is denied by identity provider "
-                               f"{self.instance_name!r}; ask the gateway operator", reason="denied_subject")
-        denied = [g for g in identity.groups if g in self._deny_groups]
-        if denied:
-            raise AccessDenied(f"group {denied[0]!r} is denied by identity provider {self.instance_name!r}; "
-                               "ask the gateway operator", reason="denied_group")
 
     # -- issuing ------------------------------------------------------------------------------------------
     def issue_token(self, subject: str, groups: list[str], ttl_seconds: float,

@@ -256,6 +256,6 @@ async def test_issue_token_only_for_secret_providers(make_provider: Callable[...
 async def test_admit_rechecks_deny_lists(dev: JwtProvider) -> None:
     identity = await dev.authenticate(token(dev.issue_token("agent-7", ["agents"], 60)))
     dev.admit(identity)
-    dev._deny_subjects = frozenset({"agent-7"})
+    dev.options = dev.options.model_copy(update={"deny_subjects": ["agent-7"]})
     with pytest.raises(AccessDenied):
         dev.admit(identity)

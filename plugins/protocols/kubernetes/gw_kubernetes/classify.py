@@ -148,6 +148,8 @@ def classify(request: ApiRequest, method: str, path_and_query: str) -> CommandSp
     if request.verb in ("exec", "attach") and not request.unrecognised:
         return classify_exec(request)
     attributes: dict[str, Any] = {"api_group": request.group, "api_version": request.version}
+    if request.non_resource:
+        attributes["non_resource"] = True
     if request.verb == "portforward":
         attributes["ports"] = request.values("ports")
     return CommandSpec(text=command_text(request, method, path_and_query), kind=command_kind(request),

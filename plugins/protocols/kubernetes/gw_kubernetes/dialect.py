@@ -81,6 +81,18 @@ def _accept(value: bytes) -> bytes:
     return b",".join(kept).strip() if kept else b"application/json"
 
 
+def _text(code: int, message: str) -> Reply:
+    return Reply(code, message.encode("utf-8") + b"\n", b"text/plain; charset=utf-8")
+
+
+def _reply_for(command: Command, code: int, reason: str, message: str) -> Reply:
+    """A ``Status`` for API requests; plain text for discovery and other non-resource paths, whose errors
+    kubectl reads as text (it prints a JSON body there as "unknown")."""
+    if command.attributes.get("non_resource"):
+        return _text(code, message)
+    return status.status_reply(code, reason, message)
+
+
 class KubernetesDialect(ProxyDialect):
     language: ClassVar[str] = "kubernetes"
     managed_headers: ClassVar[tuple[str, ...]] = ("impersonate-user", "impersonate-group", "impersonate-uid")
@@ -91,12 +103,11 @@ class KubernetesDialect(ProxyDialect):
 
     # -- meaning ------------------------------------------------------------------------------------------
     def command(self, request: RequestView) -> CommandSpec:
-        for name, _ in request.headers:
-            if name.startswith(b"impersonate-"):
-                raise Refusal(403, "impersonation_refused",
-                              f"gw refuses {name.decode('latin-1')} headers: the cluster sees who your gw token "
-                              "says you are; remove --as / --as-group / impersonation settings from the "
-                              "kubeconfig")
+        if request.target.normalized:
+            # kubectl never sends dot segments, doubled slashes or needless escapes; a path written so that
+            # gw and the API server might read it differently is refused, not guessed at.
+            raise Refusal(400, "bad_request_target", "gw refuses API paths with '.', '..', '//' or escaped "
+                          "characters that need no escaping; send the path as kubectl does")
         api = parse_request(request.method, request.target.path, request.target.query)
         spec = classify(api, request.method, request.target.path_and_query)
         upgrade = (request.upgrade or "").strip().lower()
@@ -116,11 +127,22 @@ class KubernetesDialect(ProxyDialect):
         """Refusals of the listener itself, before policy: SPDY upgrades (repeating why gw refused the same
         command over WebSocket a moment ago, since kubectl retries a refused WebSocket exec over SPDY), and
         port-forward and proxy unless allowed."""
+        for name, _ in request.headers:
+            if name.startswith(b"impersonate-"):
+                header = "-".join(p.capitalize() for p in name.decode("latin-1").split("-"))
+                return _reply_for(command, 403, "impersonation_refused",
+                                  f"gw refuses {header} headers: the cluster sees who your gw token says you "
+                                  "are; remove --as / --as-group (and impersonation settings in the kubeconfig)")
         if (request.upgrade or "").strip().lower().startswith("spdy"):
             return self.recent_refusal(command) or status.status_reply(400, "spdy_refused", SPDY_MESSAGE)
         if not isinstance(options, KubernetesListenerOptions):
             return None
-        opts, cmd = options, command
+        reply = self._listener_refusal(options, command)
+        if reply is not None:
+            self._remember(command, reply)  # kubectl retries port-forward over SPDY too
+        return reply
+
+    def _listener_refusal(self, opts: KubernetesListenerOptions, cmd: Command) -> Reply | None:
         if cmd.verb == "portforward" and not opts.allow_portforward:
             return status.status_reply(403, "portforward_refused",
                                        f"gw: port-forward is not allowed on listener {opts.name!r} "
@@ -139,6 +161,8 @@ class KubernetesDialect(ProxyDialect):
 
     def verdict_reply(self, verdict: Verdict, request_id: str, command: Command | None = None) -> Reply:
         reply = status.verdict_reply(verdict, request_id)
+        if command is not None and command.attributes.get("non_resource"):
+            reply = _text(reply.status, status.verdict_message(verdict, request_id))
         if command is not None and command.verb in ("exec", "attach", "portforward"):
             self._remember(command, reply)
         return reply

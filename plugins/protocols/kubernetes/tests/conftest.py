@@ -4,6 +4,7 @@ plugins, and the real kubectl with a kubeconfig pointing at gw."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -114,8 +115,11 @@ class Cluster:
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
-    def kubeconfig(self, token: str, name: str = "agent") -> Path:
+    def kubeconfig(self, token: str, name: str = "") -> Path:
+        name = name or hashlib.sha256(token.encode()).hexdigest()[:12]
         path = self.dir / f"kubeconfig-{name}"
+        if path.exists():
+            return path
         out = self.gw("kubeconfig", "-c", str(self.config), "--listener", "cluster", "--token", token,
                       "--server", self.server)
         assert out.returncode == 0, out.stderr

@@ -18,12 +18,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from gw.errors import GwError
-from gw.model import Command
+from gw.model import Channel, Command
 
 if TYPE_CHECKING:
     from gw.pipeline import SessionRuntime
 
-CHANNEL = "mcp-content"
+CHANNEL = Channel.MCP_CONTENT
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 _JSON_MEDIA = ("application/json", "text/json")

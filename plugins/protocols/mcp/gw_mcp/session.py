@@ -32,7 +32,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
-from gw.model import Command, Decision, DenyCode, Outcome, Verdict
+from gw.model import Channel, Command, Decision, DenyCode, Outcome, Verdict
 from mcp.types import CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, Tool
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
@@ -212,7 +212,7 @@ class McpSession:
     # -- lifetime -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the session's background task (upstream readers, expiry and idle watchers)."""
-        trio.lowlevel.spawn_system_task(self._run, name=f"gw-mcp session {self.sr.session.id}")
+        self.sr.listener.services.spawn(self._run, name=f"gw-mcp session {self.sr.session.id}")
         await self._ready.wait()
         if self._start_error is not None:
             raise self._start_error
@@ -541,7 +541,7 @@ class McpSession:
     async def _forward(self, call: Call, cmd: Command, method: str, params: dict[str, Any], outcome: Outcome,
                        request_id: str) -> dict[str, Any]:
         sr = self.sr
-        request_filter = sr.stream(cmd, "request-body", "application/json")
+        request_filter = sr.stream(cmd, Channel.REQUEST_BODY, "application/json")
         if request_filter is not None:
             request_filter.feed(jsonrpc.dumps({"method": method, "params": params}))
             request_filter.finish()

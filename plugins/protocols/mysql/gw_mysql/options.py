@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from gw.config import Duration
 from gw.protocol import ListenerOptions
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from gw.types import ByteSize, Duration, Port, StrictModel, size_range
+from pydantic import Field, model_validator
 
 from .codec import DEFAULT_MAX_PACKET, MYSQL_MAX_PACKET
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|K|KB|KiB|M|MB|MiB|G|GB|GiB)?\s*$", re.IGNORECASE)
+#: A packet size (gw's size convention: ``"64MiB"`` = 2^26 bytes, ``"64MB"`` = 64 x 10^6), 1KiB to 1GiB
+#: (MySQL's own limit).
+Size = Annotated[ByteSize, size_range(1024, MYSQL_MAX_PACKET)]
 
 
-def parse_size(value: Any) -> int:
-    """``"64MiB"``, ``"16M"`` (MySQL's 1024-based units, as in ``max_allowed_packet``) or a number of bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as \"64MiB\" or a number of bytes")  # noqa: TRY004
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        unit = (m.group(2) or "B").upper()[0]
-        n = int(m.group(1)) * {"B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[unit]
-    else:
-        raise ValueError(f"expected a size such as \"64MiB\", \"16M\" or a number of bytes, got {value!r}")
-    if not 1024 <= n <= MYSQL_MAX_PACKET:
-        raise ValueError(f"a packet size must be between 1KiB and 1GiB (MySQL's own limit), got {n} bytes")
-    return n
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class RoleMapping(_Strict):
@@ -50,7 +31,7 @@ class RoleMapping(_Strict):
 
 class UpstreamOptions(_Strict):
     host: str
-    port: int = Field(3306, ge=1, le=65535)
+    port: Port = 3306
     #: The default database of every session (a client may name another in its handshake).
     database: str | None = None
     user: str | None = None

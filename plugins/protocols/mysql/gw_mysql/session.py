@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Kind, Outcome, Verdict
+from gw.model import Channel, Column, Command, DenyCode, Kind, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
@@ -830,7 +830,7 @@ class ProxySession:
             message = redact_values(message)
             cmd = answer.command
             if cmd is not None:
-                stream = self.sr.stream(cmd, "error", "text/plain; charset=utf-8")
+                stream = self.sr.stream(cmd, Channel.ERROR, "text/plain; charset=utf-8")
                 if stream is not None:
                     data = stream.feed(message.encode("utf-8", "surrogateescape")) + stream.finish()
                     message = data.decode("utf-8", "surrogateescape")

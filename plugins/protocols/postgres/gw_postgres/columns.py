@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -47,6 +48,10 @@ class TableInfo:
     columns: tuple[str, ...]
     #: The defining query of a view or materialized view; None for tables.
     definition: str | None = None
+    #: The OID of the relation's row type (what a whole-row value's RowDescription says).
+    type_oid: int = 0
+    #: The type OIDs of its columns, in order.
+    column_types: tuple[int, ...] = ()
 
 
 class Catalog:
@@ -57,6 +62,8 @@ class Catalog:
     """
 
     MAX_ENTRIES = 100_000
+    #: Seconds a relation's columns and definition are trusted without a DDL seen on a session.
+    TABLES_TTL = 30.0
 
     def __init__(self, connect: Callable[[], Awaitable[UpstreamConnection]]) -> None:
         self._connect = connect
@@ -64,6 +71,7 @@ class Catalog:
         self._lock = trio.Lock()
         self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
         self._tables: dict[str, TableInfo | None] = {}
+        self._fetched = 0.0
 
     def forget(self) -> None:
         """DDL was seen: table columns and view definitions may have changed."""
@@ -73,6 +81,10 @@ class Catalog:
     async def tables(self, names: Iterable[str]) -> dict[str, TableInfo | None]:
         """``schema.table`` -> its :class:`TableInfo` (None: no such relation); raises UpstreamError."""
         wanted = set(names)
+        if time.monotonic() - self._fetched > self.TABLES_TTL:
+            # DDL of other sessions is not seen: relations are looked up again after a while.
+            self._tables.clear()
+            self._fetched = time.monotonic()
         missing = {n for n in wanted if n not in self._tables}
         if missing:
             async with self._lock:
@@ -90,8 +102,9 @@ class Catalog:
                          f"convert_from(decode('{table.encode().hex()}', 'hex'), 'UTF8'))")
         sql = ("SELECT n.nspname, c.relname, CASE WHEN c.relkind IN ('v', 'm') THEN "
                "pg_catalog.pg_get_viewdef(c.oid) END, (SELECT pg_catalog.array_to_json(pg_catalog.array_agg("
-               "a.attname::text ORDER BY a.attnum)) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
-               "AND a.attnum > 0 AND NOT a.attisdropped)::text FROM pg_catalog.pg_class c "
+               "pg_catalog.json_build_array(a.attname::text, a.atttypid::int8) ORDER BY a.attnum)) "
+               "FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid "
+               "AND a.attnum > 0 AND NOT a.attisdropped)::text, c.reltype::int8 FROM pg_catalog.pg_class c "
                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
                f"WHERE (n.nspname::text, c.relname::text) IN (VALUES {', '.join(pairs)})")
         rows = await self._query(sql)
@@ -99,12 +112,13 @@ class Catalog:
             self._tables.clear()
         for n in names:
             self._tables[n] = None
-        for nsp, rel, definition, columns in rows:
+        for nsp, rel, definition, columns, reltype in rows:
             if nsp is None or rel is None:
                 continue
-            cols = tuple(json.loads(columns.decode())) if columns else ()
+            pairs = json.loads(columns.decode()) if columns else []
             self._tables[f"{nsp.decode()}.{rel.decode()}"] = TableInfo(
-                cols, definition.decode() if definition is not None else None)
+                tuple(str(name) for name, _ in pairs), definition.decode() if definition is not None else None,
+                int(reltype) if reltype is not None else 0, tuple(int(oid) for _, oid in pairs))
 
     async def _query(self, sql: str) -> list[list[bytes | None]]:
         for attempt in (1, 2):

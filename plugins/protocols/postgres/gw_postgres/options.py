@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from gw.config import Duration
 from gw.protocol import ListenerOptions
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from gw.types import ByteSize, Duration, Port, StrictModel, size_range
+from pydantic import Field, model_validator
 
 from .codec import DEFAULT_MAX_MESSAGE_SIZE, PG_MAX_MESSAGE
 
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_FACTORS = {None: 1, "B": 1, "kB": 1024, "KB": 1024, "KiB": 1024, "MB": 1024**2, "MiB": 1024**2,
-            "GB": 1024**3, "GiB": 1024**3}
+#: A message size (gw's size convention: ``"16MiB"`` = 2^24 bytes, ``"16MB"`` = 16 x 10^6), 1KiB to 1GiB
+#: (PostgreSQL's own limit).
+Size = Annotated[ByteSize, size_range(1024, PG_MAX_MESSAGE)]
 
 
-def parse_size(value: Any) -> int:
-    """``"16MB"`` (PostgreSQL's 1024-based units: kB, MB, GB), ``"512kB"`` or a number of bytes."""
-    if isinstance(value, bool):  # pydantic reports ValueError as a validation error, TypeError would escape
-        raise ValueError(  # noqa: TRY004
-            "expected a size such as \"16MB\" or a number of bytes")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        n = int(m.group(1)) * _FACTORS[m.group(2)]
-    else:
-        raise ValueError(f"expected a size such as \"16MB\", \"512kB\" or a number of bytes, got {value!r}")
-    if not 1024 <= n <= PG_MAX_MESSAGE:
-        raise ValueError(f"a message size must be between 1kB and 1GB (PostgreSQL's own limit), got {n} "
-                         "bytes")
-    return n
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class RoleMapping(_Strict):
@@ -52,7 +30,7 @@ class RoleMapping(_Strict):
 
 class UpstreamOptions(_Strict):
     host: str
-    port: int = Field(5432, ge=1, le=65535)
+    port: Port = 5432
     database: str = Field(min_length=1)
     #: The upstream role gw logs in as when ``roles`` is empty.
     user: str | None = None

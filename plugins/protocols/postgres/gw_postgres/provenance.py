@@ -22,6 +22,7 @@ from gw_sqlanalysis import ANYTHING, Classifier, Lineage
 from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, lex, split_tokens, sql_text, token_kind
 
 from .columns import Catalog, TableInfo, type_name
+from .copyout import parse_copy_tokens
 from .messages import FieldDescription
 
 Sources = tuple[str, ...]
@@ -29,6 +30,13 @@ Sources = tuple[str, ...]
 MAX_VIEW_DEPTH = 6
 #: Statements whose rows hold no table data: settings, plans.
 _NO_TABLE_DATA = frozenset({"show", "explain"})
+#: Statements that neither read table data nor write values (facts need not be worked out).
+_NO_FACTS = frozenset({"begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release", "set",
+                       "reset", "show", "listen", "unlisten", "deallocate", "discard", "close", "prepare",
+                       "explain", "declare", "fetch", "move"})
+#: Statements gw cannot analyse that may write values: treated as writing anything.
+_MAY_WRITE = frozenset({"do", "call", "execute", "insert", "update", "delete", "merge", "create", "select",
+                        "with", "values", "table", "alter", "refresh", "copy", "import"})
 #: Statements that leave the session's cursors as gw knows them.
 _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move", "show", "explain",
                              "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
@@ -42,6 +50,9 @@ def statement_tokens(classifier: Classifier, text: str, index: int | None) -> li
     if lexed.error is not None or lexed.flags:
         return None
     statements = split_tokens(lexed.tokens)
+    if len(statements) > 1 and any(a.lower() == "begin" and b.lower() == "atomic"
+                                   for a, b in zip(lexed.tokens, lexed.tokens[1:])):
+        return None  # a SQL-standard function body: the server's statement boundaries are not the lexer's
     if index is None:
         index = 0 if len(statements) == 1 else -1
     if not 0 <= index < len(statements):
@@ -54,6 +65,20 @@ def _cursor_name(tokens: Sequence[str]) -> str | None:
     if len(tokens) < 2 or token_kind(tokens[-1]) not in (WORD, QIDENT):
         return None
     return identifier_value(tokens[-1])
+
+
+def _prepared(tokens: Sequence[str]) -> tuple[str, str] | None:
+    """``PREPARE name [(types)] AS statement`` -> (name, statement)."""
+    if len(tokens) < 4 or tokens[0].lower() != "prepare" or token_kind(tokens[1]) not in (WORD, QIDENT):
+        return None
+    depth = 0
+    for i in range(2, len(tokens)):
+        t = tokens[i]
+        depth += t == "("
+        depth -= t == ")"
+        if depth == 0 and t.lower() == "as":
+            return identifier_value(tokens[1]), sql_text(list(tokens[i + 1:]))
+    return None
 
 
 def _declared(tokens: Sequence[str]) -> tuple[str, str] | None:
@@ -78,6 +103,71 @@ class Provenance:
         self.catalog = catalog
         #: cursor name -> the query it was declared for (only after the server confirmed the DECLARE).
         self.cursors: dict[str, str] = {}
+        #: Column index -> the row type OID of the table whose whole row it is (for the result being built).
+        self.row_types: dict[int, int] = {}
+        #: SQL ``PREPARE`` name -> its statement (after the server confirmed it).
+        self.prepared: dict[str, str] = {}
+
+    def resolve(self, text: str, index: int | None) -> tuple[str, int | None] | None:
+        """The statement that really runs: a cursor's query for FETCH/MOVE, a prepared statement's text for
+        EXECUTE; None when gw did not see it established (the statement is untraceable)."""
+        tokens = statement_tokens(self.classifier, text, index)
+        if not tokens:
+            return None
+        first = tokens[0].lower()
+        if first in ("fetch", "move"):
+            name = _cursor_name(tokens)
+            query = self.cursors.get(name) if name is not None else None
+            return (query, None) if query is not None else None
+        if first == "execute":
+            if len(tokens) < 2 or token_kind(tokens[1]) not in (WORD, QIDENT):
+                return None
+            query = self.prepared.get(identifier_value(tokens[1]))
+            return (query, None) if query is not None else None
+        return text, index
+
+    async def facts(self, text: str) -> tuple[Sources | None, Sources]:
+        """(what ``text`` reads -- None when gw cannot tell --, what the values it writes derive from), over
+        all its statements, expanded through the catalog."""
+        lexed = lex(text, self.classifier.dialect)
+        if lexed.error is not None or lexed.flags:
+            return None, (ANYTHING,)
+        reads: set[str] | None = set()
+        writes: set[str] = set()
+        for i, tokens in enumerate(split_tokens(lexed.tokens)):
+            first = tokens[0].lower() if tokens else ""
+            if first in _NO_FACTS:
+                continue
+            if first == "copy":
+                copy = parse_copy_tokens(tokens)
+                if copy is None:
+                    reads = None
+                    writes.add(ANYTHING)
+                    continue
+                read = await self.reads(copy.query, None)
+                if read is None:
+                    reads = None
+                elif reads is not None:
+                    reads.update(read)
+                if copy.target != "stdout":
+                    writes.update(read if read is not None else (ANYTHING,))
+                continue
+            resolved = self.resolve(text, i)
+            if resolved is None:
+                reads = None
+                continue
+            read = await self.reads(*resolved)
+            write = await self.writes(*resolved)
+            if read is None:
+                reads = None
+            elif reads is not None:
+                reads.update(read)
+            if write is None:
+                if first in _MAY_WRITE:
+                    writes.add(ANYTHING)
+            else:
+                writes.update(write)
+        return (tuple(sorted(reads)) if reads is not None else None), tuple(sorted(writes))
 
     # -- statements seen --------------------------------------------------------------------------------------
     def completed(self, text: str, index: int | None, tag: str) -> None:
@@ -93,6 +183,24 @@ class Provenance:
                 self.cursors.clear()  # a cursor gw cannot name: forget them all (FETCH masks in full)
             else:
                 self.cursors[declared[0]] = declared[1]
+            return
+        if tag == "PREPARE" and tokens is not None:
+            prepared = _prepared(tokens)
+            if prepared is None:
+                self.prepared.clear()
+            else:
+                self.prepared[prepared[0]] = prepared[1]
+            return
+        if tag.startswith("DEALLOCATE"):
+            name = identifier_value(tokens[-1]) if tokens and tag == "DEALLOCATE" else None
+            if name is None:
+                self.prepared.clear()
+            else:
+                self.prepared.pop(name, None)
+            return
+        if tag == "DISCARD ALL":
+            self.prepared.clear()
+            self.cursors.clear()
             return
         if tag == "CLOSE CURSOR ALL":
             self.cursors.clear()
@@ -118,19 +226,25 @@ class Provenance:
     async def sources(self, text: str, index: int | None, width: int) -> list[Sources]:
         """Per column of a result ``width`` wide produced by statement ``index`` of ``text``, its sources
         (expanded through the catalog).  Raises UpstreamError when the catalog is unreachable."""
-        anything = [(ANYTHING,)] * width
+        return (await self._sources(text, index, width))[0]
+
+    async def _sources(self, text: str, index: int | None, width: int
+                       ) -> tuple[list[Sources], list[tuple[Sources, ...] | None]]:
+        """:meth:`sources`, and per column the sources of each field when the column is exactly the whole row
+        of a table (its row type OID must then match, checked by the caller against the wire)."""
+        rows: list[tuple[Sources, ...] | None] = [None] * width
+        anything = [(ANYTHING,)] * width, rows
         tokens = statement_tokens(self.classifier, text, index)
         if not tokens:
             return anything
         first = tokens[0].lower()
         if first in _NO_TABLE_DATA:
-            return [()] * width
-        if first in ("fetch", "move"):
-            name = _cursor_name(tokens)
-            query = self.cursors.get(name) if name is not None else None
-            if query is None:
+            return [()] * width, rows
+        if first in ("fetch", "move", "execute"):
+            resolved = self.resolve(text, index)
+            if resolved is None:
                 return anything
-            text, index = query, None
+            text, index = resolved
         lineage = self.classifier.lineage(text, index)
         if lineage is None:
             return anything
@@ -140,9 +254,14 @@ class Provenance:
         columns: Sequence[Sources]
         if lineage.columns is not None and len(lineage.columns) == width:
             columns = lineage.columns
+            for i, table in enumerate(lineage.rows or ()):
+                info = infos.get(table) if table is not None else None
+                if info is not None and info.definition is None and info.columns:
+                    rows[i] = tuple(self.expand((f"{table}.{c}",), infos, known) for c in info.columns)
+                    self.row_types[i] = info.type_oid
         else:
             columns = [lineage.fallback] * width
-        return [self.expand(c, infos, known) for c in columns]
+        return [self.expand(c, infos, known) for c in columns], rows
 
     async def writes(self, text: str, index: int | None) -> Sources | None:
         """What the values statement ``index`` of ``text`` writes derive from (expanded); None when gw cannot
@@ -168,7 +287,8 @@ class Provenance:
         """The result's columns with their sources: the wire's origin and the lineage, expanded."""
         keys = {(f.table_oid, f.column_number) for f in fields if f.table_oid and f.column_number > 0}
         names = await self.catalog.resolve(keys) if keys else {}
-        lineage = await self.sources(text, index, len(fields))
+        self.row_types = {}
+        lineage, rows = await self._sources(text, index, len(fields))
         wire_tables = {hit[0] for hit in names.values() if hit is not None}
         infos = await self._closure(wire_tables) if wire_tables else {}
         known = _columns(infos)
@@ -181,8 +301,9 @@ class Provenance:
                 table, column = hit
                 sources.extend(self.expand((f"{table}.{column}",), infos, known))
             sources.extend(s for s in lineage[i] if s not in sources)
+            row = rows[i] if rows[i] is not None and self.row_types.get(i) == f.type_oid else None
             out.append(Column(name=f.name, table=table, column=column, type_name=type_name(f.type_oid),
-                              binary=f.format == 1, sources=tuple(sources)))
+                              binary=f.format == 1, sources=tuple(sources), fields=row))
         return out
 
     # -- the catalog ------------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ from .messages import (
     FieldDescription,
     FrontendType,
     NoticeResponse,
+    NotificationResponse,
+    ParameterStatus,
     Parse,
     RowDescription,
     Sync,
@@ -55,6 +57,7 @@ from .messages import (
     rows_from_tag,
 )
 from .provenance import Provenance, statement_tokens
+from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
 if TYPE_CHECKING:
@@ -80,6 +83,12 @@ _SQLSTATE_BY_DENY = {
 }
 
 _DATA_ROW = int(BackendType.DATA_ROW)
+#: Messages carrying the server's text, masked when the pipeline masks anything.
+_SERVER_TEXT = frozenset({int(BackendType.NOTICE_RESPONSE), int(BackendType.NOTIFICATION_RESPONSE),
+                          int(BackendType.PARAMETER_STATUS)})
+#: Command attributes shared with the mask stage (docs/plugins/mask.md): what the statement reads and what
+#: the values it writes derive from (set here), and how to treat server text (set by the stage).
+_READS, _WRITES, _TOUCHES, _TEXT = "sql.reads", "sql.writes", "mask.touches", "mask.text"
 _COPY_DATA = int(BackendType.COPY_DATA)
 #: Messages that open a result: with a row filter possible, gw resolves the columns first (may await).
 _MAY_AWAIT = frozenset({int(BackendType.ROW_DESCRIPTION), int(BackendType.COPY_OUT_RESPONSE)})
@@ -243,6 +252,7 @@ class ProxySession:
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self.provenance = Provenance(handler.classifier, handler.catalog)
+        self._last_mask_attributes: Any = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -444,6 +454,8 @@ class ProxySession:
         if self._upstream_boundary:
             await self._before_decision()
         verdict = await self.sr.decide(cmd, self.context)
+        if _TEXT in cmd.attributes:
+            self._last_mask_attributes = cmd.attributes
         if verdict.allowed:
             return None
         code, message, detail = refusal(verdict)
@@ -451,8 +463,23 @@ class ProxySession:
         await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
         return error_message("ERROR", code, message, detail=detail)
 
+    async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the mask stage needs to know before deciding: the sources the statement reads and those the
+        values it writes derive from (expanded through the catalog)."""
+        attributes = attributes if attributes is not None else {}
+        if not self.sr.wants_rows:
+            return attributes
+        try:
+            reads, writes = await self.provenance.facts(text)
+        except UpstreamError as e:
+            log.error("session %s: cannot resolve what a statement reads: %s", self.sr.session.id, e)
+            reads, writes = None, (ANYTHING,)
+        attributes[_READS] = reads
+        attributes[_WRITES] = writes
+        return attributes
+
     async def _query(self, raw: memoryview, text: str) -> None:
-        cmd = self._command(text, self._classify(text))
+        cmd = self._command(text, self._classify(text), attributes=await self._facts(text))
         wants_rows = self.sr.wants_rows
         refused = await self._decide(cmd)
         if refused is None:
@@ -510,7 +537,8 @@ class ProxySession:
                 statement.classification = self._classify(statement.text)
             attributes["statement"] = statement.name
             assert portal is not None
-            cmd = self._command(statement.text, statement.classification, attributes=attributes,
+            cmd = self._command(statement.text, statement.classification,
+                                attributes=await self._facts(statement.text, attributes),
                                 params=_params(portal.bind, statement.param_types))
         wants_rows = self.sr.wants_rows
         refused = await self._decide(cmd)
@@ -703,6 +731,8 @@ class ProxySession:
                     head.outcome.tag = "SUSPENDED"
                 self._pop()
             return True
+        if t in _SERVER_TEXT:
+            return self._server_text(t, body, head)
         # Never relay upstream keys or authentication requests after start-up; everything else (notices,
         # notifications, parameter status, COPY responses) goes through as it came.
         return t != BackendType.BACKEND_KEY_DATA and t != BackendType.AUTHENTICATION
@@ -719,11 +749,49 @@ class ProxySession:
                     expect.name)
         return True
 
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any] | None:
+        """(touches a masked column, detector function) for the server text arriving now; None when the
+        pipeline masks nothing."""
+        attributes = head.command.attributes if head is not None and head.command is not None else None
+        if attributes is None or _TEXT not in attributes:
+            attributes = self._last_mask_attributes
+        if attributes is None or _TEXT not in attributes:
+            return None
+        return bool(attributes.get(_TOUCHES, True)), attributes.get(_TEXT)
+
+    def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
+        policy = self._text_policy(head)
+        if policy is None:
+            return True
+        touches, detect = policy
+        if t == BackendType.NOTICE_RESPONSE:
+            notice = NoticeResponse.decode(body)
+            masked = mask_error(notice, touches, detect)
+        elif t == BackendType.NOTIFICATION_RESPONSE:
+            notification = NotificationResponse.decode(body)
+            masked = mask_notification(notification, touches, detect)
+            if masked is notification:
+                return True
+            return masked.encode()
+        else:
+            parameter = ParameterStatus.decode(body)
+            masked_p = mask_parameter(parameter, touches, detect)
+            return True if masked_p is parameter else masked_p.encode()
+        return True if masked is notice else masked.encode()
+
     def _error(self, head: Pending | None, err: ErrorResponse) -> bytes | bool:
         if err.severity in ("FATAL", "PANIC"):
             self._fatal_relayed = True
+        policy = self._text_policy(head)
+        masked_error: bytes | None = None
+        if policy is not None:
+            masked = mask_error(err, *policy)
+            if masked is not err:
+                assert isinstance(masked, ErrorResponse)
+                err = masked
+                masked_error = masked.encode()
         if head is None:
-            return True
+            return masked_error if masked_error is not None else True
         if head.outcome is not None and head.outcome.status == "ok":
             head.outcome.status = "error"
             head.outcome.error_code = err.code
@@ -742,8 +810,10 @@ class ProxySession:
             self._pop()
             self._skip_to_sync(err)
             if internal and replacement is None:
-                return True  # the client must still learn that its batch failed
-        return replacement if replacement is not None else True
+                return masked_error if masked_error is not None else True  # the client must learn it failed
+        if replacement is not None:
+            return replacement
+        return masked_error if masked_error is not None else True
 
     def _row_description(self, head: Pending | None, body: memoryview) -> bool:
         """A Describe's answer: remember the columns when a stage may want rows (simple-query results with

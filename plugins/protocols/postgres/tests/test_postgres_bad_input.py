@@ -75,7 +75,7 @@ async def test_port_scan_probes(pg_gateway: Any, pg: Any) -> None:
 
 
 async def test_lying_lengths_after_login(pg_gateway: Any, pg: Any, events: list[Any]) -> None:
-    listener = 'max_message_size = "64kB"'
+    listener = 'max_message_size = "64KiB"'
     async with pg_gateway(listener=listener) as gw:
         port = gw.port("pg")
         async with healthy(pg, port) as ok:

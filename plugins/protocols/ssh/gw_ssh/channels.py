@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Command, Kind, ObjectSyntax, Outcome, Verdict
+from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, Verdict
 from gw.stage import StreamFilter
 from gw_shellanalysis import escape, normalise
 from gw_shellanalysis.paths import climbs, collapse, process_relative
@@ -297,10 +297,11 @@ class CommandRelay(_Relay):
     async def _relay(self, cmd: Command, up: UpstreamChannel, early: list[ChannelEvent], outcome: Outcome) -> None:
         pty = self.request.terminal is not None
         transfer = self.plan is not None and self.plan.transfer is not None
-        out = None if transfer else self.sr.stream(cmd, "pty" if pty else "stdout", "text/plain")
-        err = self.sr.stream(cmd, "stderr", "text/plain")
-        typed = None if transfer else self.sr.stream(cmd, "pty-input" if pty else "stdin", "text/plain")
-        resize = self.sr.stream(cmd, "pty-resize") if pty else None
+        out = None if transfer else self.sr.stream(cmd, Channel.PTY if pty else Channel.STDOUT, "text/plain")
+        err = self.sr.stream(cmd, Channel.STDERR, "text/plain")
+        typed = None if transfer else self.sr.stream(cmd, Channel.PTY_INPUT if pty else Channel.STDIN,
+                                                     "text/plain")
+        resize = self.sr.stream(cmd, Channel.PTY_RESIZE) if pty else None
         state = _RelayState()
         try:
             async with trio.open_nursery() as nursery:

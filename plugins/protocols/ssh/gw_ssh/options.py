@@ -8,7 +8,8 @@ from typing import Literal
 
 from gw.config import Duration
 from gw.protocol import ListenerOptions
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from gw.types import Port, StrictModel
+from pydantic import Field, field_validator, model_validator
 
 #: Environment variables a client may pass to the target by default (what sshd's usual AcceptEnv allows).
 DEFAULT_ACCEPT_ENV = ["LANG", "LC_*"]
@@ -22,15 +23,14 @@ _ENV_GLOB = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
 _EXTENSION = re.compile(r"^[\x21-\x7e]+$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class UpstreamOptions(_Strict):
     """The target host gw logs in to, with a key the agent never sees."""
 
     host: str = Field(min_length=1)
-    port: int = Field(22, ge=1, le=65535)
+    port: Port = 22
     #: The account on the target that every session of this listener uses.
     user: str = Field(min_length=1)
     #: Private key file (OpenSSH or PEM format), relative to the pipeline file.

@@ -42,9 +42,11 @@ without touching the rest.
 
 from __future__ import annotations
 
+from gw.types import ByteSize, parse_size
+
 from .dialect import CommandSpec, ProxyDialect, Refusal, Reply, RequestView
 from .handler import ProxyHandler, ProxySetup
-from .options import ByteSize, ProxyListenerOptions, UpstreamOptions, parse_size
+from .options import ProxyListenerOptions, UpstreamOptions
 from .targets import BadTarget, Target, normalize_target
 
 __all__ = [

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from gw.model import Command, Kind, ObjectSyntax, Verdict
+from gw.model import Channel, Command, Kind, ObjectSyntax, Verdict
 from gw.stage import StreamFilter
 
 from . import filtering, replies
@@ -124,7 +124,7 @@ class ProxyDialect:
         return headers
 
     def response_filter(self, sr: SessionRuntime, command: Command, content_type: str) -> StreamFilter | None:
-        return filtering.open_filter(sr, command, "response-body", content_type)
+        return filtering.open_filter(sr, command, Channel.RESPONSE_BODY, content_type)
 
     def websocket(self, sr: SessionRuntime, command: Command
                   ) -> tuple[MessageFilter | None, MessageObserver | None]:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gw.errors import GwError
-from gw.model import Command
+from gw.model import Channel, Command
 from gw.stage import StreamFilter
 
 from .headers import HeaderList, Headers
@@ -48,7 +48,7 @@ from .websocket import (
 if TYPE_CHECKING:
     from gw.pipeline import SessionRuntime
 
-HEADERS_CHANNEL = "response-headers"
+HEADERS_CHANNEL = Channel.RESPONSE_HEADERS
 #: The content type of the ``response-headers`` channel's document.
 HEADER_LIST_TYPE = "application/vnd.gw.header-list+json"
 TEXT_MESSAGE_TYPE = "text/plain; charset=utf-8"
@@ -72,7 +72,8 @@ class FilterFailed(Exception):
         self.channel = channel
 
 
-def open_filter(sr: SessionRuntime, command: Command, channel: str, content_type: str) -> StreamFilter | None:
+def open_filter(sr: SessionRuntime, command: Command, channel: Channel, content_type: str
+                ) -> StreamFilter | None:
     """The pipeline's filter for one stream of ``command`` (None when no stage wants it)."""
     try:
         return sr.stream(command, channel, content_type)
@@ -139,7 +140,7 @@ def filter_headers(sr: SessionRuntime, command: Command, headers: Headers) -> He
 # -- WebSocket messages ----------------------------------------------------------------------------------------
 
 
-def _open_both(sr: SessionRuntime, command: Command, channel: str
+def _open_both(sr: SessionRuntime, command: Command, channel: Channel
                ) -> tuple[StreamFilter | None, StreamFilter | None, str | None]:
     """The text and binary filters of a WebSocket direction, and why binary messages are refused (when the
     pipeline's stage refused to filter them)."""
@@ -167,7 +168,7 @@ class StageMessages:
     @classmethod
     def open(cls, sr: SessionRuntime, command: Command) -> StageMessages | None:
         """None when no stage filters ``ws-server`` at all (the direction is then a raw byte pump)."""
-        text, binary, refusal = _open_both(sr, command, "ws-server")
+        text, binary, refusal = _open_both(sr, command, Channel.WS_SERVER)
         if text is None and binary is None and refusal is None:
             return None
         return cls(text, binary, refusal)
@@ -224,7 +225,7 @@ class StageMessageObserver:
 
     @classmethod
     def open(cls, sr: SessionRuntime, command: Command) -> StageMessageObserver | None:
-        text, binary, refusal = _open_both(sr, command, "ws-client")
+        text, binary, refusal = _open_both(sr, command, Channel.WS_CLIENT)
         if refusal is not None:
             raise WebSocketError(INTERNAL_ERROR, "gw cannot record this WebSocket")
         if text is None and binary is None:

@@ -14,37 +14,17 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from gw.config import Duration
 from gw.protocol import ListenerOptions
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from gw.types import ByteSize, Duration, StrictModel
+from pydantic import Field, field_validator, model_validator
 
 #: ``${NAME}`` in an upstream header value; nothing else is special (a lone ``$`` is literal).
 ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {None: 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-
-
-def parse_size(value: Any) -> int:
-    """``65536``, ``"64KiB"``, ``"10MB"``, ``"1g"`` -> bytes.  Units are binary (``KB`` = ``KiB`` = 1024)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, str):
-        m = _SIZE.match(value)
-        if m:
-            unit = m.group(2).lower() if m.group(2) else None
-            return int(m.group(1)) * _SIZE_UNITS[unit]
-    raise ValueError(f"expected a size such as 65536, \"64KiB\" or \"10MB\", got {value!r}")
-
-
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 
 def env_references(value: str) -> list[str]:
@@ -52,8 +32,7 @@ def env_references(value: str) -> list[str]:
     return ENV_REFERENCE.findall(value)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel
 
 
 class BasicAuth(_Strict):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
 from gw.identity import Credential
-from gw.model import Command, Outcome, Verdict
+from gw.model import Channel, Command, Outcome, Verdict
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
@@ -785,7 +785,7 @@ class ProxyConnection:
 
     async def _send_form(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection, body: bytes,
                          outcome: Outcome) -> None:
-        filt = filtering.open_filter(sr, cmd, "request-body", cmd.attributes.get("content_type") or "")
+        filt = filtering.open_filter(sr, cmd, Channel.REQUEST_BODY, cmd.attributes.get("content_type") or "")
         if filt is not None:
             filtering.feed(filt, body, "request-body")
             filtering.finish(filt, "request-body")
@@ -826,7 +826,7 @@ class ProxyConnection:
         stops reading (it answered early), gw stops sending and goes on to read that answer."""
         limit = self.opts.max_request_body
         timeout = self.opts.body_timeout.total_seconds()
-        filt = filtering.open_filter(sr, cmd, "request-body", cmd.attributes.get("content_type") or "")
+        filt = filtering.open_filter(sr, cmd, Channel.REQUEST_BODY, cmd.attributes.get("content_type") or "")
         scanner = FormOverrideScanner() if is_form(header_value(self.request_headers, b"content-type")) else None
         total = 0
         while True:

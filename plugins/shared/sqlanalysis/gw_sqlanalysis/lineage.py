@@ -74,6 +74,9 @@ class Lineage:
     writes: Sources
     #: Tables (``schema.table``) the statement names, whose columns the caller may look up.
     tables: tuple[str, ...]
+    #: Per output column (when :attr:`columns` is known): the table whose whole row the column is, exactly
+    #: (``select p from people p``), else None.
+    rows: tuple[str | None, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +86,8 @@ class _Out:
 
     name: str | None
     sources: Sources
+    #: The column is exactly the whole row of this table.
+    row: str | None = None
 
 
 @dataclass
@@ -142,15 +147,18 @@ def statement_lineage(tree: exp.Expr, rules: DialectRules,
         outs = walker.outputs(tree, {}, None)
         if any(o.name is None for o in outs):
             columns = None
+            rows = None
         else:
             columns = tuple(o.sources for o in outs)
+            rows = tuple(o.row for o in outs)
     except (Undeterminable, RecursionError):
         columns = None
+        rows = None
     try:
         writes = walker.writes(tree)
     except (Undeterminable, RecursionError):
         writes = fallback
-    return Lineage(columns, fallback, writes, names)
+    return Lineage(columns, fallback, writes, names, rows)
 
 
 def column_sources(tree: exp.Expr, rules: DialectRules,
@@ -355,8 +363,21 @@ class _Walker:
                 except Undeterminable:
                     out.append(_Out(None, self.fallback))
                 continue
-            out.append(_Out(projection.alias_or_name, self._guarded(projection, scope, ctes)))
+            out.append(_Out(projection.alias_or_name, self._guarded(projection, scope, ctes),
+                            self._whole_row(projection, scope)))
         return out
+
+    def _whole_row(self, projection: exp.Expr, scope: _Scope) -> str | None:
+        """The table whose whole row ``projection`` is, exactly (a bare alias that names no column)."""
+        node = projection.this if isinstance(projection, exp.Alias) else projection
+        if not isinstance(node, exp.Column) or node.table or isinstance(node.this, exp.Star):
+            return None
+        source = scope.sources.get(node.name)
+        if source is None or source.table is None or source.columns is None or node.name in source.columns:
+            return None
+        if any(s is not source and s.column(node.name)[1] for s in scope.sources.values()):
+            return None
+        return source.table
 
     def _guarded(self, expression: exp.Expr, scope: _Scope, ctes: Ctes) -> Sources:
         """An expression's sources; what cannot be traced derives from every table the statement names."""
@@ -470,8 +491,18 @@ class _Walker:
         for node in tree.walk():
             if isinstance(node, exp.Insert):
                 query = node.args.get("expression")
-                if query is not None:
-                    found = _merge(found, self._all_outputs(query))
+                inserted = self._all_outputs(query) if query is not None else ()
+                found = _merge(found, inserted)
+                conflict = node.args.get("conflict")
+                if isinstance(conflict, exp.Expr) and conflict.expressions:
+                    # ON CONFLICT DO UPDATE SET c = <expr>: the existing row's columns, or the row proposed
+                    # for insertion (``excluded``).
+                    ctes = self._ctes_above(node)
+                    scope = self._dml_scope(node, ctes, None)
+                    scope.sources["excluded"] = _Source(opaque=inserted)
+                    for assignment in conflict.expressions:
+                        value = assignment.expression if isinstance(assignment, exp.EQ) else assignment
+                        found = _merge(found, self._guarded(value, scope, ctes))
             elif isinstance(node, exp.Update):
                 scope = self._dml_scope(node, self._ctes_above(node), None)
                 for assignment in node.expressions:
@@ -485,9 +516,18 @@ class _Walker:
                     found = _merge(found, self._all_outputs(query))
             elif isinstance(node, exp.Select) and isinstance(node.args.get("into"), exp.Into):
                 found = _merge(found, self._all_outputs(node))
-            elif isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)) and \
-                    _function_name(node, self.rules) in PG_COPYING_FUNCTIONS and self.rules.name == "postgres":
-                found = _merge(found, self._in_place(node))
+            elif isinstance(node, (exp.Anonymous, exp.AnonymousAggFunc)) and self.rules.name == "postgres":
+                name = _function_name(node, self.rules)
+                if name.startswith("dblink"):
+                    found = _merge(found, (ANYTHING,))  # SQL given as text, run elsewhere
+                elif name in PG_COPYING_FUNCTIONS:
+                    found = _merge(found, self._in_place(node))
+                elif self._function(node) == (ANYTHING,) and name not in self.rules.sql_text_functions \
+                        and name not in PG_OPAQUE_FUNCTIONS:
+                    found = _merge(found, (ANYTHING,))  # a function gw does not know may write anything
+            elif isinstance(node, exp.Func) and isinstance(node.parent, exp.Dot) and \
+                    node.parent.expression is node and self._function(node) == (ANYTHING,):
+                found = _merge(found, (ANYTHING,))  # a schema-qualified user function
         return found
 
     def _all_outputs(self, query: exp.Expr) -> Sources:

@@ -115,6 +115,12 @@ def test_width_unknown_falls_back_to_every_table() -> None:
     ("select set_config('application_name', replace(ssn, '-', ''), false) from people", WHOLE),
     ("select pg_notify('ch', ssn) from people where id = 2", WHOLE),
     ("insert into t values (1, 'x')", ()),
+    ("insert into t values ((select ssn from people limit 1), 'x')", (f"{P}.ssn",)),
+    ("insert into people (id, name) values (1, 'x') on conflict (id) do update set note = people.ssn",
+     (f"{P}.ssn",)),
+    ("insert into people (id, name) values (1, 'x') on conflict (id) do update set name = excluded.name", ()),
+    ("select my_function(1)", (ANYTHING,)),
+    ("select dblink_exec('dbname=test', 'insert into t select ssn from people')", (ANYTHING,)),
     ("update people set note = 'x' where ssn = '1'", ()),
 ])
 def test_writes(sql: str, writes: tuple[str, ...]) -> None:

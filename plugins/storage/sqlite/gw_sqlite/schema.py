@@ -62,6 +62,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         "INSERT INTO streams (name) SELECT DISTINCT stream FROM entries",
         "CREATE INDEX documents_by_update ON documents (collection, updated)",
     )),
+    Migration(3, "index rows written in bulk after their records (entries.fields, index_state)", (
+        # An entry's indexed fields (a JSON object) travel with it, so its commit touches only the end of
+        # ``entries``; ``entry_fields`` catches up in bulk, and ``index_state.through`` is the newest seq whose
+        # fields are in it.  Scans read the rows past ``through`` from ``fields`` directly.
+        "ALTER TABLE entries ADD COLUMN fields TEXT",
+        "CREATE TABLE index_state (id INTEGER PRIMARY KEY CHECK (id = 1), through INTEGER NOT NULL)",
+        "INSERT INTO index_state (id, through) SELECT 1, coalesce(max(seq), 0) FROM entries",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -15,6 +15,10 @@ Design points (see docs/plugins/sqlite.md):
 * **Nothing that waits for the disk on the trio thread.** Commits, their fsync, waiting for a write lock
   another process holds, and WAL checkpoints happen in the writer thread; reads use a small pool of read-only
   connections in worker threads, bounded by a capacity limiter.
+* **Index rows in bulk.** An entry's indexed fields are stored with it (a JSON column); the index table
+  ``entry_fields`` catches up every :data:`INDEX_EVERY` records, inside the transaction of a batch.  A commit
+  then touches the end of one table instead of a page per indexed value, and :meth:`SqliteStore.scan` reads the
+  few entries past the index from their JSON column.
 * **A bounded WAL.** The writer thread checkpoints between batches (see :data:`CHECKPOINT_EVERY`), so the
   ``-wal`` file is reused from its start and stays below :data:`WAL_LIMIT` while gw writes.
 """
@@ -55,6 +59,10 @@ PRUNE_CHUNK = 2000
 #: Commits between two WAL checkpoints.  The writer thread checkpoints between batches instead of letting SQLite
 #: do it inside a commit (its default, every 1000 WAL pages), where the waiters of that commit would wait for it.
 CHECKPOINT_EVERY = 64
+
+#: Entries whose index rows are written together: ``entry_fields`` catches up once this many have no rows yet.
+#: Scans filter the entries past the index by their JSON ``fields`` column, so this also bounds that work.
+INDEX_EVERY = 512
 
 #: The ``-wal`` file's bound (SQLite's ``journal_size_limit``: the file is cut back to it when the WAL starts
 #: over).  Past half of it (readers kept passive checkpoints from finishing) the writer truncates the WAL as
@@ -129,6 +137,8 @@ class SqliteStore(Store):
         #: WAL checkpoints run by the writer thread.
         self.checkpoints = 0
         self._commits_since_checkpoint = 0
+        #: Entries written since ``entry_fields`` last caught up (writer thread only; an estimate).
+        self._unindexed = 0
 
     # -- lifetime -------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -139,6 +149,7 @@ class SqliteStore(Store):
         self._queue = SimpleQueue()
         self._streams_known = set()
         self._commits_since_checkpoint = 0
+        self._unindexed = 0
         self._reader_slots = trio.CapacityLimiter(self.options.readers)
         self._writer = await trio.to_thread.run_sync(self._open_writer)
         self._thread = threading.Thread(target=self._run_writer, name=f"gw-sqlite-writer {self.path.name}",
@@ -164,6 +175,8 @@ class SqliteStore(Store):
             before, after = migrate(conn)
             if before != after:
                 log.info("%s: schema migrated from version %d to %d", self.path, before, after)
+            self._unindexed = conn.execute(
+                "SELECT count(*) FROM entries WHERE seq > (SELECT through FROM index_state)").fetchone()[0]
             return conn
         except SchemaError as e:
             self._discard(conn)
@@ -294,6 +307,9 @@ class SqliteStore(Store):
                     op.result = op.apply(conn)
                 except VersionConflict as e:  # raised before that write changed anything
                     op.error = e
+            indexing = self._unindexed >= INDEX_EVERY
+            if indexing:
+                _catch_up_index(conn)
             conn.execute("COMMIT")
         except BaseException as e:
             self._fail(conn, batch, e)
@@ -302,6 +318,8 @@ class SqliteStore(Store):
             return
         self.transactions += 1
         self.writes += len(batch)
+        if indexing:
+            self._unindexed = 0
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         """Keep the WAL bounded (see :data:`CHECKPOINT_EVERY` and :data:`WAL_LIMIT`).
@@ -378,27 +396,26 @@ class SqliteStore(Store):
         ts = time.time()
         # Encode here, in the caller's task: a record that cannot be stored fails its own call, never the batch.
         # The caller's own encoding is stored as is when it is ASCII text (nothing in it can fail the insert).
-        datas = [(stream, ts, text if encoded is not None and (text := encoded[i]).isascii() else _encode(stream, r))
+        texts = [text if encoded is not None and (text := encoded[i]).isascii() else _encode(stream, r)
                  for i, r in enumerate(records)]
-        fields = [_fields(i) for i in index] if index is not None else None
+        fields = [_ENCODER.encode(dict(_fields(i))) for i in index] if index is not None else [None] * len(texts)
+        datas = [(stream, ts, text, f) for text, f in zip(texts, fields)]
         known = self._streams_known
 
         def apply(conn: sqlite3.Connection) -> list[int]:
             if stream not in known:
                 conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
                 known.add(stream)  # forgotten again if this transaction fails (see _fail)
+            insert = "INSERT INTO entries (stream, ts, data, fields) VALUES (?, ?, ?, ?)"
             if len(datas) == 1:
-                last = conn.execute("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)", datas[0]).lastrowid
+                last = conn.execute(insert, datas[0]).lastrowid
             else:
-                conn.executemany("INSERT INTO entries (stream, ts, data) VALUES (?, ?, ?)", datas)
+                conn.executemany(insert, datas)
                 last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             assert last is not None
+            self._unindexed += len(datas)
             # AUTOINCREMENT under the write lock: this call's rows got consecutive ids ending at ``last``.
-            seqs = list(range(last - len(datas) + 1, last + 1))
-            if fields is not None:
-                conn.executemany("INSERT INTO entry_fields (seq, field, value, stream) VALUES (?, ?, ?, ?)",
-                                 [(seq, f, v, stream) for seq, pairs in zip(seqs, fields) for f, v in pairs])
-            return seqs
+            return list(range(last - len(datas) + 1, last + 1))
 
         return await self._write(apply)
 
@@ -406,27 +423,43 @@ class SqliteStore(Store):
                    before: int | None = None, limit: int | None = None, newest_first: bool = False
                    ) -> list[Entry]:
         params: list[Any] = []
+
+        def bounds(seq_col: str) -> str:
+            out = ""
+            if after is not None:
+                out += f" AND {seq_col} > ?"
+                params.append(after)
+            if before is not None:
+                out += f" AND {seq_col} < ?"
+                params.append(before)
+            return out
+
         if where:
-            # Drive the query from the index of the first field (rows come in seq order from it); every other
-            # field is a primary-key lookup on (seq, field).
-            (first_field, first_value), *others = sorted(_fields(where))
-            sql = "SELECT e.seq, e.ts, e.data FROM entry_fields f0 JOIN entries e ON e.seq = f0.seq"
+            # Entries up to index_state.through: drive the query from the index of the first field (rows come in
+            # seq order from it); every other field is a primary-key lookup on (seq, field).
+            pairs = sorted(_fields(where))
+            (first_field, first_value), *others = pairs
+            sql = "SELECT e.seq AS seq, e.ts AS ts, e.data AS data FROM entry_fields f0 JOIN entries e ON e.seq = f0.seq"
             for i, (f, v) in enumerate(others, 1):
                 sql += f" JOIN entry_fields f{i} ON f{i}.seq = f0.seq AND f{i}.field = ? AND f{i}.value = ?"
                 params += [f, v]
             sql += " WHERE f0.stream = ? AND f0.field = ? AND f0.value = ?"
             params += [stream, first_field, first_value]
-            seq_col = "f0.seq"
+            sql += bounds("f0.seq")
+            # The entries past it (at most INDEX_EVERY or so): matched on their own ``fields``.
+            sql += (" UNION ALL SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?"
+                    " AND e.seq > (SELECT through FROM index_state)")
+            params.append(stream)
+            for f, v in pairs:
+                sql += " AND EXISTS (SELECT 1 FROM json_each(e.fields) j WHERE j.key = ? AND j.value = ?)"
+                params += [f, v]
+            sql += bounds("e.seq")
+            seq_col = "seq"
         else:
             sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?"
             params.append(stream)
+            sql += bounds("e.seq")
             seq_col = "e.seq"
-        if after is not None:
-            sql += f" AND {seq_col} > ?"
-            params.append(after)
-        if before is not None:
-            sql += f" AND {seq_col} < ?"
-            params.append(before)
         sql += f" ORDER BY {seq_col} {'DESC' if newest_first else 'ASC'}"
         if limit is not None:
             sql += " LIMIT ?"
@@ -568,6 +601,15 @@ class SqliteStore(Store):
 
 #: Built once: ``json.dumps`` with options constructs an encoder per call, a measurable cost per record.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _catch_up_index(conn: sqlite3.Connection) -> None:
+    """Write the ``entry_fields`` rows of every entry past ``index_state.through`` (in the open transaction)."""
+    (through,) = conn.execute("SELECT through FROM index_state").fetchone()
+    conn.execute("INSERT OR IGNORE INTO entry_fields (seq, field, value, stream) "
+                 "SELECT e.seq, j.key, j.value, e.stream FROM entries e, json_each(e.fields) j "
+                 "WHERE e.seq > ? AND e.fields IS NOT NULL", (through,))
+    conn.execute("UPDATE index_state SET through = (SELECT coalesce(max(seq), ?) FROM entries)", (through,))
 
 
 def _encode(what: str, record: Mapping[str, Any]) -> str:

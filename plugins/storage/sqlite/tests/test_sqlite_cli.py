@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from gw.cli import build_cli
 from gw.runtime import Runtime
 from gw.testing import write_pipeline
+from gw_sqlite.schema import SCHEMA_VERSION
 
 
 def gw(*args: str) -> Result:
@@ -51,7 +52,7 @@ def test_prune_applies_retention_to_every_stream(config: Path) -> None:
                                                    {"stream": "recordings", "deleted": 0}]
     info = json.loads(gw("storage", "info", "-c", str(config), "--json").output)
     assert info["backend"] == "sqlite" and info["retention"] == "90d"
-    assert info["details"]["schema_version"] == 2
+    assert info["details"]["schema_version"] == SCHEMA_VERSION
     assert [(s["stream"], s["last_seq"]) for s in info["streams"]] == [("audit", 5), ("recordings", 6)]
 
 

@@ -30,11 +30,13 @@ async def test_a_version_1_database_is_migrated_with_its_data(make_store: Callab
         doc = await s.get("approvals", "r1")
         assert doc is not None and doc.version == 3
         assert (await s.describe())["schema_version"] == SCHEMA_VERSION
-        assert await s.append("audit", [{"i": 3}]) == [3]
+        assert await s.append("audit", [{"i": 3}], index=[{"subject": "alice"}]) == [3]
+        # the old record from the index, the new one (past the index) from its own fields
+        assert [e.data for e in await s.scan("audit", where={"subject": "alice"})] == [{"i": 1}, {"i": 3}]
     finally:
         await s.close()
     check = sqlite3.connect(str(s.path))
-    assert schema_version(check) == SCHEMA_VERSION == 2
+    assert schema_version(check) == SCHEMA_VERSION == 3
     assert check.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     check.close()
 

@@ -86,14 +86,8 @@ def gw_register_commands(register: Callable[[click.Command], None]) -> None:
 
 @hookspec
 def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
-    """Register what a plugin offers other plugins: ``register(OfferClass)``.
-
-    Plugins never import each other; when one needs what another keeps (a web console showing approval
-    requests, audit records and recordings), the keeper registers a class with a ``name`` (``"approvals"``,
-    ``"audit"``, ``"recordings"``) whose instances, built with the runtime (``OfferClass(runtime)``), follow
-    the matching protocol of :mod:`gw.offers`.  Users get them with ``runtime.offer(name)``.  Called for every
-    plugin; returns nothing.
-    """
+    """Register what a plugin offers others: ``register(OfferClass)``; built as ``OfferClass(runtime)``, got with
+    ``runtime.offer(name)``, shaped as docs/plugin-hooks.md says.  Returns nothing."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -444,7 +444,7 @@ class Runtime:
 
     def offer(self, name: str) -> Any:
         """What a plugin offers other plugins under ``name`` (``"approvals"``, ``"audit"``,
-        ``"recordings"``), built once per runtime; the shapes are the protocols of :mod:`gw.offers`.  Raises
+        ``"recordings"``), built once per runtime (the contracts are in docs/plugin-hooks.md).  Raises
         :class:`PluginError` naming what is installed when no plugin offers it."""
         if name not in self._offers:
             self._offers[name] = self.registry.get("offers", name)(self)

@@ -1,4 +1,4 @@
-"""The ``"approvals"`` offer (:class:`gw.offers.ApprovalsOffer`): what the web console shows and does.
+"""The ``"approvals"`` offer (docs/plugin-hooks.md): what the web console shows and does.
 
 The same logic as ``gw approvals``, for an approver the caller authenticated (the console, with its own
 listener's identity providers); values are the ``--json`` shapes of the CLI.

@@ -1,4 +1,4 @@
-"""The ``"audit"`` offer (:class:`gw.offers.AuditOffer`): searching and verifying the trail from the web
+"""The ``"audit"`` offer (docs/plugin-hooks.md): searching and verifying the trail from the web
 console, and recording what people do there.
 
 Search filters on the indexed fields first (subject, listener, verdict) and on the rest (kind, text, time) while

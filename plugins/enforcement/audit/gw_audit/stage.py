@@ -85,7 +85,7 @@ class AuditStage(Stage):
 
     async def event(self, event: str, identity: Identity, details: Mapping[str, Any],
                     client_address: str = "") -> None:
-        """Append an event record (the ``"audit"`` offer's :meth:`~gw.offers.AuditOffer.event`)."""
+        """Append an event record (the ``"audit"`` offer's ``event``)."""
         await self._write(self.records.event(self.services.gateway_name, event, identity, details,
                                              client_address))
 

@@ -1,4 +1,4 @@
-"""The ``"recordings"`` offer (:class:`gw.offers.RecordingsOffer`): recorded sessions for the web console,
+"""The ``"recordings"`` offer (docs/plugin-hooks.md): recorded sessions for the web console,
 in the shapes ``gw sessions list --json`` and ``gw sessions export`` give."""
 
 from __future__ import annotations

@@ -122,6 +122,11 @@ ADVERSARIAL: list[tuple[str, str]] = [
     ("errors", "select ssn::date from {t}"),
     ("errors", "select email::json from {t}"),
     ("errors", "select ssn::uuid from {t}"),
+    ("errors", "select ssn::regclass from {t}"),
+    ("errors", "select email::regrole from {t}"),
+    ("errors", "select replace(ssn, '-', '')::regtype from {t}"),
+    ("errors", "select jsonb_path_query('{}', ('$.' || ssn)::jsonpath) from {t}"),
+    ("errors", "select 1 / (length(ssn) - length(ssn)) from {t}"),
     ("errors", "select to_number(email, '999') from {t}"),
     ("errors", "insert into {t}(id, ssn) select 100, ssn from {t} where id = 2"),
     ("errors", "update {t} set name = null where id = 2"),
@@ -169,6 +174,28 @@ SIMPLE_ONLY: list[tuple[str, str]] = [
     ("do", "do $$ begin raise notice '%', (select string_agg(ssn, ',') from {t}); end $$"),
     ("do", "do $$ begin perform set_config('application_name', (select ssn from {t} limit 1), false); end $$"),
 ]
+# Variants: expressions over a masked column, each placed in every position a value can come from.
+EXPRESSIONS = [
+    "replace(ssn, '-', '')", "translate(ssn, '0123456789', 'abcdefghij')", "reverse(ssn)", "ssn || ''",
+    "lower(email)", "substr(card_number, 1, 16)", "concat_ws(',', name, ssn)", "format('%s', ssn)",
+    "coalesce(null, ssn)", "case when id > 0 then ssn end", "regexp_replace(ssn, '-', '', 'g')",
+    "encode(convert_to(ssn, 'UTF8'), 'hex')", "(ssn)", "people.ssn", "json_build_object('s', ssn)::text",
+    "array[ssn]::text", "row(ssn)::text", "xmlelement(name x, ssn)::text", "lag(ssn) over (order by id)",
+    "string_agg(ssn, ',') over ()", "(select ssn)", "split_part(ssn, '-', 1) || split_part(ssn, '-', 2)",
+]
+PLACES = [
+    "select {e} from {t} people",
+    "select x from (select {e} as x from {t} people) d",
+    "with d as (select {e} as x from {t} people) select x from d",
+    "select name from {t} union select {e} from {t} people",
+    "select x from {t} q, lateral (select {e} as x from {t} people where people.id = q.id) l",
+    "select (select {e} from {t} people limit 1)",
+    "values ((select {e} from {t} people limit 1))",
+    "select array(select {e} from {t} people)::text",
+    "select * from (select {e} from {t} people) d(y)",
+    "select d.* from (select id, {e} from {t} people) d",
+]
+VARIANTS = [place.replace("{e}", e) for place in PLACES for e in EXPRESSIONS]
 CLEAN: list[tuple[str, list[tuple[str, ...]]]] = [
     ("select id, name from {t} order by id", [("1", "ann"), ("2", "bob")]),
     ("select count(*) from {t}", [("2",)]),
@@ -242,6 +269,14 @@ def test_simple_query_psql(env: Env, cls: str, sql: str) -> None:
         print(f"\n>>> {sql}\n{received}")
     assert_clean(received, sql)
     assert env.psql("select 1").strip() == "1"  # the session (and gw) go on
+
+
+@pytest.mark.parametrize("sql", VARIANTS, ids=lambda v: v[:70])
+def test_variants_psql(env: Env, sql: str) -> None:
+    received = env.psql(_sql(sql))
+    if os.environ.get("GW_CORPUS_SHOW"):
+        print(f"\n>>> {sql}\n{received}")
+    assert_clean(received, sql)
 
 
 # -- extended protocol (psycopg), text and binary results -------------------------------------------------------

@@ -145,13 +145,24 @@ class Pipeline:
                 break
             if v.request_id or v.approved_by or v.rule:
                 verdict = v
+        return await self._record(command, verdict, timings)
+
+    async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
+        """A command the protocol refuses itself, before any stage judges it (a prepared statement the server
+        never confirmed, an encoding gw cannot lex): recorded by the stages that record decisions (audit), like a
+        refusal of theirs.  Returns the verdict (or one that says the record failed)."""
+        return await self._record(command, verdict)
+
+    async def _record(self, command: Command, verdict: Verdict,
+                      timings: dict[str, float] | None = None) -> Verdict:
+        clock = time.perf_counter
         for stage in self._deciders:
             started = clock()
             try:
                 await stage.decided(command, verdict)
             except trio.Cancelled:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a failing record denies (below); the session survives
                 log.error("stage %s could not record command %s/%d: %s", stage.name, command.session.id,
                           command.seq, e)
                 if verdict.allowed:
@@ -290,6 +301,12 @@ class SessionRuntime:
             timings["total"] = time.perf_counter() - started
             hook(command=command, verdict=verdict, timings=timings)
         return verdict
+
+    async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
+        """The protocol refuses ``command`` itself; the stages record it (then :meth:`complete` it)."""
+        pipeline = self.listener.pipeline
+        self._inflight[command.seq] = (pipeline, time.perf_counter())
+        return await pipeline.refuse(command, verdict)
 
     @property
     def wants_rows(self) -> bool:

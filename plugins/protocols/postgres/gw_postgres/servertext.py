@@ -22,7 +22,7 @@ _QUOTED = re.compile(r'"(?:[^"]|"")*"')
 #: ``(col, col)=(value, value)``: what is after ``=`` in parentheses (nested parentheses allowed once).
 _KEY_VALUES = re.compile(r"=\((?:[^()]|\([^()]*\))*\)")
 #: ``Failing row contains (...)``, ``conflicts with existing key (...)``.
-_ROW = re.compile(r"(contains |existing key |row )\((?:[^()]|\([^()]*\))*\)", re.IGNORECASE)
+_ROW = re.compile(r"(contains |row )\((?:[^()]|\([^()]*\))*\)", re.IGNORECASE)
 #: JSON / array / input parsing context: ``line 1: <text>``, ``at or near "..."`` handled by _QUOTED.
 _CONTEXT_LINE = re.compile(r"(line \d+: ).*", re.IGNORECASE)
 #: Values after a colon in messages such as ``invalid input syntax for type integer: "..."`` are quoted;
@@ -30,22 +30,30 @@ _CONTEXT_LINE = re.compile(r"(line \d+: ).*", re.IGNORECASE)
 _SINGLE = re.compile(r"'(?:[^']|'')*'")
 
 
-def redact_values(text: str) -> str:
-    """``text`` with the row values PostgreSQL quotes in its messages replaced by ``***``."""
+def redact_values(text: str, statement: str = "") -> str:
+    """``text`` with the row values PostgreSQL quotes in its messages replaced by ``***``.  A quoted text
+    that appears in ``statement`` (the agent's own SQL: a column or table name, a syntax error's token) is
+    kept; anything else may come from a row (``ssn::regclass`` quotes the value as a relation name)."""
+    lowered = statement.lower()
+
+    def quoted(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1].replace('""', '"')
+        return match.group(0) if inner and inner.lower() in lowered else f'"{REDACTED}"'
+
     text = _KEY_VALUES.sub(f"=({REDACTED})", text)
     text = _ROW.sub(lambda m: f"{m.group(1)}({REDACTED})", text)
-    text = _QUOTED.sub(f'"{REDACTED}"', text)
+    text = _QUOTED.sub(quoted, text)
     text = _SINGLE.sub(f"'{REDACTED}'", text)
     return _CONTEXT_LINE.sub(lambda m: m.group(1) + REDACTED, text)
 
 
-def mask_fields(fields: tuple[tuple[str, str], ...], touches: bool, detect: Callable[[str], str] | None
-                ) -> tuple[tuple[str, str], ...]:
+def mask_fields(fields: tuple[tuple[str, str], ...], touches: bool, detect: Callable[[str], str] | None,
+                statement: str = "") -> tuple[tuple[str, str], ...]:
     out = []
     for key, value in fields:
         if key not in _STRUCTURAL:
             if touches:
-                value = redact_values(value)
+                value = redact_values(value, statement)
             if detect is not None:
                 value = detect(value)
         out.append((key, value))
@@ -53,8 +61,8 @@ def mask_fields(fields: tuple[tuple[str, str], ...], touches: bool, detect: Call
 
 
 def mask_error(message: ErrorResponse | NoticeResponse, touches: bool,
-               detect: Callable[[str], str] | None) -> ErrorResponse | NoticeResponse:
-    fields = mask_fields(message.fields, touches, detect)
+               detect: Callable[[str], str] | None, statement: str = "") -> ErrorResponse | NoticeResponse:
+    fields = mask_fields(message.fields, touches, detect, statement)
     return message if fields == message.fields else type(message)(fields)
 
 

@@ -17,6 +17,7 @@ exactly as it would had the statement itself failed.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import struct
@@ -30,6 +31,7 @@ from gw.model import Column, Command, DenyCode, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import ANYTHING
+from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
 from .codec import WireCodec
@@ -56,6 +58,7 @@ from .messages import (
     frame,
     rows_from_tag,
 )
+from .names import NameTable, Portal, Statement
 from .provenance import Provenance, statement_tokens
 from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
@@ -81,6 +84,10 @@ _SQLSTATE_BY_DENY = {
     DenyCode.UNAVAILABLE: E.SYSTEM_ERROR,
     DenyCode.INTERNAL: E.INTERNAL_ERROR,
 }
+
+#: Statements that run server-side code which may PREPARE or DEALLOCATE out of gw's sight: after one runs,
+#: gw forgets every name (a later Bind/Execute of one is refused until the client makes it again).
+_RUNS_SERVER_CODE = frozenset({"do", "call"})
 
 _DATA_ROW = int(BackendType.DATA_ROW)
 #: Messages carrying the server's text, masked when the pipeline masks anything.
@@ -139,27 +146,6 @@ class Expect(enum.IntEnum):
 
 
 @dataclass(slots=True)
-class Statement:
-    """A prepared statement as gw saw its Parse; classified once, on its first Execute."""
-
-    name: str
-    text: str
-    param_types: tuple[int, ...] = ()
-    classification: Classification | None = None
-    fields: tuple[FieldDescription, ...] | None = None
-
-
-@dataclass(slots=True)
-class Portal:
-    name: str
-    statement: Statement | None
-    bind: Bind
-    #: The portal's row description (from a Describe), once known; ``()`` when it returns no rows.
-    fields: tuple[FieldDescription, ...] | None = None
-    describing: bool = False
-
-
-@dataclass(slots=True)
 class Pending:
     expect: Expect
     command: Command | None = None
@@ -170,6 +156,9 @@ class Pending:
     internal: bool = False
     portal: Portal | None = None
     statement: Statement | None = None
+    #: Names a Query's SQL PREPARE / DECLARE create, confirmed one by one as the CommandComplete with the
+    #: tag (``PREPARE``, ``DECLARE CURSOR``) arrives.
+    prepares: list[tuple[str, Statement | Portal]] | None = None
     wants_rows: bool = False
     #: Rows must be resolved (columns, filter) before the first DataRow is relayed.
     resolve_rows: bool = False
@@ -181,8 +170,7 @@ class Pending:
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
-_PARSE, _BIND, _CLOSE, _SYNC = (Pending(Expect.PARSE), Pending(Expect.BIND), Pending(Expect.CLOSE),
-                                Pending(Expect.SYNC))
+_CLOSE, _SYNC = Pending(Expect.CLOSE), Pending(Expect.SYNC)
 
 
 @dataclass
@@ -239,8 +227,10 @@ class ProxySession:
         self.writer = ClientWriter(client)
         self.context = _Notices(self.writer)
         self.pending: deque[Pending] = deque()
-        self.statements: dict[str, Statement] = {}
-        self.portals: dict[str, Portal] = {}
+        #: Prepared statements and portals as the server holds them (shared with the stages' result side).
+        self.names = NameTable()
+        #: Set (and replaced) whenever the upstream answered something: what a waiting message waits on.
+        self._progress: trio.Event | None = None
         self.status = upstream.status
         self._to_upstream: list[bytes | memoryview] = []
         self._upstream_boundary = False
@@ -252,7 +242,7 @@ class ProxySession:
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self.provenance = Provenance(handler.classifier, handler.catalog)
-        self._last_mask_attributes: Any = None
+        self._last_mask_command: Command | None = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def run(self) -> str:
@@ -414,15 +404,16 @@ class ProxySession:
         elif t == FrontendType.PARSE:
             self._parse(raw, Parse.decode(body))
         elif t == FrontendType.BIND:
-            self._bind(raw, Bind.decode(body))
+            await self._bind(raw, Bind.decode(body))
         elif t == FrontendType.EXECUTE:
             await self._execute(raw, Execute.decode(body))
         elif t == FrontendType.DESCRIBE:
-            self._describe(raw, Describe.decode(body))
+            await self._describe(raw, Describe.decode(body))
         elif t == FrontendType.CLOSE:
             self._close(raw, Close.decode(body))
         elif t == FrontendType.SYNC:
             self._skipping = False
+            self.names.sync()
             self._expect(_SYNC)
             self._forward(raw, boundary=True)
         elif t == FrontendType.FLUSH:
@@ -455,7 +446,7 @@ class ProxySession:
             await self._before_decision()
         verdict = await self.sr.decide(cmd, self.context)
         if _TEXT in cmd.attributes:
-            self._last_mask_attributes = cmd.attributes
+            self._last_mask_command = cmd
         if verdict.allowed:
             return None
         code, message, detail = refusal(verdict)
@@ -479,15 +470,76 @@ class ProxySession:
         return attributes
 
     async def _query(self, raw: memoryview, text: str) -> None:
-        cmd = self._command(text, self._classify(text), attributes=await self._facts(text))
+        cls = self._classify(text)
+        ops = name_operations(text) if mentions_names(text) else []
+        cmd = await self._command_for(text, cls, ops, query=True)
+        if cmd is None:
+            return
         wants_rows = self.sr.wants_rows
         refused = await self._decide(cmd)
-        if refused is None:
-            self._expect(Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows))
-            self._forward(raw, boundary=True)
-        else:
+        if refused is not None:
             self._expect(Pending(Expect.QUERY, replacement=refused))
             self._forward(_REFUSE_QUERY, boundary=True)
+            return
+        prepares = self._apply_names(ops, cmd)
+        self._expect(Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows, prepares=prepares))
+        self._forward(raw, boundary=True)
+
+    async def _command_for(self, text: str, cls: Classification, ops: list[NameOp] | None, *, query: bool,
+                           params: Sequence[Any] = (), attributes: dict[str, Any] | None = None
+                           ) -> Command | None:
+        """The Command for ``text``; an SQL ``EXECUTE name(args)`` becomes the prepared statement's text and
+        classification, with the arguments (or the bound values) as its parameters.  None when refused (the
+        refusal is sent)."""
+        executes = [op for op in ops or () if op.op == "execute"]
+        if not executes:
+            return self._command(text, cls, params=params, attributes=await self._facts(text, attributes))
+        if ops is not None and len(ops) > 1 or cls.statements > 1 or not executes[0].name:
+            await self._refuse_unestablished(
+                text, E.FEATURE_NOT_SUPPORTED,
+                "gw runs EXECUTE of a prepared statement only as a statement of its own (not with other "
+                "statements in one query string, nor by an expression); send EXECUTE name(...) alone",
+                query=query)
+            return None
+        op = executes[0]
+        st = await self._established_statement(op.name)
+        if st is None:
+            await self._refuse_unestablished(
+                text, E.INVALID_SQL_STATEMENT_NAME,
+                f"prepared statement {op.name!r} is not known to gw on this session (the server never confirmed "
+                "it through gw); PREPARE it again", query=query, name=op.name)
+            return None
+        if st.classification is None:
+            st.classification = self._classify(st.text)
+        inner = st.classification
+        attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
+        values = tuple(params) if params else op.args
+        if op.wrapped:  # EXPLAIN / CREATE TABLE AS around it: the more dangerous of the two decides
+            attributes["prepared_text"] = st.text
+            return self._command(text, _merge(cls, inner), params=values, attributes=attributes)
+        return self._command(st.text, inner, params=values, attributes=attributes)
+
+    def _apply_names(self, ops: list[NameOp] | None, cmd: Command) -> list[tuple[str, Statement | Portal]] | None:
+        """An allowed statement is about to run: what it does to names (pending until its tag arrives)."""
+        if ops is None or cmd.verb in _RUNS_SERVER_CODE or any(v in _RUNS_SERVER_CODE for v in cmd.verbs):
+            self.names.forget()  # it may create or drop names out of gw's sight
+        prepares: list[tuple[str, Statement | Portal]] = []
+        for op in ops or ():
+            if op.op == "prepare":
+                prepares.append(("PREPARE", self.names.parse(op.name, op.text, sql=True)))
+            elif op.op == "declare" and op.text:
+                prepares.append(("DECLARE CURSOR", self.names.declare(op.name, op.text)))
+            elif op.op == "deallocate":
+                self.names.deallocate(op.name)
+            elif op.op == "deallocate_all":
+                self.names.deallocate(None)
+            elif op.op == "discard_all":
+                self.names.forget()
+            elif op.op in ("declare", "close"):
+                self.names.close_portal(op.name)
+            elif op.op == "close_all":
+                self.names.close_portal(None)
+        return prepares or None
 
     def _refuse_function_call(self) -> None:
         message = ("gw refuses fast-path function calls (FunctionCall messages): they bypass statement-level "
@@ -498,48 +550,110 @@ class ProxySession:
         self._forward(_REFUSE_QUERY, boundary=True)
 
     def _parse(self, raw: memoryview, msg: Parse) -> None:
-        _remember(self.statements, msg.statement, Statement(msg.statement, msg.query, msg.param_types))
-        self._expect(_PARSE)
+        st = self.names.parse(msg.statement, msg.query, msg.param_types)
+        self._expect(Pending(Expect.PARSE, statement=st))
         self._forward(raw)
 
-    def _bind(self, raw: memoryview, msg: Bind) -> None:
-        _remember(self.portals, msg.portal, Portal(msg.portal, self.statements.get(msg.statement), msg))
-        self._expect(_BIND)
+    async def _wait_settled(self, entry: Statement | Portal) -> None:
+        """``entry`` is pending from an earlier batch: send what is queued and wait for the server's answer."""
+        while self.names.must_wait(entry):
+            await self._flush_upstream()
+            if self._progress is None:
+                self._progress = trio.Event()
+            await self._progress.wait()
+
+    async def _established_statement(self, name: str) -> Statement | None:
+        while (st := self.names.statement(name)) is not None and self.names.must_wait(st):
+            await self._wait_settled(st)
+        return st
+
+    async def _established_portal(self, name: str) -> Portal | None:
+        while (portal := self.names.portal(name)) is not None and self.names.must_wait(portal):
+            await self._wait_settled(portal)
+        return portal
+
+    async def _refuse_unestablished(self, text: str, code: str, message: str, *, query: bool = False,
+                                    name: str | None = None, portal: str | None = None) -> None:
+        """Refuse a message gw cannot judge (a name the server never confirmed through gw): audited as denied,
+        answered like the server's own error (an extended-protocol batch then skips to Sync)."""
+        attributes: dict[str, Any] = {}
+        if name is not None:
+            attributes["statement"] = name
+        if portal is not None:
+            attributes["portal"] = portal
+        cmd = self._command(text, None, attributes=attributes)
+        verdict = Verdict.deny(message, code=DenyCode.POLICY, stage="postgres")
+        recorded = await self.sr.refuse(cmd, verdict)
+        if not recorded.allowed and recorded is not verdict and recorded.reason:
+            message = recorded.reason
+        log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
+        await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
+        reply = error_message("ERROR", code, message, detail="refused by gw (postgres protocol)")
+        if query:
+            self._expect(Pending(Expect.QUERY, replacement=reply))
+            self._forward(_REFUSE_QUERY, boundary=True)
+        else:
+            self._expect(Pending(Expect.EXECUTE, replacement=reply))
+            self._forward(_REFUSE_EXECUTE)
+            self._skipping = True
+
+    async def _bind(self, raw: memoryview, msg: Bind) -> None:
+        st = await self._established_statement(msg.statement)
+        if st is None:
+            await self._refuse_unestablished(
+                "", E.INVALID_SQL_STATEMENT_NAME,
+                f"prepared statement {msg.statement!r} is not known to gw on this session (the server never "
+                "confirmed it through gw); Parse it again", name=msg.statement, portal=msg.portal)
+            return
+        portal = self.names.bind(msg.portal, st, msg)
+        self._expect(Pending(Expect.BIND, portal=portal))
         self._forward(raw)
 
-    def _describe(self, raw: memoryview, msg: Describe) -> None:
+    async def _describe(self, raw: memoryview, msg: Describe) -> None:
         entry = Pending(Expect.DESCRIBE, wants_rows=self.sr.wants_rows)
         if msg.kind == "P":
-            entry.portal = self.portals.get(msg.name)
+            entry.portal = await self._established_portal(msg.name)
             if entry.portal is not None:
                 entry.portal.describing = True
         else:
-            entry.statement = self.statements.get(msg.name)
+            entry.statement = await self._established_statement(msg.name)
+        if entry.portal is None and entry.statement is None:
+            what = "portal" if msg.kind == "P" else "prepared statement"
+            await self._refuse_unestablished(
+                "", E.INVALID_CURSOR_NAME if msg.kind == "P" else E.INVALID_SQL_STATEMENT_NAME,
+                f"{what} {msg.name!r} is not known to gw on this session (the server never confirmed it "
+                "through gw)", **({"portal": msg.name} if msg.kind == "P" else {"name": msg.name}))
+            return
         self._expect(entry)
         self._forward(raw)
 
     def _close(self, raw: memoryview, msg: Close) -> None:
-        if msg.kind == "S":
-            self.statements.pop(msg.name, None)
-        else:
-            self.portals.pop(msg.name, None)
+        self.names.close(msg.kind, msg.name)
         self._expect(_CLOSE)
         self._forward(raw)
 
     async def _execute(self, raw: memoryview, msg: Execute) -> None:
-        portal = self.portals.get(msg.portal)
+        portal = await self._established_portal(msg.portal)
         statement = portal.statement if portal is not None else None
-        attributes: dict[str, Any] = {"portal": msg.portal}
-        if statement is None:
-            cmd = self._command("", None, attributes=attributes)
-        else:
-            if statement.classification is None:
-                statement.classification = self._classify(statement.text)
-            attributes["statement"] = statement.name
-            assert portal is not None
-            cmd = self._command(statement.text, statement.classification,
-                                attributes=await self._facts(statement.text, attributes),
-                                params=_params(portal.bind, statement.param_types))
+        if portal is None or statement is None:
+            await self._refuse_unestablished(
+                "", E.INVALID_CURSOR_NAME,
+                f"portal {msg.portal!r} is not known to gw on this session (the server never confirmed its "
+                "Bind through gw); Bind it again", portal=msg.portal)
+            return
+        attributes: dict[str, Any] = {"portal": msg.portal, "statement": statement.name}
+        if statement.classification is None:
+            statement.classification = self._classify(statement.text)
+        if not statement.name_ops_known:
+            statement.name_ops = (name_operations(statement.text) if mentions_names(statement.text) else [])
+            statement.name_ops_known = True
+        cls = statement.classification
+        params = () if statement.sql or portal.bind is None else _params(portal.bind, statement.param_types)
+        ops = statement.name_ops
+        cmd = await self._command_for(statement.text, cls, ops, query=False, params=params,
+                                      attributes=attributes)
+        if cmd is None:
+            return
         wants_rows = self.sr.wants_rows
         refused = await self._decide(cmd)
         if refused is not None:
@@ -548,13 +662,14 @@ class ProxySession:
             self._forward(_REFUSE_EXECUTE)
             self._skipping = True
             return
-        if wants_rows and portal is not None and portal.fields is None and not portal.describing:
+        prepares = self._apply_names(ops, cmd)
+        if wants_rows and portal.fields is None and not portal.describing:
             # gw needs the portal's columns to filter its rows; ask without relaying the answer.
             portal.describing = True
             self._expect(Pending(Expect.DESCRIBE, internal=True, portal=portal, wants_rows=True))
             self._forward(Describe("P", msg.portal).encode())
         self._expect(Pending(Expect.EXECUTE, cmd, Outcome(), portal=portal, wants_rows=wants_rows,
-                                    resolve_rows=wants_rows))
+                             resolve_rows=wants_rows, prepares=prepares))
         self._forward(raw)
 
     # -- upstream -> client ----------------------------------------------------------------------------------
@@ -623,6 +738,9 @@ class ProxySession:
                                 "session") from None
         if run_end > run_start:
             out.append(memoryview(buf)[run_start:run_end])
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
         if out:
             await self.writer.send(out[0] if len(out) == 1 else b"".join(out))
         if self._completions:
@@ -630,11 +748,21 @@ class ProxySession:
             for cmd, outcome in done:
                 await self.sr.complete(cmd, outcome)
 
-    def _pop(self) -> Pending | None:
-        """The head entry is answered: move on to the next."""
+    def _pop(self, *, ok: bool = False, skipped: bool = True) -> Pending | None:
+        """The head entry is answered: move on to the next.  A Parse or Bind it stood for is established
+        (``ok``), rejected, or -- answered by nothing, the default -- skipped by the server."""
         entry = self.pending.popleft() if self.pending else None
         if entry is not None and entry.command is not None and entry.outcome is not None:
             self._completions.append((entry.command, entry.outcome))
+        if entry is not None:
+            if entry.expect is Expect.PARSE and entry.statement is not None:
+                self.names.settle(entry.statement, ok, skipped=skipped)
+            elif entry.expect is Expect.BIND and entry.portal is not None:
+                self.names.settle(entry.portal, ok, skipped=skipped)
+            elif entry.prepares:
+                for _, created in entry.prepares:  # the Query ended before these completed
+                    self.names.settle(created, False)
+                entry.prepares = None
         head = self.pending[0] if self.pending else None
         self._rows_slow = head is not None and (head.filter is not None or head.resolve_rows
                                                 or head.withhold is not None)
@@ -669,6 +797,8 @@ class ProxySession:
         head = self.pending[0] if self.pending else None
         if t == BackendType.COMMAND_COMPLETE:
             tag = _tag(body)
+            if head is not None and head.prepares and tag == head.prepares[0][0]:
+                self.names.settle(head.prepares.pop(0)[1], True)
             if head is not None and head.outcome is not None:
                 rows = rows_from_tag(tag)
                 if rows is not None:
@@ -743,30 +873,30 @@ class ProxySession:
     def _answered(self, head: Pending | None, expect: Expect) -> bool:
         if head is not None and head.expect is expect:
             internal = head.internal
-            self._pop()
+            self._pop(ok=True)
             return not internal
         log.warning("session %s: upstream sent an unexpected %s; relaying it", self.sr.session.id,
                     expect.name)
         return True
 
-    def _text_policy(self, head: Pending | None) -> tuple[bool, Any] | None:
-        """(touches a masked column, detector function) for the server text arriving now; None when the
-        pipeline masks nothing."""
-        attributes = head.command.attributes if head is not None and head.command is not None else None
-        if attributes is None or _TEXT not in attributes:
-            attributes = self._last_mask_attributes
-        if attributes is None or _TEXT not in attributes:
+    def _text_policy(self, head: Pending | None) -> tuple[bool, Any, str] | None:
+        """(touches a masked column, detector function, the statement's text) for the server text arriving
+        now; None when the pipeline masks nothing."""
+        command = head.command if head is not None else None
+        if command is None or _TEXT not in command.attributes:
+            command = self._last_mask_command
+        if command is None or _TEXT not in command.attributes:
             return None
-        return bool(attributes.get(_TOUCHES, True)), attributes.get(_TEXT)
+        return bool(command.attributes.get(_TOUCHES, True)), command.attributes.get(_TEXT), command.text
 
     def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
         policy = self._text_policy(head)
         if policy is None:
             return True
-        touches, detect = policy
+        touches, detect, statement = policy
         if t == BackendType.NOTICE_RESPONSE:
             notice = NoticeResponse.decode(body)
-            masked = mask_error(notice, touches, detect)
+            masked = mask_error(notice, touches, detect, statement)
         elif t == BackendType.NOTIFICATION_RESPONSE:
             notification = NotificationResponse.decode(body)
             masked = mask_notification(notification, touches, detect)
@@ -799,7 +929,12 @@ class ProxySession:
         replacement = head.replacement
         head.replacement = None
         if head.expect is Expect.QUERY or head.expect is Expect.SYNC:
-            # The Query goes on to ReadyForQuery; rows of the failed statement are over.
+            # The Query goes on to ReadyForQuery; rows of the failed statement are over, and so are the
+            # statements after it.
+            if head.prepares:
+                for _, created in head.prepares:
+                    self.names.settle(created, False)
+                head.prepares = None
             head.filter = None
             head.withhold = None
             self._pop_filter(head)
@@ -807,7 +942,7 @@ class ProxySession:
             if head.portal is not None and head.expect is Expect.DESCRIBE:
                 head.portal.describing = False
             internal = head.internal
-            self._pop()
+            self._pop(skipped=False)
             self._skip_to_sync(err)
             if internal and replacement is None:
                 return masked_error if masked_error is not None else True  # the client must learn it failed
@@ -933,18 +1068,6 @@ class ProxySession:
         self._pop_filter(head)
 
 
-#: Statements and portals gw remembers per session.  The upstream holds the real ones; gw's copies only carry
-#: text and classification, so a client that never closes them cannot grow gw without bound.
-MAX_REMEMBERED = 10_000
-
-
-def _remember(table: dict[str, Any], name: str, value: Any) -> None:
-    table.pop(name, None)
-    table[name] = value
-    if len(table) > MAX_REMEMBERED:
-        del table[next(iter(table))]  # the oldest; an Execute of it is then classified as unknown
-
-
 _BINARY_PARAMS: dict[int, Any] = {
     16: lambda b: b == b"\x01",
     20: lambda b: int.from_bytes(b, "big", signed=True),
@@ -976,3 +1099,19 @@ def _params(bind: Bind, types: tuple[int, ...]) -> tuple[Any, ...]:
 
 
 __all__ = ["REFUSAL_PORTAL", "ProxySession", "error_message", "refusal"]
+
+
+def _merge(outer: Classification, inner: Classification) -> Classification:
+    """A statement wrapping a prepared one (EXPLAIN [ANALYZE] / CREATE TABLE AS EXECUTE name): judged as the
+    prepared statement (EXPLAIN ANALYZE runs it; a plain EXPLAIN is judged the same, to be safe), raised to
+    ``ddl`` for CREATE TABLE AS; the wrapper's verb is added.  The wrapper's own classification is
+    ``unknown`` only because of the EXECUTE inside, so it does not count."""
+    from gw.model import Kind
+    from gw_sqlanalysis.model import KIND_DANGER
+
+    kind = inner.kind
+    if outer.verb == "create" and KIND_DANGER[Kind.DDL] > KIND_DANGER[kind]:
+        kind = Kind.DDL
+    verbs = tuple(v for v in dict.fromkeys((inner.verb, *inner.verbs, outer.verb)) if v)
+    return dataclasses.replace(inner, kind=kind, verbs=verbs, flags=inner.flags | {"wraps_execute"},
+                               objects=tuple(dict.fromkeys((*inner.objects, *outer.objects))))

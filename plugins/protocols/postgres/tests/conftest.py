@@ -73,6 +73,23 @@ class DenyWords(Stage):
         return None
 
 
+class DenyVerbsOptions(StageOptions):
+    verbs: list[str] = Field(default_factory=list)
+
+
+class DenyVerbs(Stage):
+    """Denies running statements whose verb is listed (preparing one is allowed): a guard double that judges
+    the classification, not the text."""
+
+    name = "deny_verbs"
+    Options = DenyVerbsOptions
+
+    def evaluate(self, command: Command) -> Verdict | None:
+        if command.verb in self.options.verbs and "prepare" not in command.flags:
+            return Verdict.deny(f"{command.verb} is not allowed here", rule=f"no-{command.verb}")
+        return None
+
+
 class NoticeOptions(StageOptions):
     trigger: str = "notice me"
 
@@ -147,7 +164,7 @@ class InlinePlugin:
 
     @hookimpl
     def gw_register_stages(self, register: Callable[[type[Any]], None]) -> None:
-        for s in (DenyWords, Notify, MaskSources, Recorder):
+        for s in (DenyWords, DenyVerbs, Notify, MaskSources, Recorder):
             register(s)
 
 

@@ -135,6 +135,7 @@ _E_STRING_BODY = re.compile(r"[^\\']*")
 _PG_FAST_EXCLUDED = ('"', "$", "\\", "\n", "\r", "--", "/*", "&'")
 _PG_FAST_TOKEN = re.compile(
     r"""[A-Za-z_][A-Za-z_0-9$]*'?
+    |0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
     |(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?
     |'(?:[^']|'')*'
     |::|[,()\[\];.:]
@@ -142,6 +143,12 @@ _PG_FAST_TOKEN = re.compile(
     |[^ \t\f\v]""",
     re.VERBOSE,
 )
+#: A numeric literal glued to an identifier character (``0x0`` on PostgreSQL 15, ``123abc``): PostgreSQL 15 and
+#: later reject it ("trailing junk after numeric literal"), older servers read a number and an alias, so gw
+#: refuses to guess.  A match (even inside a string) sends the text to the scanner, which decides exactly.
+_PG_NUMBER_JUNK = re.compile(
+    r"(?:(?<![A-Za-z_0-9$])(?:0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?)"
+    r"|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9]+)?[A-Za-z_]")
 _DIGITS = frozenset("0123456789")
 _OP_CHARS = frozenset("~!@#^&|`?+-*/%<>=")
 
@@ -153,6 +160,8 @@ def _pg_fast_tokens(text: str) -> list[str] | None:
     for excluded in _PG_FAST_EXCLUDED:
         if excluded in text:
             return None
+    if _PG_NUMBER_JUNK.search(text) is not None:
+        return None
     tokens: list[str] = []
     append = tokens.append
     for tok in _PG_FAST_TOKEN.findall(text.lower()):
@@ -184,21 +193,29 @@ class _PgScanner:
         self.backslash_quotes = backslash_quotes
         self.tokens: list[str] = []
         self.backslash_in_plain_string = False
+        #: When a list: the source offset of each token (:func:`token_offsets`).
+        self.offsets: list[int] | None = None
 
     def run(self) -> list[str]:
         text, tokens = self.text, self.tokens
         append = tokens.append
         match = _PG_MASTER.match
         lower_table = _ASCII_LOWER
-        pos = 0
+        offsets = self.offsets
+        pos = start = 0
         while (m := match(text, pos)) is not None:
             group = m.lastindex
             pos = m.end()
+            if offsets is not None:  # the tokens of the previous match started at its start
+                offsets.extend([start] * (len(tokens) - len(offsets)))
+                start = m.start(group or 0)
             if group == 2:
                 word = m.group(2)
                 word = word.lower() if word.isascii() else word.translate(lower_table)
                 append(word if len(word) <= _PG_MAX_IDENTIFIER_BYTES else _pg_truncate(word))
             elif group == 3:
+                if pos < self.n and _is_pg_ident_start(text[pos]):
+                    raise LexError(f"trailing junk after numeric literal at or near {text[m.start(3):pos + 1]!r}")
                 append(NUMBER)
             elif group == 4 or group == 7:
                 append(m.group(group))
@@ -208,6 +225,8 @@ class _PgScanner:
                 pos = self._opener(m.group(5), pos)
             else:
                 pos = self._prefixed(m.group(1), pos)
+        if offsets is not None:
+            offsets.extend([start] * (len(tokens) - len(offsets)))
         return tokens
 
     def _opener(self, opener: str, pos: int) -> int:
@@ -374,6 +393,10 @@ class _PgScanner:
         if escape in "0123456789abcdefABCDEF+'\" \t\n\r\f\v":
             raise LexError(f"invalid Unicode escape character {escape!r}")
         return p + 3, escape
+
+
+def _is_pg_ident_start(c: str) -> bool:
+    return c.isascii() and (c.isalpha() or c == "_") or not c.isascii()
 
 
 def _is_pg_ident_char(text: str, pos: int) -> bool:
@@ -665,6 +688,15 @@ def lex(text: str, dialect: str = "postgres") -> Lexed:
         return Lexed([], error=str(e))
     except RecursionError:  # pragma: no cover - the scanners are iterative; belt and braces
         return Lexed([], error="the text is too deeply nested")
+
+
+def token_offsets(text: str, backslash_quotes: bool = False) -> tuple[list[str], list[int]]:
+    """PostgreSQL tokens of ``text`` with the source offset where each starts (for quoting a part of the text
+    exactly as the client sent it).  Raises :class:`LexError`."""
+    scanner = _PgScanner(text, backslash_quotes)
+    scanner.offsets = []
+    tokens = scanner.run()
+    return tokens, scanner.offsets
 
 
 def _shape_differs(tokens: list[str], other: _PgScanner | _MyScanner) -> bool:

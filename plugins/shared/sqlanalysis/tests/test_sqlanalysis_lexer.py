@@ -128,8 +128,22 @@ def test_fingerprint_never_raises_and_is_idempotent(text: str) -> None:
 @given(text=PLAIN)
 @example("SELECT 'a''b', ''")
 @example("select x|-1")
+@example("0x0")
+@example("select 1.5e, .5x, 0x1f")
 def test_fast_path_agrees_with_the_scanner(text: str) -> None:
     fast = _pg_fast_tokens(text)
     if fast is None:
         return
     assert fast == _PgScanner(text).run()
+
+
+@pytest.mark.parametrize("text", ["select 0x0g", "select 123abc", "select 1.5e", "select .5x", "select 0b10x",
+                                  "select 1_000abc", "select 1 from t where a=1and b=2"])
+def test_a_number_glued_to_a_word_is_refused_like_the_server_does(text: str) -> None:
+    # PostgreSQL 15+: "trailing junk after numeric literal"; older servers read a number and an alias.
+    assert lex(text).error is not None and "trailing junk" in lex(text).error
+
+
+@pytest.mark.parametrize("text", ["select 0x0", "select 0x1f", "select 1_000", "select 1e5, 1.5, .5, 1::int", "select t1x"])
+def test_numbers_the_server_reads_are_numbers(text: str) -> None:
+    assert lex(text).error is None

@@ -72,11 +72,14 @@ class Catalog:
         self._names: dict[tuple[int, int], tuple[str, str] | None] = {}
         self._tables: dict[str, TableInfo | None] = {}
         self._fetched = 0.0
+        #: Changes whenever cached relations are forgotten (callers key their own caches on it).
+        self.generation = 0
 
     def forget(self) -> None:
         """DDL was seen: table columns and view definitions may have changed."""
         self._tables.clear()
         self._names.clear()
+        self.generation += 1
 
     async def tables(self, names: Iterable[str]) -> dict[str, TableInfo | None]:
         """``schema.table`` -> its :class:`TableInfo` (None: no such relation); raises UpstreamError."""
@@ -85,6 +88,7 @@ class Catalog:
             # DDL of other sessions is not seen: relations are looked up again after a while.
             self._tables.clear()
             self._fetched = time.monotonic()
+            self.generation += 1
         missing = {n for n in wanted if n not in self._tables}
         if missing:
             async with self._lock:

@@ -105,6 +105,11 @@ class Provenance:
         self.cursors: dict[str, str] = {}
         #: Column index -> the row type OID of the table whose whole row it is (for the result being built).
         self.row_types: dict[int, int] = {}
+        #: (statement shape, catalog generation) -> facts; statements reading cursors or prepared statements
+        #: are not cached (they depend on the session's state).
+        self._facts: dict[tuple[str, int], tuple[Sources | None, Sources]] = {}
+        self._results: dict[tuple[str, int | None, int, int],
+                            tuple[list[Sources], list[tuple[Sources, ...] | None], dict[int, int]]] = {}
         #: SQL ``PREPARE`` name -> its statement (after the server confirmed it).
         self.prepared: dict[str, str] = {}
 
@@ -132,9 +137,23 @@ class Provenance:
         lexed = lex(text, self.classifier.dialect)
         if lexed.error is not None or lexed.flags:
             return None, (ANYTHING,)
+        key = (lexed.shape, self.catalog.generation)
+        cached = self._facts.get(key)
+        if cached is not None:
+            return cached
+        statements = split_tokens(lexed.tokens)
+        stateful = any(t and t[0].lower() in ("fetch", "move", "execute") for t in statements)
+        result = await self._facts_of(text, statements)
+        if not stateful and key[1] == self.catalog.generation:
+            if len(self._facts) > 2048:
+                self._facts.clear()
+            self._facts[key] = result
+        return result
+
+    async def _facts_of(self, text: str, statements: list[list[str]]) -> tuple[Sources | None, Sources]:
         reads: set[str] | None = set()
         writes: set[str] = set()
-        for i, tokens in enumerate(split_tokens(lexed.tokens)):
+        for i, tokens in enumerate(statements):
             first = tokens[0].lower() if tokens else ""
             if first in _NO_FACTS:
                 continue
@@ -231,7 +250,26 @@ class Provenance:
     async def _sources(self, text: str, index: int | None, width: int
                        ) -> tuple[list[Sources], list[tuple[Sources, ...] | None]]:
         """:meth:`sources`, and per column the sources of each field when the column is exactly the whole row
-        of a table (its row type OID must then match, checked by the caller against the wire)."""
+        of a table (its row type OID must then match, checked by the caller against the wire).  Cached per
+        statement shape (literals do not change lineage) unless it reads a cursor or a prepared statement."""
+        lexed = lex(text, self.classifier.dialect)
+        key = (lexed.shape, index, width, self.catalog.generation)
+        cached = self._results.get(key) if lexed.error is None else None
+        if cached is not None:
+            self.row_types = dict(cached[2])
+            return cached[0], cached[1]
+        result = await self._sources_of(text, index, width)
+        tokens = statement_tokens(self.classifier, text, index)
+        first = tokens[0].lower() if tokens else ""
+        if lexed.error is None and first not in ("fetch", "move", "execute") and \
+                key[3] == self.catalog.generation:
+            if len(self._results) > 2048:
+                self._results.clear()
+            self._results[key] = (result[0], result[1], dict(self.row_types))
+        return result
+
+    async def _sources_of(self, text: str, index: int | None, width: int
+                          ) -> tuple[list[Sources], list[tuple[Sources, ...] | None]]:
         rows: list[tuple[Sources, ...] | None] = [None] * width
         anything = [(ANYTHING,)] * width, rows
         tokens = statement_tokens(self.classifier, text, index)

@@ -1029,8 +1029,9 @@ class ProxySession:
         values = decode_text_row(bytes(body))
         try:
             new = filt.row(values)
-        except Exception:
-            log.exception("session %s: a COPY row filter failed", self.sr.session.id)
+        except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
+            # Not log.exception: a traceback could quote the row's values.
+            log.error("session %s: a COPY row filter failed (%s)", self.sr.session.id, type(e).__name__)
             self._filter_failed(head)
             return False
         if new is values:
@@ -1052,8 +1053,9 @@ class ProxySession:
         values = decode_data_row(body)
         try:
             new = filt.row(values)
-        except Exception:
-            log.exception("session %s: a row filter failed", self.sr.session.id)
+        except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
+            # Not log.exception: a traceback could quote the row's values.
+            log.error("session %s: a row filter failed (%s)", self.sr.session.id, type(e).__name__)
             self._filter_failed(head)
             return False
         if new is values:

@@ -63,7 +63,7 @@ def test_stage_option_errors_name_the_key_path(tmp_path: Path, inline_pm) -> Non
 
 def test_verb_globs_match_tool_names() -> None:
     from gw.model import Command, Identity, Session
-    from gw.rules import Rule
+    from gw_rules import Rule
 
     session = Session("s", "l", "mcp", Identity("a"), "127.0.0.1:1", "u", 0.0)
 

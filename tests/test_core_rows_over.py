@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 from gw.model import Command, Identity, Kind, Measurement, Session
-from gw.rules import Rule, first_match_measured, rows_over_explained
+from gw_rules import Rule, first_match_measured, rows_over_explained
 
 SESSION = Session("s", "l", "postgres", Identity("a"), "127.0.0.1:1", "u", 0.0)
 

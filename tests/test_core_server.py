@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import trio
-
+import trio.testing
 from gw.testing import running_gateway, write_pipeline
 
 BASE = """
@@ -140,3 +140,43 @@ async def test_garbage_connection_does_not_disturb_others(tmp_path: Path, inline
         await good.send_all(b"select 2\n")
         assert await read_lines(good, 1) == ["ROW select 2"]
         await good.aclose()
+
+
+async def test_reload_builds_against_the_running_services_and_closes_what_it_replaced(
+        tmp_path: Path, inline_pm, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    closed: list[object] = []
+
+    async def close(self) -> None:  # type: ignore[no-untyped-def]
+        closed.append(self)
+
+    path = config(tmp_path)
+    async with running_gateway(path, pm=inline_pm) as gw:
+        old_stage = gw.runtime.pipelines["p"].stages[1]
+        old_provider = gw.runtime.identity["static"]
+        monkeypatch.setattr(type(old_stage), "close", close)
+        monkeypatch.setattr(type(old_provider), "close", close)
+        stream, _ = await open_session(gw.port("lines"))
+        assert await read_lines(stream, 1) == ["OK"]
+        path.write_text(path.read_text().replace("no drops", "drops are for DBAs")
+                        .replace("bob = [", "carol = [\"agents\"], bob = ["))
+        assert await gw.gateway.reload()
+        new_stage, new_provider = gw.runtime.pipelines["p"].stages[1], gw.runtime.identity["static"]
+        assert new_stage is not old_stage and new_provider is not old_provider
+        # built against the running services, not a second runtime's
+        assert new_stage.services is gw.runtime.services and new_provider.services is gw.runtime.services
+        # the replaced provider closes at once; the replaced stage when the last session older than the
+        # reload ends
+        assert closed == [old_provider]
+        await stream.send_all(b"drop x\n")
+        assert await read_lines(stream, 1) == ["DENIED drops are for DBAs"]
+        carol, _ = await open_session(gw.port("lines"), "carol")
+        assert await read_lines(carol, 1) == ["OK"]
+        await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(50):
+            if old_stage in closed:
+                break
+            await trio.sleep(0.02)
+        assert closed == [old_provider, old_stage]
+        await carol.aclose()
+    assert set(closed[-2:]) == {new_stage, new_provider}  # and at shutdown, the ones in use

@@ -15,7 +15,7 @@ from pathlib import Path
 from gw.config import GatewaySection, PipelineSection
 from gw.plugins import Registry, make_plugin_manager
 from gw.protocol import ListenerOptions
-from gw.rules import Rule
+from gw_rules import Rule
 from gw.store import StorageOptions
 from pydantic import BaseModel
 

@@ -186,8 +186,8 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001 -- nothing runs either way; the record is best effort
                 log.error("stage %s could not record cancelled command %s/%d: %s", stage.name,
                           command.session.id, command.seq, e)
-        await self.completed(command, Outcome(status="cancelled", error_code=DenyCode.CANCELLED.value,
-                                              error_message=verdict.reason))
+        await self.completed(command, Outcome(status=OutcomeStatus.CANCELLED,
+                                              error_code=DenyCode.CANCELLED.value, error_message=verdict.reason))
 
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order (``gw policy explain``)."""

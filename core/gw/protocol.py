@@ -60,6 +60,10 @@ class ProtocolHandler:
     Options: ClassVar[type[ListenerOptions]] = ListenerOptions
     #: False for a protocol that proxies nothing (a web console): its listeners take no ``pipeline``.
     needs_pipeline: ClassVar[bool] = True
+    #: Keys read only in :meth:`open` (TLS material ...): a reload that changes one is refused with a log line
+    #: saying a restart is needed.  Every other key must be read from :attr:`options` when used, so a reload
+    #: applies it to the next session.
+    restart_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, listener: ListenerRuntime) -> None:
         self.listener = listener
@@ -73,6 +77,10 @@ class ProtocolHandler:
 
     async def close(self) -> None:
         """Called once after the listener stopped and its sessions ended."""
+
+    async def reconfigure(self, previous: ListenerOptions) -> None:
+        """A reload changed this listener's options (:attr:`options` holds the new ones).  Rebuild what is
+        derived from them; raising keeps ``previous``.  The default does nothing."""
 
     def describe_upstream(self) -> str:
         """A credential-free description of the upstream for logs and ``gw check`` (``127.0.0.1:5432/test``)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 import trio
@@ -31,6 +31,28 @@ from .store import Store
 from .tasks import Background
 
 log = logging.getLogger("gw.runtime")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One plugin table of the file, validated by its plugin's options model (not built)."""
+
+    cls: Any
+    options: Any
+    #: Its key path (``pipelines.agents.stages[1]``).
+    path: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pipeline file, every plugin table validated (:meth:`Runtime.validate`); nothing built or opened."""
+
+    config: LoadedConfig
+    store: Spec | None
+    identity: dict[str, Spec]
+    pipelines: dict[str, list[Spec]]
+    listeners: dict[str, Spec]
 
 
 @dataclass
@@ -108,6 +130,27 @@ class ListenerRuntime:
     @property
     def shutting_down(self) -> trio.Event:
         return self.runtime.shutting_down
+
+    async def reconfigure(self, options: ListenerOptions) -> list[str]:
+        """Apply reloaded options to the next session, unless a key the protocol reads only at start
+        (``handler.restart_keys``) changed: then nothing is applied and a log line says a restart is
+        needed."""
+        if options == self.options:
+            return []
+        changed = {k for k in type(options).model_fields if getattr(options, k) != getattr(self.options, k)}
+        frozen = sorted(changed & self.handler.restart_keys)
+        if frozen:
+            log.warning("listener %s: %s changed; that needs a restart of gw serve (its options were not "
+                        "reloaded)", self.name, ", ".join(frozen))
+            return [f"listener {self.name}: {', '.join(frozen)} need a restart (options not applied)"]
+        old, self.options = self.options, options
+        try:
+            await self.handler.reconfigure(old)
+        except Exception as e:  # noqa: BLE001 -- a handler refusing the new options keeps the old ones
+            self.options = old
+            log.error("listener %s refused its reloaded options, the old ones stay: %s", self.name, e)
+            return [f"listener {self.name}: options refused ({e})"]
+        return [f"listener {self.name} options reloaded"]
 
     def providers(self) -> list[IdentityProvider]:
         return [self.runtime.identity[name] for name in self.options.identities]
@@ -204,6 +247,7 @@ class ListenerRuntime:
         self.sessions.discard(rt)
         with trio.CancelScope(shield=True):
             await self.pipeline.session_ended(rt.session, reason)
+            await self.runtime.session_gone(rt, reason)
         self.runtime.pm.hook.gw_session_ended(session=rt.session, reason=reason)
 
 
@@ -222,27 +266,75 @@ class Runtime:
         self.pipelines: dict[str, Pipeline] = {}
         self.listeners: dict[str, ListenerRuntime] = {}
         self.shutting_down = trio.Event()
-        self._retired: list[Stage] = []
+        #: Stages a reload replaced, with the sessions that began before it (closed when those have ended).
+        self._retired: list[tuple[set[SessionRuntime], list[Stage]]] = []
         self._identity_open = False
-        self._offers: dict[str, Any] = {}
         #: Where each plugin object was configured (``pipelines.agents.stages[1]``), for error messages.
         self._where: dict[int, str] = {}
-        #: Plugin objects opened so far, in order (closed in reverse if a later one fails to open).
-        self._opened: list[Any] = []
+        self._offers: dict[str, Any] = {}
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
     def build(cls, config: LoadedConfig | str | Path, *, pm: pluggy.PluginManager | None = None) -> Runtime:
-        """Validate the whole file with every plugin's options model and instantiate (no I/O)."""
+        """Validate the whole file (:meth:`validate`) and build its plugin objects (no I/O)."""
         if not isinstance(config, LoadedConfig):
             config = load_config(config)
-        registry = Registry.build(pm if pm is not None else make_plugin_manager())
-        rt = cls(config, registry)
-        rt._build_store()
-        rt._build_identity()
-        rt._build_pipelines()
-        rt._build_listeners()
+        rt = cls(config, Registry.build(pm if pm is not None else make_plugin_manager()))
+        plan = rt.validate(config)
+        if plan.store is not None:
+            rt.store = rt.services.store = rt._make(plan.store, lambda s: s.cls(s.options, rt.services))
+        rt.identity = {n: rt._make_provider(n, s) for n, s in plan.identity.items()}
+        rt.pipelines = {n: Pipeline(n, [rt._make_stage(n, i, s) for i, s in enumerate(specs)])
+                        for n, specs in plan.pipelines.items()}
+        for spec in plan.listeners.values():
+            lr = rt._make(spec, lambda s: ListenerRuntime(rt, s.options, s.cls))
+            rt.listeners[lr.name] = lr
+            rt._where[id(lr.handler)] = spec.path
         return rt
+
+    def validate(self, config: LoadedConfig) -> Plan:
+        """Check every plugin table of ``config`` with its plugin's options model.  Builds nothing."""
+        def spec(kind: str, table: dict[str, Any], key: str, path: str) -> Spec:
+            cls = self._plugin(kind, table.get(key, ""), f"{path}.{key}")
+            return Spec(cls, validate_model(cls.Options, table, file=str(config.path), prefix=path), path)
+
+        raw = config.raw
+        listeners = [spec("protocols", t, "protocol", f"listeners[{i}]")
+                     for i, t in enumerate(raw.get("listeners", []))]
+        for found in listeners:
+            if found.options.pipeline is None and found.cls.needs_pipeline:
+                raise ConfigError("required key is missing (the pipeline of stages this listener's commands "
+                                  "pass)", file=str(config.path), path=f"{found.path}.pipeline")
+        storage = raw.get("storage")
+        return Plan(
+            config=config,
+            store=spec("storage", storage, "use", "storage") if storage is not None else None,
+            identity={n: spec("identity_providers", t, "use", f"identity.{n}")
+                      for n, t in raw.get("identity", {}).items()},
+            pipelines={n: [spec("stages", st, "use", f"pipelines.{n}.stages[{i}]")
+                           for i, st in enumerate(t.get("stages", []))]
+                       for n, t in raw.get("pipelines", {}).items()},
+            listeners={s.options.name: s for s in listeners},
+        )
+
+    def _make(self, spec: Spec, build: Callable[[Spec], T]) -> T:
+        """Build one plugin object; what its constructor refuses becomes a :class:`ConfigError` at its
+        path."""
+        try:
+            obj = build(spec)
+        except (ValueError, ConfigError) as e:
+            raise self._plugin_error(e, spec.path) from None
+        self._where[id(obj)] = spec.path
+        return obj
+
+    def _make_provider(self, name: str, spec: Spec) -> IdentityProvider:
+        provider: IdentityProvider = self._make(spec, lambda s: s.cls(name, s.options, self.services))
+        return provider
+
+    def _make_stage(self, pipeline: str, index: int, spec: Spec) -> Stage:
+        stage: Stage = self._make(spec, lambda s: s.cls(s.options, self.services, pipeline=pipeline,
+                                                        index=index))
+        return stage
 
     def _plugin(self, kind: str, name: str, path: str) -> Any:
         try:
@@ -257,61 +349,11 @@ class Runtime:
             return ConfigError(e.detail, file=str(self.config.path), path=precise)
         return ConfigError(str(e), file=str(self.config.path), path=path)
 
-    def _options(self, cls: type[Any], data: Any, path: str) -> Any:
-        return validate_model(cls.Options, data, file=str(self.config.path), prefix=path)
-
-    def _build_store(self) -> None:
-        table = self.config.raw.get("storage")
-        if table is None:
-            return
-        cls = self._plugin("storage", table.get("use", ""), "storage.use")
-        opts = self._options(cls, table, "storage")
-        self.store = cls(opts, self.services)
-        self.services.store = self.store
-        self._where[id(self.store)] = "storage"
-
-    def _build_identity(self) -> None:
-        for name, table in self.config.raw.get("identity", {}).items():
-            cls = self._plugin("identity_providers", table.get("use", ""), f"identity.{name}.use")
-            opts = self._options(cls, table, f"identity.{name}")
-            try:
-                self.identity[name] = cls(name, opts, self.services)
-                self._where[id(self.identity[name])] = f"identity.{name}"
-            except (ValueError, ConfigError) as e:
-                raise self._plugin_error(e, f"identity.{name}") from None
-
-    def _build_pipelines(self) -> None:
-        for name, table in self.config.raw.get("pipelines", {}).items():
-            stages: list[Stage] = []
-            for i, st in enumerate(table.get("stages", [])):
-                path = f"pipelines.{name}.stages[{i}]"
-                cls = self._plugin("stages", st.get("use", ""), f"{path}.use")
-                opts = self._options(cls, st, path)
-                try:
-                    stages.append(cls(opts, self.services, pipeline=name, index=i))
-                    self._where[id(stages[-1])] = path
-                except (ValueError, ConfigError) as e:
-                    raise self._plugin_error(e, path) from None
-            self.pipelines[name] = Pipeline(name, stages)
-
-    def _build_listeners(self) -> None:
-        for i, table in enumerate(self.config.raw.get("listeners", [])):
-            path = f"listeners[{i}]"
-            cls = self._plugin("protocols", table.get("protocol", ""), f"{path}.protocol")
-            opts = self._options(cls, table, path)
-            if opts.pipeline is None and cls.needs_pipeline:
-                raise ConfigError("required key is missing (the pipeline of stages this listener's commands "
-                                  "pass)", file=str(self.config.path), path=f"{path}.pipeline")
-            try:
-                self.listeners[opts.name] = ListenerRuntime(self, opts, cls)
-                self._where[id(self.listeners[opts.name].handler)] = path
-            except (ValueError, ConfigError) as e:
-                raise self._plugin_error(e, path) from None
-
     # -- lifetime -------------------------------------------------------------------------------------------
     async def open(self, *, serving: bool = True, identity: bool = True) -> None:
         """Open the store, (when ``identity``) identity providers and (when ``serving``) pipelines and
-        protocol handlers."""
+        protocol handlers.  If one fails, what was opened is closed again and a :class:`ConfigError` names
+        the failing table's key path (``listeners[0]: could not start (... tls.cert ...)``)."""
         objects: list[Any] = [self.store] if self.store is not None else []
         self._identity_open = identity or serving
         if self._identity_open:
@@ -319,12 +361,18 @@ class Runtime:
         if serving:
             objects += [s for p in self.pipelines.values() for s in p.stages]
             objects += [lr.handler for lr in self.listeners.values()]
-        for obj in objects:
-            await self._open_one(obj)
+        opened: list[Any] = []
+        try:
+            for obj in objects:
+                await self._open_one(obj, opened)
+        except ConfigError:
+            with trio.CancelScope(shield=True):
+                await self.services.background.close()
+            raise
 
-    async def _open_one(self, obj: Any) -> None:
-        """Open one plugin object; on failure close what was opened and raise a :class:`ConfigError` naming
-        the object's key path (``listeners[0]: cannot read tls.cert ...``), never a traceback."""
+    async def _open_one(self, obj: Any, opened: list[Any]) -> None:
+        """Open one plugin object and add it to ``opened``; on failure close everything in ``opened`` (newest
+        first) and raise a :class:`ConfigError` at the object's key path, never a traceback."""
         try:
             await obj.open()
         except trio.Cancelled:
@@ -332,40 +380,31 @@ class Runtime:
         except Exception as e:  # noqa: BLE001 -- whatever a plugin raises becomes a configuration error
             where = self._where.get(id(obj), type(obj).__name__)
             with trio.CancelScope(shield=True):
-                await self._close_opened()
+                await self._close_all(reversed(opened))
             if isinstance(e, ConfigError):
                 raise self._plugin_error(e, where) from None
             detail = str(e) or type(e).__name__
             raise ConfigError(f"could not start ({detail})", file=str(self.config.path), path=where) from None
-        self._opened.append(obj)
+        opened.append(obj)
 
-    async def _close_opened(self) -> None:
-        """Close, newest first, what :meth:`open` had opened before something failed."""
-        while self._opened:
-            obj = self._opened.pop()
-            try:
-                await obj.close()
-            except Exception:
-                log.exception("%s failed to close", self._where.get(id(obj), type(obj).__name__))
-        await self.services.background.close()
+    async def _close_all(self, objects: Iterable[Any]) -> None:
+        """Close plugin objects in the order given; a failure is logged and the others still close."""
+        for obj in objects:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                try:
+                    await obj.close()
+                except Exception:
+                    log.exception("%s failed to close", self._where.get(id(obj), type(obj).__name__))
 
     async def close(self) -> None:
-        self._opened.clear()
         with trio.CancelScope(shield=True):
-            for lr in self.listeners.values():
-                try:
-                    await lr.handler.close()
-                except Exception:
-                    log.exception("listener %s failed to close", lr.name)
-            for p in self.pipelines.values():
-                await p.close()
-            if self._retired:
-                await Pipeline("retired", self._retired).close()
-            for provider in self.identity.values() if self._identity_open else ():
-                try:
-                    await provider.close()
-                except Exception:
-                    log.exception("identity provider %s failed to close", provider.instance_name)
+            await self._close_all(lr.handler for lr in self.listeners.values())
+            await self._close_all(s for p in self.pipelines.values() for s in reversed(p.stages))
+            for _, stages in self._retired:
+                await self._close_all(stages)
+            self._retired.clear()
+            await self._close_all(self.identity.values() if self._identity_open else ())
             await self.services.background.close()
             if self.store is not None:
                 await self.store.close()
@@ -383,57 +422,61 @@ class Runtime:
 
         The new file is validated completely first; if anything is wrong, :class:`ConfigError` is raised and
         the running configuration is kept.  Stages and identity providers whose options did not change keep
-        their instance (an audit chain never forks); changed ones are opened before the switch and the old
-        ones closed at shutdown.  Listener admission rules apply at once: sessions whose identity the new
-        rules refuse are terminated with reason ``revoked``.  Listeners cannot be added, removed or moved
-        without a restart.  Returns a list of human-readable changes.
+        their instance (an audit chain never forks); changed ones are built against the running store and
+        services and opened before the switch (if one fails to open, those opened are closed and the
+        running configuration is kept).  Replaced identity providers are closed at once; replaced stages when
+        the last session that began before the reload ends.  Listener options apply to the next session, or,
+        when a key the protocol reads only at start changed, are refused with a log line.  Admission rules
+        apply at once: sessions whose identity the new rules refuse are terminated with reason ``revoked``.
+        Listeners cannot be added, removed or moved without a restart.  Returns the changes, in words.
         """
-        new = Runtime.build(load_config(self.config.path), pm=self.pm)
-        changes: list[str] = []
+        plan = self.validate(load_config(self.config.path))
         old_names = {n: (lr.options.protocol, lr.options.listen) for n, lr in self.listeners.items()}
-        new_names = {n: (lr.options.protocol, lr.options.listen) for n, lr in new.listeners.items()}
+        new_names = {n: (s.options.protocol, s.options.listen) for n, s in plan.listeners.items()}
         if old_names != new_names:
             raise ConfigError("listeners were added, removed, renamed or moved; that needs a restart of "
                               "gw serve (the running configuration is kept)", file=str(self.config.path))
-        if self.config.raw.get("storage") != new.config.raw.get("storage"):
-            changes.append("storage changes need a restart and were not applied")
+        changes = self._reload_store(plan.store)
+        fresh: list[Any] = []  # opened by this reload: closed again if a later one fails
         identity: dict[str, IdentityProvider] = {}
-        for name, provider in new.identity.items():
+        for name, spec in plan.identity.items():
             old = self.identity.get(name)
-            if old is not None and type(old) is type(provider) and old.options == provider.options:
+            if old is not None and type(old) is spec.cls and old.options == spec.options:
                 identity[name] = old
-            else:
-                provider.services = self.services
-                await provider.open()
-                identity[name] = provider
-                changes.append(f"identity {name} reloaded")
+                continue
+            identity[name] = self._make_provider(name, spec)
+            await self._open_one(identity[name], fresh)
+            changes.append(f"identity {name} reloaded")
         pipelines: dict[str, Pipeline] = {}
-        for name, pipeline in new.pipelines.items():
-            old_stages = list(self.pipelines[name].stages) if name in self.pipelines else []
-            stages: list[Stage] = []
-            for stage in pipeline.stages:
-                keep = next((s for s in old_stages if type(s) is type(stage) and s.options == stage.options),
-                            None)
-                if keep is not None:
-                    old_stages.remove(keep)
-                    stages.append(keep)
-                else:
-                    stage.services = self.services
-                    await stage.open()
-                    stages.append(stage)
-            self._retired.extend(old_stages)
+        for name, specs in plan.pipelines.items():
             previous = self.pipelines[name].stages if name in self.pipelines else ()
-            if len(previous) != len(stages) or any(a is not b for a, b in zip(stages, previous)):
+            pool = list(previous)
+            stages: list[Stage] = []
+            for i, spec in enumerate(specs):
+                keep = next((s for s in pool if type(s) is spec.cls and s.options == spec.options), None)
+                if keep is not None:
+                    pool.remove(keep)
+                    stages.append(keep)
+                    continue
+                stages.append(self._make_stage(name, i, spec))
+                await self._open_one(stages[-1], fresh)
+            if [id(s) for s in stages] != [id(s) for s in previous]:
                 changes.append(f"pipeline {name} reloaded")
             pipelines[name] = Pipeline(name, stages)
-        self.config = new.config
-        self.services.config = new.config
-        self.identity = identity
-        self.pipelines = pipelines
+        # -- the switch: nothing below can fail the reload -------------------------------------------------
+        replaced = [p for n, p in self.identity.items() if identity.get(n) is not p]
+        kept = {id(s) for p in pipelines.values() for s in p.stages}
+        retired = [s for p in self.pipelines.values() for s in p.stages if id(s) not in kept]
+        self.config = self.services.config = plan.config
+        self.identity, self.pipelines = identity, pipelines
+        await self._close_all(replaced if self._identity_open else ())
+        live = set(self.sessions())
+        if retired and live:
+            self._retired.append((live, retired))
+        else:
+            await self._close_all(retired)
         for name, lr in self.listeners.items():
-            if lr.options != new.listeners[name].options:
-                lr.options = new.listeners[name].options
-                changes.append(f"listener {name} options reloaded")
+            changes += await lr.reconfigure(plan.listeners[name].options)
         for rt in list(self.sessions()):
             try:
                 rt.listener.admit(rt.session.identity)
@@ -441,6 +484,34 @@ class Runtime:
                 log.info("session %s of %s ends: %s", rt.session.id, rt.session.identity.subject, e)
                 rt.terminate(SessionEnd.REVOKED)
         return changes
+
+    def _reload_store(self, spec: Spec | None) -> list[str]:
+        """Storage options that are read at each use (``retention``) apply at once; others need a restart."""
+        if spec is None and self.store is None:
+            return []
+        if spec is not None and self.store is not None and type(self.store) is spec.cls:
+            if spec.options == self.store.options:
+                return []
+            same = {"exclude": {"retention"}}
+            if spec.options.model_dump(**same) == self.store.options.model_dump(**same):
+                self.store.options = spec.options
+                return ["storage retention reloaded"]
+        log.warning("the [storage] table changed; that needs a restart of gw serve (the running store is "
+                    "kept)")
+        return ["storage changes need a restart of gw serve and were not applied"]
+
+    async def session_gone(self, rt: SessionRuntime, reason: str) -> None:
+        """A session ended: stages a reload replaced see its end too, and close once their last session
+        has ended."""
+        for group in list(self._retired):
+            sessions, stages = group
+            if rt not in sessions:
+                continue
+            sessions.discard(rt)
+            await Pipeline("retired", stages).session_ended(rt.session, reason)
+            if not sessions:
+                self._retired.remove(group)
+                await self._close_all(stages)
 
     def offer(self, name: str) -> Any:
         """What a plugin offers other plugins under ``name`` (``"approvals"``, ``"audit"``,

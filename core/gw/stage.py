@@ -41,7 +41,7 @@ class CommandContext(Protocol):
       rows it changes (PostgreSQL: inside a savepoint, or a transaction gw opens in autocommit).  Asking again
       returns the same count without a second execution.  When the combined verdict allows the command the
       protocol keeps what it measured (commits in autocommit) and relays the held-back answer; otherwise it
-      rolls the write back.  :func:`gw.rules.first_match_measured` is how ``rows_over`` rules use it.
+      rolls the write back.  :func:`gw_rules.first_match_measured` is how ``rows_over`` rules use it.
     * ``async discard()``: roll back a measured write now (before a long approval hold); the next ``measure``
       runs the command again.
     * ``cancel_reason: str``: set by the protocol before it cancels a decision in progress, saying why

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import trio
 from gw.config import Duration
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
-from gw.rules import Rule, first_match, first_match_measured, measure, rows_over_explained
+from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field, field_validator, model_validator
 
@@ -49,7 +49,7 @@ class ApproveOptions(StageOptions):
 
     #: Groups whose members may approve (and deny, and grant).  At least one.
     approvers: list[str]
-    #: Rules (gw.rules: kind, verb, objects, flags, text, groups, except_groups, message, name); the first
+    #: Rules (gw_rules: kind, verb, objects, flags, text, groups, except_groups, message, name); the first
     #: that matches makes the command need approval.
     require: list[Rule]
     #: How long a request waits for a decision.
@@ -375,8 +375,10 @@ class ApproveStage(Stage):
     @staticmethod
     def _why(rule: Rule, measured: Measurement | None = None) -> str:
         why = rule.message or f"rule {rule.label()}"
-        if measured is not None:
+        if measured is not None and measured.rows is not None:
             why += f"; the database counted {measured.describe()}"
+        elif measured is not None:
+            why += f"; {measured.describe()}, which counts as over the limit"
         return why
 
     def _timed_out(self, request: ApprovalRequest) -> Verdict:

@@ -27,6 +27,7 @@ from gw.runtime import Runtime
 from gw.store import Entry, Store
 
 from .records import STREAM
+from .tail import tail
 from .verify import Anchor, ChainReport, verify_store
 
 #: Page size when looking up the outcome records of listed commands.
@@ -221,3 +222,6 @@ def verify(config: Path, as_json: bool, chain: str | None, anchor: str | None) -
             click.echo(_describe(r))
     if any(not r.ok for r in reports):
         sys.exit(1)
+
+
+audit.add_command(tail)

@@ -65,7 +65,9 @@ class Exporter:
         self._done = trio.Event()
 
     # -- lifetime ---------------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, spawn: Callable[..., Any]) -> None:
+        """Load (or create) the delivery position and start delivering in a task ``spawn`` starts (the
+        runtime's background nursery)."""
         doc = await self.store.get(POSITIONS, self.key)
         last = await self.store.last(STREAM)
         self.head = last.seq if last else 0
@@ -76,7 +78,7 @@ class Exporter:
             self.committed = self.head
             await self._save()
         self.sent = self.committed
-        trio.lowlevel.spawn_system_task(self._run, name=f"gw-export-{self.label}")
+        spawn(self._run, name=f"gw-export-{self.label}")
 
     async def stop(self, grace: float = 2.0) -> None:
         """Deliver what is pending for up to ``grace`` seconds, then stop; the position is stored."""

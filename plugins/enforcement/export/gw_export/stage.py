@@ -77,7 +77,7 @@ class ExportStage(Stage):
         self.exporter = Exporter(store, self.key, self.label, self.make_sink(),
                                  gateway=self.services.gateway_name, listeners=self.listeners,
                                  batch=self.options.batch, retry_max=self.options.retry_max.total_seconds())
-        await self.exporter.start()
+        await self.exporter.start(self.services.spawn)
         exporters[self.key] = self.exporter
 
     async def close(self) -> None:

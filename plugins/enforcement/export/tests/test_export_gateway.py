@@ -116,7 +116,7 @@ def test_syslog_tcp_down_and_back_nothing_lost(tmp_path: Path, env: dict[str, st
     receiver.up()
     path = write(tmp_path, f'{{ use = "export", to = "syslog+tcp://127.0.0.1:{receiver.port}" }}')
     try:
-        with GatewayProcess(path, env=env) as proc:
+        with GatewayProcess(path, env=env, timeout=90) as proc:
             tok = token(path, env)
             run_commands(proc, tok, "first")
             events = wait_for(lambda: len(marked(receiver.events(), "first")) == 3 and receiver.events())
@@ -154,7 +154,7 @@ def test_syslog_tcp_down_and_back_nothing_lost(tmp_path: Path, env: dict[str, st
             # down again, and gw restarts while it is down: nothing is lost across the restart
             receiver.down()
             run_commands(proc, tok, "before-restart")
-        with GatewayProcess(path, env=env) as proc:
+        with GatewayProcess(path, env=env, timeout=90) as proc:
             run_commands(proc, tok, "after-restart")
             receiver.up()
             wait_for(lambda: len(marked(receiver.events(), "after-restart")) == 3, timeout=30)
@@ -172,7 +172,7 @@ def test_syslog_udp_and_cef(tmp_path: Path, env: dict[str, str]) -> None:
     receiver = SyslogUDPReceiver()
     path = write(tmp_path, f'{{ use = "export", to = "syslog+udp://127.0.0.1:{receiver.port}" }}')
     try:
-        with GatewayProcess(path, env=env) as proc:
+        with GatewayProcess(path, env=env, timeout=90) as proc:
             tok = token(path, env)
             run_commands(proc, tok, "udp", n=2)
             assert psql(proc.port("orders"), tok, "truncate gw_nothing").returncode != 0
@@ -189,7 +189,7 @@ def test_https_collector_that_fails_for_a_while(tmp_path: Path, env: dict[str, s
               'headers = { Authorization = "Bearer ${SIEM_TOKEN}" }, retry_max = "1s" }')
     path = write(tmp_path, export)
     try:
-        with GatewayProcess(path, env=env) as proc:
+        with GatewayProcess(path, env=env, timeout=90) as proc:
             tok = token(path, env)
             run_commands(proc, tok, "https")
             wait_for(lambda: len(marked(collector.events(), "https")) == 3, timeout=30)
@@ -208,7 +208,7 @@ def test_file_sink_json_and_cef(tmp_path: Path, env: dict[str, str]) -> None:
     export = (f'{{ use = "export", to = "file://{jsonl}" }},\n'
               f'  {{ use = "export", to = "file://{cef}", format = "cef" }}')
     path = write(tmp_path, export)
-    with GatewayProcess(path, env=env) as proc:
+    with GatewayProcess(path, env=env, timeout=90) as proc:
         tok = token(path, env)
         run_commands(proc, tok, "file", n=2)
         wait_for(lambda: jsonl.exists() and len(marked([json.loads(x) for x in jsonl.read_text().splitlines()],

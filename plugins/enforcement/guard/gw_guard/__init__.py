@@ -1,7 +1,7 @@
 """gw's guard stage: the first matching deny rule refuses the command.
 
 Protocol-neutral: rules match the :class:`gw.model.Command` vocabulary (kind, verb, objects, flags, text and
-the identity's groups) through core's :mod:`gw.rules`, so one pipeline guards PostgreSQL, MySQL, SSH and HTTP
+the identity's groups) through core's :mod:`gw_rules`, so one pipeline guards PostgreSQL, MySQL, SSH and HTTP
 alike.  The decision is pure (no I/O, no state), which is what ``gw policy explain`` needs.
 """
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import ClassVar
 
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict
-from gw.rules import Rule, measure, rows_over_explained
+from gw_rules import Rule, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
 from pydantic import Field
 
@@ -65,12 +65,17 @@ class Guard(Stage):
 
     def _message(self, rule: Rule, command: Command, measured: Measurement | None = None) -> str:
         if measured is not None:
-            count = measured.describe()
-            return ((rule.message + f" ({count})") if rule.message else
-                    f"gw policy refused this command ({command.kind.value}, {command.verb or '?'}): it would "
-                    f"change {count}, more than guard rule {rule.label()} of pipeline {self.pipeline!r} "
-                    "allows; nothing was changed. Narrow it (a WHERE that selects fewer rows, or several "
-                    "smaller batches), or ask a gateway operator")
+            if rule.message:
+                return f"{rule.message} ({measured.describe()})"
+            what = f"gw policy refused this command ({command.kind.value}, {command.verb or '?'}): "
+            if measured.rows is None:
+                return (what + f"gw cannot count the rows it would change before they commit ({measured.reason}),"
+                        f" so guard rule {rule.label()} of pipeline {self.pipeline!r} refuses it; nothing was "
+                        "changed. Send one INSERT, UPDATE, DELETE or MERGE without side effects, or ask a "
+                        "gateway operator")
+            return (what + f"it would change {measured.describe()}, more than guard rule {rule.label()} of "
+                    f"pipeline {self.pipeline!r} allows; nothing was changed. Narrow it (a WHERE that selects "
+                    "fewer rows, or several smaller batches), or ask a gateway operator")
         if rule.message:
             return rule.message
         kind, verb = command.kind.value, command.verb or "?"

@@ -184,7 +184,7 @@ def test_metrics_health_and_counters_after_psql(tmp_path: Path, env: dict[str, s
     require_program("psql")
     require_program("curl")
     path = write(tmp_path, 5432)
-    with GatewayProcess(path, env=env) as proc:
+    with GatewayProcess(path, env=env, timeout=90) as proc:
         url = admin_url(proc)
         assert curl(f"{url}/healthz") == (200, "ok")
         assert curl(f"{url}/readyz") == (200, "ready")
@@ -229,7 +229,7 @@ def test_metrics_health_and_counters_after_psql(tmp_path: Path, env: dict[str, s
 def test_readyz_follows_the_upstream(tmp_path: Path, env: dict[str, str], forwarder: Forwarder) -> None:
     require_program("curl")
     path = write(tmp_path, forwarder.port)
-    with GatewayProcess(path, env=env) as proc:
+    with GatewayProcess(path, env=env, timeout=90) as proc:
         url = admin_url(proc)
         assert curl(f"{url}/readyz") == (200, "ready")
         forwarder.down()
@@ -274,7 +274,7 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path, env: dict[str, str])
     require_service("127.0.0.1", 5432, "PostgreSQL")
     require_program("psql")
     path = write(tmp_path, 5432, gateway_extra='log_format = "json"\nlog_level = "debug"')
-    with GatewayProcess(path, env=env) as proc:
+    with GatewayProcess(path, env=env, timeout=90) as proc:
         admin_url(proc)
         tok = token(path, env)
         secret = f"s3cr3t-{secrets.token_hex(6)}"

@@ -29,7 +29,7 @@ from gw import hookimpl
 from gw.errors import AuthenticationError
 from gw.identity import Credential, IdentityProvider, ProviderOptions
 from gw.model import Command, Identity, Outcome, Verdict
-from gw.rules import Rule, first_match
+from gw_rules import Rule, first_match
 from gw.stage import Stage, StageOptions
 from pydantic import Field
 from wsproto import ConnectionType, WSConnection

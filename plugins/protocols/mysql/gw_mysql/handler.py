@@ -17,13 +17,13 @@ import logging
 import secrets
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Command, Identity, Session
-from gw.protocol import ProtocolHandler
+from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
 from gw_sqlanalysis.lexer import split_tokens
 from gw_sqlanalysis.mysql import (
@@ -161,12 +161,12 @@ class MySQLHandler(ProtocolHandler):
 
     name = "mysql"
     Options = MySQLListenerOptions
+    #: The certificate is loaded at start; every other key (upstream, roles ...) is read per session.
+    restart_keys = frozenset({"tls"})
 
     def __init__(self, listener: ListenerRuntime) -> None:
         super().__init__(listener)
-        opts: MySQLListenerOptions = listener.options  # type: ignore[assignment]
-        self.opts = opts
-        self.target = UpstreamTarget.from_options(opts.upstream, self.listener.services.resolve_path)
+        self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
         self.ssl_context: ssl.SSLContext | None = None
         self.server_info: ServerInfo | None = None
         self._classifiers: dict[tuple[MySQLMode, str | None], Classifier] = {}
@@ -177,8 +177,20 @@ class MySQLHandler(ProtocolHandler):
         self._probe_lock = trio.Lock()
 
     @property
+    def opts(self) -> MySQLListenerOptions:
+        """The listener's current options (a reload replaces them for the next session)."""
+        return cast(MySQLListenerOptions, self.listener.options)
+
+    @property
     def options(self) -> MySQLListenerOptions:
         return self.opts
+
+    async def reconfigure(self, previous: ListenerOptions) -> None:
+        self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
+        if cast(MySQLListenerOptions, previous).upstream != self.opts.upstream:
+            self.server_info = None  # probed again from the new upstream
+            self.catalog.forget()
+            await self.catalog.aclose()
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def open(self) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Command, Identity, Session
-from gw.protocol import ProtocolHandler
+from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
 
 from . import errors as E
@@ -129,21 +129,35 @@ class PostgresHandler(ProtocolHandler):
 
     name = "postgres"
     Options = PostgresListenerOptions
+    #: The certificate is loaded at start; every other key (upstream, roles ...) is read per session.
+    restart_keys = frozenset({"tls"})
 
     def __init__(self, listener: ListenerRuntime) -> None:
         super().__init__(listener)
-        opts: PostgresListenerOptions = listener.options  # type: ignore[assignment]
-        self.opts = opts
-        self.target = UpstreamTarget.from_options(opts.upstream, self.listener.services.resolve_path)
+        self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
         self.classifier = Classifier(dialect="postgres")
         self.catalog = Catalog(self._catalog_connection)
         self.ssl_context: ssl.SSLContext | None = None
         #: gw's BackendKeyData handed to clients -> the upstream's, for CancelRequest.
         self.cancel_keys: dict[tuple[int, bytes], BackendKeyData] = {}
+        #: gw's BackendKeyData -> the session, so a CancelRequest cancels a held command too.
+        self.sessions_by_key: dict[tuple[int, bytes], ProxySession] = {}
+
+    @property
+    def opts(self) -> PostgresListenerOptions:
+        """The listener's current options (a reload replaces them for the next session)."""
+        return cast(PostgresListenerOptions, self.listener.options)
 
     @property
     def options(self) -> PostgresListenerOptions:
         return self.opts
+
+    async def reconfigure(self, previous: ListenerOptions) -> None:
+        target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
+        self.target = target
+        if cast(PostgresListenerOptions, previous).upstream != self.opts.upstream:
+            self.catalog.forget()  # another server or database: its tables are not the ones cached
+            await self.catalog.aclose()
 
     # -- lifetime --------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -222,11 +236,13 @@ class PostgresHandler(ProtocolHandler):
             return
         upstream, sr, key = ready
         session = ProxySession(self, client.stream, client.codec, upstream, sr)
+        self.sessions_by_key[key] = session
         try:
             reason = await session.run()
             log.debug("session %s ended: %s", sr.session.id, reason)
         finally:
             self.cancel_keys.pop(key, None)
+            self.sessions_by_key.pop(key, None)
             if client.stream is not stream:
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
@@ -380,6 +396,11 @@ class PostgresHandler(ProtocolHandler):
             raise ProtocolError("direct TLS connections must negotiate the ALPN protocol \"postgresql\"")
 
     async def _cancel(self, request: CancelRequest, client_address: str) -> None:
+        session = self.sessions_by_key.get((request.process_id, bytes(request.secret_key)))
+        if session is not None and session.cancel_held():
+            log.info("listener %s: cancel request from %s cancelled a held command of session %s",
+                     self.listener.name, client_address, session.sr.session.id)
+            return
         upstream_key = self.cancel_keys.get((request.process_id, bytes(request.secret_key)))
         if upstream_key is None:
             log.warning("listener %s: ignored a CancelRequest from %s with an unknown key (process id %d)",

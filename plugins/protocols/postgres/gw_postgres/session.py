@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import select
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -27,16 +28,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
-from .codec import WireCodec
+from .codec import Role, WireCodec
 from .copyout import decode_text_row, encode_text_row, parse_copy_tokens
 from .errors import ProtocolError, UpstreamError
+from .measure import AUTOCOMMIT, IN_TRANSACTION, Plan, counted, unmeasurable
 from .messages import (
     BackendType,
     Bind,
@@ -51,6 +53,7 @@ from .messages import (
     NotificationResponse,
     ParameterStatus,
     Parse,
+    Query,
     RowDescription,
     Sync,
     decode_data_row,
@@ -143,6 +146,7 @@ class Expect(enum.IntEnum):
     EXECUTE = 5
     CLOSE = 6
     SYNC = 7  # ReadyForQuery
+    MEASURE = 8  # a simple Query gw sent itself (measuring a write): collected up to ReadyForQuery, not relayed
 
 
 @dataclass(slots=True)
@@ -167,6 +171,9 @@ class Pending:
     withhold: str | None = None
     #: In a simple Query: the 0-based index of the statement whose results arrive now.
     statement_index: int = 0
+    #: ``MEASURE``: the answer's messages, and the event set when its ReadyForQuery arrived.
+    collected: list[tuple[int, bytes]] | None = None
+    done: trio.Event | None = None
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
@@ -202,16 +209,40 @@ class ClientWriter:
                 self._waiting.unpark()
 
 
-class _Notices:
-    """The CommandContext stages get: notices go to the client as NoticeResponse."""
+@dataclass(slots=True)
+class _Measured:
+    """A measured write that is neither kept nor rolled back yet: its answer, held back from the client."""
 
-    __slots__ = ("writer",)
+    frames: list[tuple[int, bytes]]
+    plan: Plan | None  # None: nothing to keep or undo (the statement failed and changed nothing)
+    rows: int | None
 
-    def __init__(self, writer: ClientWriter) -> None:
-        self.writer = writer
+
+class _Decision:
+    """The :class:`gw.stage.CommandContext` of one command: notices go to the client as NoticeResponse; a
+    simple-query write can be measured (``rows_over``); ``cancel_reason`` says why a decision was cancelled."""
+
+    __slots__ = ("cancel_reason", "command", "measured", "open", "raw", "session")
+
+    def __init__(self, session: ProxySession, command: Command, raw: bytes | None) -> None:
+        self.session = session
+        self.command = command
+        self.raw = raw
+        self.cancel_reason = ""
+        self.measured: Measurement | None = None
+        self.open: _Measured | None = None
 
     async def notice(self, message: str) -> None:
-        await self.writer.send(NoticeResponse.build("NOTICE", "00000", message).encode())
+        await self.session._notice(message)
+
+    async def measure(self) -> Measurement:
+        if self.measured is None:
+            self.measured = await self.session._measure(self)
+        return self.measured
+
+    async def discard(self) -> None:
+        await self.session._undo(self)
+        self.measured = None
 
 
 class ProxySession:
@@ -225,7 +256,6 @@ class ProxySession:
         self.up = upstream
         self.sr = sr
         self.writer = ClientWriter(client)
-        self.context = _Notices(self.writer)
         self.pending: deque[Pending] = deque()
         #: Prepared statements and portals as the server holds them (shared with the stages' result side).
         self.names = NameTable()
@@ -239,6 +269,14 @@ class ProxySession:
         self._completions: list[tuple[Command, Outcome]] = []
         self._ending: _Ending | None = None
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        #: The decision in progress, its cancel scope, and the watch on the client while a command is held.
+        self._decision: _Decision | None = None
+        self._decide_scope: trio.CancelScope | None = None
+        self._hold_watch: tuple[trio.CancelScope, trio.Event] | None = None
+        #: gw is talking to the upstream itself (measuring): upstream answers go to MEASURE entries.
+        self._measuring = False
+        self._client_gone = False
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self.provenance = Provenance(handler.classifier, handler.catalog)
@@ -250,6 +288,7 @@ class ProxySession:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._guard, self._client_pump)
                 nursery.start_soon(self._guard, self._upstream_pump)
                 nursery.start_soon(self._guard, self._terminator)
@@ -309,6 +348,8 @@ class ProxySession:
             message = "access was revoked by the gateway operator; this session is closed"
         else:
             message = f"gw closed this session ({reason})"
+        if self._decision is not None:
+            self._decision.cancel_reason = reason
         await self._fatal(E.ADMIN_SHUTDOWN, message)
         self._finish(reason)
 
@@ -440,19 +481,43 @@ class ProxySession:
         return self.sr.command(text, language="sql", kind=cls.kind, verb=cls.verb, objects=cls.objects,
                                flags=cls.flags, params=params, attributes=attributes, verbs=cls.verbs)
 
-    async def _decide(self, cmd: Command) -> bytes | None:
-        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here)."""
+    async def _decide(self, cmd: Command, raw: bytes | memoryview | None = None) -> tuple[bytes | None, _Decision]:
+        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here).  The
+        decision's context carries a measured write still waiting to be kept or undone."""
         if self._upstream_boundary:
             await self._before_decision()
-        verdict = await self.sr.decide(cmd, self.context)
-        if _TEXT in cmd.attributes:
-            self._last_mask_command = cmd
+        ctx = _Decision(self, cmd, bytes(raw) if raw is not None else None)
+        self._decision = ctx
+        try:
+            with trio.CancelScope() as scope:
+                self._decide_scope = scope
+                verdict = await self.sr.decide(cmd, ctx)
+            if _TEXT in cmd.attributes:
+                self._last_mask_command = cmd
+        finally:
+            self._decide_scope = None
+            self._decision = None
+            await self._stop_hold_watch()
+        if self._client_gone:
+            # Also when a verdict arrived in the same moment the client left: nobody waits for the answer.
+            with trio.move_on_after(5):
+                await self._undo(ctx)
+                if not scope.cancelled_caught:
+                    await self.sr.complete(cmd, Outcome(status="cancelled", error_message="the client "
+                                                        "disconnected before the command could run"))
+            raise trio.BrokenResourceError("the client disconnected while its command was held")
+        if scope.cancelled_caught:
+            # The client cancelled the held command: nothing ran (the pipeline recorded it).
+            await self._undo(ctx)
+            return error_message("ERROR", E.QUERY_CANCELED, "canceling statement due to user request: gw "
+                                 "cancelled the held command and its approval request; nothing ran"), ctx
         if verdict.allowed:
-            return None
+            return None, ctx
+        await self._undo(ctx)
         code, message, detail = refusal(verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
         await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
-        return error_message("ERROR", code, message, detail=detail)
+        return error_message("ERROR", code, message, detail=detail), ctx
 
     async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the mask stage needs to know before deciding: the sources the statement reads and those the
@@ -476,13 +541,17 @@ class ProxySession:
         if cmd is None:
             return
         wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd)
+        refused, ctx = await self._decide(cmd, raw)
         if refused is not None:
             self._expect(Pending(Expect.QUERY, replacement=refused))
             self._forward(_REFUSE_QUERY, boundary=True)
             return
         prepares = self._apply_names(ops, cmd)
-        self._expect(Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows, prepares=prepares))
+        entry = Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows, prepares=prepares)
+        if ctx.open is not None:  # measured already: keep it and relay the answer held back
+            await self._keep(ctx, entry)
+            return
+        self._expect(entry)
         self._forward(raw, boundary=True)
 
     async def _command_for(self, text: str, cls: Classification, ops: list[NameOp] | None, *, query: bool,
@@ -655,7 +724,7 @@ class ProxySession:
         if cmd is None:
             return
         wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd)
+        refused, _ = await self._decide(cmd)
         if refused is not None:
             # Like an error of the Execute itself: the upstream aborts and skips to Sync; so does gw.
             self._expect(Pending(Expect.EXECUTE, replacement=refused))
@@ -671,6 +740,156 @@ class ProxySession:
         self._expect(Pending(Expect.EXECUTE, cmd, Outcome(), portal=portal, wants_rows=wants_rows,
                              resolve_rows=wants_rows, prepares=prepares))
         self._forward(raw)
+
+    # -- held commands ---------------------------------------------------------------------------------------
+    async def _notice(self, message: str) -> None:
+        """A stage's notice.  One sent while a command is being decided means a stage is about to hold it (the
+        approve stage announces its hold this way): from then on gw watches the client, so a client that
+        disconnects cancels the hold, and its approval request, at once."""
+        await self.writer.send(NoticeResponse.build("NOTICE", "00000", message).encode())
+        if self._decide_scope is not None and self._hold_watch is None and self._nursery is not None:
+            self._hold_watch = (trio.CancelScope(), trio.Event())
+            self._nursery.start_soon(self._watch_held_client, *self._hold_watch)
+
+    async def _watch_held_client(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        """Read ahead while a command is held (what arrives is kept for the codec: pipelined messages); the
+        end of the stream means the client is gone."""
+        try:
+            with scope:
+                while self.codec.buffered <= HOLD_READ_LIMIT:
+                    try:
+                        data = await self.client.receive_some(RECEIVE_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        data = b""
+                    if not data:
+                        break
+                    self.codec.receive_data(data)
+                else:
+                    # Enough read ahead: look for the hang-up without buffering more.
+                    while not _hung_up(self.client):
+                        await trio.sleep(HOLD_POLL_INTERVAL)
+                self._client_gone = True
+                self._cancel_decision("client_disconnected")
+        finally:
+            done.set()
+
+    async def _stop_hold_watch(self) -> None:
+        if self._hold_watch is not None:
+            scope, done = self._hold_watch
+            scope.cancel()
+            with trio.CancelScope(shield=True):
+                await done.wait()
+            self._hold_watch = None
+
+    def _cancel_decision(self, reason: str) -> bool:
+        """Cancel the decision in progress (not while gw itself talks to the upstream)."""
+        ctx, scope = self._decision, self._decide_scope
+        if ctx is None or scope is None or self._measuring:
+            return False
+        ctx.cancel_reason = reason
+        scope.cancel()
+        return True
+
+    def cancel_held(self) -> bool:
+        """A CancelRequest with this session's key: a held command is cancelled (with its approval request),
+        True; False when no command is held (the request goes to the upstream)."""
+        if self._hold_watch is None:
+            return False
+        return self._cancel_decision("client_cancelled")
+
+    # -- measuring writes (rows_over) ------------------------------------------------------------------------
+    async def _measure(self, ctx: _Decision) -> Measurement:
+        """Run ``ctx``'s statement so that nothing commits yet and count the rows it changes; its answer is
+        held in ``ctx.open`` until the verdict keeps or undoes it."""
+        if ctx.open is not None:
+            return Measurement(ctx.open.rows)
+        if ctx.raw is None:
+            return Measurement(None, "gw counts rows of simple-query statements only; this one came through "
+                                     "the extended query protocol")
+        why = unmeasurable(ctx.command)
+        if why is not None:
+            return Measurement(None, why)
+        if self._to_upstream or self._skipping:
+            return Measurement(None, "an extended-query batch of the client is still open")
+        while self.pending:  # earlier pipelined work of this client finishes first
+            await trio.sleep(0.002)
+        if self.status == "E":
+            return Measurement(0, "the transaction is aborted: the statement cannot change anything")
+        plan = AUTOCOMMIT if self.status == "I" else IN_TRANSACTION
+        began, answer = await self._exchange(_sql(plan.begin), ctx.raw)
+        if any(t == BackendType.ERROR_RESPONSE for t, _ in began):
+            raise UpstreamError("gw could not open a transaction to measure a write; it closed the session "
+                                "to be safe. Reconnect and retry")
+        failed = any(t == BackendType.ERROR_RESPONSE for t, _ in answer)
+        if failed:
+            # The statement failed: it changed nothing.  In autocommit, end the transaction gw opened; in the
+            # client's transaction, leave it aborted, as the failure itself would have.
+            if plan is AUTOCOMMIT:
+                (ended,) = await self._exchange(_sql(plan.undo))
+                answer = [m for m in answer if m[0] != BackendType.READY_FOR_QUERY] + ended[-1:]
+            ctx.open = _Measured(answer, None, 0)
+            return Measurement(0, "the statement failed")
+        tags = [_tag(memoryview(body)[5:]) for t, body in answer if t == BackendType.COMMAND_COMPLETE]
+        rows = counted(ctx.command.verb, tags)
+        ctx.open = _Measured(answer, plan, rows)
+        if rows is None:
+            return Measurement(None, f"the server's answer ({', '.join(tags) or 'no tag'}) does not count the "
+                                     "rows changed")
+        return Measurement(rows)
+
+    async def _undo(self, ctx: _Decision) -> None:
+        """Roll back what was measured (nothing when nothing was)."""
+        measured, ctx.open = ctx.open, None
+        if measured is None or measured.plan is None:
+            return
+        with trio.CancelScope(shield=True):
+            (answer,) = await self._exchange(_sql(measured.plan.undo))
+        if any(t == BackendType.ERROR_RESPONSE for t, _ in answer):
+            raise UpstreamError("gw could not roll back a measured write; it closed the session (the server "
+                                "rolls back what the session left open). Reconnect and retry")
+
+    async def _keep(self, ctx: _Decision, entry: Pending) -> None:
+        """The verdict allows a measured write: keep it (COMMIT in autocommit) and relay its answer."""
+        measured, ctx.open = ctx.open, None
+        assert measured is not None
+        frames = measured.frames
+        if measured.plan is not None:
+            with trio.CancelScope(shield=True):
+                (kept,) = await self._exchange(_sql(measured.plan.keep))
+            if any(t == BackendType.ERROR_RESPONSE for t, _ in kept):
+                frames = kept  # COMMIT failed (a deferred constraint ...): the client sees that error
+            else:
+                frames = [m for m in frames if m[0] != BackendType.READY_FOR_QUERY] + kept[-1:]
+        self._expect(entry)
+        codec = WireCodec(Role.CLIENT)
+        codec.receive_data(b"".join(body for _, body in frames))
+        await self._relay(codec)
+
+    def _collect(self, t: int, message: bytes) -> None:
+        head = self.pending[0]
+        assert head.collected is not None and head.done is not None
+        head.collected.append((t, message))
+        if t == BackendType.READY_FOR_QUERY:
+            self.pending.popleft()
+            self._measuring = bool(self.pending) and self.pending[0].expect is Expect.MEASURE
+            head.done.set()
+
+    async def _exchange(self, *queries: bytes) -> list[list[tuple[int, bytes]]]:
+        """Send Query messages of gw's own and return each one's answer (up to its ReadyForQuery), none of it
+        relayed to the client.  Only between the client's commands (nothing else is pending)."""
+        entries = [Pending(Expect.MEASURE, collected=[], done=trio.Event()) for _ in queries]
+        for entry in entries:
+            self.pending.append(entry)
+        self._measuring = True
+        try:
+            await self.up.send(b"".join(queries))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise UpstreamError(f"gw lost its connection to the upstream database {self.up.target.describe()} "
+                                f"({e}); reconnect") from None
+        for entry in entries:
+            assert entry.done is not None
+            await entry.done.wait()
+        return [entry.collected or [] for entry in entries]
 
     # -- upstream -> client ----------------------------------------------------------------------------------
     async def _upstream_pump(self) -> None:
@@ -710,7 +929,10 @@ class ProxySession:
                     buf = codec.buffer
                     run_start = run_end = start
                 verdict: bytes | bool
-                if t == _DATA_ROW or t == _COPY_DATA:
+                if self._measuring and self.pending and self.pending[0].expect is Expect.MEASURE:
+                    self._collect(t, buf[start:end])
+                    verdict = False
+                elif t == _DATA_ROW or t == _COPY_DATA:
                     if not self._rows_slow:
                         verdict = True
                     elif t == _DATA_ROW:
@@ -1098,6 +1320,30 @@ def _params(bind: Bind, types: tuple[int, ...]) -> tuple[Any, ...]:
             except (struct.error, ValueError):
                 out.append(v)
     return tuple(out)
+
+
+#: While a command is held gw reads ahead this much of what the client sends, then only watches for hang-up.
+HOLD_READ_LIMIT = 1 << 20
+HOLD_POLL_INTERVAL = 0.5
+
+
+def _sql(text: str) -> bytes:
+    return Query(text).encode()
+
+
+def _hung_up(stream: trio.abc.Stream) -> bool:
+    """Whether the peer closed or reset a TCP (or TLS-over-TCP) stream, without reading from it."""
+    inner: Any = stream
+    while not isinstance(inner, trio.SocketStream):
+        inner = getattr(inner, "transport_stream", None)
+        if inner is None:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(inner.socket.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 __all__ = ["REFUSAL_PORTAL", "ProxySession", "error_message", "refusal"]

@@ -39,6 +39,9 @@ class SSHHandler(ProtocolHandler):
 
     name = "ssh"
     Options = SSHListenerOptions
+    #: Keys and the upstream are loaded at start; a reload that changes them is refused (restart gw serve).
+    restart_keys = frozenset({"host_key_file", "upstream", "authorized_keys", "user_ca", "user_ca_groups",
+                              "user_ca_groups_extension"})
 
     def __init__(self, listener: ListenerRuntime) -> None:
         from .bridge import Bridge

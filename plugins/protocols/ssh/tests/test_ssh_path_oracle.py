@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 from gw.model import Command, Identity, Kind, ObjectSyntax, Session
-from gw.rules import Rule
+from gw_rules import Rule
 from gw_shellanalysis import ShellContext, analyse
 from gw_ssh.commands import program_names, resolve
 

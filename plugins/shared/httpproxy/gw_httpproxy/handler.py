@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.errors import ConfigError
-from gw.protocol import ProtocolHandler
+from gw.protocol import ListenerOptions, ProtocolHandler
 
 from .dialect import ProxyDialect
 from .headers import ForwardingRules
@@ -110,6 +110,11 @@ class ProxyHandler(ProtocolHandler):
         return ProxySetup(opts, target, rules, server_tls)
 
     async def open(self) -> None:
+        self._setup = self.build_setup(self.proxy_options)
+
+    async def reconfigure(self, previous: ListenerOptions) -> None:
+        """A reload: resolve the new upstream, credentials and forwarding rules now, so options that cannot
+        be resolved (a variable missing from the environment) are refused and the running ones kept."""
         self._setup = self.build_setup(self.proxy_options)
 
     def setup(self) -> ProxySetup:

@@ -251,29 +251,33 @@ class PostgresStore(Store):
         fields = [_fields(index[i]) if index else [] for i in range(len(records))]
         new_stream = stream not in self._streams_known
         now = time.time()
-        insert_entries = self._q("INSERT INTO {s}.entries (stream, ts, data) SELECT %s, %s, t.d "
-                                 "FROM unnest(%s::text[]) WITH ORDINALITY AS t(d, i) ORDER BY t.i RETURNING seq")
-        insert_fields = self._q("INSERT INTO {s}.entry_fields (seq, stream, field, value) "
-                                "SELECT unnest(%s::bigint[]), %s, unnest(%s::text[]), unnest(%s::text[])")
+        fseq: list[int] = []
+        fname: list[str] = []
+        fvalue: list[str] = []
+        for i, pairs in enumerate(fields, 1):
+            for f, v in pairs:
+                fseq.append(i)
+                fname.append(f)
+                fvalue.append(v)
+        # One statement, one round trip (autocommit: its own transaction).  Numbers are drawn first and handed
+        # out in record order (the smallest to the first record), so a batch's order is its records' order.
+        insert = self._q(
+            "WITH drawn AS (SELECT nextval(pg_get_serial_sequence(%s, 'seq')) AS seq FROM generate_series(1, %s)), "
+            "s AS (SELECT seq, row_number() OVER (ORDER BY seq) AS i FROM drawn), "
+            "t AS (SELECT s.seq, r.d FROM s JOIN unnest(%s::text[]) WITH ORDINALITY AS r(d, i) ON r.i = s.i), "
+            "e AS (INSERT INTO {s}.entries (seq, stream, ts, data) OVERRIDING SYSTEM VALUE "
+            "SELECT seq, %s, %s, d FROM t RETURNING seq), "
+            "f AS (INSERT INTO {s}.entry_fields (seq, stream, field, value) SELECT s.seq, %s, u.f, u.v FROM s "
+            "JOIN unnest(%s::bigint[], %s::text[], %s::text[]) AS u(i, f, v) ON u.i = s.i) "
+            "SELECT seq FROM e ORDER BY seq")
         insert_stream = self._q("INSERT INTO {s}.streams (name) VALUES (%s) ON CONFLICT DO NOTHING")
+        table = f"{sql.Identifier(self.schema).as_string(None)}.entries"
 
         def apply(conn: psycopg.Connection) -> list[int]:
-            with conn.transaction():
-                if new_stream:
-                    conn.execute(insert_stream, (stream,))
-                seqs = [int(r[0]) for r in conn.execute(insert_entries, (stream, now, texts)).fetchall()]
-                seqs.sort()  # numbers are drawn in ORDER BY t.i order: sorted, they pair with the records
-                fseq: list[int] = []
-                fname: list[str] = []
-                fvalue: list[str] = []
-                for seq, pairs in zip(seqs, fields):
-                    for f, v in pairs:
-                        fseq.append(seq)
-                        fname.append(f)
-                        fvalue.append(v)
-                if fseq:
-                    conn.execute(insert_fields, (fseq, stream, fname, fvalue))
-            return seqs
+            if new_stream:
+                conn.execute(insert_stream, (stream,))
+            return [int(r[0]) for r in conn.execute(
+                insert, (table, len(texts), texts, stream, now, stream, fseq, fname, fvalue)).fetchall()]
 
         seqs = await self._run(apply, f"appending to stream {stream!r}")
         self._streams_known.add(stream)

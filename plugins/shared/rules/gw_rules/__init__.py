@@ -23,9 +23,8 @@ import re
 from functools import cached_property
 from typing import Any
 
+from gw.model import Command, Kind, Measurement, ObjectSyntax
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from .model import Command, Kind, Measurement, ObjectSyntax
 
 #: Characters that make a ``verb`` value a glob pattern.
 _GLOB = re.compile(r"[*?\[]")

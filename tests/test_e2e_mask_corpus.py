@@ -116,6 +116,39 @@ ADVERSARIAL: list[tuple[str, str]] = [
     ("untraceable", "select query_to_xml('select ssn from {t}', true, true, '')::text"),
     ("untraceable", "select x.* from (select * from {t}) x"),
     ("untraceable", "select t2.a from {t} p cross join lateral (select p.ssn as a) t2"),
+    ("untraceable", "table {t}"),
+    ("untraceable", "select * from {t} natural join {t} q"),
+    ("untraceable", "select * from {t} join {t} q using (id)"),
+    ("whole-row", "select {t} from {t}"),
+    ("whole-row", "select ({t}.*)::text from {t}"),
+    ("untraceable", "select * from only {t}"),
+    ("untraceable", "select ssn from {t} tablesample system (100)"),
+    ("untraceable", "select distinct on (id) ssn from {t}"),
+    ("untraceable", "select ssn from {t} group by grouping sets ((ssn))"),
+    ("untraceable", 'select U&"\\0073sn" from {t}'),
+    ("untraceable", 'select "ssn" from "{t}"'),
+    ("untraceable", "select ssn from public.{t}"),
+    ("untraceable", "select x from {t}, lateral (select ssn) s(x)"),
+    ("whole-row", "select json_agg(p)::text from {t} p"),
+    ("whole-row", "select to_json(p.*)::text from {t} p"),
+    ("whole-row", "select format('%s', p) from {t} p"),
+    ("whole-row", "select * from json_to_record((select row_to_json(p) from {t} p limit 1)) as x(ssn text)"),
+    ("whole-row", "select s from {t} p, jsonb_each_text(to_jsonb(p)) as e(k, s)"),
+    ("whole-row", "select row_to_json(p)->>'ssn' from {t} p"),
+    ("untraceable", "with recursive r as (select ssn from {t} union select ssn from r) select * from r"),
+    ("untraceable", "select $$x$$ || ssn from {t}"),
+    ("untraceable", "select ssn /* c */ from {t} -- comment"),
+    ("untraceable", "select xmlforest(ssn, email)::text from {t}"),
+    ("untraceable", "select string_to_array(ssn, '-')::text from {t}"),
+    ("untraceable", 'select ssn collate "C" from {t}'),
+    ("untraceable", "select cast(ssn as varchar(20)) from {t}"),
+    ("untraceable", "select left(ssn, 5), right(ssn, 4), md5(ssn) from {t}"),
+    ("untraceable", "select {t}.* from {t}"),
+    ("untraceable", "select c from {t} p(a, b, c, d, e, f)"),
+    ("untraceable", "select * from {t} as p(a)"),
+    ("untraceable", "select * from (select * from {t}) x(a, b, c)"),
+    ("untraceable", "select t.* from (values (1)) v, lateral (select * from {t}) t"),
+    ("untraceable", "select ssn from {t} union select email from {t} order by 1"),
     ("errors", "select ssn::int from {t} where id = 1"),
     ("errors", "select ('x' || ssn)::int from {t}"),
     ("errors", "select ssn::numeric from {t}"),
@@ -299,6 +332,15 @@ def test_extended_psycopg(env: Env, cls: str, sql: str, binary: bool) -> None:
         received.append(repr(conn.info.parameter_status("application_name")))
         received.extend(n.payload for n in conn.notifies(timeout=0.2, stop_after=5))
     assert_clean("\n".join(received), sql)
+
+
+def test_psycopg_server_side_cursor(env: Env) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with psycopg.connect(env.dsn()) as conn, conn.cursor(name="gw_named") as cur:
+        cur.execute(_sql("select id, replace(ssn, '-', '') x, email from {t} order by id"))
+        rows = cur.fetchall()
+    assert [r[0] for r in rows] == [1, 2]
+    assert_clean(repr(rows), "server-side cursor")
 
 
 # -- extended protocol without Describe (a minimal client) ------------------------------------------------------

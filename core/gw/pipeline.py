@@ -297,6 +297,8 @@ class SessionRuntime:
                 scope.shield = True
                 await pipeline.cancelled(command, reason)
             raise
+        if verdict.request_id:  # what is logged about this command from here on names its approval request
+            log_context.set({**self._log_context, "seq": command.seq, "request_id": verdict.request_id})
         if timings is not None:
             timings["total"] = time.perf_counter() - started
             hook(command=command, verdict=verdict, timings=timings)

@@ -18,6 +18,7 @@ from pluggy import HookImpl, Result
 
 from . import hookspecs
 from .errors import PluginError
+from .types import did_you_mean
 
 GROUP = "gw"
 
@@ -119,6 +120,9 @@ class Registry:
                  "offers": "offer"}[kind]
         known = ", ".join(self.names(kind)) or "none"
         blocked = sorted(disabled_plugins())
+        close = did_you_mean(name, self.names(kind))
+        if close:
+            return f"unknown {label} {name!r}: {close}; available: {known}"
         if blocked:
             hint = f" (GW_DISABLE_PLUGINS blocks: {', '.join(blocked)})"
         else:

@@ -16,13 +16,11 @@ Order of calls for one command (the pipeline owns it, see :mod:`gw.pipeline`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .model import Channel, Column, Command, Outcome, Session, Verdict
+from .services import Services
 from .types import StrictModel
-
-if TYPE_CHECKING:
-    from .runtime import Services
 
 
 class StageOptions(StrictModel):

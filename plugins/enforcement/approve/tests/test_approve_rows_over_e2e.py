@@ -376,3 +376,17 @@ async def wait_for_status(rt: Any, rid: str, status: Status) -> Any:
             if found.status is status:
                 return found
             await trio.sleep(0.02)
+
+
+def test_policy_explain_says_the_database_decides_rows_over() -> None:
+    """The canonical pipeline (examples/agents.toml): a selective DELETE may need approval, depending on the count."""
+    root = Path(__file__).resolve().parents[4]
+    exe = str(Path(sys.executable).with_name("gw"))
+    done = subprocess.run([exe, "policy", "explain", "-c", str(root / "examples" / "agents.toml"), "--listener",
+                           "orders", "--group", "agents", "delete from t where id > 5"], capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert "rows_over = 100: decided by the database when the statement runs" in done.stdout, done.stderr
+    read = subprocess.run([exe, "policy", "explain", "-c", str(root / "examples" / "agents.toml"), "--listener",
+                           "orders", "--group", "agents", "select * from t"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert "rows_over" not in read.stdout, read.stdout

@@ -290,11 +290,13 @@ class ConnectionSession:
                         size += len(event.data)
                     elif isinstance(event, Closed):
                         gone = True
+                        context.client_left()
                         nursery.cancel_scope.cancel()
                         return
                 await trio.sleep_forever()
 
+            context = StderrNotices(chan, self)
             nursery.start_soon(watch)
-            verdict = await self.sr.decide(cmd, StderrNotices(chan))
+            verdict = await self.sr.decide(cmd, context)
             nursery.cancel_scope.cancel()
         return (None if gone else verdict), early

@@ -90,6 +90,9 @@ class AuditStage(Stage):
                                              client_address))
 
     # -- commands -------------------------------------------------------------------------------------------
+    def explain(self, command: Command) -> str | None:
+        return "writes the audit record before the command runs (refuses it if that write fails)"
+
     async def decided(self, command: Command, verdict: Verdict) -> None:
         await self._write(self.records.command(self.services.gateway_name, self.pipeline, command, verdict))
 

@@ -68,6 +68,11 @@ PG_SQL_TEXT_FUNCTIONS = _words("""
 
 #: Built-in functions sqlglot does not model but that only compute or read (no side effects).
 PG_SAFE_FUNCTIONS = _words("""
+    int4range int8range numrange tsrange tstzrange daterange int4multirange int8multirange nummultirange
+    tsmultirange tstzmultirange datemultirange lower_inc upper_inc lower_inf upper_inf isempty range_merge
+    point line lseg box path polygon circle area center diameter radius height width npoints pclose popen
+    isclosed isopen bound_box
+    is_normalized current_query
     current_database current_schema current_schemas current_user session_user current_setting version
     current_catalog current_role user pg_backend_pid pg_postmaster_start_time pg_conf_load_time
     inet_server_addr inet_server_port inet_client_addr inet_client_port pg_is_in_recovery

@@ -103,3 +103,21 @@ def test_backslash_ambiguity_is_real(server: Any) -> None:
     finally:
         server.execute("RESET standard_conforming_strings")
         server.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.mark.parametrize("text", ["select int4range(1,5) @> 3", "select point(1,2)", "select is_normalized('x')",
+                                  "select current_query()", "select box(point(1,2), point(3,4))",
+                                  "select lower(int4range(1,5)), isempty(numrange(1, 1))"])
+def test_harmless_builtins_are_reads(text: str) -> None:
+    from gw.model import Kind
+    from gw_sqlanalysis import Classifier
+
+    assert Classifier().classify(text).kind is Kind.READ
+
+
+@pytest.mark.parametrize("text", ["select purge_everything(1)", "select public.point(1, 2)", 'select "POINT"(1, 2)'])
+def test_functions_gw_cannot_vouch_for_stay_unknown(text: str) -> None:
+    from gw.model import Kind
+    from gw_sqlanalysis import Classifier
+
+    assert Classifier().classify(text).kind is Kind.UNKNOWN

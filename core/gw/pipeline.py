@@ -268,6 +268,11 @@ class SessionRuntime:
         self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
         log_context.set(self._log_context)
 
+    @property
+    def commands(self) -> int:
+        """How many commands this session has sent so far."""
+        return self._seq
+
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",
                 objects: Sequence[str] = (), flags: frozenset[str] | Sequence[str] = frozenset(),

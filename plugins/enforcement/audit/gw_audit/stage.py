@@ -8,11 +8,12 @@ forwards the command.  If the write fails the method raises, and core turns an a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 from gw.errors import PluginError, StoreError
-from gw.model import Command, Outcome, Session, Verdict
+from gw.model import Command, Identity, Outcome, Session, Verdict
 from gw.stage import Stage, StageOptions
 from pydantic import Field
 
@@ -81,6 +82,12 @@ class AuditStage(Stage):
         await self._write(self.records.session_refused(
             self.services.gateway_name, listener=listener, protocol=protocol, client_address=client_address,
             claimed_user=claimed_user, reason=reason, message=message))
+
+    async def event(self, event: str, identity: Identity, details: Mapping[str, Any],
+                    client_address: str = "") -> None:
+        """Append an event record (the ``"audit"`` offer's ``event``)."""
+        await self._write(self.records.event(self.services.gateway_name, event, identity, details,
+                                             client_address))
 
     # -- commands -------------------------------------------------------------------------------------------
     def explain(self, command: Command) -> str | None:

@@ -30,8 +30,7 @@ def example(tmp_path: Path) -> Iterator[dict[str, Any]]:
     from gw_kubernetes.certs import write_selfsigned
     from kubeapi import SERVICE_ACCOUNT_TOKEN, KubeAPI
 
-    for name in ("gw.pem", "gw-key.pem"):
-        (tmp_path / name).write_bytes((ROOT / "examples" / name).read_bytes())
+    write_selfsigned(tmp_path / "gw.pem", tmp_path / "gw-key.pem", ["127.0.0.1"])  # made here, never committed
     write_selfsigned(tmp_path / "cluster-ca.pem", tmp_path / "cluster-key.pem", ["127.0.0.1"])
     (tmp_path / "pod-root").mkdir()
     api = KubeAPI()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Measurement, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import ANYTHING
@@ -339,19 +339,11 @@ class ProxySession:
     async def _terminator(self) -> None:
         """Ends the session when gw wants it ended (token expired, session_max, revoked, shutdown)."""
         reason = await self.sr.wait_terminated()
-        if reason == "shutdown":
+        if reason is SessionEnd.SHUTDOWN:
             # Drain: let the command in flight finish, then close between commands.
             while self.pending:
                 await trio.sleep(0.05)
-            message = "gw is shutting down; reconnect in a moment"
-        elif reason == "token_expired":
-            message = "token expired; reconnect with a fresh token"
-        elif reason == "session_max":
-            message = "this session reached the listener's session_max; reconnect to continue"
-        elif reason == "revoked":
-            message = "access was revoked by the gateway operator; this session is closed"
-        else:
-            message = f"gw closed this session ({reason})"
+        message = reason.message
         if self._decision is not None:
             self._decision.cancel_reason = reason
         await self._fatal(E.ADMIN_SHUTDOWN, message)

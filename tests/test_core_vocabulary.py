@@ -55,7 +55,7 @@ def test_strict_options_refuse_unknown_keys_string_ports_and_out_of_range_sizes(
     assert _Opts.model_validate({"size": "1KiB", "port": 15432}).size == 1024
     with pytest.raises(ValidationError, match="extra"):
         _Opts.model_validate({"sise": "1KiB"})
-    with pytest.raises(ValidationError, match="valid integer"):
+    with pytest.raises(ValidationError, match="without quotes"):
         _Opts.model_validate({"port": "5432"})
     with pytest.raises(ValidationError):
         _Opts.model_validate({"port": 0})

@@ -54,6 +54,7 @@ def agents(tmp_path: Path):  # type: ignore[no-untyped-def]
     require_program("psql")
     port = free_port()
     text = (ROOT / "examples" / "agents.toml").read_text().replace("127.0.0.1:15433", f"127.0.0.1:{port}")
+    text = text.replace("127.0.0.1:18080", f"127.0.0.1:{free_port()}")  # the console listener
     text = text.replace('admin_listen = "127.0.0.1:9464"', 'admin_listen = "127.0.0.1:0"')
     path = tmp_path / "agents.toml"
     path.write_text(text)

@@ -30,8 +30,7 @@ def example(tmp_path: Path) -> Iterator[dict[str, Any]]:
     from gw_kubernetes.certs import write_selfsigned
     from kubeapi import SERVICE_ACCOUNT_TOKEN, KubeAPI
 
-    for name in ("gw.pem", "gw-key.pem"):
-        (tmp_path / name).write_bytes((ROOT / "examples" / name).read_bytes())
+    write_selfsigned(tmp_path / "gw.pem", tmp_path / "gw-key.pem", ["127.0.0.1"])  # made here, never committed
     write_selfsigned(tmp_path / "cluster-ca.pem", tmp_path / "cluster-key.pem", ["127.0.0.1"])
     (tmp_path / "pod-root").mkdir()
     api = KubeAPI()
@@ -93,3 +92,26 @@ def test_kubernetes_example_works_as_written(example: dict[str, Any]) -> None:
     audit = _run([GW, "audit", "list", "-c", str(path)], env)
     assert audit.returncode == 0, audit.stderr
     assert "delete pods/web-1 -n prod" in audit.stdout
+
+
+def test_kubernetes_example_policy_explain_and_selfsigned(example: dict[str, Any]) -> None:
+    path, env = example["path"], example["env"]
+    explain = _run([GW, "policy", "explain", "-c", str(path), "--listener", "cluster", "--group", "agents",
+                    "DELETE /api/v1/namespaces/prod/pods/web-1"], env)
+    assert explain.returncode == 1, explain.stdout + explain.stderr
+    assert "kind=write verb=delete objects=prod/pods/web-1" in explain.stdout
+    assert "only SREs delete in prod" in explain.stdout
+    explain = _run([GW, "policy", "explain", "-c", str(path), "--listener", "cluster", "--group", "sre",
+                    "GET /api/v1/pods?watch=1"], env)
+    assert explain.returncode == 0 and "kind=read verb=watch objects=*/pods/*" in explain.stdout, explain.stdout
+    out = example["dir"]
+    made = _run([GW, "tls", "selfsigned", "--cert", str(out / "t.pem"), "--key", str(out / "t-key.pem"), "--host",
+                 "127.0.0.1", "--host", "gw.internal"], env)
+    assert made.returncode == 0, made.stderr
+    assert (out / "t-key.pem").stat().st_mode & 0o077 == 0
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((out / "t.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "gw.internal" in names.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]

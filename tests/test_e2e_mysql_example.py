@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -51,16 +52,18 @@ def shop(tmp_path: Path) -> Any:
     require_service("127.0.0.1", 3306, "MariaDB")
     require_program("mariadb")
     port = free_port()
-    for name in ("gw.pem", "gw-key.pem"):
-        (tmp_path / name).write_bytes((ROOT / "examples" / name).read_bytes())
+    require_program("openssl")
+    # The example's setup step, run from a copy: it makes gw's TLS pair beside the file (nothing is committed).
+    shutil.copy(ROOT / "examples" / "setup-mysql.sh", tmp_path / "setup-mysql.sh")
     text = (ROOT / "examples" / "mysql.toml").read_text().replace("127.0.0.1:13306", f"127.0.0.1:{port}")
     path = tmp_path / "mysql.toml"
     path.write_text(text)
     env = {**os.environ, "GW_DEV_SECRET": secrets.token_urlsafe(32), "SHOP_DB_PASSWORD": secrets.token_urlsafe(12)}
     env.pop("SHOP_DBA_PASSWORD", None)
-    setup = subprocess.run(["bash", str(ROOT / "examples" / "setup-mysql.sh")], env=env, capture_output=True,
+    setup = subprocess.run(["bash", str(tmp_path / "setup-mysql.sh")], env=env, capture_output=True,
                            text=True, check=False)
     assert setup.returncode == 0, setup.stderr
+    assert (tmp_path / "gw.pem").exists() and (tmp_path / "gw-key.pem").stat().st_mode & 0o077 == 0
     table = f"gw_people_{secrets.token_hex(4)}"
     root_sql(f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(20), ssn VARCHAR(11)); "
              f"INSERT INTO {table} VALUES (1, 'ann', '{SSN}'), (2, 'bob', '219-09-9999'), (3, 'cy', NULL)")
@@ -79,6 +82,14 @@ def test_policy_explain(shop: Shop) -> None:
     explain = shop.gw("policy", "explain", "-c", str(shop.path), "--listener", "shop", "--group", "agents",
                       "SELECT LOAD_FILE('/etc/passwd')")
     assert explain.returncode == 1 and "kind=admin" in explain.stdout, explain.stdout
+    # every stage is shown: audit's record, the mask plan, no "no rule matched" noise
+    explain = shop.gw("policy", "explain", "-c", str(shop.path), "--listener", "shop", "--group", "agents",
+                      "SELECT ssn FROM people")
+    lines = explain.stdout.splitlines()
+    assert explain.returncode == 0 and lines[-1] == "decision: allowed", explain.stdout
+    assert any(x.startswith("  audit: writes the audit record") for x in lines), explain.stdout
+    assert any(x.startswith("  mask: masks result columns matching") and "ssn" in x for x in lines), explain.stdout
+    assert "no rule matched" not in explain.stdout
 
 
 def test_example_end_to_end(shop: Shop) -> None:

@@ -63,7 +63,7 @@ class Replicas:
         return path
 
     def start(self, name: str) -> GatewayProcess:
-        proc = GatewayProcess(self.paths[name], env=self.env).start()
+        proc = GatewayProcess(self.paths[name], env=self.env, timeout=60).start()
         self.procs[name] = proc
         return proc
 

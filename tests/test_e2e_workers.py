@@ -84,7 +84,7 @@ def test_two_workers_serve_reload_restart_and_drain(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
 
-    proc = GatewayProcess(path, env=env, args=["--workers", "2"]).start()
+    proc = GatewayProcess(path, env=env, args=["--workers", "2"], timeout=90).start()
     try:
         wait_for(lambda: len(worker_pids(proc)) == 2 and proc.output().count("listener orders") >= 2, timeout=30)
         pids = worker_pids(proc)

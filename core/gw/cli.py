@@ -7,103 +7,31 @@ Commands other than ``serve`` take ``-c/--config`` (default ``$GW_CONFIG``).  Ev
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import trio
 
-from .errors import ConfigError, GwError, PluginError
-from .plugins import Registry, make_plugin_manager
+from .cliutil import (  # also what plugin command groups import from gw.cli
+    command_error,
+    config_option,
+    format_time,
+    json_option,
+    load_runtime,
+    print_json,
+    print_table,
+    registry,
+    run,
+    with_runtime,
+)
+from .errors import GwError, PluginError
 from .runtime import Runtime
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_registry: Registry | None = None
-
-
-def registry() -> Registry:
-    """The registry of this CLI process (built once, when the CLI starts)."""
-    global _registry
-    if _registry is None:
-        _registry = Registry.build(make_plugin_manager())
-    return _registry
-
-
-def config_option(f: F) -> F:
-    """``-c/--config FILE`` with ``$GW_CONFIG`` as default, for plugin commands that need the pipeline file."""
-    return click.option(
-        "-c", "--config", "config", envvar="GW_CONFIG", required=True, metavar="FILE",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Pipeline file (default: $GW_CONFIG).",
-    )(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
-
-
-def load_runtime(config: Path | str) -> Runtime:
-    """Validate the pipeline file and build its runtime (not opened); errors become a clean CLI error."""
-    try:
-        return Runtime.build(config, pm=registry().pm)
-    except (ConfigError, PluginError) as e:
-        raise click.ClickException(str(e)) from None
-
-
-T = TypeVar("T")
-
-
-def run(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run an async function under trio, turning gw errors into clean CLI errors."""
-    try:
-        return trio.run(fn)
-    except GwError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def with_runtime(config: Path | str, fn: Callable[[Runtime], Awaitable[T]], *, identity: bool = False) -> T:
-    """Build and open the runtime's store (and, with ``identity=True``, its identity providers; never the
-    listeners) and call ``fn`` with it."""
-    rt = load_runtime(config)
-
-    async def main() -> T:
-        async with rt.opened(serving=False, identity=identity):
-            return await fn(rt)
-
-    return run(main)
-
-
-def format_time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
-
-
-def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, max_width: int = 60) -> None:
-    """A plain aligned table; long cells are cut with an ellipsis."""
-    def cell(v: Any) -> str:
-        s = "-" if v is None else str(v)
-        s = s.replace("\n", " ")
-        return s if len(s) <= max_width else s[: max_width - 1] + "…"
-
-    text = [[cell(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in text:
-        for i, v in enumerate(row):
-            widths[i] = max(widths[i], len(v))
-    click.echo("  ".join(h.upper().ljust(widths[i]) for i, h in enumerate(headers)).rstrip())
-    for row in text:
-        click.echo("  ".join(v.ljust(widths[i]) for i, v in enumerate(row)).rstrip())
+__all__ = ["build_cli", "cli", "command_error", "config_option", "format_time", "json_option", "load_runtime",
+           "main", "print_json", "print_table", "registry", "run", "with_runtime"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,6 +71,7 @@ def serve(pipeline: Path, log_level: str | None, log_format: str | None, name: s
         return
     if worker_index is not None:
         rt.services.gateway_name = f"{rt.services.gateway_name}.w{worker_index}"
+        rt.services.worker = worker_index
     gateway_section = rt.config.model.gateway
     setup_logging(log_level or gateway_section.log_level, log_format or gateway_section.log_format)
     gateway = Gateway(rt, reuse_port=worker_index is not None)
@@ -327,22 +256,21 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
                           client_address="-", upstream=lr.handler.describe_upstream(),
                           started_at=_time.time())
         command = lr.handler.classify(command_text, session=session)
-        decisions = lr.pipeline.explain(command)
+        decisions = lr.pipeline.plan(command)
     except (GwError, NotImplementedError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(3)
     final: Decision = Decision.ALLOW
-    deciding = None
-    for stage, verdict in decisions:
+    for stage, verdict, _ in decisions:
         if verdict is not None and verdict.decision is not Decision.ALLOW:
-            final, deciding = verdict.decision, (stage, verdict)
+            final = verdict.decision
             break
     result: dict[str, Any] = {
         "listener": lr.name, "pipeline": lr.pipeline.name, "subject": subject, "groups": list(groups),
         "command": command_text, "kind": command.kind.value, "verb": command.verb,
         "objects": list(command.objects), "flags": sorted(command.flags),
-        "stages": [{"stage": s.name, "decision": v.decision.value if v else "no rule matched",
-                    "rule": v.rule if v else None, "reason": v.reason if v else None} for s, v in decisions],
+        "stages": [{"stage": s.name, "decision": v.decision.value if v else None, "rule": v.rule if v else None,
+                    "reason": v.reason if v else None, "does": note} for s, v, note in decisions],
         "decision": {"allow": "allowed", "deny": "denied", "pending": "approval required"}[final.value],
     }
     if as_json:
@@ -351,15 +279,17 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
         click.echo(f"classification: kind={result['kind']} verb={result['verb'] or '-'} "
                    f"objects={','.join(result['objects']) or '-'} flags={','.join(result['flags']) or '-'}")
         for entry in result["stages"]:
-            line = f"  {entry['stage']}: {entry['decision']}"
-            if entry["rule"]:
-                line += f" (rule {entry['rule']})"
-            if entry["reason"]:
-                line += f": {entry['reason']}"
+            line = f"  {entry['stage']}:"
+            if entry["decision"]:
+                line += f" {entry['decision']}"
+                line += f" (rule {entry['rule']})" if entry["rule"] else ""
+                line += f": {entry['reason']}" if entry["reason"] else ""
+            if entry["does"]:
+                line += f"{';' if entry['decision'] else ''} {entry['does']}"
+            if line.endswith(":"):
+                line += " -"  # no opinion about this command
             click.echo(line)
         click.echo(f"decision: {result['decision']}")
-        if deciding is None and not decisions:
-            click.echo("  (no stage in this pipeline decides about commands)")
     sys.exit({Decision.ALLOW: 0, Decision.DENY: 1, Decision.PENDING: 2}[final])
 
 
@@ -395,11 +325,6 @@ def quiet_third_party_warnings() -> None:
 def main(argv: Iterable[str] | None = None) -> None:
     quiet_third_party_warnings()
     build_cli()(args=list(argv) if argv is not None else None, prog_name="gw")
-
-
-def command_error(message: str) -> click.ClickException:
-    """A CLI error with gw's formatting (for plugin commands)."""
-    return click.ClickException(message)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ core never knows a stage's options.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from .types import (
     Duration,
     Port,
     StrictModel,
+    did_you_mean,
     format_duration,
     format_size,
     parse_address,
@@ -98,7 +100,9 @@ class ListenerTable(BaseModel):
     protocol: str
     listen: Address
     identity: str | list[str]
-    pipeline: str
+    #: Optional here: a protocol that proxies nothing (the console) has none; the runtime requires it for
+    #: every protocol whose handler says it needs one.
+    pipeline: str | None = None
 
 
 class GatewayFile(_Strict):
@@ -120,7 +124,24 @@ def format_loc(loc: Sequence[int | str], prefix: str = "") -> str:
     return out
 
 
-def validation_error(err: ValidationError, *, file: str | None, prefix: str = "") -> ConfigError:
+def _model_in(tp: Any) -> type[BaseModel] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    return next((m for m in map(_model_in, typing.get_args(tp)) if m is not None), None)
+
+
+def _keys_at(model: type[BaseModel] | None, loc: Sequence[int | str]) -> list[str]:
+    """The keys the model accepts at ``loc`` (a table's path), for "did you mean" on an unknown key."""
+    cur = model
+    for part in loc:
+        field = cur.model_fields.get(part) if cur is not None and isinstance(part, str) else None
+        if field is not None:  # else a list index or a table name (identity.NAME): same model
+            cur = _model_in(field.annotation)
+    return list(cur.model_fields) if cur is not None else []
+
+
+def validation_error(err: ValidationError, *, file: str | None, prefix: str = "",
+                     model: type[BaseModel] | None = None) -> ConfigError:
     problems = []
     for e in err.errors():
         loc = [p for p in e["loc"] if not (isinstance(p, str) and (p in ("str", "int", "float", "bool")
@@ -128,7 +149,8 @@ def validation_error(err: ValidationError, *, file: str | None, prefix: str = ""
         path = format_loc(loc, prefix)
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling against docs/pipeline.md)"
+            close = did_you_mean(str(loc[-1]), _keys_at(model, loc[:-1])) if loc else ""
+            msg = f"unknown key: {close}" if close else "unknown key (check its spelling against docs/pipeline.md)"
         elif e["type"] == "missing":
             msg = "required key is missing"
         msg = msg.removeprefix("Value error, ")
@@ -143,7 +165,7 @@ def validate_model(model: type[BaseModel], data: Any, *, file: str | None, prefi
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise validation_error(err, file=file, prefix=prefix) from None
+        raise validation_error(err, file=file, prefix=prefix, model=model) from None
 
 
 class LoadedConfig:
@@ -198,18 +220,20 @@ def _check_references(model: GatewayFile, file: str) -> None:
         if listener.name in names:
             raise ConfigError(f"listener name {listener.name!r} is used twice", file=file, path=f"{where}.name")
         names.add(listener.name)
-        if listener.pipeline not in model.pipelines:
+        if listener.pipeline is not None and listener.pipeline not in model.pipelines:
             known = ", ".join(sorted(model.pipelines)) or "none defined"
+            close = did_you_mean(listener.pipeline, model.pipelines)
             raise ConfigError(f"pipeline {listener.pipeline!r} is not defined under [pipelines] "
-                              f"(defined: {known})", file=file, path=f"{where}.pipeline")
+                              f"({close + ' ' if close else ''}defined: {known})", file=file, path=f"{where}.pipeline")
         idents = [listener.identity] if isinstance(listener.identity, str) else listener.identity
         if not idents:
             raise ConfigError("name at least one identity provider", file=file, path=f"{where}.identity")
         for ident in idents:
             if ident not in model.identity:
                 known = ", ".join(sorted(model.identity)) or "none defined"
+                close = did_you_mean(ident, model.identity)
                 raise ConfigError(f"identity provider {ident!r} is not defined as an [identity.{ident}] table "
-                                  f"(defined: {known})", file=file, path=f"{where}.identity")
+                                  f"({close + ' ' if close else ''}defined: {known})", file=file, path=f"{where}.identity")
         host, port = parse_address(listener.listen)
         if port and (host, port) in addresses:
             raise ConfigError(f"address {listener.listen} is already used by listener "

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from .errors import AccessDenied
 from .model import Identity
+from .services import Services
 from .types import StrictModel
-
-if TYPE_CHECKING:
-    from .runtime import Services
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,8 @@ _CANCEL_REASONS = {
     "client_disconnected": "the client disconnected",
     "client_disconnected_mid_query": "the client disconnected",
     "client_cancelled": "the client cancelled it",
+    "cancel_request": "the client cancelled it",
+    "client_closed": "the client disconnected",
     "token_expired": "the session's token expired",
     "revoked": "the session's access was revoked",
     "session_max": "the session reached the listener's session_max",

@@ -18,10 +18,11 @@ from pluggy import HookImpl, Result
 
 from . import hookspecs
 from .errors import PluginError
+from .types import did_you_mean
 
 GROUP = "gw"
 
-KINDS = ("protocols", "identity_providers", "stages", "storage", "detectors", "commands")
+KINDS = ("protocols", "identity_providers", "stages", "storage", "detectors", "commands", "offers")
 
 
 def disabled_plugins() -> set[str]:
@@ -115,9 +116,13 @@ class Registry:
 
     def missing_message(self, kind: str, name: str) -> str:
         label = {"protocols": "protocol", "identity_providers": "identity provider", "stages": "stage",
-                 "storage": "storage backend", "detectors": "detector", "commands": "command"}[kind]
+                 "storage": "storage backend", "detectors": "detector", "commands": "command",
+                 "offers": "offer"}[kind]
         known = ", ".join(self.names(kind)) or "none"
         blocked = sorted(disabled_plugins())
+        close = did_you_mean(name, self.names(kind))
+        if close:
+            return f"unknown {label} {name!r}: {close}; available: {known}"
         if blocked:
             hint = f" (GW_DISABLE_PLUGINS blocks: {', '.join(blocked)})"
         else:

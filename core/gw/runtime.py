@@ -26,9 +26,13 @@ from .model import Identity, Session, SessionEnd
 from .pipeline import Pipeline, SessionRuntime
 from .plugins import Registry, make_plugin_manager
 from .protocol import ListenerOptions, ProtocolHandler
+from .services import Services
 from .stage import Stage
 from .store import Store
 from .tasks import Background
+from .types import did_you_mean
+
+__all__ = ["GatewayServices", "ListenerRuntime", "Plan", "Runtime", "Services", "Spec"]
 
 log = logging.getLogger("gw.runtime")
 T = TypeVar("T")
@@ -56,15 +60,25 @@ class Plan:
 
 
 @dataclass
-class Services:
-    """What plugins may use: the configuration, the registry, the store and the data directory."""
+class GatewayServices:
+    """Core's implementation of :class:`gw.services.Services` (what plugins may use)."""
 
     config: LoadedConfig
     registry: Registry
     gateway_name: str
     store: Store | None = None
-    runtime: Runtime | None = None
     background: Background = field(default_factory=Background)
+    #: This process's index under ``gw serve --workers`` (None: a single gateway process).
+    worker: int | None = None
+    #: The runtime's listeners (set by :class:`Runtime`; plugins use :meth:`sessions` and :meth:`listeners`).
+    _listeners: dict[str, ListenerRuntime] = field(default_factory=dict, repr=False)
+
+    def sessions(self) -> Iterator[SessionRuntime]:
+        for lr in list(self._listeners.values()):
+            yield from list(lr.sessions)
+
+    def listeners(self) -> dict[str, str]:
+        return {name: lr.options.pipeline for name, lr in self._listeners.items()}
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it
@@ -114,6 +128,9 @@ class ListenerRuntime:
 
     @property
     def pipeline(self) -> Pipeline:
+        if self.options.pipeline is None:
+            raise ConfigError(f"listener {self.name!r} has no pipeline (its protocol proxies nothing)",
+                              file=str(self.runtime.config.path))
         return self.runtime.pipelines[self.options.pipeline]
 
     @property
@@ -256,18 +273,18 @@ class Runtime:
         self.registry = registry
         self.pm = registry.pm
         name = config.model.gateway.name or socket.gethostname()
-        self.services = Services(config=config, registry=registry, gateway_name=name)
-        self.services.runtime = self
+        self.services = GatewayServices(config=config, registry=registry, gateway_name=name)
         self.store: Store | None = None
         self.identity: dict[str, IdentityProvider] = {}
         self.pipelines: dict[str, Pipeline] = {}
-        self.listeners: dict[str, ListenerRuntime] = {}
+        self.listeners: dict[str, ListenerRuntime] = self.services._listeners
         self.shutting_down = trio.Event()
         #: Stages a reload replaced, with the sessions that began before it (closed when those have ended).
         self._retired: list[tuple[set[SessionRuntime], list[Stage]]] = []
         self._identity_open = False
         #: Where each plugin object was configured (``pipelines.agents.stages[1]``), for error messages.
         self._where: dict[int, str] = {}
+        self._offers: dict[str, Any] = {}
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -294,20 +311,19 @@ class Runtime:
             cls = self._plugin(kind, table.get(key, ""), f"{path}.{key}")
             return Spec(cls, validate_model(cls.Options, table, file=str(config.path), prefix=path), path)
 
-        raw = config.raw
+        raw, storage = config.raw, config.raw.get("storage")
+        store = spec("storage", storage, "use", "storage") if storage is not None else None
+        identity = {n: spec("identity_providers", t, "use", f"identity.{n}")
+                    for n, t in raw.get("identity", {}).items()}
+        pipelines = {n: [spec("stages", st, "use", f"pipelines.{n}.stages[{i}]")
+                         for i, st in enumerate(t.get("stages", []))] for n, t in raw.get("pipelines", {}).items()}
         listeners = [spec("protocols", t, "protocol", f"listeners[{i}]")
                      for i, t in enumerate(raw.get("listeners", []))]
-        storage = raw.get("storage")
-        return Plan(
-            config=config,
-            store=spec("storage", storage, "use", "storage") if storage is not None else None,
-            identity={n: spec("identity_providers", t, "use", f"identity.{n}")
-                      for n, t in raw.get("identity", {}).items()},
-            pipelines={n: [spec("stages", st, "use", f"pipelines.{n}.stages[{i}]")
-                           for i, st in enumerate(t.get("stages", []))]
-                       for n, t in raw.get("pipelines", {}).items()},
-            listeners={s.options.name: s for s in listeners},
-        )
+        for found in listeners:
+            if found.options.pipeline is None and found.cls.needs_pipeline:
+                raise ConfigError("required key is missing (the pipeline of stages this listener's commands "
+                                  "pass)", file=str(config.path), path=f"{found.path}.pipeline")
+        return Plan(config, store, identity, pipelines, {s.options.name: s for s in listeners})
 
     def _make(self, spec: Spec, build: Callable[[Spec], T]) -> T:
         """Build one plugin object; what its constructor refuses becomes a :class:`ConfigError` at its
@@ -505,16 +521,24 @@ class Runtime:
                 self._retired.remove(group)
                 await self._close_all(stages)
 
+    def offer(self, name: str) -> Any:
+        """What a plugin offers other plugins under ``name`` (``"approvals"``, ``"audit"``,
+        ``"recordings"``), built once per runtime (the contracts are in docs/plugin-hooks.md).  Raises
+        :class:`PluginError` naming what is installed when no plugin offers it."""
+        if name not in self._offers:
+            self._offers[name] = self.registry.get("offers", name)(self)
+        return self._offers[name]
+
     def sessions(self) -> Iterator[SessionRuntime]:
-        for lr in self.listeners.values():
-            yield from list(lr.sessions)
+        return self.services.sessions()
 
     def listener(self, name: str) -> ListenerRuntime:
         try:
             return self.listeners[name]
         except KeyError:
             known = ", ".join(sorted(self.listeners)) or "none"
-            raise ConfigError(f"no listener named {name!r} (listeners: {known})",
+            close = did_you_mean(name, self.listeners)
+            raise ConfigError(f"no listener named {name!r}{'; ' + close if close else ''} (listeners: {known})",
                               file=str(self.config.path)) from None
 
     def describe(self) -> dict[str, Any]:

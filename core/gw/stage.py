@@ -16,13 +16,11 @@ Order of calls for one command (the pipeline owns it, see :mod:`gw.pipeline`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .model import Channel, Column, Command, Outcome, Session, Verdict
+from .services import Services
 from .types import StrictModel
-
-if TYPE_CHECKING:
-    from .runtime import Services
 
 
 class StageOptions(StrictModel):
@@ -104,6 +102,11 @@ class Stage:
     # -- commands -------------------------------------------------------------------------------------------
     def evaluate(self, command: Command) -> Verdict | None:
         """Pure decision without side effects (used by ``gw policy explain``).  ``None`` means no opinion."""
+        return None
+
+    def explain(self, command: Command) -> str | None:
+        """What this stage would do with ``command`` besides deciding (``gw policy explain``): the audit
+        record it writes, the result columns it masks ...  ``None``: nothing to say."""
         return None
 
     async def check(self, command: Command, context: CommandContext) -> Verdict | None:

@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from .cli import command_error, config_option, format_time, json_option, print_json, print_table, with_runtime
+from .cliutil import (
+    command_error,
+    config_option,
+    format_time,
+    json_option,
+    print_json,
+    print_table,
+    with_runtime,
+)
 from .config import format_duration, parse_duration
 from .runtime import Runtime
 from .store import Store

@@ -16,13 +16,11 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .errors import GwError, StoreError
+from .services import Services
 from .types import Duration, StrictModel
-
-if TYPE_CHECKING:
-    from .runtime import Services
 
 
 class StorageOptions(StrictModel):

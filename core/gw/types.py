@@ -13,11 +13,13 @@ This module sits at the bottom of core with :mod:`gw.errors` and :mod:`gw.model`
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -28,6 +30,12 @@ class StrictModel(BaseModel):
     goes unnoticed."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``did you mean 'audit'?`` for a misspelt name (``"audti"``), or "" when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -113,8 +121,15 @@ def size_range(low: int | None = None, high: int | None = None) -> AfterValidato
     return AfterValidator(check)
 
 
+def _port(value: Any) -> Any:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 -- pydantic reports ValueError as a validation error
+            f"expected a port number written without quotes, such as port = 5432, got {value!r}")
+    return value
+
+
 #: A TCP port, 1-65535, written as an integer (``port = "5432"`` is refused).
-Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
+Port = Annotated[int, BeforeValidator(_port), Field(ge=1, le=65535)]
 
 
 def parse_address(value: str) -> tuple[str, int]:

@@ -13,6 +13,7 @@ The webhook URL usually embeds a secret (Slack's does), so logs name only its sc
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,23 +32,25 @@ QUEUE_SIZE = 256
 MAX_BACKOFF = 60.0
 
 
-def request_payload(request: ApprovalRequest) -> dict[str, Any]:
+def request_payload(request: ApprovalRequest, config: str = "") -> dict[str, Any]:
     """The JSON posted for a new request: Slack's ``text`` (a readable summary) plus the request's structured
     fields, with the command text under ``command`` (``text`` belongs to Slack)."""
     approvers = ", ".join(request.approvers)
+    where = f" -c {shlex.quote(config)}" if config else ""
     need = "" if request.min_approvals == 1 else f" ({request.min_approvals} approvals needed)"
     params = f" with parameters {snippet(params_text(request.params))}" if request.params else ""
     rows = f" It changes {escape(request.rows_note)}." if request.rows_note else ""
     summary = (f"gw approval request {request.id}: {escape(request.subject)} wants to run "
                f"`{snippet(request.text)}`{params} on listener {request.listener} (rule {escape(request.rule)})."
                f"{rows} Approvers: {approvers}{need}. "
-               f"Approve: gw approvals approve {request.id} | deny: gw approvals deny {request.id} --reason ... "
+               f"Approve: gw approvals approve {request.id}{where} | deny: gw approvals deny {request.id}{where} "
+               "--reason ... "
                f"| expires {clock(request.expires)} (in {human_duration(request.expires - request.created)}).")
     fields = request.to_json(request.created)
     fields["command"] = fields.pop("text")
     return {"text": summary, "event": "approval.requested", **fields,
-            "approve_command": f"gw approvals approve {request.id}",
-            "deny_command": f"gw approvals deny {request.id} --reason REASON"}
+            "approve_command": f"gw approvals approve {request.id}{where}",
+            "deny_command": f"gw approvals deny {request.id}{where} --reason REASON"}
 
 
 def _where(url: str) -> str:

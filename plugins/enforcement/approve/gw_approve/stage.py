@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -24,9 +25,10 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.config import Duration
+from gw.logs import log_context
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
-from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from gw.stage import CommandContext, Stage, StageOptions
+from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from pydantic import Field, field_validator, model_validator
 
 from . import decisions
@@ -154,6 +156,8 @@ class ApproveStage(Stage):
         #: Every installed detector: a request is persisted (and shown, and sent to the webhook) with what they
         #: find replaced by ``***``, like an audit record.
         self._detectors = list(services.detectors("all"))
+        #: Commands this stage holds now, waiting for a decision (``gw_approvals_pending``).
+        self.holding = 0
         self.notifier: WebhookNotifier | None = None
         if options.notify:
             self.notifier = WebhookNotifier(options.notify, attempts=options.notify_attempts,
@@ -207,13 +211,18 @@ class ApproveStage(Stage):
                     measured: Measurement | None) -> Verdict:
         while True:
             request = await self.ledger.open_request(self._new_request(command, rule, measured=measured))
+            log_context.set({**(log_context.get() or {}), "request_id": request.id})  # JSON log lines name it
             self._announce(request)
             try:
                 await context.notice(
                     f"gw: approval required ({self._why(rule, measured)}). Request {request.id} is waiting for "
-                    f"{self._who()}: gw approvals approve {request.id} (expires in "
+                    f"{self._who()}: {self._approve_command(request.id)} (expires in "
                     f"{human_duration(request.expires - request.created)})")
-                verdict = await self._wait(request)
+                self.holding += 1
+                try:
+                    verdict = await self._wait(request)
+                finally:
+                    self.holding -= 1
             except BaseException as e:
                 # Cancelled (client gone, shutdown) or failed: nobody waits any more, so nobody may approve it.
                 code = getattr(context, "cancel_reason", "") or ""
@@ -305,7 +314,7 @@ class ApproveStage(Stage):
                 return Verdict.deny(
                     f"gw: request {latest.id} for `{snippet(latest.text)}` is still waiting for {self._who()} "
                     f"(expires in {human_duration(latest.expires - now)}); the command was not run. Ask for "
-                    f"approval (gw approvals approve {latest.id}) and send the same statement again",
+                    f"approval ({self._approve_command(latest.id)}) and send the same statement again",
                     code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=latest.rule, request_id=latest.id)
             if latest is not None and status is Status.DENIED and now < latest.expires:
                 return self._refused(latest)
@@ -315,7 +324,7 @@ class ApproveStage(Stage):
         self._announce(request)
         return Verdict.deny(
             f"gw: approval required ({self._why(rule, measured)}); the command was not run. Request {request.id} for "
-            f"`{snippet(request.text)}` is waiting for {self._who()}: gw approvals approve {request.id}. "
+            f"`{snippet(request.text)}` is waiting for {self._who()}: {self._approve_command(request.id)}. "
             f"Send the same statement again once it is approved; it will run once (the request expires in "
             f"{human_duration(request.expires - request.created)})",
             code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=request.rule, request_id=request.id)
@@ -367,7 +376,11 @@ class ApproveStage(Stage):
         log.info("approve: request %s: %s on %s needs approval by %s (rule %s)", request.id, request.subject,
                  request.listener, ", ".join(request.approvers), request.rule)
         if self.notifier is not None:
-            self.notifier.submit(request_payload(request))
+            self.notifier.submit(request_payload(request, str(self.services.config.path)))
+
+    def _approve_command(self, request_id: str) -> str:
+        """The command an approver runs, naming this gateway's pipeline file."""
+        return f"gw approvals approve {request_id} -c {shlex.quote(str(self.services.config.path))}"
 
     def _who(self) -> str:
         return who_decides(self.options.approvers, self.options.min_approvals)

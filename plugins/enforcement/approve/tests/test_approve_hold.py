@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 import pytest
@@ -40,7 +41,8 @@ async def test_delete_without_where_is_held_until_a_dba_approves(approve_gateway
         assert notice.startswith('NOTICE gw: approval required (rule { kind = "write", flags = ["no_where"] }). '
                                  "Request ")
         rid = REQUEST_ID.search(notice).group(1)  # type: ignore[union-attr]
-        assert notice.endswith(f"is waiting for a member of dba: gw approvals approve {rid} (expires in 10m)")
+        cfg = shlex.quote(str(h.runtime.config.path))
+        assert notice.endswith(f"is waiting for a member of dba: gw approvals approve {rid} -c {cfg} (expires in 10m)")
 
         request = await h.stage.ledger.require(rid)
         assert (request.status, request.subject, request.listener, request.text) == (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,7 +92,7 @@ async def test_each_new_request_is_posted_and_a_failure_is_retried(approve_gatew
         assert (second["subject"], second["listener"], second["command"], second["rule"], second["status"]) == (
             "alice", "orders", "delete from payments", "bulk-write", "pending")
         assert second["approvers"] == ["dba"] and second["min_approvals"] == 1
-        assert second["approve_command"] == f"gw approvals approve {rid}"
+        assert second["approve_command"] == f"gw approvals approve {rid} -c {shlex.quote(str(h.runtime.config.path))}"
         assert "match_key" not in second
         assert hook.paths == [f"/services/{SECRET}"] * 2
         slack = first["text"]  # Slack shows ``text``; structured fields ride along

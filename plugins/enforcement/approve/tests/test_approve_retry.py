@@ -3,6 +3,7 @@ approval."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ async def test_refused_with_an_id_then_runs_once_after_approval(approve_gateway:
         rid = first.request_id
         assert first.message == (
             f'gw: approval required (rule {{ kind = "write", flags = ["no_where"] }}); the command was not run. '
-            f"Request {rid} for `delete from t` is waiting for a member of dba: gw approvals approve {rid}. "
+            f"Request {rid} for `delete from t` is waiting for a member of dba: gw approvals approve {rid} -c "
+            f"{shlex.quote(str(h.runtime.config.path))}. "
             "Send the same statement again once it is approved; it will run once (the request expires in 10m)")
 
         # A re-send while pending names the same request instead of making another.

@@ -376,3 +376,41 @@ async def wait_for_status(rt: Any, rid: str, status: Status) -> Any:
             if found.status is status:
                 return found
             await trio.sleep(0.02)
+
+
+def test_policy_explain_says_the_database_decides_rows_over() -> None:
+    """The canonical pipeline (examples/agents.toml): a selective DELETE may need approval, depending on the count."""
+    root = Path(__file__).resolve().parents[4]
+    exe = str(Path(sys.executable).with_name("gw"))
+    done = subprocess.run([exe, "policy", "explain", "-c", str(root / "examples" / "agents.toml"), "--listener",
+                           "orders", "--group", "agents", "delete from t where id > 5"], capture_output=True,
+                          text=True, check=False, timeout=60)
+    assert "rows_over = 100: decided by the database when the statement runs" in done.stdout, done.stderr
+    read = subprocess.run([exe, "policy", "explain", "-c", str(root / "examples" / "agents.toml"), "--listener",
+                           "orders", "--group", "agents", "select * from t"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    assert "rows_over" not in read.stdout, read.stdout
+
+
+async def test_a_held_command_dies_when_the_token_expires(table: str, config: Path) -> None:
+    import psycopg
+
+    async with running_gateway(config) as gw:
+        rt = gw.runtime
+        alice = await trio.to_thread.run_sync(Agent, gw.port("orders"),
+                                              issue_token(rt, "alice", ["agents"], ttl=4))
+        try:
+            result: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                rid = await alice.held(f"delete from {table}", nursery, result)
+                with trio.fail_after(30):
+                    while not result:
+                        await trio.sleep(0.1)
+            assert isinstance(result[0], psycopg.Error) and "token expired" in str(result[0]), result
+            cancelled = await wait_for_status(rt, rid, Status.CANCELLED)
+            assert cancelled.reason == "the session's token expired"
+            with pytest.raises(ApprovalError, match="was cancelled: the session's token expired"):
+                await approve_request(rt, rid, token=issue_token(rt, "dana", ["dba"]))
+            assert intact(table)
+        finally:
+            await trio.to_thread.run_sync(alice.close)

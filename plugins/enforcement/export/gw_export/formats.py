@@ -125,14 +125,15 @@ def _field(value: str, limit: int) -> str:
 
 
 def rfc5424(event: Mapping[str, Any], message: str, *, facility: int, hostname: str) -> bytes:
-    """``<PRI>1 TIMESTAMP HOSTNAME gw PROCID MSGID - MSG`` (MSG is UTF-8, announced with a BOM)."""
+    """``<PRI>1 TIMESTAMP HOSTNAME gw PROCID MSGID - MSG``.  MSG is the UTF-8 event without a byte order mark
+    (RFC 5424's MSG-ANY form, as rsyslog and syslog-ng send it): a BOM in front of JSON breaks most parsers."""
     pri = facility * 8 + syslog_severity(event)
     ts = event.get("ts")
     stamp = (datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
              if isinstance(ts, (int, float)) else "-")
     msgid = _field(str(event.get("event") or "-"), 32)
     header = f"<{pri}>1 {stamp} {_field(hostname, 255)} gw {os.getpid()} {msgid} - "
-    return header.encode("ascii") + b"\xef\xbb\xbf" + message.encode("utf-8", "surrogatepass")
+    return header.encode("ascii") + message.encode("utf-8", "surrogatepass")
 
 
 def octet_counted(frame: bytes) -> bytes:

@@ -44,10 +44,7 @@ class ExportStage(Stage):
         return f"{self.services.gateway_name}/{self.pipeline}/{self.label}"
 
     def listeners(self) -> set[str]:
-        runtime = self.services.runtime
-        if runtime is None:
-            return set()
-        return {name for name, lr in runtime.listeners.items() if lr.options.pipeline == self.pipeline}
+        return {name for name, pipeline in self.services.listeners().items() if pipeline == self.pipeline}
 
     def make_sink(self) -> Sink:
         opts, target = self.options, self.target

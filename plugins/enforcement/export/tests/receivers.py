@@ -25,9 +25,9 @@ def parse_syslog(frame: bytes) -> dict[str, Any]:
     m = RFC5424.match(frame)
     assert m, f"not an RFC 5424 message: {frame[:200]!r}"
     msg = m.group(6)
-    assert msg.startswith(BOM), "MSG is UTF-8 announced by a BOM"
+    assert not msg.startswith(BOM), "MSG is plain UTF-8 JSON (no byte order mark)"
     return {"pri": int(m.group(1)), "timestamp": m.group(2).decode(), "hostname": m.group(3).decode(),
-            "msgid": m.group(5).decode(), "msg": msg[len(BOM):].decode("utf-8")}
+            "msgid": m.group(5).decode(), "msg": msg.decode("utf-8")}
 
 
 class SyslogTCPReceiver:

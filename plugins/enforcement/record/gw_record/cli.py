@@ -72,20 +72,31 @@ def _write(text: str) -> None:
     click.echo(text, nl=False, color=True)
 
 
+def _interactive() -> bool:
+    """Whether standard output is a terminal (replay keeps the recorded timing only for a person watching)."""
+    return sys.stdout.isatty()
+
+
 @sessions.command()
 @config_option
 @click.argument("session_id", metavar="ID")
-@click.option("--speed", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Playback speed factor; 0 prints everything at once.")
+@click.option("--speed", type=click.FloatRange(min=0), default=None,
+              help="Playback speed factor; 0 prints everything at once.  Default: 1 (the recorded timing) on "
+                   "a terminal, 0 when standard output is a pipe or a file.")
 @click.option("--no-wait", is_flag=True, help="Print everything at once (same as --speed 0).")
 @click.option("--idle-limit", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Shorten recorded pauses longer than this.")
-def replay(config: Path, session_id: str, speed: float, no_wait: bool, idle_limit: float | None) -> None:
-    """Print session ID as the agent saw it, with its timing."""
+def replay(config: Path, session_id: str, speed: float | None, no_wait: bool, idle_limit: float | None) -> None:
+    """Print session ID as the agent saw it, with its timing (on a terminal; piped: at once)."""
+    if no_wait:
+        speed = 0.0
+    elif speed is None:
+        speed = 1.0 if _interactive() else 0.0
+
     async def main(rt: Runtime) -> None:
         recording = await Recording.open(_store(rt), session_id)
-        await play(_frames(recording, Transcript(recording.header)), _write, speed=0.0 if no_wait else speed,
-                   idle_limit=idle_limit, sleep=trio.sleep)
+        await play(_frames(recording, Transcript(recording.header)), _write, speed=speed, idle_limit=idle_limit,
+                   sleep=trio.sleep)
 
     with_runtime(config, main)
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import gw.cli
+import gw.cliutil
 import pluggy
 import pytest
 import trio
@@ -376,7 +376,7 @@ def pm(gw_plugin_manager: pluggy.PluginManager, gw_register: Callable[[object, s
 @pytest.fixture
 def cli_registry(pm: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Make `gw` CLI commands (run through click's CliRunner) see the inline plugins too."""
-    monkeypatch.setattr(gw.cli, "_registry", Registry.build(pm))
+    monkeypatch.setattr(gw.cliutil, "_registry", Registry.build(pm))
     yield
 
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import gw_record.cli
 import pluggy
 import pytest
 import trio
@@ -310,3 +311,25 @@ def test_gw_executable_lists_and_exports(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout.splitlines()[0])["version"] == 2
     assert "logout" in exported.stdout
+
+
+def test_replay_is_instant_when_piped_unless_speed_is_given(pipeline_file: Callable[..., Path], cli_registry: None,
+                                                             script_session: Callable[..., Awaitable[list[str]]],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = pipeline_file(STAGES)
+    sid = record_script(path, script_session, "rows 2", "out 1")
+    speeds: list[float] = []
+    real_play = gw_record.cli.play
+
+    async def spy(*args: Any, speed: float, **kw: Any) -> None:
+        speeds.append(speed)
+        await real_play(*args, speed=speed, **kw)
+
+    monkeypatch.setattr(gw_record.cli, "play", spy)
+    config = ["-c", str(path)]
+    piped = invoke("replay", sid, *config)  # CliRunner's stdout is not a terminal
+    assert piped.exit_code == 0 and "> rows 2" in piped.output
+    assert invoke("replay", sid, *config, "--speed", "2").exit_code == 0
+    monkeypatch.setattr(gw_record.cli, "_interactive", lambda: True)  # a person watching a terminal
+    assert invoke("replay", sid, *config, "--idle-limit", "0").exit_code == 0
+    assert speeds == [0.0, 2.0, 1.0]

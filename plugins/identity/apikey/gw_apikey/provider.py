@@ -252,20 +252,17 @@ class ApiKeyProvider(IdentityProvider):
         with self._watch:
             while True:
                 await trio.sleep(interval)
-                runtime = self.services.runtime
-                if runtime is None or runtime.identity.get(self.instance_name) is not self:
-                    return  # replaced by a reload: the new instance checks these sessions
-                try:
-                    await self.end_revoked_sessions(runtime)
+                try:  # a reload that replaces this provider closes it, which ends this loop
+                    await self.end_revoked_sessions(self.services)
                 except Exception:  # a system task must never raise: that would crash the gateway
                     log.exception("identity provider %s: re-checking open sessions failed", self.instance_name)
 
-    async def end_revoked_sessions(self, runtime: Any) -> int:
+    async def end_revoked_sessions(self, services: Any) -> int:
         """End the open sessions whose key was revoked or deleted since they began; returns how many.
 
         When the store cannot be read the sessions are left alone (new connections still fail closed): a
         storage hiccup must not cut every CI job at once."""
-        mine = [s for s in runtime.sessions()
+        mine = [s for s in services.sessions()
                 if s.session.identity.provider == self.instance_name and not s.ended]
         wanted = {s.session.identity.claims.get(KEY_ID_CLAIM) for s in mine}
         gone: dict[str, str] = {}

@@ -173,6 +173,14 @@ class JwtProvider(IdentityProvider):
         elif self.options.key_source == "static":
             self._static_keys()
 
+    async def check_ready(self) -> str | None:
+        """``/readyz``: the provider has keys to verify tokens with (a JWKS fetched, or fetchable now)."""
+        try:
+            keys = await self._candidate_keys(None)
+        except AuthenticationError as e:
+            return str(e)
+        return None if keys else "no signing keys"
+
     async def _candidate_keys(self, kid: str | None) -> Sequence[VerificationKey]:
         source = self.options.key_source
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 import trio
 from gw.config import parse_address
+from gw.server import _reuse_port_listeners as reuse_port_listeners
 from prometheus_client.exposition import choose_encoder
 
 from .metrics import GatewayMetrics
@@ -79,7 +80,10 @@ class AdminEndpoint:
         assert listen is not None
         host, port = parse_address(listen)
         try:
-            socks = await trio.open_tcp_listeners(port, host=host or None)
+            if self.runtime.services.worker is not None:  # every worker answers; any one reports them all
+                socks = await reuse_port_listeners(host, port)
+            else:
+                socks = await trio.open_tcp_listeners(port, host=host or None)
         except OSError as e:
             hint = " (is another gw or service already using it?)" if e.errno == errno.EADDRINUSE else ""
             raise OSError(e.errno, f"admin_listen cannot listen on {listen}: {e.strerror}{hint}") from None
@@ -157,5 +161,5 @@ class AdminEndpoint:
                 if name == b"accept":
                     accept = value.decode("latin-1")
             encoder, content_type = choose_encoder(accept)
-            return 200, [("content-type", content_type)], encoder(self.metrics.registry)
+            return 200, [("content-type", content_type)], encoder(self.metrics.exposed)
         return 404, text, b"not found: the admin endpoint serves /metrics, /healthz and /readyz\n"

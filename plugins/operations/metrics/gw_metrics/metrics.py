@@ -11,18 +11,21 @@ text, user names, paths, error messages), so a label can carry neither a secret 
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gw import hookimpl
 from gw.model import Command, Decision, DenyCode, Outcome, Session, Verdict
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -85,18 +88,43 @@ class _PluginValues(Collector):
         yield from families.values()
 
 
+def shared_directory(runtime: Runtime) -> Path | None:
+    """Under ``gw serve --workers``: the directory where every worker keeps its metric values (prometheus_client
+    multiprocess mode), so whichever worker answers a scrape reports the sum of all.  Switches this process's
+    metric values to files named after the worker index (a restarted worker starts its own files again)."""
+    index = runtime.services.worker
+    if index is None:
+        return None
+    base = runtime.services.gateway_name.removesuffix(f".w{index}")
+    path = runtime.config.data_dir / "metrics" / re.sub(r"[^A-Za-z0-9_.-]", "_", base)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob(f"*_w{index}.db"):
+        old.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    values.ValueClass = values.MultiProcessValue(lambda: f"w{index}")
+    return path
+
+
 class GatewayMetrics:
     """Every metric of one gateway; its methods are hookimpls while the gateway serves."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.registry = r = CollectorRegistry(auto_describe=True)
+        shared = shared_directory(runtime)
+        #: What a scrape reports: this process's registry, or every worker's values.
+        self.exposed = r
+        if shared is not None:
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=str(shared))
+            self.exposed.register(_PluginValues(runtime))
         self.started = time.time()
         Gauge("gw_build_info", "gw version and Python; the value is 1", ["version", "python"],
-              registry=r).labels(_version("gw"), platform.python_version()).set(1)
-        Gauge("gw_start_time_seconds", "Unix time gw serve started", registry=r).set(self.started)
+              registry=r, multiprocess_mode="max").labels(_version("gw"), platform.python_version()).set(1)
+        Gauge("gw_start_time_seconds", "Unix time gw serve started", registry=r,
+              multiprocess_mode="min").set(self.started)
         self.sessions_active = Gauge("gw_sessions_active", "Sessions open now", ["listener", "protocol"],
-                                     registry=r)
+                                     registry=r, multiprocess_mode="sum")
         self.sessions = Counter("gw_sessions", "Sessions admitted", ["listener", "protocol"], registry=r)
         self.sessions_refused = Counter("gw_sessions_refused", "Clients refused before a session began",
                                         ["listener", "protocol", "reason"], registry=r)
@@ -128,7 +156,8 @@ class GatewayMetrics:
                                     "written (fail closed), and failed store readiness checks", ["where"],
                                     registry=r)
         self.reloads = Counter("gw_reloads", "Reloads (SIGHUP): applied or refused", ["result"], registry=r)
-        self.ready = Gauge("gw_ready", "1 when the last readiness check passed, else 0", registry=r)
+        self.ready = Gauge("gw_ready", "1 when the last readiness check passed, else 0", registry=r,
+                           multiprocess_mode="mostrecent")
         r.register(_PluginValues(runtime))
         for lr in runtime.listeners.values():  # every series exists from the start (rate() needs a zero)
             self.sessions_active.labels(lr.name, lr.options.protocol)

@@ -291,3 +291,73 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path, env: dict[str, str])
     assert refused and all(r.get("listener") in (None, "orders") for r in refused)
     text = "\n".join(lines)
     assert tok not in text and secret not in text and env["GW_DEV_SECRET"] not in text
+
+
+def test_workers_counters_all_reach_metrics(tmp_path: Path, env: dict[str, str]) -> None:
+    """Under --workers every worker binds the admin address; whichever answers reports every worker's counts."""
+    require_service("127.0.0.1", 5432, "PostgreSQL")
+    require_program("psql")
+    port, admin = free_port(), free_port()
+    path = tmp_path / "gw.toml"
+    path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra="")
+                    .replace('admin_listen = "127.0.0.1:0"', f'admin_listen = "127.0.0.1:{admin}"')
+                    .replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+    with GatewayProcess(path, env=env, timeout=90, args=["--workers", "2"]) as proc:
+        wait_for(lambda: len(ADMIN.findall(proc.output())) == 2, timeout=60)
+        url = f"http://127.0.0.1:{admin}"
+        tok = token(path, env)
+        sessions = 12
+        for _ in range(sessions):
+            assert psql(port, tok, "select 1").returncode == 0
+        listed = subprocess.run([GW, "audit", "list", "-c", str(path), "--json"], check=False,
+                                capture_output=True, text=True, env=env, timeout=60)
+        served_by = {r["gateway"] for r in json.loads(listed.stdout)}
+        assert len(served_by) == 2, served_by  # both workers served sessions (their own audit chains)
+        for _ in range(6):  # the kernel spreads scrapes over the workers: each answer holds the total
+            code, text = curl(f"{url}/metrics")
+            assert code == 200
+            got = samples(text)
+            assert value(got, "gw_commands_total", listener="orders", verdict="allowed") == sessions
+            assert value(got, "gw_sessions_total", listener="orders") == sessions
+            assert value(got, "gw_sessions_active", listener="orders") == 0
+        assert curl(f"{url}/readyz") == (200, "ready")
+
+
+def test_approvals_pending_and_decided(tmp_path: Path, env: dict[str, str]) -> None:
+    require_service("127.0.0.1", 5432, "PostgreSQL")
+    require_program("psql")
+    path = tmp_path / "gw.toml"
+    path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra='log_format = "json"').replace(
+        '  {{ use = "audit" }},'.replace("{{", "{").replace("}}", "}"),
+        '  { use = "audit" },\n  { use = "approve", approvers = ["dba"], timeout = "2m", mode = "hold", '
+        'require = [ { verb = "delete" } ] },'))
+    with GatewayProcess(path, env=env, timeout=90) as proc:
+        url = admin_url(proc)
+        held = subprocess.Popen(["psql", f"host=127.0.0.1 port={proc.port('orders')} user=agent-7 dbname=test",
+                                 "-XAtq", "-c", "delete from gw_metrics_nothing"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PGPASSWORD": token(path, env)})
+        try:
+            wait_for(lambda: value(samples(curl(f"{url}/metrics")[1]), "gw_approvals_pending",
+                                   pipeline="agents") == 1, timeout=30)
+            listed = subprocess.run([GW, "approvals", "list", "-c", str(path), "--json"], check=False,
+                                    capture_output=True, text=True, env=env, timeout=60)
+            request = json.loads(listed.stdout)[0]["id"]
+            approver = subprocess.run([GW, "token", "issue", "-c", str(path), "--identity", "dev", "--sub", "dora",
+                                       "--group", "dba", "--ttl", "1h"], check=False, capture_output=True,
+                                      text=True, env=env, timeout=60).stdout.strip()
+            out = subprocess.run([GW, "approvals", "deny", "-c", str(path), "--token", approver, "--reason", "no",
+                                  request], check=False, capture_output=True, text=True, env=env, timeout=60)
+            assert out.returncode == 0, out.stderr
+            held.wait(30)
+        finally:
+            held.kill()
+        after = samples(curl(f"{url}/metrics")[1])
+        assert value(after, "gw_approvals_pending", pipeline="agents") == 0
+        assert value(after, "gw_approvals_decided_total", listener="orders", result="denied") == 1
+        assert value(after, "gw_commands_total", listener="orders", kind="write", verdict="denied") == 1
+        assert "gw_audit_queue_depth" in after
+    # the JSON log lines written while the command was held name the session, the command and the request
+    records = [json.loads(line) for line in proc.log if line.startswith("{")]
+    about = [r for r in records if r.get("request_id") == request]
+    assert about and all(r["listener"] == "orders" and r["subject"] == "agent-7" and r["seq"] == 1
+                         for r in about)

@@ -81,15 +81,16 @@ def _accept(value: bytes) -> bytes:
     return b",".join(kept).strip() if kept else b"application/json"
 
 
-def _text(code: int, message: str) -> Reply:
-    return Reply(code, message.encode("utf-8") + b"\n", b"text/plain; charset=utf-8")
+def _text(code: int, message: str, reason: str = "") -> Reply:
+    return Reply(code, message.encode("utf-8") + b"\n", b"text/plain; charset=utf-8", reason=reason,
+                 message=message)
 
 
 def _reply_for(command: Command, code: int, reason: str, message: str) -> Reply:
     """A ``Status`` for API requests; plain text for discovery and other non-resource paths, whose errors
     kubectl reads as text (it prints a JSON body there as "unknown")."""
     if command.attributes.get("non_resource"):
-        return _text(code, message)
+        return _text(code, message, reason)
     return status.status_reply(code, reason, message)
 
 
@@ -111,6 +112,11 @@ class KubernetesDialect(ProxyDialect):
         api = parse_request(request.method, request.target.path, request.target.query)
         spec = classify(api, request.method, request.target.path_and_query)
         upgrade = (request.upgrade or "").strip().lower()
+        if upgrade == "websocket" and api.verb not in ("exec", "attach", "portforward", "proxy"):
+            # A watch over WebSocket (old clients) would carry objects -- Secrets among them -- as messages
+            # the Secret redaction does not read; kubectl watches over plain HTTP.
+            raise Refusal(400, "upgrade_refused", f"gw relays WebSocket upgrades only for exec, attach and "
+                          f"port-forward, not for {api.verb}; send the request without Upgrade (kubectl does)")
         if api.verb in ("exec", "attach") and not api.unrecognised and not upgrade.startswith("spdy"):
             if upgrade != "websocket":
                 raise Refusal(400, "upgrade_required", f"{api.verb} needs a WebSocket upgrade "
@@ -206,6 +212,12 @@ class KubernetesDialect(ProxyDialect):
 
     # -- responses ------------------------------------------------------------------------------------------
     def response_filter(self, sr: SessionRuntime, command: Command, content_type: str) -> StreamFilter | None:
+        is_json, watch = _json_media(content_type)
+        if is_json and not watch and command.verb == "watch":
+            # The API server labels a JSON watch plain application/json (only other encodings get
+            # ";stream=watch"); it is a stream of one event per line, and stages must see it as one, or a
+            # masking stage would hold the whole (endless) watch as a single document.
+            content_type, watch = f"{content_type.split(';')[0].strip()};stream=watch", True
         stage_filter = open_filter(sr, command, "response-body", content_type)
         opts = sr.listener.options
         if isinstance(opts, KubernetesListenerOptions) and not opts.redact_secrets:
@@ -216,7 +228,6 @@ class KubernetesDialect(ProxyDialect):
         about_secrets = any(r == "secrets" or r.startswith("secrets.") for r in resources)
         if not about_secrets:
             return stage_filter
-        is_json, watch = _json_media(content_type)
         redactor: StreamFilter
         if is_json:
             redactor = SecretWatch(everything=True) if watch else SecretBody(everything=True)

@@ -26,7 +26,7 @@ class KubernetesHandler(ProxyHandler):
         method, _, target = text.strip().partition(" ")
         if not method or not target.strip():
             raise ValueError("expected METHOD PATH, for example: DELETE /api/v1/namespaces/prod/pods/web-1")
-        parsed = normalize_target(target.strip().encode("ascii", "replace"))
+        parsed = normalize_target(target.strip().encode("ascii", "replace"), allow_encoded_slash=False)
         method = method.upper()
         spec = classify(parse_request(method, parsed.path, parsed.query), method, parsed.path_and_query)
         return Command(session, 0, spec.text, "kubernetes", spec.kind, spec.verb, spec.objects, spec.flags,

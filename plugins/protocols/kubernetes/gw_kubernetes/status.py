@@ -39,7 +39,8 @@ def status_body(code: int, message: str, cause: str, *, request_id: str | None =
 
 def status_reply(code: int, reason: str, message: str, *, request_id: str | None = None,
                  **extra: Any) -> Reply:
-    return Reply(code, status_body(code, message, reason, request_id=request_id, **extra))
+    return Reply(code, status_body(code, message, reason, request_id=request_id, **extra), reason=reason,
+                 message=message)
 
 
 def verdict_message(verdict: Verdict, request_id: str) -> str:

@@ -4,6 +4,7 @@ plugins, and the real kubectl with a kubeconfig pointing at gw."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -11,11 +12,13 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from gw.testing import GatewayProcess, require_program
 
@@ -109,21 +112,20 @@ class Cluster:
         return subprocess.run([GW, *args], capture_output=True, text=True, env=env, timeout=timeout,
                               check=False, cwd=self.dir)
 
-    def token(self, sub: str = "agent-7", group: str = "agents", ttl: str = "1h") -> str:
-        out = self.gw("token", "issue", "-c", str(self.config), "--identity", "dev", "--sub", sub, "--group",
-                      group, "--ttl", ttl)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+    def token(self, sub: str = "agent-7", group: str = "agents", ttl: float = 3600) -> str:
+        """A token of the pipeline's jwt provider (``[identity.dev]``: HS256 with ``GW_K8S_SECRET``), signed
+        here rather than with ``gw token issue`` to keep the tests fast (the example test uses the CLI)."""
+        now = int(time.time())
+        claims = {"iss": "gw-dev", "aud": "gw", "sub": sub, "groups": [group], "iat": now, "exp": now + int(ttl),
+                  "jti": secrets.token_hex(8)}
+        return jwt.encode(claims, self.env["GW_K8S_SECRET"], algorithm="HS256")
 
     def kubeconfig(self, token: str, name: str = "") -> Path:
+        """What ``gw kubeconfig`` prints (test_kubernetes_cli and the example test run the command itself)."""
         name = name or hashlib.sha256(token.encode()).hexdigest()[:12]
         path = self.dir / f"kubeconfig-{name}"
-        if path.exists():
-            return path
-        out = self.gw("kubeconfig", "-c", str(self.config), "--listener", "cluster", "--token", token,
-                      "--server", self.server)
-        assert out.returncode == 0, out.stderr
-        path.write_text(out.stdout)
+        if not path.exists():
+            path.write_text(json.dumps(kubeconfig_document(self.server, self.dir / "kube.pem", token)))
         return path
 
     def kubectl_run(self, token: str, *args: str, input: str | None = None, timeout: float = 60,
@@ -137,6 +139,14 @@ class Cluster:
         out = self.gw("audit", "list", "-c", str(self.config), "--json", "--limit", str(limit))
         assert out.returncode == 0, out.stderr
         return list(json.loads(out.stdout))
+
+
+def kubeconfig_document(server: str, ca: Path, token: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Config", "current-context": "gw",
+            "clusters": [{"name": "gw", "cluster": {
+                "server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}}],
+            "users": [{"name": "gw", "user": {"token": token}}],
+            "contexts": [{"name": "gw", "context": {"cluster": "gw", "user": "gw"}}]}
 
 
 @pytest.fixture

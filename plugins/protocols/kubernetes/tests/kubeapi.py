@@ -7,7 +7,8 @@ that before any test puts gw in between):
 * discovery: ``/version``, ``/api``, ``/apis``, ``/api/v1`` (legacy discovery; aggregated discovery is not
   offered, so kubectl falls back to it as it does with older servers);
 * pods, secrets, namespaces, nodes: get, list (as JSON lists or ``meta.k8s.io/v1`` Tables when kubectl asks
-  for them), watch (``application/json;stream=watch`` events), create, delete;
+  for them), watch (one JSON event per line, labelled ``application/json`` as kube-apiserver labels it),
+  create, delete;
 * ``pods/log``;
 * ``pods/exec`` and ``pods/attach`` over WebSocket with the channel protocols ``v5.channel.k8s.io`` and
   ``v4.channel.k8s.io`` (stdin 0, stdout 1, stderr 2, status 3, resize 4, close 255).  The command really
@@ -370,7 +371,9 @@ class _Handler(BaseHTTPRequestHandler):
         since = int((query.get("resourceVersion") or ["0"])[0] or 0)
         timeout = float((query.get("timeoutSeconds") or ["30"])[0])
         self.send_response(200)
-        self.send_header("Content-Type", "application/json;stream=watch")
+        # As kube-apiserver does: a JSON watch is labelled plain application/json (only other encodings get
+        # ";stream=watch"), one event per line, chunked.
+        self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         table = self._wants_table()

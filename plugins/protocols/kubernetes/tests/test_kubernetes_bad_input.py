@@ -219,3 +219,15 @@ def test_a_stalled_client_does_not_hold_up_others(strict: Any) -> None:
         assert "header_timeout" in json.loads(raw.body(headers))["message"]
     finally:
         raw.close()
+
+
+def test_websocket_watches_are_refused(strict: Any) -> None:
+    token = strict.token()
+    raw = Raw(strict.port)
+    try:
+        status, headers = _upgrade(raw, token, "v4.channel.k8s.io", target="/api/v1/namespaces/prod/secrets?watch=1")
+        body = json.loads(raw.body(headers))
+        assert status == 400 and "only for exec" in body["message"], body
+    finally:
+        raw.close()
+    assert not strict.api.requests("/secrets")

@@ -196,6 +196,8 @@ def test_port_forward_refused(cluster: Any) -> None:
     assert out.returncode != 0
     assert "port-forward is not allowed" in out.stderr, out.stderr
     assert not cluster.api.requests("/portforward")
+    refused = cluster.gw("audit", "sessions", "-c", str(cluster.config), "--json")
+    assert "portforward_refused" in refused.stdout and "portforward pods/web-1 -n prod" in refused.stdout
 
 
 def test_impersonation_headers_from_the_agent_are_refused(cluster: Any) -> None:
@@ -217,3 +219,12 @@ def test_impersonation_sends_the_agent_identity(cluster_factory: Any) -> None:
     assert [v for n, v in seen.headers if n.lower() == "impersonate-group"] == ["gw:agents", "viewers"]
     # gw asked for JSON, never protobuf
     assert all("protobuf" not in (s.header("Accept") or "") for s in cluster.api.seen)
+
+
+def test_attach_with_stdin(cluster: Any) -> None:
+    token = cluster.token()
+    out = cluster.kubectl_run(token, "attach", "web-1", "-n", "prod", "-i", input="echo attached-ok\n")
+    assert out.returncode == 0, out.stderr
+    assert "attached-ok" in out.stdout
+    rec = _records(cluster, "attach")[0]
+    assert rec["kind"] == "exec" and rec["text"] == "attach pods/web-1 -n prod -c app"

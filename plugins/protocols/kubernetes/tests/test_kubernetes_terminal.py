@@ -69,7 +69,7 @@ def test_exec_it_shell_is_masked_recorded_and_replayed(cluster: Any) -> None:
 
 
 def test_an_expired_token_ends_a_running_watch(cluster: Any) -> None:
-    token = cluster.token("short-lived", "agents", ttl="15s")
+    token = cluster.token("short-lived", "agents", ttl=15)
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig(token)), "HOME": str(cluster.dir)}
     started = time.monotonic()
     proc = subprocess.Popen([cluster.kubectl, "get", "pods", "-n", "prod", "--watch", "-o", "name",

@@ -20,6 +20,7 @@ from gw.identity import Credential
 from gw.model import Command, Identity, Session
 from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
+from gw_sqlanalysis.encodings import encoding_is_safe
 
 from . import errors as E
 from .codec import CLOSED, NEED_DATA, PasswordKind, Role, WireCodec
@@ -306,10 +307,18 @@ class PostgresHandler(ProtocolHandler):
                                f"({groups}); request a token with a group listed in upstream.roles",
                                "no_role")
         relayed = {k: v for k, v in params.items() if k.lower() in RELAYED_PARAMETERS}
+        requested = next((v for k, v in relayed.items() if k.lower() == "client_encoding"), None)
+        if requested is not None and not encoding_is_safe(requested):
+            raise await refuse(E.FEATURE_NOT_SUPPORTED, _unsafe_encoding(requested), "unsupported_encoding")
         try:
             upstream = await connect(self.target, login, relayed)
         except UpstreamError as e:
             raise await refuse(e.sqlstate, str(e), "upstream_unavailable") from None
+        encoding = upstream.parameters.get("client_encoding")
+        if encoding is None or not encoding_is_safe(encoding):
+            await upstream.aclose()
+            raise await refuse(E.FEATURE_NOT_SUPPORTED, _unsafe_encoding(encoding or "(not reported)"),
+                               "unsupported_encoding")
         try:
             attributes = {"database": database, "upstream_user": login.user,
                           "tls": "yes" if client.tls else "no"}
@@ -412,3 +421,9 @@ class PostgresHandler(ProtocolHandler):
             await send_cancel(self.target, upstream_key)
         except UpstreamError as e:
             log.warning("listener %s: could not forward a cancel request: %s", self.listener.name, e)
+
+
+def _unsafe_encoding(name: str) -> str:
+    return (f"gw does not support client_encoding {name!r}: in it a multibyte character can contain the byte "
+            "of a quote or backslash, so gw could not read statements as the server does; connect with "
+            "client_encoding=UTF8 (PGCLIENTENCODING=UTF8) or another server encoding (LATIN1, WIN1252, EUC_JP ...)")

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Measurement, Outcome, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import ANYTHING
+from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
 from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
@@ -259,6 +260,9 @@ class ProxySession:
         self.pending: deque[Pending] = deque()
         #: Prepared statements and portals as the server holds them (shared with the stages' result side).
         self.names = NameTable()
+        #: The session's encoding and string mode as the server last reported them (ParameterStatus).
+        self.client_encoding = upstream.parameters.get("client_encoding", "")
+        self.standard_strings = upstream.parameters.get("standard_conforming_strings", "on") == "on"
         #: Set (and replaced) whenever the upstream answered something: what a waiting message waits on.
         self._progress: trio.Event | None = None
         self.status = upstream.status
@@ -335,19 +339,11 @@ class ProxySession:
     async def _terminator(self) -> None:
         """Ends the session when gw wants it ended (token expired, session_max, revoked, shutdown)."""
         reason = await self.sr.wait_terminated()
-        if reason == "shutdown":
+        if reason is SessionEnd.SHUTDOWN:
             # Drain: let the command in flight finish, then close between commands.
             while self.pending:
                 await trio.sleep(0.05)
-            message = "gw is shutting down; reconnect in a moment"
-        elif reason == "token_expired":
-            message = "token expired; reconnect with a fresh token"
-        elif reason == "session_max":
-            message = "this session reached the listener's session_max; reconnect to continue"
-        elif reason == "revoked":
-            message = "access was revoked by the gateway operator; this session is closed"
-        else:
-            message = f"gw closed this session ({reason})"
+        message = reason.message
         if self._decision is not None:
             self._decision.cancel_reason = reason
         await self._fatal(E.ADMIN_SHUTDOWN, message)
@@ -536,7 +532,7 @@ class ProxySession:
 
     async def _query(self, raw: memoryview, text: str) -> None:
         cls = self._classify(text)
-        ops = name_operations(text) if mentions_names(text) else []
+        ops = name_operations(text, not self.standard_strings) if mentions_names(text) else []
         cmd = await self._command_for(text, cls, ops, query=True)
         if cmd is None:
             return
@@ -560,6 +556,15 @@ class ProxySession:
         """The Command for ``text``; an SQL ``EXECUTE name(args)`` becomes the prepared statement's text and
         classification, with the arguments (or the bound values) as its parameters.  None when refused (the
         refusal is sent)."""
+        changes = encoding_changes(text, not self.standard_strings)
+        if changes is None or any(c is None or not encoding_is_safe(c) for c in changes):
+            bad = next((c for c in changes or () if c is not None and not encoding_is_safe(c)), None)
+            await self._refuse_unestablished(
+                text, E.FEATURE_NOT_SUPPORTED,
+                _encoding_message(bad) if bad is not None else
+                "gw cannot tell which client_encoding this statement sets (an expression or a parameter); "
+                "set it with a literal of a supported encoding (UTF8, LATIN1 ...)", query=query)
+            return None
         executes = [op for op in ops or () if op.op == "execute"]
         if not executes:
             return self._command(text, cls, params=params, attributes=await self._facts(text, attributes))
@@ -714,7 +719,8 @@ class ProxySession:
         if statement.classification is None:
             statement.classification = self._classify(statement.text)
         if not statement.name_ops_known:
-            statement.name_ops = (name_operations(statement.text) if mentions_names(statement.text) else [])
+            statement.name_ops = (name_operations(statement.text, not self.standard_strings)
+                                  if mentions_names(statement.text) else [])
             statement.name_ops_known = True
         cls = statement.classification
         params = () if statement.sql or portal.bind is None else _params(portal.bind, statement.param_types)
@@ -1084,6 +1090,8 @@ class ProxySession:
                 self._pop()
             return True
         if t in _SERVER_TEXT:
+            if t == BackendType.PARAMETER_STATUS:
+                self._parameter_status(ParameterStatus.decode(body))
             return self._server_text(t, body, head)
         # Never relay upstream keys or authentication requests after start-up; everything else (notices,
         # notifications, parameter status, COPY responses) goes through as it came.
@@ -1110,6 +1118,17 @@ class ProxySession:
         if command is None or _TEXT not in command.attributes:
             return None
         return bool(command.attributes.get(_TOUCHES, True)), command.attributes.get(_TEXT), command.text
+
+    def _parameter_status(self, status: ParameterStatus) -> None:
+        """Follow the settings that decide how the server reads statement text.  An encoding gw cannot lex
+        ends the session before anything else is forwarded (its statements never reach the lexer)."""
+        if status.name == "standard_conforming_strings":
+            self.standard_strings = status.value == "on"
+        elif status.name == "client_encoding":
+            self.client_encoding = status.value
+            if not encoding_is_safe(status.value):
+                raise UpstreamError(_encoding_message(status.value) + "; gw closed the session",
+                                    sqlstate=E.FEATURE_NOT_SUPPORTED)
 
     def _server_text(self, t: int, body: memoryview, head: Pending | None) -> bytes | bool:
         policy = self._text_policy(head)
@@ -1363,3 +1382,9 @@ def _merge(outer: Classification, inner: Classification) -> Classification:
     verbs = tuple(v for v in dict.fromkeys((inner.verb, *inner.verbs, outer.verb)) if v)
     return dataclasses.replace(inner, kind=kind, verbs=verbs, flags=inner.flags | {"wraps_execute"},
                                objects=tuple(dict.fromkeys((*inner.objects, *outer.objects))))
+
+
+def _encoding_message(name: str) -> str:
+    return (f"gw does not support client_encoding {name!r}: in it a multibyte character can contain the byte "
+            "of a quote or backslash, so gw could not read statements as the server does; use UTF8 (or "
+            "another server encoding: LATIN1, WIN1252, EUC_JP ...) and convert on the client")

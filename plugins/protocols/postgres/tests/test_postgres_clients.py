@@ -145,13 +145,24 @@ async def test_psycopg_cancel(pg_gateway: Any, pg: Any) -> None:
 
 
 def _psql_ctrl_c(conninfo: str) -> tuple[int, str]:
+    import secrets
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(["psql", "-X", conninfo, "-c", "select pg_sleep(20)"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    time.sleep(0.7)
+    import psycopg
+
+    marker = f"gw-cancel-{secrets.token_hex(4)}"
+    proc = subprocess.Popen(["psql", "-X", conninfo, "-c", f"select pg_sleep(20) /* {marker} */"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C once the statement runs on the server (seen there, not guessed with a sleep): under load psql
+    # may still be logging in after any fixed delay, and a SIGINT then only ends psql.
+    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True) as c:
+        deadline = time.monotonic() + 15
+        while not c.execute("select 1 from pg_stat_activity where state = 'active' and query like %s",
+                            (f"%{marker}%",)).fetchone():
+            assert time.monotonic() < deadline, "the statement never started on the server"
+            time.sleep(0.02)
     proc.send_signal(signal.SIGINT)  # what Ctrl-C does: psql sends a CancelRequest with its BackendKeyData
     _, err = proc.communicate(timeout=10)
     return proc.returncode, err

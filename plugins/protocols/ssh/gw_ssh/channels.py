@@ -108,10 +108,23 @@ def _idle(f: StreamFilter | None) -> bytes:
 class StderrNotices:
     """The ``CommandContext`` stages get: notices (approval holds ...) become lines on the client's stderr."""
 
-    __slots__ = ("chan",)
+    __slots__ = ("_reason", "chan", "session")
 
-    def __init__(self, chan: ServerChannel) -> None:
+    def __init__(self, chan: ServerChannel, session: Any = None) -> None:
         self.chan = chan
+        self.session = session
+        self._reason = ""
+
+    @property
+    def cancel_reason(self) -> str:
+        """Why a decision in progress was cancelled (:class:`gw.stage.CommandContext`): the client closed the
+        channel, or the session ended (its ``end_reason``: ``token_expired``, ``shutdown`` ...)."""
+        if self.session is not None and getattr(self.session, "closing", None):
+            return str(getattr(self.session, "end_reason", "") or "") or self._reason
+        return self._reason
+
+    def client_left(self) -> None:
+        self._reason = self._reason or "client_disconnected"
 
     async def notice(self, message: str) -> None:
         try:

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import trio
-from gw.model import Command, Verdict
+from gw.model import Command, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw_shellanalysis import ShellContext
 
@@ -38,12 +38,6 @@ _UNASKED = object()
 #: Command lines up to this many characters are analysed on the event loop, longer ones in a worker thread.
 ANALYSE_INLINE = 2048
 
-_ENDINGS = {
-    "token_expired": "token expired; reconnect with a fresh token",
-    "session_max": "this session reached the listener's session_max; reconnect to continue",
-    "revoked": "access was revoked by the gateway operator; this session is closed",
-    "shutdown": "gw is shutting down; reconnect in a moment",
-}
 
 
 class ConnectionSession:
@@ -127,9 +121,9 @@ class ConnectionSession:
 
     async def _terminator(self) -> None:
         reason = await self.sr.wait_terminated()
-        message = _ENDINGS.get(reason, f"gw closed this session ({reason})")
+        message = reason.message
         self.closing = message
-        if reason == "shutdown":
+        if reason is SessionEnd.SHUTDOWN:
             # Drain: commands and transfers in flight may finish; interactive shells never do.
             while any(kind not in ("shell", "pending") for kind in self.channels.values()):
                 await trio.sleep(0.05)
@@ -290,11 +284,13 @@ class ConnectionSession:
                         size += len(event.data)
                     elif isinstance(event, Closed):
                         gone = True
+                        context.client_left()
                         nursery.cancel_scope.cancel()
                         return
                 await trio.sleep_forever()
 
+            context = StderrNotices(chan, self)
             nursery.start_soon(watch)
-            verdict = await self.sr.decide(cmd, StderrNotices(chan))
+            verdict = await self.sr.decide(cmd, context)
             nursery.cancel_scope.cancel()
         return (None if gone else verdict), early

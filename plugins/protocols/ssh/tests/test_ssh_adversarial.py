@@ -560,6 +560,7 @@ def test_a_held_command_dies_with_its_client(gateway: Gateway, target_dir: Path)
         _wait_status(gateway, str(request["id"]), "cancelled")
         approval = _approve(gateway, str(request["id"]))
         assert approval.returncode != 0
+        assert f"request {request['id']} was cancelled: the client disconnected" in approval.stderr
         time.sleep(0.5)
         assert not marker.exists(), "the held command ran after its client was gone"
     finally:
@@ -576,7 +577,9 @@ def test_a_held_command_dies_when_the_token_expires(gateway: Gateway, target_dir
         _, err = proc.communicate(timeout=20)
         assert b"token expired" in err
         _wait_status(gateway, str(request["id"]), "cancelled")
-        assert _approve(gateway, str(request["id"])).returncode != 0
+        approval = _approve(gateway, str(request["id"]))
+        assert approval.returncode != 0
+        assert f"request {request['id']} was cancelled: the session's token expired" in approval.stderr
         time.sleep(0.5)
         assert not marker.exists()
     finally:

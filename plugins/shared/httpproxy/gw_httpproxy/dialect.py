@@ -93,6 +93,10 @@ class Reply:
     body: bytes
     content_type: bytes = b"application/json"
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: For a refusal before policy (:meth:`ProxyDialect.refusal`): the short code and the message that go into
+    #: the audit trail's record of refused clients.
+    reason: str = ""
+    message: str = ""
 
 
 class ProxyDialect:
@@ -108,7 +112,9 @@ class ProxyDialect:
 
     def refusal(self, request: RequestView, command: Command, options: ProxyListenerOptions) -> Reply | None:
         """A refusal of the listener itself, before any stage sees the command (the Kubernetes plugin: SPDY
-        upgrades, port-forward unless allowed); None lets the command go on to the pipeline."""
+        upgrades, port-forward unless allowed); None lets the command go on to the pipeline.  The refusal is
+        recorded as a refused client (stages' ``session_refused``: ``gw audit sessions``) with the reply's
+        ``reason`` and ``message``."""
         return None
 
     def reply(self, status: int, reason: str, message: str, *, request_id: str | None = None,

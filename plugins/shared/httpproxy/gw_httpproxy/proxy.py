@@ -619,8 +619,13 @@ class ProxyConnection:
             return
         refusal = self.dialect.refusal(view, cmd, self.opts)
         if refusal is not None:
-            log.info("listener %s: %s: refused before policy: %s", self.listener.name, self.client_address,
-                     cmd.text)
+            try:
+                await self.listener.refused(client_address=self.client_address,
+                                            claimed_user=sr.session.identity.subject,
+                                            reason=refusal.reason or "refused",
+                                            message=f"{cmd.text}: {refusal.message or 'refused by the listener'}")
+            except Exception as e:  # noqa: BLE001 -- the request is refused whether or not the record is written
+                log.error("listener %s: could not record a refused request: %s", self.listener.name, e)
             await self._refuse(refusal)
             return
         request_id = f"{sr.session.id}-{cmd.seq}"

@@ -115,6 +115,7 @@ async def test_outage_fails_closed_then_resumes_by_itself(tmp_path: Path, own_da
     await store.open()
     try:
         await store.append("audit", [{"before": True}])
+        assert await store.check_ready() is None
         admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS false")
         admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
         for _ in range(3):  # the pooled connection is gone, and no new one is accepted
@@ -123,8 +124,47 @@ async def test_outage_fails_closed_then_resumes_by_itself(tmp_path: Path, own_da
                 await store.append("audit", [{"during": True}])
         with pytest.raises(StoreError, match="is unreachable"):
             await store.get("approvals", "x")
+        reason = await store.check_ready()
+        assert reason is not None and "is unreachable while checking readiness" in reason
         admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS true")
         await store.append("audit", [{"after": True}])
         assert [dict(e.data) for e in await store.scan("audit")] == [{"before": True}, {"after": True}]
     finally:
         await store.close()
+
+
+def test_storage_info_and_prune_commands(tmp_path: Path, pg_schema: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    secret = "pw-" + secrets.token_hex(4)
+    path = write_pipeline(tmp_path, f'[storage]\nuse = "postgres"\ndsn_env = "GW_TEST_DSN"\nschema = "{pg_schema}"\n'
+                                    'retention = "1h"\n')
+    env = {**os.environ, "GW_TEST_DSN": f"{DSN} password={secret}"}
+    gw = str(Path(sys.executable).with_name("gw"))
+
+    async def fill() -> None:
+        store = Runtime.build(path).store
+        assert store is not None
+        os.environ["GW_TEST_DSN"] = env["GW_TEST_DSN"]
+        try:
+            await store.open()
+            await store.append("audit", [{"i": 1}, {"i": 2}])
+            await store.close()
+        finally:
+            del os.environ["GW_TEST_DSN"]
+
+    trio.run(fill)
+    admin(f"UPDATE {pg_schema}.entries SET ts = ts - 7200 WHERE data = '{{\"i\":1}}'")
+    info = subprocess.run([gw, "storage", "info", "-c", str(path), "--json"], capture_output=True, text=True,
+                          env=env, check=False, timeout=60)
+    assert info.returncode == 0, info.stderr
+    shown = json.loads(info.stdout)
+    assert shown["backend"] == "postgres" and secret not in info.stdout
+    assert [s["stream"] for s in shown["streams"]] == ["audit"]
+    pruned = subprocess.run([gw, "storage", "prune", "-c", str(path), "--json"], capture_output=True, text=True,
+                            env=env, check=False, timeout=60)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["streams"] == [{"stream": "audit", "deleted": 1}]

@@ -114,3 +114,18 @@ async def test_close_commits_queued_writes(make_store: Callable[..., SqliteStore
     assert raw(s).execute("SELECT count(*) FROM entries").fetchone()[0] == 5
     with pytest.raises(Exception, match="not open"):
         await s.append("audit", [{"i": 9}])
+
+
+class _Abort(BaseException):
+    """Not an Exception: what a write could raise that ordinary error handling would let through."""
+
+
+async def test_a_write_that_raises_a_base_exception_fails_its_batch_and_the_writer_goes_on(
+        store: SqliteStore) -> None:
+    def explode(conn: sqlite3.Connection) -> None:
+        raise _Abort("boom")
+
+    with trio.fail_after(10), pytest.raises(_Abort):
+        await store._write(explode)
+    assert await store.append("audit", [{"i": 1}])  # the writer thread is still there
+    assert [e.data for e in await store.scan("audit")] == [{"i": 1}]

@@ -414,3 +414,22 @@ async def test_a_held_command_dies_when_the_token_expires(table: str, config: Pa
             assert intact(table)
         finally:
             await trio.to_thread.run_sync(alice.close)
+
+
+async def test_returning_rows_beyond_what_gw_holds_back_count_as_unknown(table: str, config: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import gw_postgres.session
+    import psycopg
+
+    monkeypatch.setattr(gw_postgres.session, "MAX_HELD_ANSWER", 200)
+    async with running_gateway(config) as gw:
+        alice = await trio.to_thread.run_sync(Agent, gw.port("orders"),
+                                              issue_token(gw.runtime, "alice", ["agents"]))
+        try:
+            assert await alice.run(f"delete from {table} where id <= 2 returning id") == 2
+            error = await alice.run(f"delete from {table} where id <= 50 returning *")
+            assert isinstance(error, psycopg.errors.InsufficientPrivilege), error
+            assert "RETURNING rows exceed" in str(error)
+        finally:
+            await trio.to_thread.run_sync(alice.close)
+    assert direct(f"SELECT count(*) FROM {table}") == [(498,)]

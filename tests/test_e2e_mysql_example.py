@@ -82,6 +82,14 @@ def test_policy_explain(shop: Shop) -> None:
     explain = shop.gw("policy", "explain", "-c", str(shop.path), "--listener", "shop", "--group", "agents",
                       "SELECT LOAD_FILE('/etc/passwd')")
     assert explain.returncode == 1 and "kind=admin" in explain.stdout, explain.stdout
+    # every stage is shown: audit's record, the mask plan, no "no rule matched" noise
+    explain = shop.gw("policy", "explain", "-c", str(shop.path), "--listener", "shop", "--group", "agents",
+                      "SELECT ssn FROM people")
+    lines = explain.stdout.splitlines()
+    assert explain.returncode == 0 and lines[-1] == "decision: allowed", explain.stdout
+    assert any(x.startswith("  audit: writes the audit record") for x in lines), explain.stdout
+    assert any(x.startswith("  mask: masks result columns matching") and "ssn" in x for x in lines), explain.stdout
+    assert "no rule matched" not in explain.stdout
 
 
 def test_example_end_to_end(shop: Shop) -> None:

@@ -256,22 +256,21 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
                           client_address="-", upstream=lr.handler.describe_upstream(),
                           started_at=_time.time())
         command = lr.handler.classify(command_text, session=session)
-        decisions = lr.pipeline.explain(command)
+        decisions = lr.pipeline.plan(command)
     except (GwError, NotImplementedError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(3)
     final: Decision = Decision.ALLOW
-    deciding = None
-    for stage, verdict in decisions:
+    for stage, verdict, _ in decisions:
         if verdict is not None and verdict.decision is not Decision.ALLOW:
-            final, deciding = verdict.decision, (stage, verdict)
+            final = verdict.decision
             break
     result: dict[str, Any] = {
         "listener": lr.name, "pipeline": lr.pipeline.name, "subject": subject, "groups": list(groups),
         "command": command_text, "kind": command.kind.value, "verb": command.verb,
         "objects": list(command.objects), "flags": sorted(command.flags),
-        "stages": [{"stage": s.name, "decision": v.decision.value if v else "no rule matched",
-                    "rule": v.rule if v else None, "reason": v.reason if v else None} for s, v in decisions],
+        "stages": [{"stage": s.name, "decision": v.decision.value if v else None, "rule": v.rule if v else None,
+                    "reason": v.reason if v else None, "does": note} for s, v, note in decisions],
         "decision": {"allow": "allowed", "deny": "denied", "pending": "approval required"}[final.value],
     }
     if as_json:
@@ -280,15 +279,17 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
         click.echo(f"classification: kind={result['kind']} verb={result['verb'] or '-'} "
                    f"objects={','.join(result['objects']) or '-'} flags={','.join(result['flags']) or '-'}")
         for entry in result["stages"]:
-            line = f"  {entry['stage']}: {entry['decision']}"
-            if entry["rule"]:
-                line += f" (rule {entry['rule']})"
-            if entry["reason"]:
-                line += f": {entry['reason']}"
+            line = f"  {entry['stage']}:"
+            if entry["decision"]:
+                line += f" {entry['decision']}"
+                line += f" (rule {entry['rule']})" if entry["rule"] else ""
+                line += f": {entry['reason']}" if entry["reason"] else ""
+            if entry["does"]:
+                line += f"{';' if entry['decision'] else ''} {entry['does']}"
+            if line.endswith(":"):
+                line += " -"  # no opinion about this command
             click.echo(line)
         click.echo(f"decision: {result['decision']}")
-        if deciding is None and not decisions:
-            click.echo("  (no stage in this pipeline decides about commands)")
     sys.exit({Decision.ALLOW: 0, Decision.DENY: 1, Decision.PENDING: 2}[final])
 
 

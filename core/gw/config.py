@@ -100,7 +100,9 @@ class ListenerTable(BaseModel):
     protocol: str
     listen: Address
     identity: str | list[str]
-    pipeline: str
+    #: Optional here: a protocol that proxies nothing (the console) has none; the runtime requires it for
+    #: every protocol whose handler says it needs one.
+    pipeline: str | None = None
 
 
 class GatewayFile(_Strict):
@@ -218,7 +220,7 @@ def _check_references(model: GatewayFile, file: str) -> None:
         if listener.name in names:
             raise ConfigError(f"listener name {listener.name!r} is used twice", file=file, path=f"{where}.name")
         names.add(listener.name)
-        if listener.pipeline not in model.pipelines:
+        if listener.pipeline is not None and listener.pipeline not in model.pipelines:
             known = ", ".join(sorted(model.pipelines)) or "none defined"
             close = did_you_mean(listener.pipeline, model.pipelines)
             raise ConfigError(f"pipeline {listener.pipeline!r} is not defined under [pipelines] "

@@ -84,6 +84,12 @@ def gw_register_commands(register: Callable[[click.Command], None]) -> None:
     """
 
 
+@hookspec
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    """Register what a plugin offers others: ``register(OfferClass)``; built as ``OfferClass(runtime)``, got with
+    ``runtime.offer(name)``, shaped as docs/plugin-hooks.md says.  Returns nothing."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Gateway lifecycle: called by ``gw serve`` (and by gw.testing's running gateway)
 # ---------------------------------------------------------------------------------------------------------------

@@ -190,11 +190,14 @@ class Pipeline:
                                               error_code=DenyCode.CANCELLED.value, error_message=verdict.reason))
 
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
-        """Each checking stage's pure decision, in order (``gw policy explain``)."""
-        out: list[tuple[Stage, Verdict | None]] = []
-        for stage in self._checkers:
-            out.append((stage, stage.evaluate(command)))
-        return out
+        """Each checking stage's pure decision, in order."""
+        return [(stage, stage.evaluate(command)) for stage in self._checkers]
+
+    def plan(self, command: Command) -> list[tuple[Stage, Verdict | None, str | None]]:
+        """Every stage in order with its pure decision (None: no opinion, or it does not decide) and what it
+        would do besides (``gw policy explain``)."""
+        return [(s, s.evaluate(command) if s in self._checkers else None, s.explain(command))
+                for s in self.stages]
 
     # -- results --------------------------------------------------------------------------------------------
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
@@ -264,6 +267,11 @@ class SessionRuntime:
         ident = session.identity
         self._log_context = {"session": session.id, "listener": session.listener, "subject": ident.subject}
         log_context.set(self._log_context)
+
+    @property
+    def commands(self) -> int:
+        """How many commands this session has sent so far."""
+        return self._seq
 
     # -- commands -------------------------------------------------------------------------------------------
     def command(self, text: str, *, language: str, kind: Kind = Kind.UNKNOWN, verb: str = "",

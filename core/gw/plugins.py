@@ -22,7 +22,7 @@ from .types import did_you_mean
 
 GROUP = "gw"
 
-KINDS = ("protocols", "identity_providers", "stages", "storage", "detectors", "commands")
+KINDS = ("protocols", "identity_providers", "stages", "storage", "detectors", "commands", "offers")
 
 
 def disabled_plugins() -> set[str]:
@@ -116,7 +116,8 @@ class Registry:
 
     def missing_message(self, kind: str, name: str) -> str:
         label = {"protocols": "protocol", "identity_providers": "identity provider", "stages": "stage",
-                 "storage": "storage backend", "detectors": "detector", "commands": "command"}[kind]
+                 "storage": "storage backend", "detectors": "detector", "commands": "command",
+                 "offers": "offer"}[kind]
         known = ", ".join(self.names(kind)) or "none"
         blocked = sorted(disabled_plugins())
         close = did_you_mean(name, self.names(kind))

@@ -32,7 +32,8 @@ class ListenerOptions(StrictModel):
     listen: Address
     #: Identity provider name(s); with several, the first that accepts the credential decides.
     identity: str | list[str]
-    pipeline: str
+    #: The pipeline of stages every command passes; required unless the protocol proxies nothing.
+    pipeline: str | None = None
     #: Only identities in at least one of these groups may connect (None: any authenticated identity).
     allow_groups: list[str] | None = None
     #: Subjects and groups refused even with a valid credential (revocation without touching the IdP).
@@ -57,6 +58,8 @@ class ProtocolHandler:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[ListenerOptions]] = ListenerOptions
+    #: False for a protocol that proxies nothing (a web console): its listeners take no ``pipeline``.
+    needs_pipeline: ClassVar[bool] = True
     #: Keys read only in :meth:`open` (TLS material ...): a reload that changes one is refused with a log line
     #: saying a restart is needed.  Every other key must be read from :attr:`options` when used, so a reload
     #: applies it to the next session.

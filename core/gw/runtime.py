@@ -78,7 +78,7 @@ class GatewayServices:
             yield from list(lr.sessions)
 
     def listeners(self) -> dict[str, str]:
-        return {name: lr.options.pipeline for name, lr in self._listeners.items()}
+        return {name: lr.options.pipeline for name, lr in self._listeners.items() if lr.options.pipeline}
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it
@@ -128,6 +128,9 @@ class ListenerRuntime:
 
     @property
     def pipeline(self) -> Pipeline:
+        if self.options.pipeline is None:
+            raise ConfigError(f"listener {self.name!r} has no pipeline (its protocol proxies nothing)",
+                              file=str(self.runtime.config.path))
         return self.runtime.pipelines[self.options.pipeline]
 
     @property
@@ -281,6 +284,7 @@ class Runtime:
         self._identity_open = False
         #: Where each plugin object was configured (``pipelines.agents.stages[1]``), for error messages.
         self._where: dict[int, str] = {}
+        self._offers: dict[str, Any] = {}
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -315,6 +319,10 @@ class Runtime:
                          for i, st in enumerate(t.get("stages", []))] for n, t in raw.get("pipelines", {}).items()}
         listeners = [spec("protocols", t, "protocol", f"listeners[{i}]")
                      for i, t in enumerate(raw.get("listeners", []))]
+        for found in listeners:
+            if found.options.pipeline is None and found.cls.needs_pipeline:
+                raise ConfigError("required key is missing (the pipeline of stages this listener's commands "
+                                  "pass)", file=str(config.path), path=f"{found.path}.pipeline")
         return Plan(config, store, identity, pipelines, {s.options.name: s for s in listeners})
 
     def _make(self, spec: Spec, build: Callable[[Spec], T]) -> T:
@@ -512,6 +520,14 @@ class Runtime:
             if not sessions:
                 self._retired.remove(group)
                 await self._close_all(stages)
+
+    def offer(self, name: str) -> Any:
+        """What a plugin offers other plugins under ``name`` (``"approvals"``, ``"audit"``,
+        ``"recordings"``), built once per runtime (the contracts are in docs/plugin-hooks.md).  Raises
+        :class:`PluginError` naming what is installed when no plugin offers it."""
+        if name not in self._offers:
+            self._offers[name] = self.registry.get("offers", name)(self)
+        return self._offers[name]
 
     def sessions(self) -> Iterator[SessionRuntime]:
         return self.services.sessions()

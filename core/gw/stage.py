@@ -104,6 +104,11 @@ class Stage:
         """Pure decision without side effects (used by ``gw policy explain``).  ``None`` means no opinion."""
         return None
 
+    def explain(self, command: Command) -> str | None:
+        """What this stage would do with ``command`` besides deciding (``gw policy explain``): the audit
+        record it writes, the result columns it masks ...  ``None``: nothing to say."""
+        return None
+
     async def check(self, command: Command, context: CommandContext) -> Verdict | None:
         """Decide about a command before it is forwarded; may wait (approval holds).  Defaults to
         :meth:`evaluate`."""

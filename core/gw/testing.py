@@ -5,8 +5,8 @@
 * :func:`running_gateway` -- start a gateway in-process (trio) on ephemeral ports and get its addresses.
 * :class:`GatewayProcess` / ``gw_process`` -- run ``gw serve`` as a real subprocess for end-to-end tests with
   real clients (psql, psycopg, ssh, curl).
-* :class:`MemoryStore` (an in-memory backend) and :class:`StoreContract` (the storage contract test suite every
-  backend runs: subclass it with a ``store_factory`` fixture).
+* The in-memory store and the storage contract suite every backend runs are in the ``gw-storagekit`` helper
+  distribution (``gw_storagekit.MemoryStore``, ``gw_storagekit.StoreContract``).
 * :func:`require_service` -- skip a test when a peer (PostgreSQL, sshd ...) is unreachable, or fail with
   ``GW_REQUIRE_SERVICES=1`` so CI can never pass by skipping.
 """
@@ -33,10 +33,8 @@ import trio
 from .plugins import make_plugin_manager
 from .runtime import Runtime
 from .server import Gateway
-from .storetesting import MemoryData, MemoryStore, MemoryStorePlugin, StoreContract
 
-__all__ = ["GatewayProcess", "MemoryData", "MemoryStore", "MemoryStorePlugin", "RunningGateway", "StoreContract",
-           "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
+__all__ = ["GatewayProcess", "RunningGateway", "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
            "write_pipeline"]
 
 

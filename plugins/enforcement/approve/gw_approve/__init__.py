@@ -28,6 +28,13 @@ def gw_register_commands(register: Callable[[Any], None]) -> None:
 
 
 @hookimpl
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    from .offer import ApprovalsOffer
+
+    register(ApprovalsOffer)
+
+
+@hookimpl
 def gw_collect_metrics(runtime: Any, add: Callable[..., None]) -> None:
     held: dict[str, int] = {}
     for pipeline in runtime.pipelines.values():

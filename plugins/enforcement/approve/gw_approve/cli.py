@@ -80,6 +80,19 @@ async def _decide_with_token(rt: Runtime, request_id: str, token: str | None, de
     return await ledger.change(request.id, lambda r: decide(r, approver, time.time()))
 
 
+async def decide_as(rt: Runtime, request_id: str, approver: Identity, decide: Decide) -> ApprovalRequest:
+    """Apply ``decide`` for an approver authenticated elsewhere (the console, by its own listener's identity
+    providers and revocation rules).  The revocation rules of the request's listener apply too."""
+    ledger = ledger_of(rt)
+    request = await ledger.require(request_id)
+    if request.listener in rt.listeners:
+        try:
+            rt.listener(request.listener).check_revoked(approver)
+        except AccessDenied as e:
+            raise ApprovalError(f"{e} (so it cannot decide this listener's requests)") from None
+    return await ledger.change(request.id, lambda r: decide(r, approver, time.time()))
+
+
 async def approve_request(rt: Runtime, request_id: str, *, token: str | None, reason: str = ""
                           ) -> ApprovalRequest:
     """Add the token holder's approval to a pending request (see :func:`gw_approve.decisions.approve`)."""
@@ -127,6 +140,14 @@ async def grant_access(rt: Runtime, *, subject: str, listener: str, duration: fl
                        reason: str = "") -> Grant:
     """Let ``subject`` skip approval on ``listener`` for ``duration`` seconds.  The granter must be an
     approver of that listener's approve stage(s) and cannot grant themselves."""
+    _approve_stages(rt, listener)
+    granter = await authenticate_approver(rt, listener, token)
+    return await grant_as(rt, granter, subject=subject, listener=listener, duration=duration, reason=reason)
+
+
+async def grant_as(rt: Runtime, granter: Identity, *, subject: str, listener: str, duration: float,
+                   reason: str = "") -> Grant:
+    """:func:`grant_access` for a granter authenticated elsewhere (the console)."""
     stages = _approve_stages(rt, listener)
     approvers = sorted({g for s in stages for g in s.options.approvers})
     longest = max(s.options.max_grant.total_seconds() for s in stages)
@@ -135,7 +156,6 @@ async def grant_access(rt: Runtime, *, subject: str, listener: str, duration: fl
     if duration > longest:
         raise ApprovalError(f"--for {human_duration(duration)} is longer than max_grant "
                             f"({human_duration(longest)}) of listener {listener!r}; ask for less")
-    granter = await authenticate_approver(rt, listener, token)
     if granter.subject == subject:
         raise ApprovalError(f"{granter.subject} cannot grant themselves; another member of "
                             f"{', '.join(approvers)} must do it")
@@ -148,10 +168,17 @@ async def grant_access(rt: Runtime, *, subject: str, listener: str, duration: fl
 
 async def revoke_grant(rt: Runtime, grant_id: str, *, token: str | None) -> Grant:
     """End a grant before it expires (any approver of its listener may)."""
+    grant = await ledger_of(rt).require_grant(grant_id)
+    _approve_stages(rt, grant.listener)
+    revoker = await authenticate_approver(rt, grant.listener, token)
+    return await revoke_as(rt, grant_id, revoker)
+
+
+async def revoke_as(rt: Runtime, grant_id: str, revoker: Identity) -> Grant:
+    """:func:`revoke_grant` for a revoker authenticated elsewhere (the console)."""
     ledger = ledger_of(rt)
     grant = await ledger.require_grant(grant_id)
     stages = _approve_stages(rt, grant.listener)
-    revoker = await authenticate_approver(rt, grant.listener, token)
     decisions.check_approver(sorted({g for s in stages for g in s.options.approvers}), revoker,
                              what=f"grants on listener {grant.listener!r}")
 

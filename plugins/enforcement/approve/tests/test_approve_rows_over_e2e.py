@@ -390,3 +390,46 @@ def test_policy_explain_says_the_database_decides_rows_over() -> None:
                            "orders", "--group", "agents", "select * from t"], capture_output=True, text=True,
                           check=False, timeout=60)
     assert "rows_over" not in read.stdout, read.stdout
+
+
+async def test_a_held_command_dies_when_the_token_expires(table: str, config: Path) -> None:
+    import psycopg
+
+    async with running_gateway(config) as gw:
+        rt = gw.runtime
+        alice = await trio.to_thread.run_sync(Agent, gw.port("orders"),
+                                              issue_token(rt, "alice", ["agents"], ttl=4))
+        try:
+            result: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                rid = await alice.held(f"delete from {table}", nursery, result)
+                with trio.fail_after(30):
+                    while not result:
+                        await trio.sleep(0.1)
+            assert isinstance(result[0], psycopg.Error) and "token expired" in str(result[0]), result
+            cancelled = await wait_for_status(rt, rid, Status.CANCELLED)
+            assert cancelled.reason == "the session's token expired"
+            with pytest.raises(ApprovalError, match="was cancelled: the session's token expired"):
+                await approve_request(rt, rid, token=issue_token(rt, "dana", ["dba"]))
+            assert intact(table)
+        finally:
+            await trio.to_thread.run_sync(alice.close)
+
+
+async def test_returning_rows_beyond_what_gw_holds_back_count_as_unknown(table: str, config: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import gw_postgres.session
+    import psycopg
+
+    monkeypatch.setattr(gw_postgres.session, "MAX_HELD_ANSWER", 200)
+    async with running_gateway(config) as gw:
+        alice = await trio.to_thread.run_sync(Agent, gw.port("orders"),
+                                              issue_token(gw.runtime, "alice", ["agents"]))
+        try:
+            assert await alice.run(f"delete from {table} where id <= 2 returning id") == 2
+            error = await alice.run(f"delete from {table} where id <= 50 returning *")
+            assert isinstance(error, psycopg.errors.InsufficientPrivilege), error
+            assert "RETURNING rows exceed" in str(error)
+        finally:
+            await trio.to_thread.run_sync(alice.close)
+    assert direct(f"SELECT count(*) FROM {table}") == [(498,)]

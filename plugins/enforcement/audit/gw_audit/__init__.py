@@ -25,6 +25,13 @@ def gw_register_commands(register: Callable[[Any], None]) -> None:
 
 
 @hookimpl
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    from .offer import AuditOffer
+
+    register(AuditOffer)
+
+
+@hookimpl
 def gw_collect_metrics(runtime: Any, add: Callable[..., None]) -> None:
     seen: set[int] = set()
     for pipeline in runtime.pipelines.values():

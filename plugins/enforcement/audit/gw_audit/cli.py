@@ -190,6 +190,11 @@ def _describe(r: ChainReport) -> str:
             f"run `gw audit list` around id {r.problem_id} and restore the audit store from a backup")
 
 
+def _progress_shown() -> bool:
+    """Progress of a long verify goes to standard error, and only when a person is watching it."""
+    return sys.stderr.isatty()
+
+
 @audit.command(name="verify")
 @config_option
 @json_option
@@ -204,10 +209,17 @@ def verify(config: Path, as_json: bool, chain: str | None, anchor: str | None) -
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--anchor") from None
 
+    shown = _progress_shown()
+
+    def progress(read: int, newest: int) -> None:
+        click.echo(f"\rverifying: {read} records read (newest position {newest})", nl=False, err=True)
+
     async def main(rt: Runtime) -> list[ChainReport]:
-        return await verify_store(_store(rt), chain=chain, anchor=mark)
+        return await verify_store(_store(rt), chain=chain, anchor=mark, progress=progress if shown else None)
 
     reports = with_runtime(config, main)
+    if shown:
+        click.echo("\r\033[K", nl=False, err=True)  # the progress line is gone before the verdict
     if mark is not None and len(reports) > 1:
         raise command_error(f"the store holds {len(reports)} chains; name the anchored one with --chain")
     if as_json:

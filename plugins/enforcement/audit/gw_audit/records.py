@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gw.detect import Detector
-from gw.model import Command, Decision, Outcome, Session, Verdict, now
+from gw.model import Command, Decision, Identity, Outcome, Session, Verdict, now
 
 #: The stream every audit record goes to; chains are told apart by the indexed ``chain`` field.
 STREAM = "audit"
@@ -207,6 +207,16 @@ class RecordBuilder:
             "message": self.redact(message),
         }
         return record, {"type": "session", "listener": listener}
+
+    def event(self, gateway: str, event: str, identity: Identity, details: Mapping[str, Any],
+              client_address: str = "") -> tuple[Record, Index]:
+        """Something a person did outside a proxied session: a console login, a decision taken there."""
+        record: Record = {
+            "v": FORMAT, "type": "event", "event": event, "time": now(), "gateway": gateway,
+            "subject": identity.subject, "groups": list(identity.groups), "provider": identity.provider,
+            "client": client_address, "details": self.redact.deep(json_safe(dict(details))),
+        }
+        return record, {"type": "event", "subject": identity.subject}
 
     @staticmethod
     def _session_index(session: Session) -> Index:

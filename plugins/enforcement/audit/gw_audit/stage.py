@@ -8,11 +8,12 @@ forwards the command.  If the write fails the method raises, and core turns an a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 from gw.errors import PluginError, StoreError
-from gw.model import Command, Outcome, Session, Verdict
+from gw.model import Command, Identity, Outcome, Session, Verdict
 from gw.stage import Stage, StageOptions
 from pydantic import Field
 
@@ -82,7 +83,16 @@ class AuditStage(Stage):
             self.services.gateway_name, listener=listener, protocol=protocol, client_address=client_address,
             claimed_user=claimed_user, reason=reason, message=message))
 
+    async def event(self, event: str, identity: Identity, details: Mapping[str, Any],
+                    client_address: str = "") -> None:
+        """Append an event record (the ``"audit"`` offer's ``event``)."""
+        await self._write(self.records.event(self.services.gateway_name, event, identity, details,
+                                             client_address))
+
     # -- commands -------------------------------------------------------------------------------------------
+    def explain(self, command: Command) -> str | None:
+        return "writes the audit record before the command runs (refuses it if that write fails)"
+
     async def decided(self, command: Command, verdict: Verdict) -> None:
         await self._write(self.records.command(self.services.gateway_name, self.pipeline, command, verdict))
 

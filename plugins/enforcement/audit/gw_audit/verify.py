@@ -17,7 +17,7 @@ records alone: compare the head with a position/hash you noted earlier (``--anch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -236,11 +236,14 @@ def _time(record: Mapping[str, Any]) -> float | None:
 
 
 async def verify_store(store: Store, *, chain: str | None = None, anchor: Anchor | None = None,
-                       page: int = 1000) -> list[ChainReport]:
-    """Verify every chain in ``store`` (or only ``chain``), reading the audit stream in pages."""
+                       page: int = 1000, progress: Callable[[int, int], None] | None = None) -> list[ChainReport]:
+    """Verify every chain in ``store`` (or only ``chain``), reading the audit stream in pages.  ``progress``
+    is called after each page with the records read so far and the stream's newest position."""
     verifiers: dict[str, ChainVerifier] = {}
     after: int | None = None
     where = {"chain": chain} if chain else None
+    newest = await store.last(STREAM) if progress is not None else None
+    read = 0
     while True:
         entries = await store.scan(STREAM, where=where, after=after, limit=page)
         for entry in entries:
@@ -250,6 +253,9 @@ async def verify_store(store: Store, *, chain: str | None = None, anchor: Anchor
             if verifier is None:
                 verifier = verifiers[key] = ChainVerifier(key, anchor)
             verifier.feed(entry.seq, entry.data)
+        read += len(entries)
+        if progress is not None:
+            progress(read, newest.seq if newest is not None else 0)
         if len(entries) < page:
             break
         after = entries[-1].seq

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from gw.errors import ConfigError, StoreError
 import trio
+from gw.errors import ConfigError, StoreError
 from gw.model import Decision, DenyCode, Kind, Outcome
 from gw.runtime import Runtime
 from gw.testing import write_pipeline

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gw_audit.cli
 import pytest
 import trio
 from click.testing import CliRunner, Result
@@ -205,3 +206,23 @@ def test_cli_verify_of_a_record_that_is_no_longer_json(tmp_path: Path, open_runt
     out = gw("audit", "verify", "-c", str(tmp_path / "pipeline.toml"))
     assert out.exit_code == 1
     assert "record 5 of stream 'audit' is not a JSON object in the database (the file was edited" in out.output
+
+
+async def test_verify_reports_progress_page_by_page(trail: sqlite3.Connection, open_runtime: Any) -> None:
+    seen: list[tuple[int, int]] = []
+    async with open_runtime() as rt:
+        reports = await verify_store(rt.store, page=3, progress=lambda read, newest: seen.append((read, newest)))
+    assert reports[0].ok and seen == [(3, 7), (6, 7), (7, 7)]
+
+
+def test_cli_verify_shows_progress_on_a_terminal_only(tmp_path: Path, open_runtime: Any, new_session: Any,
+                                                      new_command: Any, ctx: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config = str(tmp_path / "pipeline.toml")
+    trio.run(write_trail, open_runtime, new_session, new_command, ctx)
+    quiet = CliRunner().invoke(build_cli(), ["audit", "verify", "-c", config], catch_exceptions=False)
+    assert "verifying" not in quiet.stderr
+    monkeypatch.setattr(gw_audit.cli, "_progress_shown", lambda: True)
+    shown = CliRunner().invoke(build_cli(), ["audit", "verify", "-c", config], catch_exceptions=False)
+    assert shown.exit_code == 0 and "verifying: 7 records read (newest position 7)" in shown.stderr
+    assert shown.stdout.startswith("OK: chain 'gw-test': 7 records verified")

@@ -311,6 +311,18 @@ class MaskStage(Stage):
     def _text_masker(self, counts: MaskCounts) -> TextMasker | None:
         return TextMasker(self._detection, counts) if self._detection else None
 
+    def explain(self, command: Command) -> str | None:
+        """The mask plan (``gw policy explain``): which result columns, JSON paths and detected values."""
+        opts = self.options
+        plan = []
+        if opts.columns:
+            plan.append("result columns matching " + ", ".join(c.column for c in opts.columns))
+        if opts.json_paths:
+            plan.append("JSON paths " + ", ".join(p.path for p in opts.json_paths))
+        if opts.detectors:
+            plan.append("values found by " + ", ".join(d.detector for d in opts.detectors))
+        return f"masks {'; '.join(plan)} ({opts.strategy}) in what the agent is shown" if plan else None
+
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         self._require_ready()
         key = tuple(columns)

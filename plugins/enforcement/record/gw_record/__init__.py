@@ -26,3 +26,10 @@ def gw_register_commands(register: Callable[[Any], None]) -> None:
     from .cli import sessions
 
     register(sessions)
+
+
+@hookimpl
+def gw_register_offers(register: Callable[[type[Any]], None]) -> None:
+    from .offer import RecordingsOffer
+
+    register(RecordingsOffer)

@@ -94,6 +94,9 @@ def test_exec_cat_and_exit_code(cluster: Any) -> None:
     texts = [r["text"] for r in execs]
     assert "exec pods/web-1 -n prod -c app -- cat hostname" in texts, texts
     assert all(r["kind"] == "exec" for r in execs)
+    failed = next(r for r in execs if "exit 3" in r["text"])
+    assert failed["outcome"]["notes"]["exit_code"] == 3, failed["outcome"]
+    assert next(r for r in execs if r["text"].endswith("cat hostname"))["outcome"]["notes"]["exit_code"] == 0
     # over WebSocket only: no SPDY request reached the API server
     assert not [s for s in cluster.api.seen if (s.header("Upgrade") or "").lower().startswith("spdy")]
 

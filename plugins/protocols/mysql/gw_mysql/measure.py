@@ -54,20 +54,31 @@ async def engines(up: UpstreamConnection, objects: Sequence[str], database: str 
     return out
 
 
-async def measure(up: UpstreamConnection, statement: bytes, objects: Sequence[str], limit: int, *,
-                  database: str | None = None) -> Measurement:
-    """Run the COM_QUERY payload ``statement`` (a single write) measured against ``limit``.
+@dataclass
+class Pending:
+    """A write run by :func:`run` and not yet kept or undone: ``rows`` it changed (None: unknown, ``reason``
+    says why), the server's ``answer`` packets, and whether gw opened the transaction (``in_transaction``
+    False) or used a savepoint in the client's.  ``open`` is False when there is nothing to keep or undo."""
 
-    Over the limit (or unknown), nothing stays changed; within it, the write stays (committed in autocommit,
-    still inside the client's transaction otherwise)."""
+    rows: int | None
+    answer: list[bytes]
+    in_transaction: bool
+    open: bool
+    reason: str = ""
+
+
+async def run(up: UpstreamConnection, statement: bytes, objects: Sequence[str], *,
+              database: str | None = None) -> Pending:
+    """Run the COM_QUERY payload ``statement`` (a single write) so that nothing commits yet and count its rows.
+    A write that fails changed nothing (``open`` False, its ERR in ``answer``)."""
     found = await engines(up, objects, database)
     for obj, engine in found.items():
         if engine not in TRANSACTIONAL_ENGINES:
             why = f"engine {engine}" if engine else "not a base table gw can find"
-            return Measurement(None, False, [], f"{obj} cannot be rolled back ({why}): gw cannot measure the "
-                                                f"write before it commits")
+            return Pending(None, [], False, False, f"{obj} cannot be rolled back ({why}): gw cannot measure the "
+                                                   "write before it commits")
     if not found:
-        return Measurement(None, False, [], "the write names no table gw can check")
+        return Pending(None, [], False, False, "the write names no table gw can check")
     in_transaction = bool(up.status & ServerStatus.IN_TRANS)
     await up.query(f"SAVEPOINT {SAVEPOINT}" if in_transaction else "START TRANSACTION")
     try:
@@ -82,15 +93,59 @@ async def measure(up: UpstreamConnection, statement: bytes, objects: Sequence[st
         ok = OK.decode(answer.payload, up.capabilities)
     except _Undo as e:
         await _undo(up, in_transaction)
-        return Measurement(None, False, [e.raw], "the write failed")
+        return Pending(None, [e.raw], in_transaction, False, "the write failed")
     except BaseException:
         await _undo(up, in_transaction)
         raise
-    if ok.affected_rows > limit:
-        await _undo(up, in_transaction)
-        return Measurement(ok.affected_rows, False, [answer.raw])
-    await up.query(f"RELEASE SAVEPOINT {SAVEPOINT}" if in_transaction else "COMMIT")
-    return Measurement(ok.affected_rows, True, [answer.raw])
+    return Pending(ok.affected_rows, [answer.raw], in_transaction, True)
+
+
+async def keep(up: UpstreamConnection, pending: Pending) -> None:
+    if pending.open:
+        pending.open = False
+        await up.query(f"RELEASE SAVEPOINT {SAVEPOINT}" if pending.in_transaction else "COMMIT")
+
+
+async def undo(up: UpstreamConnection, pending: Pending) -> None:
+    if pending.open:
+        pending.open = False
+        await _undo(up, pending.in_transaction)
+
+
+async def measure(up: UpstreamConnection, statement: bytes, objects: Sequence[str], limit: int, *,
+                  database: str | None = None) -> Measurement:
+    """Run the COM_QUERY payload ``statement`` (a single write) measured against ``limit``.
+
+    Over the limit (or unknown), nothing stays changed; within it, the write stays (committed in autocommit,
+    still inside the client's transaction otherwise)."""
+    pending = await run(up, statement, objects, database=database)
+    if not pending.open:
+        return Measurement(None, False, pending.answer, pending.reason)
+    if pending.rows is None or pending.rows > limit:
+        await undo(up, pending)
+        return Measurement(pending.rows, False, pending.answer)
+    await keep(up, pending)
+    return Measurement(pending.rows, True, pending.answer)
+
+
+#: The statement verbs whose affected-row count is what they change.
+MEASURABLE = frozenset({"insert", "update", "delete", "replace"})
+
+
+def unmeasurable(kind: str, verb: str, flags: frozenset[str], verbs: Sequence[str]) -> str | None:
+    """Why gw cannot learn a MySQL statement's row count before it commits, or None when it can."""
+    if kind != "write":
+        return f"a {kind} statement, not a write gw can count"
+    if "multi_statement" in flags:
+        return "several statements in one message"
+    if verb not in MEASURABLE:
+        return f"{verb.upper() or 'this statement'} changes rows gw cannot count before they commit"
+    doubtful = sorted(flags - {"no_where"})
+    if doubtful:
+        return f"the statement has effects its row count does not show ({', '.join(doubtful)})"
+    if any(v not in (verb, "select") for v in verbs):
+        return "the statement writes in more than one way"
+    return None
 
 
 class _Undo(Exception):

@@ -20,6 +20,7 @@ What gw keeps in step with the server (see docs/plugins/mysql.md):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Channel, Column, Command, DenyCode, Kind, Outcome, SessionEnd, Verdict
+from gw.model import Channel, Column, Command, DenyCode, Kind, Measurement, Outcome, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
@@ -40,6 +41,7 @@ from gw_sqlanalysis.mysql import (
 from gw_sqlanalysis.mysql import session_mode as mysql_session_mode
 
 from . import errors as E
+from . import measure as measuring
 from .codec import CLOSED, NEED_DATA, Packet, PacketCodec, encode_packet, fragments_of, with_seq
 from .columns import STRING_TYPES, build_columns
 from .constants import Capability as C
@@ -139,13 +141,51 @@ class _Context:
     notices are appended to the info text of the command's final OK packet (what ``mysql`` prints after
     ``Rows matched: ...``)."""
 
-    __slots__ = ("notices",)
+    __slots__ = ("command", "measured", "notices", "open", "payload", "session")
 
-    def __init__(self) -> None:
+    def __init__(self, session: ProxySession | None = None, payload: bytes | None = None) -> None:
         self.notices: list[str] = []
+        self.session = session
+        #: A COM_QUERY payload gw may run measured (``rows_over``); None for other commands.
+        self.payload = payload
+        self.command: Command | None = None
+        self.measured: Measurement | None = None
+        self.open: measuring.Pending | None = None
 
     async def notice(self, message: str) -> None:
         self.notices.append(message)
+
+    @property
+    def cancel_reason(self) -> str:
+        """Why the session ends under a decision in progress (``client_disconnected``, ``token_expired`` ...)."""
+        return (self.session._ending or "") if self.session is not None else ""
+
+    async def measure(self) -> Measurement:
+        """The write's row count as the server reports it, the write left uncommitted until the verdict
+        (:class:`gw.stage.CommandContext`)."""
+        if self.measured is None:
+            self.measured = await self._measure()
+        return self.measured
+
+    async def _measure(self) -> Measurement:
+        cmd, session = self.command, self.session
+        if cmd is None or session is None or self.payload is None:
+            return Measurement(None, "gw counts rows of COM_QUERY statements only")
+        why = measuring.unmeasurable(cmd.kind.value, cmd.verb, cmd.flags, cmd.verbs)
+        if why is not None:
+            return Measurement(None, why)
+        pending = await measuring.run(session.up, self.payload, cmd.objects, database=session.database)
+        if pending.answer:
+            self.open = pending
+        if pending.rows is None and not pending.open and pending.answer:
+            return Measurement(0, "the statement failed")  # its error goes to the client; nothing changed
+        return Measurement(pending.rows, pending.reason)
+
+    async def discard(self) -> None:
+        pending, self.open = self.open, None
+        self.measured = None
+        if pending is not None and self.session is not None:
+            await measuring.undo(self.session.up, pending)
 
 
 class ProxySession:
@@ -420,17 +460,47 @@ class ProxySession:
             await self._reply(Err.of(E.NOT_SUPPORTED_YET, _LOCAL_INFILE))
             return
         check_mode = facts.changes_mode
-        context = _Context()
+        context = _Context(self, bytes(p.payload))
         cmd = self._command_for(decoded, cls)
+        context.command = cmd
         wants_rows = self.sr.wants_rows
         refused = await self._decide(cmd, context)
         if refused is not None:
+            await context.discard()
             await self._reply(refused)
+            return
+        if context.open is not None:
+            await self._keep_measured(cmd, context)
             return
         answer = _Answer(cmd, Outcome(), wants_rows=wants_rows, text=decoded.analysis, check_mode=check_mode,
                          classifier=classifier)
         answer.lineage_ok = not facts.opaque
         await self._forward(p, answer, context)
+
+    async def _keep_measured(self, cmd: Command, context: _Context) -> None:
+        """The verdict allows a write gw already ran measured: keep it and relay its answer (the OK's status
+        flags as they are once gw's transaction or savepoint is gone)."""
+        pending, context.open = context.open, None
+        assert pending is not None
+        outcome = Outcome(rows=pending.rows)
+        if pending.open:
+            await measuring.keep(self.up, pending)
+        raw = pending.answer[0]
+        payload = raw[4:]
+        if payload[:1] == b"\x00":
+            ok = OK.decode(payload, self.up.capabilities)
+            info = ok.info
+            if context.notices:
+                info = info + (b"; " if info else b"") + "; ".join(context.notices).encode()
+            ok = dataclasses.replace(ok, status=self.up.status, info=info)
+            outcome.tag = f"OK {ok.affected_rows}"
+            await self._reply(ok)
+        else:
+            err = decode_error(payload)
+            outcome.status, outcome.error_code, outcome.error_message = "error", str(err.number), err.message
+            outcome.rows = 0
+            await self._reply(err)
+        await self.sr.complete(cmd, outcome)
 
     async def _kill_statement(self, decoded: Decoded, statements: int) -> None:
         m = _KILL.fullmatch(decoded.analysis)
@@ -492,7 +562,7 @@ class ProxySession:
             else:
                 t = st.param_types[i] if st.param_types else 0
                 params.append(binary_value_text(t & 0xFF, value, bool(t & 0x8000)))
-        context = _Context()
+        context = _Context(self)
         cmd = self._command_for(st.decoded, st.classification, params=params,
                                 attributes={"statement": st.statement_id})
         wants_rows = self.sr.wants_rows
@@ -547,7 +617,7 @@ class ProxySession:
         cls = Classification(kind=Kind.READ, verb="use",
                              objects=(f"{name}.*",), flags=frozenset(), verbs=("use",))
         cmd = self._command_for(decoded, cls, attributes={"command": "COM_INIT_DB"})
-        context = _Context()
+        context = _Context(self)
         refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)
@@ -561,7 +631,7 @@ class ProxySession:
         cls = Classification(kind=Kind.READ, verb="show", objects=(qualified,), flags=frozenset(), verbs=("show",))
         cmd = self._command_for(Decoded("", f"SHOW COLUMNS FROM `{table}`"), cls,
                                 attributes={"command": "COM_FIELD_LIST"})
-        context = _Context()
+        context = _Context(self)
         refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)
@@ -571,7 +641,7 @@ class ProxySession:
     async def _simple_command(self, p: Packet, verb: str, text: str) -> None:
         cls = Classification(kind=Kind.READ, verb=verb, objects=(), flags=frozenset(), verbs=(verb,))
         cmd = self._command_for(Decoded(text, text), cls, attributes={"command": f"COM_{text}"})
-        context = _Context()
+        context = _Context(self)
         refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)

@@ -125,4 +125,6 @@ async def test_a_held_command_dies_with_its_client(my_gateway: Any, my: Any, tab
             while ("ended", "client_disconnected") not in events:
                 await trio.sleep(0.1)
     assert my.direct(f"SELECT COUNT(*) FROM {table}") == ((2,),)
-    assert not any(e[0] == "decided" and e[1][0].startswith("DELETE") for e in events)
+    # The DELETE was never allowed: its only decision is the cancellation (recorded as a refusal).
+    decided = [e[1] for e in events if e[0] == "decided" and e[1][0].startswith("DELETE")]
+    assert [d[3] for d in decided] == ["deny"], decided

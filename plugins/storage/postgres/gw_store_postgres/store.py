@@ -430,6 +430,14 @@ class PostgresStore(Store):
                                     f"deleting document {collection}/{key}"))
 
     # -- status ---------------------------------------------------------------------------------------------
+    async def check_ready(self) -> str | None:
+        """Why the store cannot serve gw now (``/readyz``), or None: one round trip to the database."""
+        try:
+            await self._run(lambda conn: conn.execute("SELECT 1").fetchone(), "checking readiness")
+        except StoreError as e:
+            return str(e)
+        return None
+
     async def describe(self) -> dict[str, Any]:
         """Where the store is (never the password), schema version and sizes for ``gw storage info``."""
         size = self._q("SELECT pg_total_relation_size(format('%%I.entries', %s::text)::regclass) "

@@ -1,4 +1,4 @@
-"""The storage contract (gw.testing.StoreContract) against the real PostgreSQL: two stores on one schema are two
+"""The storage contract (gw_storagekit.StoreContract) against the real PostgreSQL: two stores on one schema are two
 gateways sharing the database."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from gw.store import Store
-from gw.testing import StoreContract
+from gw_storagekit import StoreContract
 from gw_store_postgres import PostgresStore
 
 

@@ -115,6 +115,7 @@ async def test_outage_fails_closed_then_resumes_by_itself(tmp_path: Path, own_da
     await store.open()
     try:
         await store.append("audit", [{"before": True}])
+        assert await store.check_ready() is None
         admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS false")
         admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{own_database}'")
         for _ in range(3):  # the pooled connection is gone, and no new one is accepted
@@ -123,6 +124,8 @@ async def test_outage_fails_closed_then_resumes_by_itself(tmp_path: Path, own_da
                 await store.append("audit", [{"during": True}])
         with pytest.raises(StoreError, match="is unreachable"):
             await store.get("approvals", "x")
+        reason = await store.check_ready()
+        assert reason is not None and "is unreachable while checking readiness" in reason
         admin(f"ALTER DATABASE {own_database} ALLOW_CONNECTIONS true")
         await store.append("audit", [{"after": True}])
         assert [dict(e.data) for e in await store.scan("audit")] == [{"before": True}, {"after": True}]

@@ -420,52 +420,64 @@ class SqliteStore(Store):
     async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,
                    before: int | None = None, limit: int | None = None, newest_first: bool = False
                    ) -> list[Entry]:
-        params: list[Any] = []
+        order = " ORDER BY e.seq DESC" if newest_first else " ORDER BY e.seq ASC"
+        bounds, bound_params = "", []
+        if after is not None:
+            bounds += " AND e.seq > ?"
+            bound_params.append(after)
+        if before is not None:
+            bounds += " AND e.seq < ?"
+            bound_params.append(before)
 
-        def bounds(seq_col: str) -> str:
-            out = ""
-            if after is not None:
-                out += f" AND {seq_col} > ?"
-                params.append(after)
-            if before is not None:
-                out += f" AND {seq_col} < ?"
-                params.append(before)
-            return out
-
-        if where:
-            # Entries up to index_state.through: drive the query from the index of the first field (rows come in
-            # seq order from it); every other field is a primary-key lookup on (seq, field).
-            pairs = sorted(_fields(where))
-            (first_field, first_value), *others = pairs
-            sql = "SELECT e.seq AS seq, e.ts AS ts, e.data AS data FROM entry_fields f0 JOIN entries e ON e.seq = f0.seq"
-            for i, (f, v) in enumerate(others, 1):
-                sql += f" JOIN entry_fields f{i} ON f{i}.seq = f0.seq AND f{i}.field = ? AND f{i}.value = ?"
-                params += [f, v]
-            sql += " WHERE f0.stream = ? AND f0.field = ? AND f0.value = ?"
-            params += [stream, first_field, first_value]
-            sql += bounds("f0.seq")
-            # The entries past it (at most INDEX_EVERY or so): matched on their own ``fields``.
-            sql += (" UNION ALL SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?"
-                    " AND e.seq > (SELECT through FROM index_state)")
-            params.append(stream)
-            for f, v in pairs:
-                sql += " AND EXISTS (SELECT 1 FROM json_each(e.fields) j WHERE j.key = ? AND j.value = ?)"
-                params += [f, v]
-            sql += bounds("e.seq")
-            seq_col = "seq"
-        else:
-            sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?"
-            params.append(stream)
-            sql += bounds("e.seq")
-            seq_col = "e.seq"
-        sql += f" ORDER BY {seq_col} {'DESC' if newest_first else 'ASC'}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, limit))
-
-        def query(conn: sqlite3.Connection) -> list[Entry]:
+        def rows(conn: sqlite3.Connection, sql: str, params: list[Any], room: int | None) -> list[Entry]:
+            if room is not None:
+                sql += " LIMIT ?"
+                params = [*params, max(0, room)]
             return [Entry(seq, ts, _decode(f"record {seq} of stream {stream!r}", data))
                     for seq, ts, data in conn.execute(sql, params)]
+
+        if not where:
+            def query(conn: sqlite3.Connection) -> list[Entry]:
+                sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?" + bounds + order
+                return rows(conn, sql, [stream, *bound_params], limit)
+
+            return await self._read(query)
+
+        # Entries up to index_state.through: driven by the index of the first field (rows come in seq order from
+        # it, so ORDER BY ... LIMIT stops early); every other field is a primary-key lookup on (seq, field).
+        pairs = sorted(_fields(where))
+        (first_field, first_value), *others = pairs
+        indexed = "SELECT e.seq, e.ts, e.data FROM entry_fields f0 JOIN entries e ON e.seq = f0.seq"
+        indexed_params: list[Any] = []
+        for i, (f, v) in enumerate(others, 1):
+            indexed += f" JOIN entry_fields f{i} ON f{i}.seq = f0.seq AND f{i}.field = ? AND f{i}.value = ?"
+            indexed_params += [f, v]
+        indexed += " WHERE f0.stream = ? AND f0.field = ? AND f0.value = ? AND f0.seq <= ?"
+        indexed += bounds.replace("e.seq", "f0.seq") + order.replace("e.seq", "f0.seq")
+        # The entries past it (about INDEX_EVERY at most): matched on their own ``fields``.
+        tail = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ? AND e.seq > ?"
+        tail_params: list[Any] = []
+        for f, v in pairs:
+            tail += " AND EXISTS (SELECT 1 FROM json_each(e.fields) j WHERE j.key = ? AND j.value = ?)"
+            tail_params += [f, v]
+        tail += bounds + order
+
+        def query(conn: sqlite3.Connection) -> list[Entry]:
+            # Two statements, one snapshot: the index cannot catch up between them.
+            conn.execute("BEGIN")
+            try:
+                (through,) = conn.execute("SELECT through FROM index_state").fetchone()
+                first_sql, first_params, then_sql, then_params = (
+                    indexed, [*indexed_params, stream, first_field, first_value, through, *bound_params],
+                    tail, [stream, through, *tail_params, *bound_params])
+                if newest_first:  # the tail holds the newest entries
+                    first_sql, first_params, then_sql, then_params = then_sql, then_params, first_sql, first_params
+                found = rows(conn, first_sql, first_params, limit)
+                if limit is None or len(found) < limit:
+                    found += rows(conn, then_sql, then_params, None if limit is None else limit - len(found))
+                return found
+            finally:
+                conn.execute("COMMIT")
 
         return await self._read(query)
 

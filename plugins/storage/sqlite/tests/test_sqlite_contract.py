@@ -1,4 +1,4 @@
-"""The storage contract (gw.testing.StoreContract) against SQLite: two stores on one file are two gateways."""
+"""The storage contract (gw_storagekit.StoreContract) against SQLite: two stores on one file are two gateways."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from gw.runtime import Runtime
 from gw.store import Store
-from gw.testing import StoreContract, write_pipeline
+from gw.testing import write_pipeline
+from gw_storagekit import StoreContract
 
 
 class TestSqliteContract(StoreContract):

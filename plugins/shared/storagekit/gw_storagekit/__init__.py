@@ -1,4 +1,4 @@
-"""An in-memory store and the storage contract test suite every backend runs (re-exported by ``gw.testing``).
+"""gw-storagekit: an in-memory store and the storage contract test suite every backend runs.
 
 A backend's tests subclass :class:`StoreContract` and provide one fixture, ``store_factory``: a callable that
 returns a new, *unopened* store on the same backing data each time it is called (two gateways sharing one
@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import trio
 
-from .errors import StoreError
-from .hookspecs import hookimpl
-from .store import (
+from gw.errors import StoreError
+from gw.hookspecs import hookimpl
+from gw.store import (
     CLAIMS,
     Claim,
     ClaimLost,

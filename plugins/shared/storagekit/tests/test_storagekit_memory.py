@@ -1,4 +1,4 @@
-"""The storage contract against the in-memory reference store (gw.testing.MemoryStore)."""
+"""The storage contract against the in-memory reference store (gw_storagekit.MemoryStore)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 from gw.store import Store
-from gw.testing import MemoryData, MemoryStore, StoreContract
+from gw_storagekit import MemoryData, MemoryStore, StoreContract
 
 
 class TestMemoryStoreContract(StoreContract):

@@ -154,4 +154,9 @@ def test_audit_verify_sessions_and_policy_explain(agents: Env) -> None:
     assert explain("DROP TABLE users", "agents") == 1
     assert explain("DROP TABLE users", "dba") == 0
     assert explain("DELETE FROM users", "agents") == 2
-    assert explain("select 1; grant select on users to public", "agents") == 2
+    assert explain("select 1; grant select on users to public", "agents") == 1  # admin: the dba's only
+    assert explain("copy users from program 'id -u'", "agents") == 1
+    assert explain("select pg_read_file('/etc/passwd')", "agents") == 1
+    assert explain("alter system set work_mem = '1GB'", "agents") == 1
+    assert explain("set role postgres", "agents") == 1
+    assert explain("do $$ begin perform 1; end $$", "agents") == 1  # unknown

@@ -280,6 +280,8 @@ class ProxySession:
         self._hold_watch: tuple[trio.CancelScope, trio.Event] | None = None
         #: gw is talking to the upstream itself (measuring): upstream answers go to MEASURE entries.
         self._measuring = False
+        self._held_bytes = 0
+        self._held_overflow = False
         self._client_gone = False
         self._fatal_relayed = False
         self._message_timeout = handler.options.message_timeout.total_seconds()
@@ -838,6 +840,10 @@ class ProxySession:
         tags = [_tag(memoryview(body)[5:]) for t, body in answer if t == BackendType.COMMAND_COMPLETE]
         rows = counted(ctx.command.verb, tags)
         ctx.open = _Measured(answer, plan, rows)
+        if self._held_overflow:
+            ctx.open.rows = None
+            return Measurement(None, f"its RETURNING rows exceed the {MAX_HELD_ANSWER >> 20} MiB gw holds back "
+                                     "while it counts")
         if rows is None:
             return Measurement(None, f"the server's answer ({', '.join(tags) or 'no tag'}) does not count the "
                                      "rows changed")
@@ -874,6 +880,11 @@ class ProxySession:
     def _collect(self, t: int, message: bytes) -> None:
         head = self.pending[0]
         assert head.collected is not None and head.done is not None
+        if t == _DATA_ROW:
+            self._held_bytes += len(message)
+            if self._held_bytes > MAX_HELD_ANSWER:
+                self._held_overflow = True
+                return  # not kept: the measurement is void and the write is rolled back
         head.collected.append((t, message))
         if t == BackendType.READY_FOR_QUERY:
             self.pending.popleft()
@@ -884,6 +895,7 @@ class ProxySession:
         """Send Query messages of gw's own and return each one's answer (up to its ReadyForQuery), none of it
         relayed to the client.  Only between the client's commands (nothing else is pending)."""
         entries = [Pending(Expect.MEASURE, collected=[], done=trio.Event()) for _ in queries]
+        self._held_bytes, self._held_overflow = 0, False
         for entry in entries:
             self.pending.append(entry)
         self._measuring = True
@@ -1341,6 +1353,8 @@ def _params(bind: Bind, types: tuple[int, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+#: RETURNING rows of a measured write gw holds back at most; beyond, the count counts as unknown (fail closed).
+MAX_HELD_ANSWER = 16 << 20
 #: While a command is held gw reads ahead this much of what the client sends, then only watches for hang-up.
 HOLD_READ_LIMIT = 1 << 20
 HOLD_POLL_INTERVAL = 0.5

@@ -458,3 +458,23 @@ def private_cluster() -> Any:
         cluster.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _examples_role() -> None:
+    """The least-privilege role examples/*.toml log in as (examples/setup-postgres.sql, idempotent), created
+    when the local PostgreSQL runs; tests that need PostgreSQL skip or fail on their own when it does not."""
+    import shutil
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("psql") is None:
+        return
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        return
+    script = Path(__file__).resolve().parents[4] / "examples" / "setup-postgres.sql"
+    subprocess.run(["psql", "-X", "-q", "host=127.0.0.1 port=5432 user=postgres dbname=test", "-v",
+                    "ON_ERROR_STOP=1", "-f", str(script)], capture_output=True, check=False, timeout=60)

@@ -10,106 +10,10 @@ from __future__ import annotations
 import pluggy
 import pytest
 import trio
-
 from gw import hookimpl
-from gw.errors import AuthenticationError
-from gw.identity import Credential, IdentityProvider, ProviderOptions
-from gw.model import Column, Identity, Kind, Outcome, Verdict
-from gw.protocol import ListenerOptions, ProtocolHandler
+from gw.model import Kind, Verdict
 from gw.stage import Stage, StageOptions
-
-
-class StaticOptions(ProviderOptions):
-    users: dict[str, list[str]] = {}
-
-
-class StaticIdentity(IdentityProvider):
-    """Accepts the token ``SUBJECT`` when SUBJECT is in ``users``."""
-
-    name = "static"
-    Options = StaticOptions
-
-    async def authenticate(self, credential: Credential) -> Identity:
-        token = str(credential.secret)
-        if token not in self.options.users:
-            raise AuthenticationError("unknown token; get one from your operator", reason="invalid_token")
-        return Identity(token, tuple(self.options.users[token]), provider=self.instance_name)
-
-
-class LineHandler(ProtocolHandler):
-    name = "lines"
-    Options = ListenerOptions
-
-    async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
-        buf = b""
-
-        async def readline() -> bytes | None:
-            nonlocal buf
-            while b"\n" not in buf:
-                data = await stream.receive_some(4096)
-                if not data:
-                    return None
-                buf += data
-            line, buf = buf.split(b"\n", 1)
-            return line
-
-        token = await readline()
-        if token is None:
-            return
-        try:
-            identity = await self.listener.authenticate(Credential("token", token.decode()),
-                                                        client_address=client_address)
-        except AuthenticationError as e:
-            await stream.send_all(f"ERR {e}\n".encode())
-            return
-        sr = await self.listener.start_session(identity, client_address=client_address)
-        await stream.send_all(b"OK\n")
-        reason = "client_closed"
-        busy = False
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal reason
-                why = await sr.wait_terminated()
-                while busy:  # let the command in flight finish (graceful drain)
-                    await trio.sleep(0.01)
-                reason = why
-                await stream.send_all(f"BYE {why}\n".encode())
-                nursery.cancel_scope.cancel()
-
-            async def serve() -> None:
-                nonlocal busy
-                while (line := await readline()) is not None:
-                    busy = True
-                    await self.run_command(sr, stream, line.decode())
-                    busy = False
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            nursery.start_soon(serve)
-        await sr.end(reason)
-
-    async def run_command(self, sr, stream: trio.SocketStream, text: str) -> None:  # type: ignore[no-untyped-def]
-        if text.startswith("sleep "):
-            await trio.sleep(float(text.split()[1]))
-        kind = Kind.DDL if text.startswith("drop") else Kind.READ
-        cmd = sr.command(text, language="line", kind=kind, verb=text.split()[0] if text else "")
-
-        class Ctx:
-            async def notice(self, message: str) -> None:
-                await stream.send_all(f"NOTICE {message}\n".encode())
-
-        verdict = await sr.decide(cmd, Ctx())
-        if not verdict.allowed:
-            await stream.send_all(f"DENIED {verdict.reason}\n".encode())
-            await sr.complete(cmd, Outcome(status="denied"))
-            return
-        filt = sr.rows(cmd, [Column("value")])
-        row: list[bytes | None] = [text.encode()]
-        if filt is not None:
-            row = filt.row(row)
-        await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
-        await sr.complete(cmd, Outcome(rows=1, tag="ROW"))
+from gw.testing import KitPlugin
 
 
 class DenyDropOptions(StageOptions):
@@ -159,18 +63,9 @@ class Broken(Stage):
     async def check(self, command, context):  # type: ignore[no-untyped-def]
         if command.text == "boom":
             raise RuntimeError("stage bug")
-        return None
 
 
 class InlinePlugin:
-    @hookimpl
-    def gw_register_protocols(self, register):  # type: ignore[no-untyped-def]
-        register(LineHandler)
-
-    @hookimpl
-    def gw_register_identity_providers(self, register):  # type: ignore[no-untyped-def]
-        register(StaticIdentity)
-
     @hookimpl
     def gw_register_stages(self, register):  # type: ignore[no-untyped-def]
         for s in (DenyDrop, Upper, Recorder, Broken):
@@ -183,6 +78,7 @@ def inline_pm(gw_plugin_manager: pluggy.PluginManager, gw_register) -> pluggy.Pl
     """A plugin manager with the inline test plugins registered."""
     events.clear()
     gw_register(InlinePlugin(), "inline")
+    gw_register(KitPlugin(), "kit")
     return gw_plugin_manager
 
 

@@ -166,6 +166,9 @@ ADVERSARIAL: list[tuple[str, str]] = [
     ("errors", "update {t} set id = 1 where id = 2"),
     ("errors", "alter table {t} add constraint gw_mc_check check (ssn like '9%')"),
     ("copies", "update {t} set note = ssn where id = 1"),
+    ("copies", "create temp view {t} as select id, ssn as name from public.{t}"),
+    ("copies", "create materialized view {t}_m as select ssn as x from {t}"),
+    ("copies", "alter table {t} rename column ssn to x"),
     ("copies", "insert into {t} (id, name) values (1, 'x') on conflict (id) do update set note = {t}.ssn"),
     ("copies", "update {t} set note = (select q.ssn from {t} q where q.id = 2) where id = 1"),
     ("copies", "with s as (select ssn from {t}) insert into {t} (id, name, note) select 50, 'y', ssn from s"),
@@ -281,6 +284,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     finally:
         proc.stop()
         direct(f"drop table if exists {T}_c; drop table if exists {T}_d; drop view if exists {T}_v; "
+               f"drop materialized view if exists {T}_m; "
                f"drop function if exists {T}_g(); "
                f"drop function if exists {T}_f(); drop table if exists {T}")
 

@@ -78,7 +78,7 @@ class GatewayServices:
             yield from list(lr.sessions)
 
     def listeners(self) -> dict[str, str]:
-        return {name: lr.options.pipeline for name, lr in self._listeners.items()}
+        return {name: lr.options.pipeline for name, lr in self._listeners.items() if lr.options.pipeline}
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> None:
         """Run ``fn(*args)`` as a background task in the gateway's nursery (see :mod:`gw.tasks`): it

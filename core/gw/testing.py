@@ -30,11 +30,18 @@ import pluggy
 import pytest
 import trio
 
+from .errors import AuthenticationError
+from .hookspecs import hookimpl
+from .identity import Credential, IdentityProvider, ProviderOptions
+from .model import Column, Identity, Kind, Outcome, OutcomeStatus, SessionEnd
+from .pipeline import SessionRuntime
 from .plugins import make_plugin_manager
+from .protocol import ListenerOptions, ProtocolHandler
 from .runtime import Runtime
 from .server import Gateway
 
-__all__ = ["GatewayProcess", "RunningGateway", "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
+__all__ = ["GatewayProcess", "KitPlugin", "LineHandler", "RunningGateway", "StaticIdentity", "StaticOptions",
+           "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
            "write_pipeline"]
 
 
@@ -241,3 +248,118 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+# -- a kit for plugin tests: a static identity provider and a line protocol ----------------------------------
+
+class StaticOptions(ProviderOptions):
+    #: Token -> groups: the token ``SUBJECT`` authenticates as SUBJECT.
+    users: dict[str, list[str]] = {}  # noqa: RUF012 -- pydantic copies defaults
+
+
+class StaticIdentity(IdentityProvider):
+    """``use = "static"``: accepts the token ``SUBJECT`` when SUBJECT is in ``users`` (tests only)."""
+
+    name = "static"
+    Options = StaticOptions
+
+    async def authenticate(self, credential: Credential) -> Identity:
+        token = str(credential.secret)
+        if token not in self.options.users:
+            raise AuthenticationError("unknown token; get one from your operator", reason="invalid_token")
+        return Identity(token, tuple(self.options.users[token]), provider=self.instance_name)
+
+
+class _Notices:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+
+    async def notice(self, message: str) -> None:
+        await self.stream.send_all(f"NOTICE {message}\n".encode())
+
+
+class LineHandler(ProtocolHandler):
+    """``protocol = "lines"``, an example protocol for tests: the first line is a token (``OK`` or ``ERR ...``);
+    then each line is a command, answered ``ROW <text>`` (after row filters), ``DENIED <reason>`` or
+    ``NOTICE ...``; ``BYE <reason>`` when gw ends the session.  ``sleep N`` takes N seconds; ``drop ...`` is DDL."""
+
+    name = "lines"
+    Options = ListenerOptions
+
+    async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
+        buf = b""
+
+        async def readline() -> bytes | None:
+            nonlocal buf
+            while b"\n" not in buf:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return None
+                buf += data
+            line, buf = buf.split(b"\n", 1)
+            return line
+
+        token = await readline()
+        if token is None:
+            return
+        try:
+            identity = await self.listener.authenticate(Credential("token", token.decode()),
+                                                        client_address=client_address)
+        except AuthenticationError as e:
+            await stream.send_all(f"ERR {e}\n".encode())
+            return
+        sr = await self.listener.start_session(identity, client_address=client_address)
+        await stream.send_all(b"OK\n")
+        reason: str = SessionEnd.CLIENT_CLOSED
+        busy = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal reason
+                why = await sr.wait_terminated()
+                while busy:  # let the command in flight finish (graceful drain)
+                    await trio.sleep(0.01)
+                reason = why
+                await stream.send_all(f"BYE {why}\n".encode())
+                nursery.cancel_scope.cancel()
+
+            async def serve() -> None:
+                nonlocal busy
+                while (line := await readline()) is not None:
+                    busy = True
+                    await self.run_command(sr, stream, line.decode())
+                    busy = False
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(serve)
+        await sr.end(reason)
+
+    async def run_command(self, sr: SessionRuntime, stream: trio.abc.Stream, text: str) -> None:
+        if text.startswith("sleep "):
+            await trio.sleep(float(text.split()[1]))
+        kind = Kind.DDL if text.startswith("drop") else Kind.READ
+        cmd = sr.command(text, language="line", kind=kind, verb=text.split()[0] if text else "")
+        verdict = await sr.decide(cmd, _Notices(stream))
+        if not verdict.allowed:
+            await stream.send_all(f"DENIED {verdict.reason}\n".encode())
+            await sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED))
+            return
+        filt = sr.rows(cmd, [Column("value")])
+        row: list[bytes | None] = [text.encode()]
+        if filt is not None:
+            row = filt.row(row)
+        await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
+        await sr.complete(cmd, Outcome(rows=1, tag="ROW"))
+
+
+class KitPlugin:
+    """Registers :class:`StaticIdentity` and :class:`LineHandler`: ``gw_register(KitPlugin(), "kit")``."""
+
+    @hookimpl
+    def gw_register_protocols(self, register: Callable[[type[Any]], None]) -> None:
+        register(LineHandler)
+
+    @hookimpl
+    def gw_register_identity_providers(self, register: Callable[[type[Any]], None]) -> None:
+        register(StaticIdentity)

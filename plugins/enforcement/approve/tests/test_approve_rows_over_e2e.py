@@ -68,6 +68,21 @@ pipeline = "agents"
 allow_groups = ["agents"]
 upstream = {{ host = "127.0.0.1", port = 5432, database = "test", user = "postgres", sslmode = "disable" }}
 
+[pipelines.retry]
+stages = [
+  {{ use = "approve", approvers = ["dba"], timeout = "10m", mode = "retry", require = [
+      {{ kind = "write", rows_over = 100 }} ] }},
+]
+
+[[listeners]]
+name = "retry"
+protocol = "postgres"
+listen = "127.0.0.1:0"
+identity = "tokens"
+pipeline = "retry"
+allow_groups = ["agents"]
+upstream = {{ host = "127.0.0.1", port = 5432, database = "test", user = "postgres", sslmode = "disable" }}
+
 [[listeners]]
 name = "canonical"
 protocol = "postgres"
@@ -433,3 +448,30 @@ async def test_returning_rows_beyond_what_gw_holds_back_count_as_unknown(table: 
         finally:
             await trio.to_thread.run_sync(alice.close)
     assert direct(f"SELECT count(*) FROM {table}") == [(498,)]
+
+
+async def test_retry_mode_approval_covers_the_count_the_approvers_saw(table: str, config: Path) -> None:
+    import psycopg
+
+    sql = f"delete from {table} where id > 350"
+    async with running_gateway(config) as gw:
+        rt = gw.runtime
+        dba = issue_token(rt, "dana", ["dba"])
+        alice = await trio.to_thread.run_sync(Agent, gw.port("retry"), issue_token(rt, "alice", ["agents"]))
+        try:
+            first = await alice.run(sql)
+            assert isinstance(first, psycopg.errors.InsufficientPrivilege), first
+            assert "the database counted 150 rows" in str(first)
+            rid = str(first).split("Request ")[1].split()[0]
+            await approve_request(rt, rid, token=dba)
+            direct(f"INSERT INTO {table} SELECT g, 'late' FROM generate_series(501, 520) g")
+            grown = await alice.run(sql)  # 170 rows now: the approval for 150 does not cover it
+            assert isinstance(grown, psycopg.errors.InsufficientPrivilege), grown
+            assert "the database counted 170 rows" in str(grown) and rid not in str(grown).split("Request ")[1]
+            assert direct(f"SELECT count(*) FROM {table}") == [(520,)]
+            again = str(grown).split("Request ")[1].split()[0]
+            await approve_request(rt, again, token=dba)
+            assert await alice.run(sql) == 170
+        finally:
+            await trio.to_thread.run_sync(alice.close)
+    assert direct(f"SELECT count(*) FROM {table}") == [(350,)]

@@ -14,7 +14,7 @@ from typing import Any
 from gw.errors import StoreError
 from gw.model import Identity
 from gw.runtime import Runtime
-from gw.store import Store
+from gw.store import Entry, Store
 
 from .cli import _iso, _outcomes
 from .records import STREAM
@@ -48,7 +48,7 @@ class AuditOffer:
                 where[key] = value
         needle = (text or "").casefold()
         store = self._store()
-        found = []
+        found: list[Entry] = []
         before: int | None = None
         looked = 0
         while len(found) < limit and looked < _SCAN_LIMIT:

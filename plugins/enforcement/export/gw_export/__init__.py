@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from gw import hookimpl
 
 from .exporter import POSITIONS, STREAM, running
-from .stage import ExportOptions, ExportStage
+from .options import ExportOptions
+from .stage import ExportStage
 
 if TYPE_CHECKING:
     from gw.runtime import Runtime

@@ -77,7 +77,7 @@ class Guard(Stage):
                     f"pipeline {self.pipeline!r} allows; nothing was changed. Narrow it (a WHERE that selects "
                     "fewer rows, or several smaller batches), or ask a gateway operator")
         if rule.message:
-            return rule.message
+            return str(rule.message)
         kind, verb = command.kind.value, command.verb or "?"
         if self.options.message:
             return (self.options.message.replace("{rule}", rule.label()).replace("{kind}", kind)

@@ -13,9 +13,9 @@ import pytest
 import trio
 from gw import hookimpl
 from gw.errors import StoreError
-from gw.storetesting import MemoryStore
 from gw.testing import require_program, require_service, running_gateway
 from gw_metrics import endpoint_of
+from gw_storagekit import MemoryStore
 
 
 class FlakyStore(MemoryStore):

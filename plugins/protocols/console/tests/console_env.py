@@ -150,3 +150,22 @@ def start_gateway(directory: Path, *, login_attempts: int = 10) -> Gateway:
            f"insert into {table} values (1, 'ann', '{SSN}'), (2, 'bob', '219-09-9999')")
     process = GatewayProcess(config, env={SECRET_ENV: secrets.token_urlsafe(32)}).start()
     return Gateway(directory, config, process, table)
+
+
+DOCS = Path(__file__).resolve().parents[4] / "docs" / "plugins" / "console"
+CHROMIUM = os.environ.get("GW_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def shot(page: object, name: str) -> None:
+    if os.environ.get("GW_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def log_in(page: object, gateway: Gateway, token: str) -> None:
+    page.goto(gateway.url + "/")  # type: ignore[attr-defined]
+    page.get_by_label("Token").fill(token)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    page.wait_for_url("**/approvals")  # type: ignore[attr-defined]

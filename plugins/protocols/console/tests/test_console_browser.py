@@ -5,46 +5,7 @@ the screenshots of docs/plugins/console.md."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from console_env import Gateway, direct
-
-DOCS = Path(__file__).resolve().parents[4] / "docs" / "plugins" / "console"
-CHROMIUM = os.environ.get("GW_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        if os.environ.get("GW_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def shot(page: object, name: str) -> None:
-    if os.environ.get("GW_UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-def log_in(page: object, gateway: Gateway, token: str) -> None:
-    page.goto(gateway.url + "/")  # type: ignore[attr-defined]
-    page.get_by_label("Token").fill(token)  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
-    page.wait_for_url("**/approvals")  # type: ignore[attr-defined]
+from console_env import Gateway, direct, log_in, shot
 
 
 def test_approve_a_held_delete_from_the_page(gateway: Gateway, browser: object) -> None:

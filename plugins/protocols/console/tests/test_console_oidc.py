@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -96,7 +96,7 @@ class Provider:
 
         return Handler
 
-    def __enter__(self) -> Provider:
+    def __enter__(self) -> Self:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -167,7 +167,7 @@ def test_single_sign_on_with_pkce_opens_a_console_session(sso: tuple[Provider, G
 
 def test_a_callback_that_did_not_start_in_this_browser_is_refused(sso: tuple[Provider, GatewayProcess, str]
                                                                    ) -> None:
-    idp, _, base = sso
+    _, _, base = sso
     with httpx.Client(base_url=base, follow_redirects=False, timeout=20) as victim, \
             httpx.Client(base_url=base, follow_redirects=False, timeout=20) as attacker:
         # The attacker starts a login and hands its callback URL (its code and state) to the victim.

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_env import GW, SECRET_ENV, Gateway
+from console_env import GW, SECRET_ENV, Gateway, log_in, shot
 from gw.testing import GatewayProcess, free_port, require_program, wait_for
-from test_console_browser import browser, log_in, shot  # noqa: F401  (the browser fixture)
 
 PIPELINE = """\
 [gateway]

@@ -26,6 +26,8 @@ def test_get_pods_through_gw_with_audit(cluster: Any) -> None:
     assert rec["text"] == "list pods -n prod"
     assert rec["kind"] == "read" and rec["objects"] == ["prod/pods/*"]
     assert rec["subject"] == "agent-7"
+    notes = rec["outcome"]["notes"]
+    assert notes["response_status"] == 200 and notes["response_bytes"] > 0, rec["outcome"]
 
 
 def test_get_pod_yaml_and_all_namespaces(cluster: Any) -> None:

@@ -94,6 +94,9 @@ def test_exec_cat_and_exit_code(cluster: Any) -> None:
     texts = [r["text"] for r in execs]
     assert "exec pods/web-1 -n prod -c app -- cat hostname" in texts, texts
     assert all(r["kind"] == "exec" for r in execs)
+    failed = next(r for r in execs if "exit 3" in r["text"])
+    assert failed["outcome"]["notes"]["exit_code"] == 3, failed["outcome"]
+    assert next(r for r in execs if r["text"].endswith("cat hostname"))["outcome"]["notes"]["exit_code"] == 0
     # over WebSocket only: no SPDY request reached the API server
     assert not [s for s in cluster.api.seen if (s.header("Upgrade") or "").lower().startswith("spdy")]
 
@@ -228,3 +231,24 @@ def test_attach_with_stdin(cluster: Any) -> None:
     assert "attached-ok" in out.stdout
     rec = _records(cluster, "attach")[0]
     assert rec["kind"] == "exec" and rec["text"] == "attach pods/web-1 -n prod -c app"
+
+
+def test_a_held_delete_is_cancelled_when_kubectl_gives_up(cluster: Any) -> None:
+    token = cluster.token()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig(token)), "HOME": str(cluster.dir)}
+    proc = subprocess.Popen([cluster.kubectl, "delete", "pod", "debug", "-n", "default", "--wait=false"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def listed(status: str) -> list[dict[str, Any]]:
+        out = cluster.gw("approvals", "list", "-c", str(cluster.config), "--json", "--status", status)
+        return [r for r in json.loads(out.stdout or "[]") if "debug" in json.dumps(r)] if out.returncode == 0 \
+            else []
+
+    try:
+        wait_for(lambda: listed("pending"), timeout=40)
+    finally:
+        proc.kill()  # the agent gives up (Ctrl-C)
+        proc.wait()
+    wait_for(lambda: listed("cancelled"), timeout=40)
+    assert ("default", "debug") in cluster.api.objects["pods"]
+    assert not [s for s in cluster.api.seen if s.method == "DELETE"]

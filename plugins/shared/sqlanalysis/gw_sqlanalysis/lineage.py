@@ -508,7 +508,9 @@ class _Walker:
                 for assignment in node.expressions:
                     value = assignment.expression if isinstance(assignment, exp.EQ) else assignment
                     found = _merge(found, self._guarded(value, scope, self._ctes_above(node)))
-            elif isinstance(node, exp.Merge):
+            elif isinstance(node, (exp.Merge, exp.Alter)):
+                # MERGE: every table it names; ALTER: renaming a table or column moves its values out from
+                # under rules that name it.
                 found = _merge(found, self.fallback)
             elif isinstance(node, exp.Create):
                 query = node.args.get("expression")

@@ -120,6 +120,8 @@ def test_width_unknown_falls_back_to_every_table() -> None:
      (f"{P}.ssn",)),
     ("insert into people (id, name) values (1, 'x') on conflict (id) do update set name = excluded.name", ()),
     ("select my_function(1)", (ANYTHING,)),
+    ("create view v2 as select ssn as name from people", (f"{P}.ssn",)),
+    ("alter table people rename column ssn to x", (WHOLE[0],)),
     ("select dblink_exec('dbname=test', 'insert into t select ssn from people')", (ANYTHING,)),
     ("update people set note = 'x' where ssn = '1'", ()),
 ])

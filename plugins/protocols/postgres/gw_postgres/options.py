@@ -70,6 +70,9 @@ class PostgresListenerOptions(ListenerOptions):
     require_tls: bool = False
     #: Largest message a client may send (a statement, a COPY chunk, a Bind with its parameters).
     max_message_size: Size = DEFAULT_MAX_MESSAGE_SIZE
+    #: Largest statement gw classifies; a longer one is refused (0A000) naming this option.  Statements above
+    #: 64 KiB are analysed in a worker thread, so one agent's huge statement never stalls other sessions.
+    max_analysis_size: Size = 1024 * 1024
     #: Once a client message has started to arrive, the rest must arrive within this time.
     message_timeout: Duration = timedelta(seconds=60)
 

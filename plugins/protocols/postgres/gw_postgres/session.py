@@ -93,6 +93,10 @@ _SQLSTATE_BY_DENY = {
 #: gw forgets every name (a later Bind/Execute of one is refused until the client makes it again).
 _RUNS_SERVER_CODE = frozenset({"do", "call"})
 
+#: Statements longer than this are classified in a worker thread; at most two at a time per process.
+_OFF_LOOP_SIZE = 64 * 1024
+_ANALYSIS_THREADS = trio.CapacityLimiter(2)
+
 _DATA_ROW = int(BackendType.DATA_ROW)
 #: Messages carrying the server's text, masked when the pipeline masks anything.
 _SERVER_TEXT = frozenset({int(BackendType.NOTICE_RESPONSE), int(BackendType.NOTIFICATION_RESPONSE),
@@ -468,6 +472,21 @@ class ProxySession:
             raise ProtocolError("unexpected authentication message after the session started")
         return False
 
+    async def _analyse(self, text: str) -> Classification:
+        """Classify ``text``; a long one in a worker thread (bounded), so the event loop keeps serving every
+        other session while it is analysed."""
+        if len(text) <= _OFF_LOOP_SIZE:
+            return self._classify(text)
+        return await trio.to_thread.run_sync(self._classify, text, limiter=_ANALYSIS_THREADS)
+
+    async def _refuse_too_large(self, text: str, *, query: bool) -> None:
+        limit = self.handler.options.max_analysis_size
+        await self._refuse_unestablished(
+            text[:200] + f"... ({len(text)} characters)", E.FEATURE_NOT_SUPPORTED,
+            f"statement too large for gw to analyse ({len(text)} characters; the listener's max_analysis_size "
+            f"is {limit} bytes): split it into smaller statements, or ask the operator to raise "
+            "max_analysis_size", query=query)
+
     def _classify(self, text: str) -> Classification:
         return self.handler.classifier.classify(text)
 
@@ -533,7 +552,10 @@ class ProxySession:
         return attributes
 
     async def _query(self, raw: memoryview, text: str) -> None:
-        cls = self._classify(text)
+        if len(text) > self.handler.options.max_analysis_size:
+            await self._refuse_too_large(text, query=True)
+            return
+        cls = await self._analyse(text)
         ops = name_operations(text, not self.standard_strings) if mentions_names(text) else []
         cmd = await self._command_for(text, cls, ops, query=True)
         if cmd is None:
@@ -586,7 +608,7 @@ class ProxySession:
                 "it through gw); PREPARE it again", query=query, name=op.name)
             return None
         if st.classification is None:
-            st.classification = self._classify(st.text)
+            st.classification = await self._analyse(st.text)
         inner = st.classification
         attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
         values = tuple(params) if params else op.args
@@ -718,8 +740,11 @@ class ProxySession:
                 "Bind through gw); Bind it again", portal=msg.portal)
             return
         attributes: dict[str, Any] = {"portal": msg.portal, "statement": statement.name}
+        if len(statement.text) > self.handler.options.max_analysis_size:
+            await self._refuse_too_large(statement.text, query=False)
+            return
         if statement.classification is None:
-            statement.classification = self._classify(statement.text)
+            statement.classification = await self._analyse(statement.text)
         if not statement.name_ops_known:
             statement.name_ops = (name_operations(statement.text, not self.standard_strings)
                                   if mentions_names(statement.text) else [])

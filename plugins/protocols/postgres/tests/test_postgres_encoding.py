@@ -109,3 +109,38 @@ async def test_standard_conforming_strings_off_never_hides_a_statement(pg_gatewa
         # The server reads one string (a harmless SELECT); gw, unable to be sure, refuses or lets it run -- but
         # the table is never dropped either way.
     assert await pg.in_thread(_exists, victim), out
+
+
+async def test_statement_over_max_analysis_size_is_refused_and_others_keep_running(pg_gateway: Any, pg: Any) -> None:
+    """A statement over the listener's max_analysis_size is refused naming the option; a large one under it is
+    analysed off the event loop while another session's statements complete (no timing asserted)."""
+    big = "select 1 where 1 in (" + ",".join(str(i) for i in range(40000)) + ")"  # ~230 KB: a worker thread
+    async with pg_gateway(stages=STAGES, listener='max_analysis_size = "128KiB"') as gw:
+        def too_large() -> str | None:
+            with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                try:
+                    c.execute(big)
+                except psycopg.Error as e:
+                    assert "max_analysis_size" in str(e)
+                    return e.sqlstate
+                return None
+        assert await pg.in_thread(too_large) == "0A000"
+
+    async with pg_gateway(stages=STAGES) as gw:
+        done: list[str] = []
+
+        def large() -> None:
+            with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                assert c.execute(big).fetchone() == (1,)
+            done.append("large")
+
+        def small() -> None:
+            with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                for _ in range(20):
+                    assert c.execute("select 1").fetchone() == (1,)
+            done.append("small")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pg.in_thread, large)
+            nursery.start_soon(pg.in_thread, small)
+        assert sorted(done) == ["large", "small"]

@@ -173,6 +173,29 @@ class PostgresHandler(ProtocolHandler):
                                  f"{e}") from None
             ctx.set_alpn_protocols(["postgresql"])
             self.ssl_context = ctx
+        await self._warn_superusers()
+
+    async def _warn_superusers(self) -> None:
+        """Warn when an upstream role gw logs in as is a superuser (the server says so in ParameterStatus
+        ``is_superuser``): policy is then the only thing between an agent and COPY ... PROGRAM.  Best effort:
+        an upstream that cannot be reached now is not an error here."""
+        up = self.opts.upstream
+        logins = ([Login(up.user, up.password_env)] if up.user is not None else []) + [
+            Login(r.user, r.password_env) for r in up.roles]
+        for login in logins:
+            with trio.move_on_after(3):
+                try:
+                    conn = await connect(self.target, login, {"application_name": "gw check"})
+                except (UpstreamError, OSError):
+                    continue
+                try:
+                    if conn.parameters.get("is_superuser") == "on":
+                        log.warning("listener %s: upstream role %r is a PostgreSQL superuser; agents reach the "
+                                    "database with every privilege policy does not deny (COPY ... PROGRAM, "
+                                    "pg_read_file, ALTER SYSTEM). Log in as a least-privilege role instead "
+                                    "(examples/setup-postgres.sql)", self.listener.name, login.user)
+                finally:
+                    await conn.aclose()
 
     async def close(self) -> None:
         await self.catalog.aclose()

@@ -144,3 +144,17 @@ async def test_statement_over_max_analysis_size_is_refused_and_others_keep_runni
             nursery.start_soon(pg.in_thread, large)
             nursery.start_soon(pg.in_thread, small)
         assert sorted(done) == ["large", "small"]
+
+
+async def test_serve_warns_when_the_upstream_role_is_a_superuser(pg_gateway: Any, caplog: Any) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="gw.postgres"):
+        async with pg_gateway(stages=STAGES):
+            pass
+    assert any("is a PostgreSQL superuser" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gw.postgres"):
+        async with pg_gateway(stages=STAGES, upstream='user = "gw_agent"'):
+            pass
+    assert not any("superuser" in r.getMessage() for r in caplog.records)

@@ -136,7 +136,7 @@ class PostgresHandler(ProtocolHandler):
     def __init__(self, listener: ListenerRuntime) -> None:
         super().__init__(listener)
         self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
-        self.classifier = Classifier(dialect="postgres")
+        self.classifier = Classifier(dialect="postgres", functions=dict(self.opts.functions))
         self.catalog = Catalog(self._catalog_connection)
         self.ssl_context: ssl.SSLContext | None = None
         #: gw's BackendKeyData handed to clients -> the upstream's, for CancelRequest.
@@ -156,6 +156,8 @@ class PostgresHandler(ProtocolHandler):
     async def reconfigure(self, previous: ListenerOptions) -> None:
         target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
         self.target = target
+        if cast(PostgresListenerOptions, previous).functions != self.opts.functions:
+            self.classifier = Classifier(dialect="postgres", functions=dict(self.opts.functions))
         if cast(PostgresListenerOptions, previous).upstream != self.opts.upstream:
             self.catalog.forget()  # another server or database: its tables are not the ones cached
             await self.catalog.aclose()

@@ -73,6 +73,9 @@ class PostgresListenerOptions(ListenerOptions):
     #: Largest statement gw classifies; a longer one is refused (0A000) naming this option.  Statements above
     #: 64 KiB are analysed in a worker thread, so one agent's huge statement never stalls other sessions.
     max_analysis_size: Size = 1024 * 1024
+    #: The deployment's own functions and what they do (``{ "myschema.purge" = "write" }``): calls to them are
+    #: classified with that kind instead of ``unknown``.  Keys are ``schema.name`` or a bare name.
+    functions: dict[str, Literal["read", "write", "ddl", "admin", "unknown"]] = Field(default_factory=dict)
     #: Once a client message has started to arrive, the rest must arrive within this time.
     message_timeout: Duration = timedelta(seconds=60)
 

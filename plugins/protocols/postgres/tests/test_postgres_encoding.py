@@ -158,3 +158,15 @@ async def test_serve_warns_when_the_upstream_role_is_a_superuser(pg_gateway: Any
         async with pg_gateway(stages=STAGES, upstream='user = "gw_agent"'):
             pass
     assert not any("superuser" in r.getMessage() for r in caplog.records)
+
+
+async def test_listener_functions_classify_the_deployments_own_functions(pg_gateway: Any, pg: Any,
+                                                                         events: list[Any]) -> None:
+    listener = 'functions = { "pg_catalog.version" = "admin", "public.gw_never_defined" = "write" }'
+    async with pg_gateway(stages=STAGES, listener=listener) as gw:
+        def run() -> None:
+            with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                c.execute("select pg_catalog.version()")
+        await pg.in_thread(run)
+    decided = [e[1] for e in events if e[0] == "decided"]
+    assert ("select pg_catalog.version()", "admin") in [d[:2] for d in decided]

@@ -94,9 +94,10 @@ class Classifier:
 
     def __init__(self, dialect: str = "postgres", cache_size: int = 4096, *, default_schema: str | None = None,
                  safe_functions: frozenset[str] | set[str] | tuple[str, ...] = (),
-                 lexer: Callable[[str], Lexed] | None = None) -> None:
+                 lexer: Callable[[str], Lexed] | None = None, functions: dict[str, str] | None = None) -> None:
         self.rules: DialectRules = rules_for(dialect, default_schema=default_schema,
-                                             safe_functions=frozenset(f.lower() for f in safe_functions))
+                                             safe_functions=frozenset(f.lower() for f in safe_functions),
+                                             function_kinds=functions)
         self.dialect = self.rules.name
         self._lex: Callable[[str], Lexed] = lexer if lexer is not None else self._default_lex
         budget = max(1, cache_size) * 512

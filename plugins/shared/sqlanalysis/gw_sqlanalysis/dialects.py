@@ -8,7 +8,7 @@ which ranks above ``admin`` and ``write``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import sqlglot
@@ -211,6 +211,9 @@ class DialectRules:
     safe_functions: frozenset[str]
     harmless_settings: frozenset[str]
     transaction_settings: frozenset[str]
+    #: The operator's own functions and what they do (``myschema.purge`` -> ``write``); names lower case,
+    #: qualified or bare.  A listed function is never ``unknown``; it raises a statement to its kind.
+    function_kinds: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def sqlglot_functions(self) -> frozenset[str]:
@@ -220,13 +223,14 @@ class DialectRules:
 
 
 def rules_for(dialect: str, *, default_schema: str | None = None, safe_functions: frozenset[str] = frozenset(),
-              ) -> DialectRules:
+              function_kinds: dict[str, str] | None = None) -> DialectRules:
     """The rules of ``dialect`` (``postgres`` or ``mysql``), with operator additions."""
     if dialect in ("postgres", "postgresql"):
         return DialectRules(
             "postgres", "postgres", default_schema or "public", frozenset({"pg_catalog"}),
             PG_ADMIN_FUNCTIONS, PG_WRITE_FUNCTIONS, PG_SQL_TEXT_FUNCTIONS, PG_SAFE_FUNCTIONS | safe_functions,
-            PG_HARMLESS_SETTINGS, PG_TRANSACTION_SETTINGS)
+            PG_HARMLESS_SETTINGS, PG_TRANSACTION_SETTINGS,
+            {k.lower(): v for k, v in (function_kinds or {}).items()})
     if dialect in ("mysql", "mariadb"):
         return DialectRules(
             "mysql", "mysql", default_schema, frozenset(),

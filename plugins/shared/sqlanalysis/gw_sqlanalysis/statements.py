@@ -157,6 +157,14 @@ def scan_calls(st: Statement, facts: Facts) -> None:
                 facts.raise_kind(Kind.UNKNOWN)
         else:
             continue
+        if rules.function_kinds:
+            qualified = (f"{identifier_value(tokens[i - 2]).lower()}.{name}"
+                         if i >= 2 and tokens[i - 1] == "." else name)
+            declared = rules.function_kinds.get(qualified)
+            if declared is not None:
+                facts.flags.add(f"{declared}_function" if declared in ("admin", "write") else "operator_function")
+                facts.raise_kind(Kind(declared))
+                continue
         if name in rules.admin_functions:
             facts.flags.add("admin_function")
             facts.raise_kind(Kind.ADMIN)

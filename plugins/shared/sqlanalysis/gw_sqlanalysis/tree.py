@@ -181,6 +181,10 @@ def _function(node: exp.Func, rules: DialectRules, facts: Facts) -> None:
     qualifier = None
     if isinstance(parent, exp.Dot) and parent.expression is node:
         qualifier = parent.this.sql(dialect=rules.sqlglot).strip('"`').lower()
+    if rules.function_kinds:
+        bare = str(node.this.this if isinstance(node.this, exp.Identifier) else node.this).lower()
+        if (f"{qualifier}.{bare}" if qualifier is not None else bare) in rules.function_kinds:
+            return  # the operator's own function: raised to its kind by the token scan
     if qualifier is not None and qualifier not in rules.builtin_schemas:
         facts.flags.add("unknown_function")
         facts.raise_kind(Kind.UNKNOWN)

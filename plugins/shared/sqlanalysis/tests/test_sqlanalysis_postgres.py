@@ -121,3 +121,15 @@ def test_functions_gw_cannot_vouch_for_stay_unknown(text: str) -> None:
     from gw_sqlanalysis import Classifier
 
     assert Classifier().classify(text).kind is Kind.UNKNOWN
+
+
+def test_operator_functions_take_their_declared_kind() -> None:
+    from gw.model import Kind
+    from gw_sqlanalysis import Classifier
+
+    c = Classifier(functions={"myschema.purge": "write", "audit_ping": "read", "Nuke": "admin"})
+    assert c.classify("select myschema.purge(1)").kind is Kind.WRITE
+    assert c.classify("select audit_ping()").kind is Kind.READ
+    assert c.classify("select nuke()").kind is Kind.ADMIN
+    assert c.classify("select other.purge(1)").kind is Kind.UNKNOWN  # another schema's purge: not vouched for
+    assert c.classify("select purge(1)").kind is Kind.UNKNOWN

@@ -219,6 +219,7 @@ _DDL_MODIFIERS = frozenset(["or", "replace", "temp", "temporary", "unlogged", "g
 _TABLE_LIKE = frozenset({"table", "view", "sequence", "tables"})
 _NAME_FILLER = frozenset({"if", "not", "exists", "only", "concurrently"})
 _ROLE_OBJECTS = frozenset({"role", "user", "group"})
+_SERVER_CODE_OBJECTS = frozenset({"extension", "language", "server"})
 _RELATION_KINDS = frozenset({"TABLE", "VIEW", "INDEX", "SEQUENCE", "MATERIALIZED VIEW"})
 
 
@@ -231,6 +232,13 @@ def _ddl(st: Statement) -> Facts:
         facts.kind = Kind.ADMIN  # roles and users are privilege management
     elif verb == "alter" and objtype == "system" or verb == "alter" and st.word(1) == "default" and st.word(2) == "privileges":
         facts.kind = Kind.ADMIN
+    elif st.rules.name == "postgres" and (
+            objtype in _SERVER_CODE_OBJECTS or objtype == "user" and st.word(i + 1) == "mapping"
+            or objtype == "data" and st.word(i + 1) == "wrapper"):
+        # Extensions, languages, foreign servers and their user mappings: code and credentials on the
+        # database host, reaching other servers -- privilege management, not schema changes.
+        facts.kind = Kind.ADMIN
+        facts.flags.add("server_side_effect")
     if facts.kind is Kind.ADMIN:
         return facts  # roles, system settings, default privileges: no relations named
     if objtype in _TABLE_LIKE:
@@ -602,7 +610,7 @@ PG_HANDLERS: dict[str, Handler] = {
     "insert": _query, "update": _query, "delete": _query, "merge": _query,
     "create": _ddl, "alter": _ddl, "drop": _ddl,
     "truncate": _truncate, "comment": _comment, "grant": _grant, "revoke": _grant,
-    "security": _verb_only("security_label", Kind.DDL), "import": _verb_only("import", Kind.DDL),
+    "security": _verb_only("security_label", Kind.DDL), "import": _verb_only("import", Kind.ADMIN),
     "reassign": _verb_only("reassign", Kind.ADMIN),
     "refresh": _maintenance("refresh", frozenset({"materialized", "view", "concurrently"}), Kind.WRITE),
     "vacuum": _maintenance("vacuum", frozenset({"full", "freeze", "verbose", "analyze", "analyse"})),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from gw_httpproxy.headers import ForwardingRules, bearer_token
-from gw_httpproxy.options import parse_size
 from gw_httpproxy.scrub import SecretForms, SecretScrubber
 from gw_httpproxy.targets import BadTarget, normalize_target
 from hypothesis import given
@@ -133,11 +132,3 @@ def test_client_response_headers_and_redaction() -> None:
 ])
 def test_bearer_token(headers: list[tuple[bytes, bytes]], name: bytes, token: str | None) -> None:
     assert bearer_token(headers, name) == token
-
-
-def test_sizes() -> None:
-    assert [parse_size(v) for v in (0, 10, "10", "64KiB", "64kb", "1M", "2 GiB")] == [
-        0, 10, 10, 65536, 65536, 1 << 20, 2 << 30]
-    for bad in ("-1", "ten", -5, True, "1TB"):
-        with pytest.raises(ValueError):
-            parse_size(bad)

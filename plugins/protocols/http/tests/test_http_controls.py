@@ -256,10 +256,13 @@ APPROVE = """  { use = "approve", approvers = ["approvers"], timeout = "60s", po
   ] },"""
 
 
-async def _wait_for_pending(config: Any) -> dict[str, Any]:
+async def _wait_for_pending(config: Any, *, any_status: bool = False) -> dict[str, Any]:
+    """The first approval request made (pending, or with ``any_status`` already decided or cancelled: a
+    short-lived token may expire before a loaded machine lists the request as pending)."""
     with trio.fail_after(15):
         while True:
-            _, listed, _ = await gw_cli("approvals", "list", "--json", "-c", str(config))
+            _, listed, _ = await gw_cli("approvals", "list", *(["--all"] if any_status else []), "--json",
+                                        "-c", str(config))
             pending = json.loads(listed)
             if pending:
                 return pending[0]
@@ -326,7 +329,7 @@ async def test_a_held_request_is_cancelled_when_its_token_expires(adversarial_co
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(post)
-            request = await _wait_for_pending(config)
+            request = await _wait_for_pending(config, any_status=True)
             assert await _status_of(config, request["id"]) == "cancelled"
         response = result["response"]
         assert response.status_code == 401 and response.json()["reason"] == "token_expired"

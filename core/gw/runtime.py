@@ -22,7 +22,7 @@ import trio
 from .config import LoadedConfig, load_config, validate_model
 from .errors import AccessDenied, AuthenticationError, ConfigError, PluginError
 from .identity import Credential, IdentityProvider
-from .model import Identity, Session, SessionEnd
+from .model import Command, Identity, Kind, Session, SessionEnd
 from .pipeline import Pipeline, SessionRuntime
 from .plugins import Registry, make_plugin_manager
 from .protocol import ListenerOptions, ProtocolHandler
@@ -541,6 +541,37 @@ class Runtime:
             raise ConfigError(f"no listener named {name!r}{'; ' + close if close else ''} (listeners: {known})",
                               file=str(self.config.path)) from None
 
+    def _admin_warnings(self, lr: ListenerRuntime) -> list[str]:
+        """Groups admitted to ``lr`` that its pipeline lets run ``admin`` statements (file and program access,
+        roles, settings ...) without a deny or an approval, other than the pipeline's approvers (and groups
+        a deny rule exempts by name)."""
+
+        pipeline = self.pipelines.get(lr.options.pipeline)
+        if pipeline is None:
+            return []
+        approvers: set[str] = set()  # and groups a deny rule exempts by name: a deliberate choice
+        for stage in pipeline.stages:
+            options = getattr(stage, "options", None)
+            approvers.update(getattr(options, "approvers", None) or ())
+            for rule in getattr(options, "deny", None) or ():
+                approvers.update(getattr(rule, "except_groups", None) or ())
+        out = []
+        for group in lr.options.allow_groups or ():
+            if group in approvers:
+                continue
+            session = Session("check", lr.name, lr.options.protocol, Identity("check", (group,)), "", "", 0.0)
+            command = Command(session, 0, "", "", Kind.ADMIN, "")
+            try:
+                verdicts = pipeline.explain(command)
+            except Exception:  # noqa: BLE001, S112 - a stage that cannot explain a synthetic command: no warning
+                continue
+            if all(v is None or v.allowed and not v.request_id for _, v in verdicts) and not any(
+                    v is not None and v.decision.value != "allow" for _, v in verdicts):
+                out.append(f"pipeline {lr.options.pipeline!r} lets group {group!r} run admin statements (file and "
+                           "program access, roles, settings); deny them, e.g. guard deny = [ { kind = \"admin\", "
+                           "except_groups = [<approvers>] } ]")
+        return out
+
     def describe(self) -> dict[str, Any]:
         """A credential-free summary for ``gw check``."""
         return {
@@ -553,7 +584,7 @@ class Runtime:
                 {"name": lr.name, "protocol": lr.options.protocol, "listen": lr.options.listen,
                  "identity": lr.options.identities, "pipeline": lr.options.pipeline,
                  "allow_groups": lr.options.allow_groups, "upstream": lr.handler.describe_upstream(),
-                 "warnings": lr.handler.warnings()}
+                 "warnings": lr.handler.warnings() + self._admin_warnings(lr)}
                 for lr in self.listeners.values()
             ],
         }

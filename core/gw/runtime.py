@@ -546,7 +546,7 @@ class Runtime:
         roles, settings ...) without a deny or an approval, other than the pipeline's approvers (and groups
         a deny rule exempts by name)."""
 
-        pipeline = self.pipelines.get(lr.options.pipeline)
+        pipeline = self.pipelines.get(lr.options.pipeline or "")
         if pipeline is None:
             return []
         approvers: set[str] = set()  # and groups a deny rule exempts by name: a deliberate choice

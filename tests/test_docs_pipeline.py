@@ -7,6 +7,7 @@ the model it comes from.
 
 from __future__ import annotations
 
+import inspect
 import re
 import typing
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from pathlib import Path
 from gw.config import GatewaySection, PipelineSection
 from gw.plugins import Registry, make_plugin_manager
 from gw.protocol import ListenerOptions
-from gw_rules import Rule
 from gw.store import StorageOptions
+from gw_rules import Rule
 from pydantic import BaseModel
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -52,6 +53,14 @@ def registry() -> Registry:
     return Registry.build(make_plugin_manager())
 
 
+def bundled(reg: Registry, kind: str) -> list[str]:
+    """Names of ``kind`` registered by the plugins of this repository (plugins/...), not by others installed
+    beside them (the plugin template .ci/run installs as a third party would, a user's own plugins)."""
+    plugins = DOCS.parent / "plugins"
+    return [name for name in reg.names(kind)
+            if Path(inspect.getfile(reg.get(kind, name))).resolve().is_relative_to(plugins)]
+
+
 def all_keys() -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
     core: dict[str, type[BaseModel]] = {"[gateway]": GatewaySection, "[storage]": StorageOptions,
@@ -61,7 +70,7 @@ def all_keys() -> list[tuple[str, str]]:
         keys.extend(model_keys(model, where, set()))
     reg = registry()
     for kind in OPTION_KINDS:
-        for name in reg.names(kind):
+        for name in bundled(reg, kind):
             cls = reg.get(kind, name)
             keys.extend(model_keys(cls.Options, f"{kind}:{name}", set()))
     return keys
@@ -93,7 +102,7 @@ def test_every_plugin_has_a_linked_page() -> None:
     reg = registry()
     problems = []
     for kind in OPTION_KINDS:
-        for name in reg.names(kind):
+        for name in bundled(reg, kind):
             if f"(plugins/{name}.md)" not in text:
                 problems.append(f"{kind} {name!r}: no link to plugins/{name}.md")
             elif not (DOCS / "plugins" / f"{name}.md").is_file():

@@ -24,7 +24,7 @@ import trio
 from gw import hookimpl
 from gw.errors import AuthenticationError
 from gw.identity import Credential, IdentityProvider
-from gw.model import Identity, Kind, Verdict
+from gw.model import Command, Identity, Kind, Verdict
 from gw.pipeline import SessionRuntime
 from gw.plugins import Registry
 from gw.testing import running_gateway
@@ -103,7 +103,7 @@ class KubeDialect(ProxyDialect):
                 "reason": reason, "code": status}
         return Reply(status, json.dumps(body).encode())
 
-    def verdict_reply(self, verdict: Verdict, request_id: str) -> Reply:
+    def verdict_reply(self, verdict: Verdict, request_id: str, command: Command | None = None) -> Reply:
         return self.reply(403, "Forbidden", f"gw: {verdict.reason}", request_id=request_id)
 
     def upstream_headers(self, headers: HeaderList, request: RequestView, sr: SessionRuntime) -> HeaderList:

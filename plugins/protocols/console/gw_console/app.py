@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,8 +101,6 @@ class Console:
         if issuer is None:
             raise GwError(f"listener {self.options.name!r}: oidc needs an identity provider with an OIDC "
                           f"issuer URL among {', '.join(names)}")
-        import os
-
         secret = os.environ.get(o.client_secret_env) if o.client_secret_env else None
         return auth.OidcClient(issuer=issuer, client_id=o.client_id, client_secret=secret,
                                redirect_url=o.redirect_url, scopes=o.scopes)

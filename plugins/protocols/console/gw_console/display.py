@@ -6,10 +6,6 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-#: Characters that change how text looks without being seen: bidirectional controls and zero-width marks.
-_INVISIBLE = {0x200B, 0x200C, 0x200D, 0x200E, 0x200F, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF, 0x061C,
-              *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
-
 
 def escape_visible(value: Any) -> str:
     """``value`` as text with control characters (but newline and tab), escape sequences, bidirectional and
@@ -22,7 +18,7 @@ def escape_visible(value: Any) -> str:
             out.append(ch)
         elif cp < 0x20 or cp == 0x7F or 0x80 <= cp < 0xA0:
             out.append(f"\\x{cp:02x}")
-        elif cp in _INVISIBLE or unicodedata.category(ch) in ("Cf", "Co", "Cs"):
+        elif unicodedata.category(ch) in ("Cf", "Co", "Cs"):  # format (bidi, zero-width), private, surrogate
             out.append(f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}")
         else:
             out.append(ch)

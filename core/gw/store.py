@@ -10,7 +10,6 @@ can implement (SQLite embedded, PostgreSQL shared by replicas):
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -135,19 +134,6 @@ CLAIMS = "gw.claims"
 
 class ClaimRefused(GwError):
     """Another live gateway holds the claim."""
-
-
-def decode_stored(what: str, text: str | bytes) -> dict[str, Any]:
-    """A JSON object a backend stored (a record, a document).  Anything else means the database was edited or
-    damaged, which is worth saying; backends call this instead of ``json.loads``."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} is not a JSON object in the database (it was edited or is damaged); "
-                         "restore it from a backup")
-    return value
 
 
 class ClaimLost(StoreError):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 from gw.config import Duration
 from gw.errors import StoreError
-from gw.store import Document, Entry, StorageOptions, Store, VersionConflict, decode_stored
+from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
 from pydantic import Field
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
@@ -433,7 +433,7 @@ class SqliteStore(Store):
             if room is not None:
                 sql += " LIMIT ?"
                 params = [*params, max(0, room)]
-            return [Entry(seq, ts, decode_stored(f"record {seq} of stream {stream!r}", data))
+            return [Entry(seq, ts, _decode(f"record {seq} of stream {stream!r}", data))
                     for seq, ts, data in conn.execute(sql, params)]
 
         if not where:
@@ -536,9 +536,7 @@ class SqliteStore(Store):
         def query(conn: sqlite3.Connection) -> Document | None:
             row = conn.execute("SELECT version, data, updated FROM documents WHERE collection = ? AND key = ?",
                                (collection, key)).fetchone()
-            if row is None:
-                return None
-            return Document(key, row[0], decode_stored(f"document {collection}/{key}", row[1]), row[2])
+            return Document(key, row[0], _decode(f"document {collection}/{key}", row[1]), row[2]) if row else None
 
         return await self._read(query)
 
@@ -571,7 +569,7 @@ class SqliteStore(Store):
         def query(conn: sqlite3.Connection) -> list[Document]:
             out: list[Document] = []
             for key, version, data, updated in conn.execute(sql, params):
-                doc = decode_stored(f"document {collection}/{key}", data)
+                doc = _decode(f"document {collection}/{key}", data)
                 if nested and any(doc.get(f) != v for f, v in nested.items()):
                     continue
                 out.append(Document(key, version, doc, updated))
@@ -631,6 +629,17 @@ def _encode(what: str, record: Mapping[str, Any]) -> str:
     except (TypeError, ValueError) as e:
         raise TypeError(f"cannot store a record in {what!r}: it is not plain JSON ({e})") from None
 
+
+def _decode(what: str, text: str) -> dict[str, Any]:
+    """A stored JSON object; anything else means the file was edited or damaged, which is worth saying."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StoreError(f"{what} is not a JSON object in the database (the file was edited or is damaged); "
+                         "restore it from a backup")
+    return value
 
 
 def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:

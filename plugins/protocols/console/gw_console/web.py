@@ -163,7 +163,7 @@ async def _next(conn: h11.Connection, stream: trio.abc.Stream) -> Any:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(65536)
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))  # a socket stream gives bytes already: no copy
             if not data and conn.their_state is h11.IDLE:
                 raise _Closed
             continue

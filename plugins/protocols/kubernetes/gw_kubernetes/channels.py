@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gw.model import Command
+from gw.model import Channel, Command
 from gw.stage import StreamFilter
 from gw_httpproxy.filtering import feed, finish, open_filter
 from gw_httpproxy.websocket import PROTOCOL_ERROR, Frame, Message, Opcode, WebSocketError
@@ -51,8 +51,8 @@ class ExecOutput:
 
     @classmethod
     def open(cls, sr: SessionRuntime, command: Command, *, tty: bool) -> ExecOutput:
-        out = open_filter(sr, command, "pty" if tty else "stdout", TEXT)
-        err = open_filter(sr, command, "stderr", TEXT)
+        out = open_filter(sr, command, Channel.PTY if tty else Channel.STDOUT, TEXT)
+        err = open_filter(sr, command, Channel.STDERR, TEXT)
         return cls(out, err, tty=tty)
 
     def _tails(self) -> list[Message]:
@@ -127,8 +127,8 @@ class ExecInput:
 
     @classmethod
     def open(cls, sr: SessionRuntime, command: Command, *, tty: bool) -> ExecInput:
-        stdin = open_filter(sr, command, "pty-input" if tty else "stdin", TEXT)
-        resize = open_filter(sr, command, "pty-resize", "") if tty else None
+        stdin = open_filter(sr, command, Channel.PTY_INPUT if tty else Channel.STDIN, TEXT)
+        resize = open_filter(sr, command, Channel.PTY_RESIZE, "") if tty else None
         return cls(stdin, resize, tty=tty)
 
     def message(self, message: Message) -> None:

@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gw.model import Command, Verdict
+from gw.model import Channel, Command, Verdict
 from gw.stage import StreamFilter
 from gw_httpproxy import CommandSpec, ProxyDialect, Refusal, Reply, RequestView
 from gw_httpproxy.filtering import open_filter
@@ -20,6 +20,7 @@ from .classify import classify
 from .options import KubernetesListenerOptions
 from .paths import parse_request
 from .secrets import SecretBody, SecretRedactionFailed, SecretWatch
+from .status import status_reply
 
 if TYPE_CHECKING:
     from gw.pipeline import SessionRuntime
@@ -161,9 +162,10 @@ class KubernetesDialect(ProxyDialect):
         return None
 
     # -- gw's replies ---------------------------------------------------------------------------------------
-    def reply(self, status_code: int, reason: str, message: str, *, request_id: str | None = None,
+    def reply(self, status: int, reason: str, message: str, *, request_id: str | None = None,
               **extra: Any) -> Reply:
-        return status.status_reply(status_code, reason, message, request_id=request_id, **extra)
+        # ``status`` (the base class's name for the code, so callers may pass it by name) hides the module
+        return status_reply(status, reason, message, request_id=request_id, **extra)
 
     def verdict_reply(self, verdict: Verdict, request_id: str, command: Command | None = None) -> Reply:
         reply = status.verdict_reply(verdict, request_id)
@@ -218,7 +220,7 @@ class KubernetesDialect(ProxyDialect):
             # ";stream=watch"); it is a stream of one event per line, and stages must see it as one, or a
             # masking stage would hold the whole (endless) watch as a single document.
             content_type, watch = f"{content_type.split(';')[0].strip()};stream=watch", True
-        stage_filter = open_filter(sr, command, "response-body", content_type)
+        stage_filter = open_filter(sr, command, Channel.RESPONSE_BODY, content_type)
         opts = sr.listener.options
         if isinstance(opts, KubernetesListenerOptions) and not opts.redact_secrets:
             return stage_filter

@@ -651,7 +651,8 @@ class McpConnection:
                                   request_id)
             return
         params = message.get("params") or {}
-        client = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
+        client_info = params.get("clientInfo")
+        client = client_info if isinstance(client_info, dict) else {}
         attributes = {"mcp_client": str(client.get("name") or "")[:100],
                       "mcp_client_version": str(client.get("version") or "")[:50],
                       "mcp_protocol": str(params.get("protocolVersion") or "")[:40]}

@@ -32,7 +32,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
-from gw.model import Channel, Command, Decision, DenyCode, Outcome, Verdict
+from gw.model import Channel, Command, Decision, DenyCode, Outcome, OutcomeStatus, Verdict
 from mcp.types import CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, Tool
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
@@ -401,7 +401,8 @@ class McpSession:
             reply = await self.upstream.call(jsonrpc.request(self.upstream.new_id(), "tools/list", params))
             result = reply.get("result")
             if not isinstance(result, dict):
-                err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+                error = reply.get("error")
+                err = error if isinstance(error, dict) else {}
                 raise SessionError(jsonrpc.UPSTREAM_ERROR, "the MCP server did not list its tools: "
                                    f"{str(err.get('message'))[:300]}")
             for tool in result.get("tools") or []:
@@ -503,13 +504,13 @@ class McpSession:
                          objects=spec.objects, flags=spec.flags,
                          attributes={"method": method, "named_params": named, "mcp_session": self.id[:8]})
         request_id = f"{sr.session.id}-{cmd.seq}"
-        outcome = Outcome(status="error")
+        outcome = Outcome(status=OutcomeStatus.ERROR)
         context = CallContext(self, call, nursery)
         try:
             verdict = await sr.decide(cmd, context)
             context.stop()
             if not verdict.allowed:
-                outcome.status = "denied"
+                outcome.status = OutcomeStatus.DENIED
                 outcome.error_code = verdict.code.value if verdict.code else "policy"
                 outcome.error_message = verdict.reason
                 code = _DENY_CODES.get(verdict.code or DenyCode.POLICY, jsonrpc.POLICY_DENIED)
@@ -519,7 +520,7 @@ class McpSession:
                                       "approval_id": verdict.request_id})
             return await self._forward(call, cmd, method, params, outcome, request_id)
         except trio.Cancelled:
-            outcome.status = "cancelled"
+            outcome.status = OutcomeStatus.CANCELLED
             outcome.error_message = call.cancel_reason or "cancelled"
             raise
         except SessionError as e:
@@ -579,22 +580,23 @@ class McpSession:
                 is_error = result.get("isError") is True
                 outcome.notes["is_error"] = is_error
                 if is_error:
-                    outcome.status, outcome.error_code = "error", "tool_error"
-                    texts = [b.get("text") for b in masked.get("content") or []
-                             if isinstance(b, dict) and isinstance(b.get("text"), str)]
+                    outcome.status, outcome.error_code = OutcomeStatus.ERROR, "tool_error"
+                    texts = [text for b in masked.get("content") or []
+                             if isinstance(b, dict) and isinstance(text := b.get("text"), str)]
                     outcome.error_message = " ".join(texts)[:500]
                 else:
-                    outcome.status = "ok"
+                    outcome.status = OutcomeStatus.OK
             elif method == "resources/read":
                 masked = masker.resource_result(result)
-                outcome.status = "ok"
+                outcome.status = OutcomeStatus.OK
             else:
                 masked = masker.prompt_result(result)
-                outcome.status = "ok"
+                outcome.status = OutcomeStatus.OK
             outcome.tag = method
             return jsonrpc.result(call.client_id, masked)
         except MaskFailed as e:
-            outcome.status, outcome.error_code, outcome.error_message = "error", "mask_failed", str(e)
+            outcome.status, outcome.error_code = OutcomeStatus.ERROR, "mask_failed"
+            outcome.error_message = str(e)
             return jsonrpc.error(call.client_id, jsonrpc.MASK_FAILED, str(e), {"request_id": request_id})
 
     # -- what the server sends ------------------------------------------------------------------------------
@@ -684,7 +686,12 @@ class McpSession:
         if method == "notifications/initialized":
             return  # gw sent its own when it initialized the server
         if method == "notifications/cancelled":
-            call = self.inflight.get(params.get("requestId"))
+            # Any JSON value may come here (the SDK's model leaves notification params open); only a request
+            # id (string or integer, as jsonrpc reads ids) can name a call in flight.
+            request_id = params.get("requestId")
+            call = None
+            if isinstance(request_id, (str, int)) and not isinstance(request_id, bool):
+                call = self.inflight.get(request_id)
             if call is not None:
                 call.cancel("cancel_request")
                 if call.upstream_id is not None:

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -83,7 +83,7 @@ class Upstream:
     async def start(self, nursery: trio.Nursery) -> None:
         """Connect (start the process); background readers run in ``nursery``."""
 
-    def request(self, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def request(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         raise NotImplementedError
 
     async def send(self, msg: dict[str, Any]) -> None:
@@ -221,7 +221,7 @@ class HttpUpstream(Upstream):
             text = f"the MCP server {self.where} answered HTTP {status}"
         return jsonrpc.error(request_id, jsonrpc.UPSTREAM_ERROR, text)
 
-    async def request(self, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def request(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         conn, head = await self._post(msg)
         reusable = False
         try:
@@ -445,7 +445,7 @@ class StdioUpstream(Upstream):
         assert self.process is not None and self.process.stderr is not None
         try:
             while chunk := await self.process.stderr.receive_some(64 * 1024):
-                text = scrub(self.secrets, chunk).decode("utf-8", "replace").rstrip()
+                text = scrub(self.secrets, bytes(chunk)).decode("utf-8", "replace").rstrip()
                 if text:
                     log.debug("MCP server %s: %s", self.where, text[:2000])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -470,7 +470,7 @@ class StdioUpstream(Upstream):
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise UpstreamFailed(f"the MCP server {self.where!r} is not reading its input any more") from None
 
-    async def request(self, msg: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def request(self, msg: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         send, receive = trio.open_memory_channel[dict[str, Any]](1)
         self._waiters[msg["id"]] = send
         try:

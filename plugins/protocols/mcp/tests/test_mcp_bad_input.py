@@ -68,6 +68,11 @@ def test_malformed_messages_get_json_rpc_errors(http_gateway: Gateway) -> None:
     assert "sudo/everything" in _events(r)[-1]["error"]["message"]
     r = raw.post({"jsonrpc": "2.0", "method": "notifications/whatever"})
     assert r.status_code == 400 and _error(r)["code"] == -32601
+    # A cancellation naming no possible request id (here an unhashable list) cancels nothing.
+    r = raw.post({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": [1]}})
+    assert r.status_code == 202, r.text
+    r = raw.post({"jsonrpc": "2.0", "method": "notifications/whatever"})
+    assert r.status_code == 400 and _error(r)["code"] == -32601
     r = raw.post({"jsonrpc": "2.0", "id": "gw-99", "result": {}})
     assert r.status_code == 400 and _error(r)["code"] == -32600
     r = raw.post({"jsonrpc": "2.0", "id": 8, "method": "initialize", "params": {}})

@@ -124,3 +124,14 @@ async def test_batched_appends_get_consecutive_ids_in_call_order(
             assert [e.seq for e in await s.scan("audit", where={"writer": str(i)})] == seqs
     finally:
         await s.close()
+
+
+async def test_a_batch_larger_than_one_insert_gets_consecutive_ids(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends go in multi-row INSERTs of ``_ROWS_PER_INSERT`` rows; a larger batch takes several, in order."""
+    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 3)
+    [first] = await store.append("audit", [{"i": -1}])
+    seqs = await store.append("audit", [{"i": i} for i in range(7)], index=[{"i": str(i)} for i in range(7)])
+    assert seqs == list(range(first + 1, first + 8))
+    assert [(e.seq, e.data["i"]) for e in await store.scan("audit", after=first)] == list(zip(seqs, range(7)))
+    assert [e.seq for e in await store.scan("audit", where={"i": "5"})] == [seqs[5]]

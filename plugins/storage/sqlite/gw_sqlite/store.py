@@ -9,8 +9,9 @@ Design points (see docs/plugins/sqlite.md):
   ``"normal"`` skips that fsync (a commit survives a gw crash but may be lost on power failure or an OS crash).
 * **Pipelined group commit.** All writes of this process go through one writer connection, owned by one
   long-lived writer thread fed by a queue.  The thread takes everything queued as one batch, applies it in one
-  ``BEGIN IMMEDIATE ... COMMIT`` (one fsync), hands the results back to the event loop in one call, and takes
-  the next batch, which filled while the previous one was being synced.  Each call returns once the
+  ``BEGIN IMMEDIATE ... COMMIT`` (one fsync; a batch of one single-statement write, such as an append, is that
+  statement alone, which SQLite commits as it runs), hands the results back to the event loop in one call, and
+  takes the next batch, which filled while the previous one was being synced.  Each call returns once the
   transaction holding its writes has committed.
 * **Nothing that waits for the disk on the trio thread.** Commits, their fsync, waiting for a write lock
   another process holds, and WAL checkpoints happen in the writer thread; reads use a small pool of read-only
@@ -86,12 +87,17 @@ class SqliteOptions(StorageOptions):
 
 
 class _Write:
-    """One write waiting for the next transaction; ``apply`` runs in the writer thread."""
+    """One write waiting for the next transaction; ``apply`` runs in the writer thread.  ``single``: ``apply``
+    runs one statement, which SQLite makes a transaction of its own when it is alone in its batch; ``entries``:
+    how many entries it appends (they count towards the next index catch-up)."""
 
-    __slots__ = ("apply", "done", "error", "result")
+    __slots__ = ("apply", "done", "entries", "error", "result", "single")
 
-    def __init__(self, apply: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, apply: Callable[[sqlite3.Connection], Any], *, single: bool = False,
+                 entries: int = 0) -> None:
         self.apply = apply
+        self.single = single
+        self.entries = entries
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = trio.Event()
@@ -258,7 +264,8 @@ class SqliteStore(Store):
         return StoreError(msg)
 
     # -- the write path (a writer thread with pipelined group commit) ---------------------------------------
-    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, apply: Callable[[sqlite3.Connection], T], *, single: bool = False,
+                     entries: int = 0) -> T:
         """Queue ``apply`` for the writer thread and return its result once the transaction holding it committed.
 
         The writer thread takes everything queued as one batch: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync)
@@ -266,7 +273,7 @@ class SqliteStore(Store):
         with the number of writers instead of each write waiting for a commit cycle of its own.
         """
         self._require_open()
-        op = _Write(apply)
+        op = _Write(apply, single=single, entries=entries)
         self._queue.put(op)
         await op.done.wait()
         if op.error is not None:
@@ -305,17 +312,22 @@ class SqliteStore(Store):
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         """One transaction for the batch; waits up to busy_timeout for a lock another process holds."""
+        indexing = self._unindexed + sum(op.entries for op in batch) >= INDEX_EVERY
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                try:
-                    op.result = op.apply(conn)
-                except VersionConflict as e:  # raised before that write changed anything
-                    op.error = e
-            indexing = self._unindexed >= INDEX_EVERY
-            if indexing:
-                _catch_up_index(conn)
-            conn.execute("COMMIT")
+            if len(batch) == 1 and batch[0].single and not indexing:
+                # One statement (an audit batch's INSERT, the usual case): SQLite commits it as it runs, which
+                # spares the separate BEGIN and COMMIT statements and the thread switches around each of them.
+                batch[0].result = batch[0].apply(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for op in batch:
+                    try:
+                        op.result = op.apply(conn)
+                    except VersionConflict as e:  # raised before that write changed anything
+                        op.error = e
+                if indexing:
+                    _catch_up_index(conn)
+                conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001 -- in this thread nobody is above us: every waiter must learn it
             self._fail(conn, batch, e)
             return
@@ -415,6 +427,8 @@ class SqliteStore(Store):
             chunks.append((_insert_rows(len(chunk)), [v for i in chunk for v in (stream, ts, texts[i], fields[i])]))
         count = len(texts)
         known = self._streams_known
+        # One statement when the stream is catalogued and the rows fit one INSERT (see _Write.single).
+        single = stream in known and len(chunks) == 1
 
         def apply(conn: sqlite3.Connection) -> list[int]:
             if stream not in known:
@@ -427,7 +441,7 @@ class SqliteStore(Store):
             # AUTOINCREMENT under the write lock: this call's rows got consecutive ids ending at ``last``.
             return list(range(last - count + 1, last + 1))
 
-        return await self._write(apply)
+        return await self._write(apply, single=single, entries=count)
 
     async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,
                    before: int | None = None, limit: int | None = None, newest_first: bool = False

@@ -235,7 +235,7 @@ class Console:
             me=ctx.identity if ctx else None, csrf=ctx.csrf if ctx else "", flash=flash,
             operator=self._operator(ctx.identity) if ctx else False, now=time.time(),
             listener=self.options.name, **values)
-        return Response(code, page.encode())
+        return Response(code, page.encode(), "text/html; charset=utf-8")
 
     def _error(self, request: Request, status: int, message: str, *, api: bool, ctx: Ctx | None = None
                ) -> Response:

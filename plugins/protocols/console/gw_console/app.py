@@ -353,7 +353,7 @@ class Console:
         if not self.has_offer("approvals"):
             return []
         offer = self.offer("approvals")
-        found = await offer.requests(statuses=statuses, everything=everything, limit=limit)
+        found: list[dict[str, Any]] = await offer.requests(statuses=statuses, everything=everything, limit=limit)
         for r in found:
             r["may_decide"] = offer.may_decide(r, ctx.identity)
         return found

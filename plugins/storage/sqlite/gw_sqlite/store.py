@@ -437,11 +437,11 @@ class SqliteStore(Store):
                     for seq, ts, data in conn.execute(sql, params)]
 
         if not where:
-            def query(conn: sqlite3.Connection) -> list[Entry]:
+            def scan(conn: sqlite3.Connection) -> list[Entry]:
                 sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?" + bounds + order
                 return rows(conn, sql, [stream, *bound_params], limit)
 
-            return await self._read(query)
+            return await self._read(scan)
 
         # Entries up to index_state.through: driven by the index of the first field (rows come in seq order from
         # it, so ORDER BY ... LIMIT stops early); every other field is a primary-key lookup on (seq, field).

@@ -170,6 +170,8 @@ class MaskStage(Stage):
     name = "mask"
     Options = MaskOptions
     transforms = True
+    #: Column rules match on where values come from (lineage), so the protocol must work it out.
+    wants_sources = True
 
     options: MaskOptions
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gw.model import Column
+from gw.stage import UNKNOWN_SOURCES
 from gw_sqlanalysis import ANYTHING, Classifier, Lineage
 from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, lex, split_tokens, sql_text, token_kind
 
@@ -42,6 +43,18 @@ _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move
                              "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
                              "insert", "update", "delete", "merge", "set", "reset", "listen", "unlisten",
                              "prepare", "deallocate", "discard"})
+
+
+#: Command tags of statements that may change what the catalog says about relations.
+_CHANGES_CATALOG = frozenset({"CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
+                              "TRUNCATE", "IMPORT"})
+
+
+def wire_columns(fields: Sequence[FieldDescription]) -> list[Column]:
+    """A result's columns as the wire describes them, for pipelines whose stages want no sources: names and
+    types only, every column deriving from anything (:data:`gw.stage.UNKNOWN_SOURCES`)."""
+    return [Column(name=f.name, type_name=type_name(f.type_oid), binary=f.format == 1, sources=UNKNOWN_SOURCES)
+            for f in fields]
 
 
 def statement_tokens(classifier: Classifier, text: str, index: int | None) -> list[str] | None:
@@ -189,13 +202,18 @@ class Provenance:
         return (tuple(sorted(reads)) if reads is not None else None), tuple(sorted(writes))
 
     # -- statements seen --------------------------------------------------------------------------------------
+    def catalog_changed(self, tag: str) -> bool:
+        """A statement completed with ``tag``: when it may have changed relations (DDL), the catalog forgets
+        what it knew.  True when it did."""
+        if tag.split(" ", 1)[0].upper() in _CHANGES_CATALOG:
+            self.catalog.forget()
+            return True
+        return False
+
     def completed(self, text: str, index: int | None, tag: str) -> None:
         """A statement of ``text`` completed with ``tag``: follow cursors and DDL."""
         tokens = statement_tokens(self.classifier, text, index)
-        verb = tag.split(" ", 1)[0].upper() if tag else ""
-        if verb in ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
-                    "TRUNCATE", "IMPORT"):
-            self.catalog.forget()
+        self.catalog_changed(tag)
         if tag == "DECLARE CURSOR":
             declared = _declared(tokens) if tokens is not None else None
             if declared is None:

@@ -274,3 +274,24 @@ def test_ssl_response_and_plaintext_after_it() -> None:
 def test_tags_give_row_counts() -> None:
     assert [m.rows_from_tag(t) for t in ("SELECT 5", "INSERT 0 3", "UPDATE 2", "COPY 10", "CREATE TABLE",
                                          "BEGIN", "MERGE 1")] == [5, 3, 2, 10, None, None, 1]
+
+
+VALUES = st.lists(st.one_of(st.none(), st.binary(max_size=12)), max_size=6)
+
+
+@given(VALUES, st.data())
+def test_a_spliced_data_row_equals_the_row_encoded_whole(values: list[bytes | None], data: Any) -> None:
+    """Only the values a filter replaced are re-encoded; the message is the same as encoding the new row."""
+    body = m.DataRow(tuple(values)).body()
+    decoded, offsets = m.data_row_offsets(body)
+    assert decoded == values and len(offsets) == len(values) + 1 and offsets[-1] == len(body)
+    new = [data.draw(st.one_of(st.just(v), st.none(), st.binary(max_size=12))) for v in decoded]
+    assert m.splice_data_row(body, offsets, decoded, new) == m.encode_data_row(new)
+    assert m.splice_data_row(body, offsets, decoded, decoded) == m.encode_data_row(values)
+
+
+@pytest.mark.parametrize("body", [b"", b"\x00", b"\x00\x01\x00\x00", b"\x00\x01\x00\x00\x00\x05ab",
+                                  b"\x00\x01\xff\xff\xff\xfe", b"\x00\x00x"])
+def test_malformed_data_rows_are_refused(body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        m.data_row_offsets(body)

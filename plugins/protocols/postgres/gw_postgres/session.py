@@ -978,6 +978,7 @@ class ProxySession:
                 elif t == _DATA_ROW or t == _COPY_DATA:
                     if not self._rows_slow:
                         verdict = True
+                        end = codec.skip_run(t)  # the rest of the rows in this chunk go with it
                     elif t == _DATA_ROW:
                         head = self.pending[0]
                         if head.resolve_rows:

@@ -33,6 +33,7 @@ from gw.pipeline import SessionRuntime
 from gw.stage import UNKNOWN_SOURCES, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
+from gw_sqlanalysis.grammar import MAX_DEPTH
 from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
@@ -95,6 +96,8 @@ _RUNS_SERVER_CODE = frozenset({"do", "call"})
 
 #: Statements longer than this are classified in a worker thread; at most two at a time per process.
 _OFF_LOOP_SIZE = 64 * 1024
+#: ... or holding more brackets than this: the parser's cost grows with nesting, not only with size.
+_OFF_LOOP_NESTING = 64
 _ANALYSIS_THREADS = trio.CapacityLimiter(2)
 
 _DATA_ROW = int(BackendType.DATA_ROW)
@@ -475,9 +478,16 @@ class ProxySession:
     async def _analyse(self, text: str) -> Classification:
         """Classify ``text``; a long one in a worker thread (bounded), so the event loop keeps serving every
         other session while it is analysed."""
-        if len(text) <= _OFF_LOOP_SIZE:
+        if len(text) <= _OFF_LOOP_SIZE and (text.count("(") + text.count("[") <= _OFF_LOOP_NESTING):
             return self._classify(text)
         return await trio.to_thread.run_sync(self._classify, text, limiter=_ANALYSIS_THREADS)
+
+    async def _refuse_too_deep(self, text: str, *, query: bool) -> None:
+        await self._refuse_unestablished(
+            text, E.STATEMENT_TOO_COMPLEX,
+            f"statement nested too deeply for gw to analyse (more than {MAX_DEPTH} levels of parentheses or "
+            "brackets once redundant ones are dropped): flatten it (fewer nested subqueries, CASEs or "
+            "parenthesised expressions) or split it into several statements", query=query)
 
     async def _refuse_too_large(self, text: str, *, query: bool) -> None:
         limit = self.handler.options.max_analysis_size
@@ -556,6 +566,9 @@ class ProxySession:
             await self._refuse_too_large(text, query=True)
             return
         cls = await self._analyse(text)
+        if "too_deep" in cls.flags:
+            await self._refuse_too_deep(text, query=True)
+            return
         ops = name_operations(text, not self.standard_strings) if mentions_names(text) else []
         cmd = await self._command_for(text, cls, ops, query=True)
         if cmd is None:
@@ -745,6 +758,9 @@ class ProxySession:
             return
         if statement.classification is None:
             statement.classification = await self._analyse(statement.text)
+        if "too_deep" in statement.classification.flags:
+            await self._refuse_too_deep(statement.text, query=False)
+            return
         if not statement.name_ops_known:
             statement.name_ops = (name_operations(statement.text, not self.standard_strings)
                                   if mentions_names(statement.text) else [])

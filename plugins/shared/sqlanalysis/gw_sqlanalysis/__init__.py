@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from gw.model import Kind
 
 from .dialects import DialectRules, rules_for
+from .grammar import SHALLOW_DEPTH, nesting_depth, with_fresh_stack
 from .lexer import Lexed, lex, public_fingerprint, split_tokens, sql_text
 from .lineage import ANYTHING, Lineage, statement_lineage
 from .model import Classification, combine
@@ -202,8 +203,12 @@ class Classifier:
         key = (lexed.shape, statement)
         cached = self._trees.get(key)
         if cached is None:
+            tokens = statements[statement]
             try:
-                tree = parse_one(sql_text(statements[statement]), self.rules)
+                if ("(" in tokens or "[" in tokens) and nesting_depth(tokens) > SHALLOW_DEPTH:
+                    tree = with_fresh_stack(parse_one, sql_text(tokens), self.rules)
+                else:
+                    tree = parse_one(sql_text(tokens), self.rules)
             except ParseFailure:
                 cached = (None, ())
             else:

@@ -737,5 +737,9 @@ def public_fingerprint(shape: str) -> str:
 
 
 def sql_text(tokens: list[str]) -> str:
-    """Tokens rendered back into SQL for sqlglot: literals become neutral values (``'x'``, ``1``)."""
+    """Tokens rendered back into SQL for sqlglot: literals become neutral values (``'x'``, ``1``), and the
+    grammar sqlglot lacks is rewritten (:mod:`gw_sqlanalysis.grammar`)."""
+    from .grammar import for_parser  # built on this module's token kinds
+
+    tokens = for_parser(tokens)
     return " ".join("'x'" if t == STRING else "1" if t == NUMBER else t for t in tokens)

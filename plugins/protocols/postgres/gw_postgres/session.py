@@ -475,12 +475,21 @@ class ProxySession:
             raise ProtocolError("unexpected authentication message after the session started")
         return False
 
-    async def _analyse(self, text: str) -> Classification:
-        """Classify ``text``; a long one in a worker thread (bounded), so the event loop keeps serving every
-        other session while it is analysed."""
+    async def _analyse(self, text: str, standard_strings: bool | None = None) -> Classification:
+        """Classify ``text`` (lexed under ``standard_strings``, see :meth:`_settled_strings`); a long one in a
+        worker thread (bounded), so the event loop keeps serving every other session while it is analysed."""
         if len(text) <= _OFF_LOOP_SIZE and (text.count("(") + text.count("[") <= _OFF_LOOP_NESTING):
-            return self._classify(text)
-        return await trio.to_thread.run_sync(self._classify, text, limiter=_ANALYSIS_THREADS)
+            return self._classify(text, standard_strings)
+        return await trio.to_thread.run_sync(self._classify, text, standard_strings, limiter=_ANALYSIS_THREADS)
+
+    def _settled_strings(self) -> bool | None:
+        """``standard_conforming_strings`` as the server will lex the next message, when gw knows it for certain:
+        nothing is in flight that could still change it (a SET, set_config, a ROLLBACK undoing one ...; the
+        server reports every change before its ReadyForQuery).  None while something is in flight: gw then
+        lexes a text both ways and calls it ``unknown`` if they differ."""
+        if self.pending or self._to_upstream:
+            return None
+        return self.standard_strings
 
     async def _refuse_too_deep(self, text: str, *, query: bool) -> None:
         await self._refuse_unestablished(
@@ -497,8 +506,8 @@ class ProxySession:
             f"is {limit} bytes): split it into smaller statements, or ask the operator to raise "
             "max_analysis_size", query=query)
 
-    def _classify(self, text: str) -> Classification:
-        return self.handler.classifier.classify(text)
+    def _classify(self, text: str, standard_strings: bool | None = None) -> Classification:
+        return self.handler.classifier.classify(text, standard_strings)
 
     def _command(self, text: str, cls: Classification | None, *, params: Sequence[Any] = (),
                  attributes: dict[str, Any] | None = None) -> Command:
@@ -565,7 +574,7 @@ class ProxySession:
         if len(text) > self.handler.options.max_analysis_size:
             await self._refuse_too_large(text, query=True)
             return
-        cls = await self._analyse(text)
+        cls = await self._analyse(text, self._settled_strings())
         if "too_deep" in cls.flags:
             await self._refuse_too_deep(text, query=True)
             return
@@ -621,7 +630,7 @@ class ProxySession:
                 "it through gw); PREPARE it again", query=query, name=op.name)
             return None
         if st.classification is None:
-            st.classification = await self._analyse(st.text)
+            st.classification = await self._analyse(st.text, st.standard_strings)
         inner = st.classification
         attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
         values = tuple(params) if params else op.args
@@ -662,6 +671,7 @@ class ProxySession:
 
     def _parse(self, raw: memoryview, msg: Parse) -> None:
         st = self.names.parse(msg.statement, msg.query, msg.param_types)
+        st.standard_strings = self._settled_strings()
         self._expect(Pending(Expect.PARSE, statement=st))
         self._forward(raw)
 
@@ -757,7 +767,7 @@ class ProxySession:
             await self._refuse_too_large(statement.text, query=False)
             return
         if statement.classification is None:
-            statement.classification = await self._analyse(statement.text)
+            statement.classification = await self._analyse(statement.text, statement.standard_strings)
         if "too_deep" in statement.classification.flags:
             await self._refuse_too_deep(statement.text, query=False)
             return

@@ -119,3 +119,16 @@ def test_the_answer_does_not_depend_on_the_callers_stack(shape: object) -> None:
 def test_nesting_depth_counts_brackets_and_ignores_redundant_pairs() -> None:
     assert nesting_depth(["select", "(", "(", "(", "a", ")", ")", ")"]) == 1
     assert nesting_depth(["select", "a", "[", "(", "\x01", ")", "]"]) == 2
+
+
+def test_a_known_string_mode_is_lexed_exactly() -> None:
+    c = Classifier()
+    hides = "select '\\'; drop table t; -- '"      # off: one string; on: a DROP
+    shows = "select '\\' as \"x'; drop table t; --\""  # off: a DROP; on: a string and an alias
+    assert c.classify(hides).kind is Kind.UNKNOWN and "ambiguous_quoting" in c.classify(hides).flags
+    assert c.classify(hides, standard_strings=False).kind is Kind.READ
+    assert c.classify(hides, standard_strings=True).kind is Kind.DDL
+    assert c.classify(shows, standard_strings=False).kind is Kind.DDL
+    assert c.classify(shows, standard_strings=True).kind is Kind.READ
+    assert c.classify(hides).kind is Kind.UNKNOWN  # the exact answers are not cached for the unsure caller
+    assert c.classify("select U&'\\0041'", standard_strings=False).kind is Kind.UNKNOWN  # the server refuses it too

@@ -200,7 +200,7 @@ class LineHandler(ProtocolHandler):
 
                     async def decide(cmd: Command = cmd, context: Context = context) -> None:
                         nonlocal verdict
-                        verdict = await sr.decide(cmd, context)
+                        verdict = (await sr.decide(cmd, context)).verdict
                         nursery.cancel_scope.cancel()
 
                     async def watch_client(context: Context = context) -> None:

@@ -80,7 +80,7 @@ class AuditProbeProtocol(ProtocolHandler):
                     async def notice(self, message: str) -> None:
                         await stream.send_all(f"NOTICE {message}\n".encode())
 
-                verdict = await sr.decide(cmd, Context())
+                verdict = (await sr.decide(cmd, Context())).verdict
                 if not verdict.allowed:
                     await stream.send_all(f"DENIED {verdict.reason}\n".encode())
                     await sr.complete(cmd, Outcome(status="denied"))

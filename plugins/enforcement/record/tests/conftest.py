@@ -214,7 +214,7 @@ class ScriptHandler(ProtocolHandler):
             async def notice(self, message: str) -> None:
                 await stream.send_all(f"NOTICE {message}\n".encode())
 
-        verdict = await sr.decide(cmd, Context())
+        verdict = (await sr.decide(cmd, Context())).verdict
         if not verdict.allowed:
             await stream.send_all(f"DENIED {verdict.reason}\nEND\n".encode())
             await sr.complete(cmd, Outcome(status="denied", error_message=verdict.reason))

@@ -3,7 +3,8 @@
 For each command: every stage's ``check`` in order until one denies (approval holds wait here); then every
 stage's ``decided`` with the combined verdict (audit writes its durable record here, *before* the protocol
 forwards the command; if that fails the command is refused); then result filters; then ``completed``.
-A stage that raises denies the command; the session survives.
+A stage that raises denies the command; the session survives.  :class:`CommandRun` is one command from its
+decision to its completion, which core records exactly once.
 """
 
 from __future__ import annotations
@@ -413,22 +414,6 @@ class SessionRuntime:
     def wants_rows(self) -> bool:
         """Whether the current pipeline looks at rows (before any command; a run answers for its own)."""
         return self.listener.pipeline.wants_rows
-
-    # -- the per-command calls before CommandRun (kept while protocols move to it) -----------------------------
-    def _run(self, command: Command) -> CommandRun:
-        run = self._runs.get(command.seq)
-        return run if run is not None else CommandRun(self, command, self.listener.pipeline)
-
-    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
-        return self._run(command).rows(columns)
-
-    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
-        return self._run(command).stream(channel, content_type)
-
-    async def complete(self, command: Command, outcome: Outcome) -> None:
-        run = self._runs.get(command.seq)
-        if run is not None:
-            await run.complete(outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property

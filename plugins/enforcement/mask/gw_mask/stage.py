@@ -170,6 +170,8 @@ class MaskStage(Stage):
     name = "mask"
     Options = MaskOptions
     transforms = True
+    #: Column rules match on where values come from (lineage), so the protocol must work it out.
+    wants_sources = True
 
     options: MaskOptions
 
@@ -212,6 +214,8 @@ class MaskStage(Stage):
             return make_strategy(name or opts.strategy, key)
 
         self._column_rules = [(ColumnPattern(r.column), strategy(r.strategy)) for r in opts.columns]
+        #: source -> whether a column rule covers it (what every command's reads and writes are checked for)
+        self._masked_sources: dict[str, bool] = {}
         self._detection = Detection([DetectorRule(d, strategy(r.strategy))
                                      for d, r in zip(self._detectors, opts.detectors)])
         path_rules = [PathRule(JsonPath(r.path), strategy(r.strategy)) for r in opts.json_paths]
@@ -253,8 +257,14 @@ class MaskStage(Stage):
     def masked_source(self, source: str) -> bool:
         """Whether a column rule covers the source ``schema.table.column`` (``*`` parts match any rule)."""
         self._require_ready()
-        probe = Column(name="\x00", sources=(source,))
-        return any(pattern.matches(probe) for pattern, _ in self._column_rules)
+        hit = self._masked_sources.get(source)
+        if hit is None:
+            probe = Column(name="\x00", sources=(source,))
+            hit = any(pattern.matches(probe) for pattern, _ in self._column_rules)
+            if len(self._masked_sources) >= 4096:  # the sources of ad-hoc queries: keep it bounded
+                self._masked_sources.clear()
+            self._masked_sources[source] = hit
+        return hit
 
     def evaluate(self, command: Command) -> Verdict | None:
         """Refuses what would carry a masked value past the stage (copies into other places, planner

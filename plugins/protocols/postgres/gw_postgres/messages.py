@@ -905,6 +905,54 @@ def decode_data_row(body: bytes | memoryview) -> list[bytes | None]:
     return out
 
 
+def data_row_offsets(data: bytes) -> tuple[list[bytes | None], list[int]]:
+    """The values of a DataRow body and where each one's length field starts (one more entry: the body's
+    end), so that a changed value can be spliced in without re-encoding the others."""
+    if len(data) < 2:
+        raise RemoteProtocolError("malformed DataRow message: it ends too early")
+    (n,) = _U16.unpack_from(data, 0)
+    pos = 2
+    out: list[bytes | None] = []
+    offsets: list[int] = []
+    size = len(data)
+    unpack = _I32.unpack_from
+    for _ in range(n):
+        if pos + 4 > size:
+            raise RemoteProtocolError("malformed DataRow message: it ends too early")
+        offsets.append(pos)
+        (length,) = unpack(data, pos)
+        pos += 4
+        if length == -1:
+            out.append(None)
+            continue
+        if length < 0 or pos + length > size:
+            raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
+        out.append(data[pos:pos + length])
+        pos += length
+    if pos != size:
+        raise RemoteProtocolError("malformed DataRow message: unexpected trailing bytes")
+    offsets.append(size)
+    return out, offsets
+
+
+def splice_data_row(data: bytes, offsets: Sequence[int], old: Sequence[bytes | None],
+                    new: Sequence[bytes | None]) -> bytes:
+    """The DataRow message (framed) for body ``data`` with the values of ``new`` that are not the very objects
+    of ``old`` put in; the others are copied as they are."""
+    if len(new) != len(old):
+        return encode_data_row(new)
+    parts: list[bytes] = []
+    prev = 0
+    for i, value in enumerate(new):
+        if value is not old[i]:
+            parts.append(data[prev:offsets[i]])
+            parts.append(_value(value))
+            prev = offsets[i + 1]
+    parts.append(data[prev:])
+    parts.insert(0, b"D" + _I32.pack(sum(map(len, parts)) + 4))
+    return b"".join(parts)
+
+
 def encode_data_row_body(values: Sequence[bytes | None]) -> bytes:
     return _U16.pack(len(values)) + b"".join(_value(v) for v in values)
 

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from gw.model import Kind
 
 from .dialects import DialectRules, rules_for
+from .grammar import SHALLOW_DEPTH, nesting_depth, with_fresh_stack
 from .lexer import Lexed, lex, public_fingerprint, split_tokens, sql_text
 from .lineage import ANYTHING, Lineage, statement_lineage
 from .model import Classification, combine
@@ -112,9 +113,20 @@ class Classifier:
         return lex(text, self.dialect)
 
     # -- classification -------------------------------------------------------------------------------------
-    def classify(self, text: str) -> Classification:
+    def classify(self, text: str, standard_strings: bool | None = None) -> Classification:
         """Classify ``text`` (one or several statements).  Never raises: on anything unexpected the answer is
-        ``unknown`` with the ``unparsed`` flag."""
+        ``unknown`` with the ``unparsed`` flag.
+
+        ``standard_strings`` (PostgreSQL): the session's ``standard_conforming_strings`` when the caller knows
+        for certain what the server will lex this text under; ``None`` (the default) when it does not: a text
+        that reads differently under the two settings is then ``unknown`` (``ambiguous_quoting``)."""
+        if standard_strings is not None and "\\" in text and self.dialect == "postgres":
+            # Only a backslash reads differently under the two settings: such a text is lexed in the mode the
+            # server is in, not looked up by text (that cache holds the mode-independent answers).
+            try:
+                return self._classify(text, standard_strings)
+            except Exception:  # noqa: BLE001 - fail closed
+                return _unreadable(frozenset({"internal_error"}))
         cached = self._by_text.get(text)
         if cached is not None:
             return cached
@@ -125,8 +137,8 @@ class Classifier:
         self._by_text.put(text, result, len(text))
         return result
 
-    def _classify(self, text: str) -> Classification:
-        lexed = self._lex(text)
+    def _classify(self, text: str, standard_strings: bool | None = None) -> Classification:
+        lexed = self._lex(text) if standard_strings is None else lex(text, self.dialect, standard_strings)
         if lexed.error is not None:
             return _unreadable(frozenset(lexed.flags))
         shape = lexed.shape
@@ -202,8 +214,12 @@ class Classifier:
         key = (lexed.shape, statement)
         cached = self._trees.get(key)
         if cached is None:
+            tokens = statements[statement]
             try:
-                tree = parse_one(sql_text(statements[statement]), self.rules)
+                if ("(" in tokens or "[" in tokens) and nesting_depth(tokens) > SHALLOW_DEPTH:
+                    tree = with_fresh_stack(parse_one, sql_text(tokens), self.rules)
+                else:
+                    tree = parse_one(sql_text(tokens), self.rules)
             except ParseFailure:
                 cached = (None, ())
             else:

@@ -133,7 +133,7 @@ PG_SAFE_FUNCTIONS = _words("""
     inet cidr host masklevel family network netmask broadcast abbrev
     tsvector to_tsvector to_tsquery plainto_tsquery phraseto_tsquery websearch_to_tsquery ts_rank
     ts_rank_cd ts_headline setweight strip numnode querytree
-    xmlelement xmlforest xmlconcat xmlagg xmlparse xmlserialize xpath xpath_exists xml_is_well_formed
+    xmlelement xmlforest xmlconcat xmlagg xmlparse xmlserialize xpath xpath_exists xmlexists xml_is_well_formed
     array_sample array_shuffle
 """)
 

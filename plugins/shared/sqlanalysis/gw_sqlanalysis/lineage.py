@@ -241,7 +241,7 @@ class _Walker:
         try:
             body = cte.this if isinstance(cte, exp.CTE) else cte
             if isinstance(body, exp.SetOperation):
-                first = body
+                first: exp.Query = body
                 while isinstance(first, exp.SetOperation):
                     first = first.left
                 self.partial[key] = _rename(self.outputs(first, visible, None), names)
@@ -581,7 +581,8 @@ def _is_joined_table(item: exp.Expr) -> bool:
 def _function_name(node: exp.Expr, rules: DialectRules) -> str:
     name_node = node.this
     if isinstance(name_node, exp.Identifier):
-        return name_node.this if name_node.quoted else name_node.this.lower()
+        text: str = name_node.this  # an Identifier's text (sqlglot types ``this`` as Any)
+        return text if name_node.quoted else text.lower()
     return str(name_node).lower()
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 from gw.config import Duration
 from gw.errors import StoreError
-from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
+from gw.store import Document, Entry, StorageOptions, Store, VersionConflict, decode_stored
 from pydantic import Field
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
@@ -437,11 +437,11 @@ class SqliteStore(Store):
                     for seq, ts, data in conn.execute(sql, params)]
 
         if not where:
-            def query(conn: sqlite3.Connection) -> list[Entry]:
+            def scan(conn: sqlite3.Connection) -> list[Entry]:
                 sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?" + bounds + order
                 return rows(conn, sql, [stream, *bound_params], limit)
 
-            return await self._read(query)
+            return await self._read(scan)
 
         # Entries up to index_state.through: driven by the index of the first field (rows come in seq order from
         # it, so ORDER BY ... LIMIT stops early); every other field is a primary-key lookup on (seq, field).
@@ -631,15 +631,8 @@ def _encode(what: str, record: Mapping[str, Any]) -> str:
 
 
 def _decode(what: str, text: str) -> dict[str, Any]:
-    """A stored JSON object; anything else means the file was edited or damaged, which is worth saying."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} is not a JSON object in the database (the file was edited or is damaged); "
-                         "restore it from a backup")
-    return value
+    """A stored JSON object (:func:`gw.store.decode_stored`); the error names the file, as SQLite's database is."""
+    return decode_stored(what, text, edited="the file")
 
 
 def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:

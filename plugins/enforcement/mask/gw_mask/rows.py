@@ -25,6 +25,7 @@ import enum
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gw.model import Column
 
@@ -33,6 +34,7 @@ from .masking import MaskCounts, TextMasker
 from .strategies import Strategy, to_text
 
 Value = bytes | None
+T = TypeVar("T")
 
 #: Type names (lowercased, without length modifiers) whose text-format values are plain text.  PostgreSQL
 #: ``typname`` values, their SQL spellings, and MySQL/MariaDB names.  An empty type name means the protocol
@@ -293,17 +295,25 @@ def plan_result(columns: Sequence[Column], column_rules: Sequence[tuple[object, 
     scanned: list[tuple[int, ValueKind]] = []
     for index, column in enumerate(columns):
         kind = value_kind(column, extra_text_types)
-        for pattern, strategy in column_rules:
-            if pattern.matches(column):  # type: ignore[attr-defined]
-                fields = _field_strategies(column, column_rules) if column.fields is not None else None
-                masked.append(ColumnAction(index, kind, strategy, fields, column.binary))
-                break
-        else:
-            if kind is ValueKind.JSON and (scan_json or scan_text) or kind is not ValueKind.OTHER and scan_text:
-                scanned.append((index, kind))
+        rule = first_rule(column, column_rules)
+        if rule is not None:
+            fields = _field_strategies(column, column_rules) if column.fields is not None else None
+            masked.append(ColumnAction(index, kind, rule[1], fields, column.binary))
+        elif scans(kind, scan_text, scan_json):
+            scanned.append((index, kind))
     if not masked and not scanned:
         return None
     return ResultPlan(tuple(masked), tuple(scanned))
+
+
+def first_rule(column: Column, column_rules: Sequence[tuple[object, T]]) -> tuple[object, T] | None:
+    """The first column rule whose pattern matches ``column`` (it decides how the column is masked)."""
+    return next(((p, s) for p, s in column_rules if p.matches(column)), None)  # type: ignore[attr-defined]
+
+
+def scans(kind: ValueKind, scan_text: bool, scan_json: bool) -> bool:
+    """Whether values of a column no rule masks are looked at: text by detectors, JSON by paths too."""
+    return kind is ValueKind.JSON and (scan_json or scan_text) or kind is not ValueKind.OTHER and scan_text
 
 
 def _field_strategies(column: Column, column_rules: Sequence[tuple[object, Strategy]]

@@ -916,19 +916,24 @@ def data_row_offsets(data: bytes) -> tuple[list[bytes | None], list[int]]:
     offsets: list[int] = []
     size = len(data)
     unpack = _I32.unpack_from
-    for _ in range(n):
-        if pos + 4 > size:
-            raise RemoteProtocolError("malformed DataRow message: it ends too early")
-        offsets.append(pos)
-        (length,) = unpack(data, pos)
-        pos += 4
-        if length == -1:
-            out.append(None)
-            continue
-        if length < 0 or pos + length > size:
-            raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
-        out.append(data[pos:pos + length])
-        pos += length
+    try:
+        for _ in range(n):
+            offsets.append(pos)
+            (length,) = unpack(data, pos)  # struct.error past the end
+            pos += 4
+            if length >= 0:
+                end = pos + length
+                out.append(data[pos:end])  # a length past the end shows as pos > size below
+                pos = end
+            elif length == -1:
+                out.append(None)
+            else:
+                raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
+    except struct.error:  # the next length field is not all there, or a value before it ran past the end
+        raise RemoteProtocolError("malformed DataRow message: " + (
+            "a value's length is wrong" if pos > size else "it ends too early")) from None
+    if pos > size:
+        raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
     if pos != size:
         raise RemoteProtocolError("malformed DataRow message: unexpected trailing bytes")
     offsets.append(size)
@@ -941,16 +946,23 @@ def splice_data_row(data: bytes, offsets: Sequence[int], old: Sequence[bytes | N
     of ``old`` put in; the others are copied as they are."""
     if len(new) != len(old):
         return encode_data_row(new)
-    parts: list[bytes] = []
+    parts: list[bytes] = [b""]  # the header, once the size is known
     prev = 0
+    size = len(data) + 4
     for i, value in enumerate(new):
         if value is not old[i]:
-            parts.append(data[prev:offsets[i]])
-            parts.append(_value(value))
-            prev = offsets[i + 1]
+            start, end = offsets[i], offsets[i + 1]
+            encoded = b"\xff\xff\xff\xff" if value is None else _I32.pack(len(value)) + value
+            parts.append(data[prev:start])
+            parts.append(encoded)
+            size += len(encoded) - (end - start)
+            prev = end
     parts.append(data[prev:])
-    parts.insert(0, b"D" + _I32.pack(sum(map(len, parts)) + 4))
+    parts[0] = _DATA_ROW_HEADER.pack(68, size)  # 68: "D"
     return b"".join(parts)
+
+
+_DATA_ROW_HEADER = struct.Struct("!Bi")
 
 
 def encode_data_row_body(values: Sequence[bytes | None]) -> bytes:

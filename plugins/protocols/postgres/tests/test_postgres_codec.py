@@ -297,10 +297,21 @@ def test_a_spliced_data_row_equals_the_row_encoded_whole(values: list[bytes | No
 
 
 @pytest.mark.parametrize("body", [b"", b"\x00", b"\x00\x01\x00\x00", b"\x00\x01\x00\x00\x00\x05ab",
-                                  b"\x00\x01\xff\xff\xff\xfe", b"\x00\x00x"])
+                                  b"\x00\x02\x00\x00\x00\x05ab", b"\x00\x01\xff\xff\xff\xfe", b"\x00\x00x"])
 def test_malformed_data_rows_are_refused(body: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         m.data_row_offsets(body)
+
+
+@given(st.binary(max_size=40))
+def test_data_row_offsets_reads_what_decode_data_row_reads(body: bytes) -> None:
+    try:
+        expected = m.decode_data_row(body)
+    except RemoteProtocolError:
+        with pytest.raises(RemoteProtocolError):
+            m.data_row_offsets(body)
+    else:
+        assert m.data_row_offsets(body)[0] == expected
 
 
 @given(st.lists(VALUES, min_size=1, max_size=6), st.integers(min_value=0, max_value=400))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, Verdict
+from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, OutcomeStatus, Verdict
 from gw.pipeline import CommandRun
 from gw.stage import StreamFilter
 from gw_shellanalysis import escape, normalise
@@ -151,7 +151,7 @@ class _Relay:
                 env=_environment(self.request, self.session.options.accept_env), **kwargs)
         except UpstreamError as e:
             log.warning("session %s: %s", self.sr.session.id, e)
-            outcome.status, outcome.error_message = "error", str(e)
+            outcome.status, outcome.error_message = OutcomeStatus.ERROR, str(e)
             await self.session.refuse(self.chan, f"gw: {e}", UNAVAILABLE)
             return None
 
@@ -169,7 +169,7 @@ class _Relay:
             if reasons:
                 text += ("\ngw: gw reads this line as kind \"unknown\": " + "; ".join(reasons) +
                          ". Send commands whose programs and arguments are written out literally")
-            outcome.status, outcome.error_message = "denied", verdict.reason
+            outcome.status, outcome.error_message = OutcomeStatus.DENIED, verdict.reason
             outcome.error_code = verdict.code.value if verdict.code else None
             await self.session.refuse(self.chan, text, self.refused_status)
         return run, early
@@ -189,13 +189,13 @@ class _Relay:
             outcome.tag = f"exit {status}"
             outcome.notes["exit_status"] = status
             if status == 0:
-                outcome.status = "ok"
+                outcome.status = OutcomeStatus.OK
             else:
-                outcome.status, outcome.error_code = "error", f"exit {status}"
+                outcome.status, outcome.error_code = OutcomeStatus.ERROR, f"exit {status}"
                 outcome.error_message = f"the {what} exited with status {status}"
             await self.chan.exit(status)
         elif isinstance(exit_event, ExitSignal):
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.tag = outcome.error_code = f"signal {exit_event.signal}"
             outcome.error_message = f"the {what} was killed by signal {exit_event.signal}" + (
                 " (core dumped)" if exit_event.core_dumped else "")
@@ -204,7 +204,7 @@ class _Relay:
                 outcome.notes["core_dumped"] = True
             await self.chan.exit_signal(exit_event.signal, exit_event.core_dumped, exit_event.message)
         else:
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.error_message = f"the target ended the {what} without an exit status"
             await self.session.refuse(self.chan, f"gw: {outcome.error_message} (the connection to it may have "
                                                  "been lost)", UNAVAILABLE)
@@ -285,7 +285,7 @@ class CommandRelay(_Relay):
                 await self.session.refuse(self.chan, refusal, self.refused_status)
                 return
         cmd = await self.command()
-        outcome = Outcome(status="cancelled")
+        outcome = Outcome(status=OutcomeStatus.CANCELLED)
         started = time.perf_counter()
         run: CommandRun | None = None
         try:
@@ -301,7 +301,7 @@ class CommandRelay(_Relay):
                 await self._relay(run, up, early, outcome)
             except trio.Cancelled:
                 # The client's connection is gone (or gw ended the session): stop the command on the target.
-                outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+                outcome.status, outcome.error_message = OutcomeStatus.CANCELLED, self.session.cancel_reason()
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await up.signal("HUP")
                 raise
@@ -337,12 +337,12 @@ class CommandRelay(_Relay):
                 except Exception:
                     log.exception("session %s: input filter failed", self.sr.session.id)
         if state.client_gone:
-            outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+            outcome.status, outcome.error_message = OutcomeStatus.CANCELLED, self.session.cancel_reason()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await up.signal("HUP")
             return
         if state.filter_error is not None:
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.error_message = f"output filter failed: {state.filter_error}"
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await up.signal("TERM")
@@ -456,7 +456,7 @@ class SftpRelay(_Relay):
 
     async def run(self) -> None:
         cmd = self.sr.command("sftp", language="sftp", kind=Kind.EXEC, verb="sftp")
-        outcome = Outcome(status="cancelled")
+        outcome = Outcome(status=OutcomeStatus.CANCELLED)
         state = _SftpState()
         run: CommandRun | None = None
         try:
@@ -479,11 +479,12 @@ class SftpRelay(_Relay):
                 up.close()
                 await self._complete_open(state)
             if state.error is not None:
-                outcome.status, outcome.error_message = "error", f"SFTP protocol error: {state.error}"
+                outcome.status = OutcomeStatus.ERROR
+                outcome.error_message = f"SFTP protocol error: {state.error}"
                 await self.session.refuse(self.chan, f"gw: closed the sftp session: {state.error}",
                                           UNAVAILABLE)
             elif state.client_closed:
-                outcome.status, outcome.tag = "ok", "client closed"
+                outcome.status, outcome.tag = OutcomeStatus.OK, "client closed"
             else:
                 await self._relay_exit(state.exit, outcome, "sftp session")
         finally:
@@ -493,9 +494,9 @@ class SftpRelay(_Relay):
         """Operations still waiting for an answer, and files never closed, complete with the session."""
         with trio.CancelScope(shield=True):
             for run in state.pending.values():
-                await run.complete(Outcome(status="cancelled", error_message="the sftp session ended first"))
+                await run.complete(Outcome(status=OutcomeStatus.CANCELLED, error_message="the sftp session ended first"))
             for f in state.handles.values():
-                await f.run.complete(Outcome(status="ok", tag="not closed", notes=_byte_notes(f)))
+                await f.run.complete(Outcome(status=OutcomeStatus.OK, tag="not closed", notes=_byte_notes(f)))
             state.pending.clear()
             state.handles.clear()
 
@@ -588,7 +589,7 @@ class SftpRelay(_Relay):
         text = _refusal_text(verdict)
         await self.chan.send(sftp.status_packet(request.id, sftp.Status.PERMISSION_DENIED, text))
         await self.chan.send(text.encode("utf-8", "replace") + b"\n", stderr=True)
-        await run.complete(Outcome(status="denied", error_message=verdict.reason,
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_message=verdict.reason,
                                    error_code=verdict.code.value if verdict.code else None))
         return False, early
 
@@ -641,10 +642,10 @@ class SftpRelay(_Relay):
             if response.type == sftp.T.HANDLE and response.handle is not None:
                 state.handles[response.handle] = _OpenFile(run, path)
             elif response.type == sftp.T.STATUS and response.status != sftp.Status.OK:
-                done.append((run, Outcome(status="error", error_code=_status_name(response.status),
+                done.append((run, Outcome(status=OutcomeStatus.ERROR, error_code=_status_name(response.status),
                                           error_message=response.message or None)))
             else:
-                done.append((run, Outcome(status="ok")))
+                done.append((run, Outcome(status=OutcomeStatus.OK)))
             return
         handle = state.reads.pop(rid, None)
         if handle is not None:
@@ -656,7 +657,7 @@ class SftpRelay(_Relay):
         if handle is not None:
             f = state.handles.pop(handle, None)
             if f is not None:
-                done.append((f.run, Outcome(status="ok", tag="closed", notes=_byte_notes(f))))
+                done.append((f.run, Outcome(status=OutcomeStatus.OK, tag="closed", notes=_byte_notes(f))))
 
 
 def _byte_notes(f: _OpenFile) -> dict[str, Any]:

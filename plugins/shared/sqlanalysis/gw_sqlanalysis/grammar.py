@@ -12,7 +12,8 @@ on:
   column or query, so ``select ((((ssn))))`` still derives from ``ssn``.
 * **Prefix ``@``** (absolute value, ``select @ -5``) becomes a prefix ``-``: both take one operand and call no
   function gw must vouch for.  Only in a prefix position (after an operator, ``(``, ``,`` or a keyword that
-  cannot end an expression); ``a @ b`` is left as written.
+  cannot end an expression); ``a @ b`` is left as written, and so is ``@`` before a string or quoted name
+  (MySQL's user variables ``@'v'``, ``@`v```).
 * **``ARRAY[...]``** becomes ``ARRAY(...)``, which sqlglot reads into the same node: its parser backtracks
   exponentially on nested ``ARRAY[`` (eighteen levels took minutes), a stall no statement may cause.
 * **``XMLEXISTS(xpath PASSING [BY REF|VALUE] doc [BY REF|VALUE])``** becomes ``xmlexists(xpath, doc)``: the same
@@ -29,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from .lexer import SYMBOL, WORD, token_kind
+from .lexer import STRING, SYMBOL, WORD, token_kind
 
 T = TypeVar("T")
 
@@ -153,6 +154,9 @@ def _prefix_at(tokens: list[str]) -> list[str]:
     for i, t in enumerate(tokens):
         if t != "@":
             continue
+        after = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if not after or after[0] in (STRING, '"', "`"):
+            continue  # MySQL's @'name', @"name", @`name` are user variables, not an operator
         prev = tokens[i - 1] if i else ""
         kind = token_kind(prev) if prev else SYMBOL
         if (not prev or (kind == SYMBOL and prev not in (")", "]"))

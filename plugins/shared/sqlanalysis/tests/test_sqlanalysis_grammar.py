@@ -132,3 +132,10 @@ def test_a_known_string_mode_is_lexed_exactly() -> None:
     assert c.classify(shows, standard_strings=True).kind is Kind.READ
     assert c.classify(hides).kind is Kind.UNKNOWN  # the exact answers are not cached for the unsure caller
     assert c.classify("select U&'\\0041'", standard_strings=False).kind is Kind.UNKNOWN  # the server refuses it too
+
+
+def test_mysql_user_variables_are_not_operators() -> None:
+    assert for_parser(["select", "@", "\x00"]) == ["select", "@", "\x00"]
+    assert for_parser(["select", "@", "`v`"]) == ["select", "@", "`v`"]
+    c = Classifier("mysql")
+    assert c.classify("select @`v`").kind is c.classify("select @'v'").kind

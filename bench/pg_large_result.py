@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import time
 
-from common import PG, Gateway, psql
+from common import PG, Gateway, cpu_seconds, psql
 
 DB = "gw_bench"
 
@@ -58,17 +58,25 @@ def main() -> None:
                "gw (no mask rule)": (plain.port, "bench-agent", plain.token()),
                "gw (2 masked cols)": (masked.port, "bench-agent", masked.token()),
                "gw (2 cols + detectors)": (detect.port, "bench-agent", detect.token())}
+    pids = {name: g.proc.pid for name, g in (("gw (no mask rule)", plain), ("gw (2 masked cols)", masked),
+                                             ("gw (2 cols + detectors)", detect)) if g.proc is not None}
     try:
         times: dict[str, list[float]] = {n: [] for n in targets}
+        #: gw's CPU time per row (µs, all threads): the figure to compare when the machine is loaded.
+        cpu: dict[str, list[float]] = {n: [] for n in pids}
         for _ in range(args.rounds):
             for name, (port, user, password) in targets.items():
+                used = cpu_seconds(pids[name]) if name in pids else 0.0
                 times[name].append(fetch(port, user, password))
+                if name in pids:
+                    cpu[name].append((cpu_seconds(pids[name]) - used) / args.rows * 1e6)
         direct = args.rows / statistics.median(times["direct"])
         print(f"\n{args.rows:,} rows x 5 columns, psql, median of {args.rounds} round(s)\n")
-        print(f"{'target':26}{'seconds':>9}{'rows/s':>12}{'/direct':>9}")
+        print(f"{'target':26}{'seconds':>9}{'rows/s':>12}{'/direct':>9}{'gw CPU us/row':>15}")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"{name:26}{med:>9.2f}{args.rows / med:>12,.0f}{(args.rows / med) / direct:>9.2f}")
+            us = f"{statistics.median(cpu[name]):>15.2f}" if name in cpu else ""
+            print(f"{name:26}{med:>9.2f}{args.rows / med:>12,.0f}{(args.rows / med) / direct:>9.2f}{us}")
         ratio = {n: statistics.median(times["direct"]) / statistics.median(ts) for n, ts in times.items()}
         print("\ntarget table\n")
         print(f"{'measurement':78}{'this run':>9}  target")

@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Self
 
-from common import PG, Gateway, PgBouncer, Relay, psql
+from common import PG, Gateway, PgBouncer, Relay, cpu_seconds, psql
 
 DB = "gw_bench"
 
@@ -38,12 +38,6 @@ def prepare(scale: int) -> None:
         print(f"initialising pgbench tables (scale {scale}) in database {DB} ...", file=sys.stderr)
         subprocess.run(["pgbench", "-i", "-q", "-s", str(scale), "-h", PG["host"], "-p", str(PG["port"]),
                         "-U", PG["user"], DB], check=True, capture_output=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_pgbench(port: int, mode: str, clients: int, duration: int, user: str = "postgres",

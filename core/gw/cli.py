@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +245,11 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
     Exit status: 0 allowed, 1 denied, 2 needs approval, 3 error.
     """
     import time as _time
+    from dataclasses import replace
 
-    from .model import Decision, Identity, Session
+    import trio
+
+    from .model import RESULT_COLUMNS, Column, Decision, Identity, Session
 
     try:
         rt = Runtime.build(config, pm=registry().pm)
@@ -256,6 +259,13 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
                           client_address="-", upstream=lr.handler.describe_upstream(),
                           started_at=_time.time())
         command = lr.handler.classify(command_text, session=session)
+        # What the result will hold, for stages that change results (the mask plan); the protocol may ask the
+        # upstream to describe the statement, which never runs it.
+        shape: Sequence[Column] | str | None = None
+        if any(s.transforms for s in lr.pipeline.stages):
+            shape = trio.run(lr.handler.describe_result, command)
+        if shape is not None:
+            command = replace(command, attributes={**command.attributes, RESULT_COLUMNS: shape})
         decisions = lr.pipeline.plan(command)
     except (GwError, NotImplementedError, ValueError) as e:
         click.echo(f"Error: {e}", err=True)
@@ -273,6 +283,11 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
                     "reason": v.reason if v else None, "does": note} for s, v, note in decisions],
         "decision": {"allow": "allowed", "deny": "denied", "pending": "approval required"}[final.value],
     }
+    if isinstance(shape, str):
+        result["result_columns"] = shape
+    elif shape is not None:
+        result["result_columns"] = [{"name": c.name, "type": c.type_name or None, "sources": list(c.sources)}
+                                    for c in shape]
     if as_json:
         print_json(result)
     else:
@@ -285,7 +300,8 @@ def explain(config: Path, listener_name: str, subject: str, groups: tuple[str, .
                 line += f" (rule {entry['rule']})" if entry["rule"] else ""
                 line += f": {entry['reason']}" if entry["reason"] else ""
             if entry["does"]:
-                line += f"{';' if entry['decision'] else ''} {entry['does']}"
+                does = entry["does"].replace("\n", "\n      ")  # a plan of several lines, indented
+                line += f"{';' if entry['decision'] else ''} {does}"
             if line.endswith(":"):
                 line += " -"  # no opinion about this command
             click.echo(line)

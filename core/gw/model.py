@@ -320,6 +320,12 @@ class Column:
     fields: tuple[tuple[str, ...], ...] | None = None
 
 
+#: ``Command.attributes`` key under which ``gw policy explain`` hands stages the result's columns as the protocol
+#: found them without running the command (:meth:`gw.protocol.ProtocolHandler.describe_result`): a tuple of
+#: :class:`Column` (empty: no rows), or a sentence saying why they are known only when the command runs.
+RESULT_COLUMNS = "result_columns"
+
+
 class OutcomeStatus(enum.StrEnum):
     """How a command ended."""
 

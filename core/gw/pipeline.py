@@ -88,6 +88,7 @@ class Pipeline:
         self._deciders = [s for s in stages if _overrides(s, "decided")]
         ordered = [s for s in stages if s.transforms] + [s for s in stages if not s.transforms]
         self._row_stages = [s for s in ordered if _overrides(s, "rows")]
+        self._wants_sources = any(s.wants_sources for s in self._row_stages)
         self._stream_stages = [s for s in ordered if _overrides(s, "stream")]
         # Transforming stages complete first, so the notes they add (mask counts) reach the audit record.
         self._completers = [s for s in ordered if _overrides(s, "completed")]
@@ -99,6 +100,11 @@ class Pipeline:
     def wants_rows(self) -> bool:
         """Whether any stage looks at rows; when not, protocols forward result bytes untouched."""
         return bool(self._row_stages)
+
+    @property
+    def wants_sources(self) -> bool:
+        """Whether a stage that looks at rows needs each column's sources (:attr:`Stage.wants_sources`)."""
+        return self._wants_sources
 
     def describe(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -316,6 +322,10 @@ class SessionRuntime:
     @property
     def wants_rows(self) -> bool:
         return self.listener.pipeline.wants_rows
+
+    @property
+    def wants_sources(self) -> bool:
+        return self.listener.pipeline.wants_sources
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]

@@ -9,13 +9,14 @@ core accepts TCP connections and hands each one to :meth:`ProtocolHandler.handle
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
 from pydantic import Field
 
-from .model import Command, Session
+from .model import Column, Command, Session
 from .types import Address, Duration, StrictModel, parse_address
 
 if TYPE_CHECKING:
@@ -115,6 +116,12 @@ class ProtocolHandler:
         """Classify a command text the way this protocol would on the data path (``gw policy explain``).
         Protocols without a text form of commands may raise NotImplementedError."""
         raise NotImplementedError(f"protocol {self.name!r} cannot classify command text")
+
+    async def describe_result(self, command: Command) -> Sequence[Column] | str | None:
+        """For ``gw policy explain``: the columns ``command``'s result would have, as the data path would see
+        them, found without running it (a protocol may ask the upstream to describe the statement); a sentence
+        saying why they are known only when it runs; None when this protocol's results are not tables."""
+        return None
 
     async def handle(self, stream: trio.SocketStream, client_address: str) -> None:
         """Serve one client connection until it ends.  Exceptions are logged by core and end only this

@@ -23,6 +23,11 @@ from .services import Services
 from .types import StrictModel
 
 
+#: The sources of a column whose lineage was not worked out (no stage of the pipeline wants sources): it may
+#: derive from any column of any table.
+UNKNOWN_SOURCES: tuple[str, ...] = ("*.*.*",)
+
+
 class StageOptions(StrictModel):
     """Base of a stage's options model; unknown keys are an error."""
 
@@ -74,6 +79,11 @@ class Stage:
     Options: ClassVar[type[StageOptions]] = StageOptions
     #: True for stages whose row/stream filters change data (mask); they run before observers (record).
     transforms: ClassVar[bool] = False
+    #: True for stages whose row filters read where each column's values come from (``Column.sources`` and
+    #: ``fields``: mask).  Working that out can cost a protocol SQL lineage and catalog lookups per result, so
+    #: it may skip it unless a stage of the pipeline sets this; columns then carry :data:`UNKNOWN_SOURCES`
+    #: (anything: a filter that matches on sources without asking fails closed).
+    wants_sources: ClassVar[bool] = False
 
     def __init__(self, options: Any, services: Services, *, pipeline: str = "", index: int = 0) -> None:
         self.options = options

@@ -10,6 +10,7 @@ can implement (SQLite embedded, PostgreSQL shared by replicas):
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -134,6 +135,20 @@ CLAIMS = "gw.claims"
 
 class ClaimRefused(GwError):
     """Another live gateway holds the claim."""
+
+
+def decode_stored(what: str, text: str | bytes, *, edited: str = "it") -> dict[str, Any]:
+    """The JSON object a backend stored as ``what`` (``record 5 of stream 'audit'``): anything else means the
+    database was edited or damaged, which the error says.  ``edited`` names what was edited in the message
+    (``"the file"`` for an embedded database)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise StoreError(f"{what} is not a JSON object in the database ({edited} was edited or is damaged); "
+                         "restore it from a backup")
+    return value
 
 
 class ClaimLost(StoreError):

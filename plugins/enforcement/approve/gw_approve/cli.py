@@ -23,12 +23,13 @@ from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Identity
 from gw.runtime import Runtime
+from gw.text import escape_visible
 
 from . import decisions
 from .ledger import ApprovalError, ApprovalLedger
 from .records import ApprovalRequest, Grant, Status
 from .stage import ApproveStage
-from .text import escape, human_duration, params_text, snippet
+from .text import human_duration, params_text, snippet
 
 # ---------------------------------------------------------------------------------------------------------------
 # The logic, callable in-process
@@ -227,7 +228,8 @@ def list_cmd(config: Path, as_json: bool, everything: bool, statuses: tuple[str,
     if as_json:
         print_json([r.to_json(now) for r in found])
         return
-    rows = [(r.id, r.effective_status(now).value, format_time(r.created), escape(r.listener), escape(r.subject),
+    rows = [(r.id, r.effective_status(now).value, format_time(r.created), escape_visible(r.listener),
+             escape_visible(r.subject),
              _progress(r), format_time(r.expires), "-" if r.rows is None else str(r.rows),
              snippet(r.text + _params_suffix(r), 50)) for r in found]
     print_table(rows, ["id", "status", "created", "listener", "subject", "approvals", "expires", "rows",
@@ -271,10 +273,10 @@ def show_cmd(config: Path, as_json: bool, request_id: str) -> None:
         decided = f"{format_time(request.decided)} by {request.decided_by or 'gw'}: {request.reason or '-'}"
         lines.append(("decided", decided))
     for key, value in lines:
-        click.echo(f"{key + ':':<16}{escape(value)}")
+        click.echo(f"{key + ':':<16}{escape_visible(value)}")
     # Continuation lines are indented, so a command's own line breaks cannot start a line that looks like
     # one of the fields above.
-    click.echo(f"{'command:':<16}" + escape(request.text, keep_newlines=True).replace("\n", "\n" + " " * 16))
+    click.echo(f"{'command:':<16}" + escape_visible(request.text, keep="\n").replace("\n", "\n" + " " * 16))
     if request.params is not None:
         click.echo(f"{'parameters:':<16}{params_text(request.params)}")
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
+from gw.text import escape_visible
 
 from .records import ApprovalRequest
-from .text import clock, escape, human_duration, params_text, snippet
+from .text import clock, human_duration, params_text, snippet
 
 if TYPE_CHECKING:
     import httpx
@@ -41,9 +42,10 @@ def request_payload(request: ApprovalRequest, config: str = "") -> dict[str, Any
     where = f" -c {shlex.quote(config)}" if config else ""
     need = "" if request.min_approvals == 1 else f" ({request.min_approvals} approvals needed)"
     params = f" with parameters {snippet(params_text(request.params))}" if request.params else ""
-    rows = f" It changes {escape(request.rows_note)}." if request.rows_note else ""
-    summary = (f"gw approval request {request.id}: {escape(request.subject)} wants to run "
-               f"`{snippet(request.text)}`{params} on listener {request.listener} (rule {escape(request.rule)})."
+    rows = f" It changes {escape_visible(request.rows_note)}." if request.rows_note else ""
+    summary = (f"gw approval request {request.id}: {escape_visible(request.subject)} wants to run "
+               f"`{snippet(request.text)}`{params} on listener {request.listener} "
+               f"(rule {escape_visible(request.rule)})."
                f"{rows} Approvers: {approvers}{need}. "
                f"Approve: gw approvals approve {request.id}{where} | deny: gw approvals deny {request.id}{where} "
                "--reason ... "

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from gw.model import Command, Identity, Session
+from gw.text import escape_visible
 from gw_approve.stage import match_key
-from gw_approve.text import escape, param_text, params_text, snippet
+from gw_approve.text import param_text, params_text, snippet
 
 
 def test_controls_bidi_and_zero_width_are_escaped() -> None:
     text = "rm -rf /data #\r\x1b[2Kls\u202e\u200bx\ufeff\x9b"
-    shown = escape(text)
+    shown = escape_visible(text)
     assert shown == "rm -rf /data #\\r\\x1b[2Kls\\u202e\\u200bx\\ufeff\\x9b"
     assert all(ch.isprintable() for ch in shown)
-    assert escape("select 1\nfrom t", keep_newlines=True) == "select 1\nfrom t"
-    assert escape("plain ascii and ünïcode") == "plain ascii and ünïcode"
+    assert escape_visible("select 1\nfrom t", keep="\n") == "select 1\nfrom t"
+    assert escape_visible("plain ascii and ünïcode") == "plain ascii and ünïcode"
     one_line = snippet("delete\n\tfrom t\r where x = 1")
     assert one_line == "delete from t\\r where x = 1"
 

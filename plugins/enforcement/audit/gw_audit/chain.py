@@ -47,9 +47,9 @@ def sealed(record: Mapping[str, Any]) -> tuple[str, str]:
     """The hash of ``record`` (which has no ``hash`` field) and the JSON text of the record with its hash, from
     one encoding: the canonical bytes are hashed, then ``"hash"`` is added as their last member (JSON objects
     have no order; ``gw audit verify`` re-encodes canonically)."""
-    body = canonical(record)
-    digest = hashlib.sha256(body).hexdigest()
-    return digest, f'{body[:-1].decode("ascii")},"hash":"{digest}"}}'
+    body = _CANONICAL.encode(record)
+    digest = hashlib.sha256(body.encode("ascii")).hexdigest()
+    return digest, f'{body[:-1]},"hash":"{digest}"}}'
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -69,11 +69,13 @@ log = logging.getLogger("gw.audit")
 
 
 class _Pending:
-    __slots__ = ("done", "error", "index", "record", "seq")
+    __slots__ = ("done", "error", "index", "queued", "record", "seq")
 
-    def __init__(self, record: Record, index: Index) -> None:
+    def __init__(self, record: Record, index: Index, queued: float | None = None) -> None:
         self.record = record
         self.index = index
+        #: When an enqueued (not awaited) record was queued, on trio's clock (see :meth:`AuditChain._flusher`).
+        self.queued: float | None = queued
         self.seq: int | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -91,6 +93,8 @@ class AuditChain:
         self._load_lock = trio.Lock()
         self._queue: list[_Pending] = []
         self._writing = False
+        #: Whether records arrived while the last batch was being written (see :meth:`_write_batch`).
+        self._crowded = True
         self._written = trio.Event()
         self._wake = trio.Event()
         self._flusher_started = False
@@ -148,18 +152,25 @@ class AuditChain:
         dropped; the chain stays consistent (the head only moves on success)."""
         if not self.loaded:
             raise StoreError(f"audit chain {self.name!r} is not open yet")
-        self._queue.append(_Pending(record, index))
+        self._queue.append(_Pending(record, index, trio.current_time()))
         if not self._flusher_started:
             self._flusher_started = True
             self.store.services.spawn(self._flusher, name=f"gw-audit-flusher-{self.name}")
         self._wake.set()
 
     async def _flusher(self) -> None:
+        """Write what waited ``LINGER`` seconds for a write to carry it.  While commands keep coming, their
+        writes carry every queued record within far less, and the flusher never commits a batch of its own."""
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            await trio.sleep(LINGER)
-            await self.flush()
+            while self._queue:
+                queued = self._queue[0].queued  # None: an awaited write, which carries the rest
+                waited = 0.0 if queued is None else trio.current_time() - queued
+                if waited >= LINGER:
+                    await self.flush()
+                    break
+                await trio.sleep(LINGER - waited)
 
     async def flush(self) -> None:
         """Write whatever is queued now (at shutdown, and from the background flusher)."""
@@ -178,9 +189,10 @@ class AuditChain:
     async def _write_batch(self) -> None:
         self._writing = True
         # One scheduler round first: sessions whose commands arrived together (runnable now) add their records
-        # to this batch instead of waiting for the next one -- fewer, larger store transactions.
+        # to this batch instead of waiting for the next one -- fewer, larger store transactions.  Only while
+        # several sessions are writing: a lone session's round would find nothing and cost a scheduler pass.
         queued = -1
-        for _ in range(GATHER_ROUNDS):
+        for _ in range(GATHER_ROUNDS if self._crowded else 0):
             if len(self._queue) == queued:
                 break
             queued = len(self._queue)
@@ -215,6 +227,7 @@ class AuditChain:
             for item in batch:
                 item.done = True
             self._writing = False
+            self._crowded = bool(self._queue)  # records arrived while this batch was being written
             finished, self._written = self._written, trio.Event()
             finished.set()
 

@@ -3,12 +3,14 @@ and records of commands that arrive together written in one batch (one store tra
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
+from gw_audit import chain as chain_module
 from gw_audit.chain import open_chain
 from gw_audit.records import Redactor
 from gw_audit.verify import verify_store
@@ -64,3 +66,59 @@ async def test_records_of_commands_arriving_together_share_one_batch(
         [report] = await verify_store(rt.store)
         assert report.ok and report.verified == 8
     assert db().execute("SELECT count(*) FROM entries").fetchone()[0] == 8
+
+
+async def test_queued_outcomes_ride_with_the_next_command_and_the_flusher_adds_no_write(
+        open_runtime: Any, db: Callable[[], sqlite3.Connection], monkeypatch: Any) -> None:
+    """While commands keep coming, each outcome is carried by the next command's batch: the background flusher
+    never commits a batch of its own.  The last outcome, with no write after it, is written once it has
+    waited ``LINGER``."""
+    monkeypatch.setattr(chain_module, "LINGER", 0.2)
+    async with open_runtime() as rt:
+        chain = await open_chain(rt.store, "gw-test")
+        batches = chain.batches
+        for i in range(12):  # one session: command, outcome, command, outcome ...
+            await chain.write({"type": "command", "i": i}, {"type": "command"})
+            chain.enqueue({"type": "outcome", "i": i}, {"type": "outcome"})
+            await trio.sleep(0.05)  # the client's round trip: the flusher would have written by now
+        assert chain.batches - batches == 12  # one batch per command, none from the flusher
+        with trio.fail_after(5):
+            while chain.batches - batches < 13:  # the last outcome, alone after its linger
+                await trio.sleep(0.02)
+        [report] = await verify_store(rt.store)
+        assert report.ok and report.verified == 24
+    rows = [json.loads(d) for (d,) in db().execute("SELECT data FROM entries ORDER BY seq")]
+    assert [(r["type"], r["i"]) for r in rows] == [(t, i) for i in range(12) for t in ("command", "outcome")]
+
+
+async def test_a_lone_session_hands_its_record_over_without_waiting_for_others(
+        open_runtime: Any, monkeypatch: Any) -> None:
+    """Once the last batch saw no other writer, the next write goes to the store at once instead of letting
+    other tasks run first (a round of the scheduler per command, for nothing)."""
+    async with open_runtime() as rt:
+        chain = await open_chain(rt.store, "gw-test")
+        await chain.write({"type": "command"}, {"type": "command"})  # alone: nothing arrived meanwhile
+        others_ran: list[bool] = []
+        ran = False
+        append = rt.store.append
+
+        async def watched_append(*args: Any, **kwargs: Any) -> Any:
+            others_ran.append(ran)
+            return await append(*args, **kwargs)
+
+        async def other() -> None:
+            nonlocal ran
+            ran = True
+
+        monkeypatch.setattr(rt.store, "append", watched_append)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)  # runnable, but not writing
+            await chain.write({"type": "command"}, {"type": "command"})
+        assert others_ran == [False]
+
+        # Eight at once after a lone write: the first goes at once, the seven that arrived meanwhile share
+        # the next batch.
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(chain.write, {"type": "command", "i": i}, {"type": "command"})
+        assert len(others_ran) == 1 + 2

@@ -14,6 +14,7 @@ only when the expression matched.  Validation is the point: a 16-digit order num
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 Span = tuple[int, int]
 
@@ -23,6 +24,36 @@ Span = tuple[int, int]
 BUILTIN_PREFILTER = re.compile(
     r"[0-9@+](?:(?<=@)|(?<=\+)\d"
     r"|(?<=[0-9])(?:\d{2}[- ]\d{2}[- ]\d{4}|\d{3}[ -]?\d{4}|\d{2}[ .)-]{1,2}\d{3}|(?<=[A-Za-z]{2}[0-9])\d))")
+
+
+def _character_class(c: int) -> int:
+    if 0x30 <= c <= 0x39:
+        return 0x30  # every digit -> 0
+    if 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A:
+        return 0x61  # every ASCII letter -> a
+    if c in b"- .)":
+        return 0x2D  # the separators the prefilter allows after two digits -> -
+    if c in b"@+":
+        return 0x40
+    return c
+
+
+_CLASSES = bytes(_character_class(c) for c in range(256))
+
+
+def builtin_may_match(data: bytes) -> bool:
+    """A cheap necessary condition of :data:`BUILTIN_PREFILTER` for ASCII ``data``, which may be several values
+    joined by NUL: True whenever the prefilter matches one of them.  Each branch of the prefilter needs an
+    ``@`` or ``+``, two digits and a separator, eight digits in a row, or two letters and two digits; with
+    every character replaced by its class those are four substring tests (C speed, no regex engine), and none
+    of them can match across a NUL."""
+    classes = data.translate(_CLASSES)
+    return b"@" in classes or b"00-" in classes or b"00000000" in classes or b"aa00" in classes
+
+
+#: Prefilters with a quick test that judges several UTF-8 values joined by NUL at once (only for ASCII
+#: data: in other scripts ``\d`` matches digits these tests do not know).
+QUICK_CHECKS: dict[re.Pattern[str], Callable[[bytes], bool]] = {BUILTIN_PREFILTER: builtin_may_match}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from gw.detect import Detector
 
+from .detectors import QUICK_CHECKS
 from .strategies import Strategy, to_bytes, to_text
 
 
@@ -59,15 +60,42 @@ class Detection:
                                                      rule.strategy))
         #: (prefilter search or None, the detectors behind it)
         self.groups = tuple((p.search if p is not None else None, tuple(g)) for p, g in groups.items())
+        quick = [QUICK_CHECKS.get(p) if p is not None else None for p in groups]
+        #: The prefilters' quick tests when every detector has one (see
+        #: :data:`~gw_mask.detectors.QUICK_CHECKS`), else None: :meth:`may_find` can then judge several
+        #: values at once.
+        self._quick: tuple[Callable[[bytes], bool], ...] | None = (
+            tuple(q for q in quick if q is not None) if quick and None not in quick else None)
 
     def __bool__(self) -> bool:
         return bool(self.groups)
+
+    @property
+    def joinable(self) -> bool:
+        return self._quick is not None
+
+    def may_find(self, values: Sequence[bytes]) -> bool:
+        """Whether a detector may find something in any of ``values`` (UTF-8 text): False only when it is
+        certain that none can, judged in one pass over the values joined; True when unsure."""
+        if self._quick is None:
+            return True
+        data = b"\0".join(values)
+        if not data.isascii():
+            return True
+        for check in self._quick:
+            if check(data):
+                return True
+        return False
 
 
 class TextMasker:
     """Runs a stage's detectors over a text and replaces what they find, counting per detector."""
 
     __slots__ = ("_counts", "_detection")
+
+    @property
+    def detection(self) -> Detection:
+        return self._detection
 
     def __init__(self, detection: Detection, counts: MaskCounts) -> None:
         self._detection = detection

@@ -25,6 +25,7 @@ import enum
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gw.model import Column
 
@@ -33,6 +34,7 @@ from .masking import MaskCounts, TextMasker
 from .strategies import Strategy, to_text
 
 Value = bytes | None
+T = TypeVar("T")
 
 #: Type names (lowercased, without length modifiers) whose text-format values are plain text.  PostgreSQL
 #: ``typname`` values, their SQL spellings, and MySQL/MariaDB names.  An empty type name means the protocol
@@ -105,16 +107,21 @@ class ResultPlan:
         fixed = tuple((a.index, _composite_replacer(a, text) if a.fields is not None
                        else _column_replacer(a.kind, a.strategy)) for a in self.masked)
         scans: list[tuple[int, Callable[[bytes], Value]]] = []
+        # Detector-only scans of one row are judged together first when the detectors allow it (most rows
+        # hold nothing a detector could find): one search over the row's values instead of one per value.
+        gated: list[tuple[int, Callable[[bytes], Value]]] = []
+        detected = gated if text is not None and text.detection.joinable else scans
         for index, kind in self.scanned:
             if kind is ValueKind.JSON and json_masker is not None:
                 scans.append((index, _json_scanner(json_masker, text)))
             elif text is None:
                 continue
             elif kind is ValueKind.PLAIN:
-                scans.append((index, text.mask_bytes))
+                detected.append((index, text.mask_bytes))
             else:
-                scans.append((index, text.null_if_found))
-        return MaskingRows(fixed, tuple(scans), counts)
+                detected.append((index, text.null_if_found))
+        may_find = text.detection.may_find if text is not None else None
+        return MaskingRows(fixed, tuple(scans), counts, tuple(gated), may_find)
 
 
 def _column_replacer(kind: ValueKind, strategy: Strategy) -> Callable[[bytes], Value]:
@@ -288,17 +295,25 @@ def plan_result(columns: Sequence[Column], column_rules: Sequence[tuple[object, 
     scanned: list[tuple[int, ValueKind]] = []
     for index, column in enumerate(columns):
         kind = value_kind(column, extra_text_types)
-        for pattern, strategy in column_rules:
-            if pattern.matches(column):  # type: ignore[attr-defined]
-                fields = _field_strategies(column, column_rules) if column.fields is not None else None
-                masked.append(ColumnAction(index, kind, strategy, fields, column.binary))
-                break
-        else:
-            if kind is ValueKind.JSON and (scan_json or scan_text) or kind is not ValueKind.OTHER and scan_text:
-                scanned.append((index, kind))
+        rule = first_rule(column, column_rules)
+        if rule is not None:
+            fields = _field_strategies(column, column_rules) if column.fields is not None else None
+            masked.append(ColumnAction(index, kind, rule[1], fields, column.binary))
+        elif scans(kind, scan_text, scan_json):
+            scanned.append((index, kind))
     if not masked and not scanned:
         return None
     return ResultPlan(tuple(masked), tuple(scanned))
+
+
+def first_rule(column: Column, column_rules: Sequence[tuple[object, T]]) -> tuple[object, T] | None:
+    """The first column rule whose pattern matches ``column`` (it decides how the column is masked)."""
+    return next(((p, s) for p, s in column_rules if p.matches(column)), None)  # type: ignore[attr-defined]
+
+
+def scans(kind: ValueKind, scan_text: bool, scan_json: bool) -> bool:
+    """Whether values of a column no rule masks are looked at: text by detectors, JSON by paths too."""
+    return kind is ValueKind.JSON and (scan_json or scan_text) or kind is not ValueKind.OTHER and scan_text
 
 
 def _field_strategies(column: Column, column_rules: Sequence[tuple[object, Strategy]]
@@ -318,13 +333,20 @@ def _field_strategies(column: Column, column_rules: Sequence[tuple[object, Strat
 class MaskingRows:
     """The :class:`gw.stage.RowFilter` of one result: rewrites a row, copying it only when a value changes."""
 
-    __slots__ = ("_counts", "_fixed", "_scans")
+    __slots__ = ("_counts", "_fixed", "_gated", "_may_find", "_scans")
 
     def __init__(self, fixed: tuple[tuple[int, Callable[[bytes], Value]], ...],
-                 scans: tuple[tuple[int, Callable[[bytes], Value]], ...], counts: MaskCounts) -> None:
+                 scans: tuple[tuple[int, Callable[[bytes], Value]], ...], counts: MaskCounts,
+                 gated: tuple[tuple[int, Callable[[bytes], Value]], ...] = (),
+                 may_find: Callable[[Sequence[bytes]], bool] | None = None) -> None:
         self._fixed = fixed
         self._scans = scans
         self._counts = counts
+        #: Scans that run only when ``may_find`` says a detector may find something in their values.
+        self._gated = gated if may_find is not None else ()
+        self._may_find = may_find
+        if may_find is None:
+            self._scans = scans + gated
 
     def row(self, values: list[Value]) -> list[Value]:
         out = None
@@ -336,7 +358,14 @@ class MaskingRows:
                     out = values.copy()
                 out[index] = replace(value)
                 masked += 1
-        for index, scan in self._scans:
+        scans = self._scans
+        gated = self._gated
+        if gated:
+            may_find = self._may_find
+            assert may_find is not None
+            if may_find([v for i, _ in gated if (v := values[i]) is not None]):
+                scans = gated + scans
+        for index, scan in scans:
             value = values[index]
             if value is not None:
                 new = scan(value)

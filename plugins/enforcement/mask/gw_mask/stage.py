@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from gw.detect import Detector
 from gw.errors import ConfigError, PluginError
-from gw.model import Channel, Column, Command, DenyCode, Direction, Outcome, Session, Verdict
+from gw.model import RESULT_COLUMNS, Channel, Column, Command, DenyCode, Direction, Outcome, Session, Verdict
 from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
 from gw.types import ByteSize as _ByteSize
 from gw.types import size_range
@@ -29,7 +29,7 @@ from .fields import CsvStream, HeaderMasker, LabelMasker
 from .jsonmask import JsonMasker, PathRule, PathRules
 from .masking import Detection, DetectorRule, MaskCounts, TextMasker
 from .patterns import ColumnPattern, JsonPath
-from .rows import ResultPlan, normalise_type, plan_result
+from .rows import ResultPlan, ValueKind, first_rule, normalise_type, plan_result, scans, value_kind
 from .strategies import Strategy, StrategyName, make_strategy
 from .streams import JsonBody, JsonLines, MaskUnavailable, MessageMasker, TextStream
 
@@ -170,6 +170,8 @@ class MaskStage(Stage):
     name = "mask"
     Options = MaskOptions
     transforms = True
+    #: Column rules match on where values come from (lineage), so the protocol must work it out.
+    wants_sources = True
 
     options: MaskOptions
 
@@ -213,6 +215,8 @@ class MaskStage(Stage):
             return make_strategy(name or opts.strategy, key)
 
         self._column_rules = [(ColumnPattern(r.column), strategy(r.strategy)) for r in opts.columns]
+        #: source -> whether a column rule covers it (what every command's reads and writes are checked for)
+        self._masked_sources: dict[str, bool] = {}
         self._detection = Detection([DetectorRule(d, strategy(r.strategy))
                                      for d, r in zip(self._detectors, opts.detectors)])
         path_rules = [PathRule(JsonPath(r.path), strategy(r.strategy)) for r in opts.json_paths]
@@ -262,8 +266,14 @@ class MaskStage(Stage):
     def masked_source(self, source: str) -> bool:
         """Whether a column rule covers the source ``schema.table.column`` (``*`` parts match any rule)."""
         self._require_ready()
-        probe = Column(name="\x00", sources=(source,))
-        return any(pattern.matches(probe) for pattern, _ in self._column_rules)
+        hit = self._masked_sources.get(source)
+        if hit is None:
+            probe = Column(name="\x00", sources=(source,))
+            hit = any(pattern.matches(probe) for pattern, _ in self._column_rules)
+            if len(self._masked_sources) >= 4096:  # the sources of ad-hoc queries: keep it bounded
+                self._masked_sources.clear()
+            self._masked_sources[source] = hit
+        return hit
 
     def evaluate(self, command: Command) -> Verdict | None:
         """Refuses what would carry a masked value past the stage (copies into other places, planner
@@ -312,7 +322,11 @@ class MaskStage(Stage):
         return TextMasker(self._detection, counts) if self._detection else None
 
     def explain(self, command: Command) -> str | None:
-        """The mask plan (``gw policy explain``): which result columns, JSON paths and detected values."""
+        """The mask plan (``gw policy explain``): per column of the command's result, as the protocol found it
+        without running the command (:data:`gw.model.RESULT_COLUMNS`), whether it is masked and by which rule
+        or detectors; the rules alone when the protocol's results are not tables."""
+        if not self.masks_anything():
+            return None
         opts = self.options
         plan = []
         if opts.columns:
@@ -321,7 +335,49 @@ class MaskStage(Stage):
             plan.append("JSON paths " + ", ".join(p.path for p in opts.json_paths))
         if opts.detectors:
             plan.append("values found by " + ", ".join(d.detector for d in opts.detectors))
-        return f"masks {'; '.join(plan)} ({opts.strategy}) in what the agent is shown" if plan else None
+        rules = f"masks {'; '.join(plan)} ({opts.strategy}) in what the agent is shown"
+        shape = command.attributes.get(RESULT_COLUMNS)
+        if shape is None:
+            return rules
+        if isinstance(shape, str):
+            return f"{rules}; which columns of this result: {shape}"
+        if not shape:
+            return "the statement returns no rows: no result column to mask"
+        header = "result columns:" if any(c.type_name for c in shape) else \
+            "result columns (from the statement's text; their types are known when it runs):"
+        return "\n".join([header, *(self._column_plan(c) for c in shape)])
+
+    def _column_plan(self, column: Column) -> str:
+        """``ssn (text): masked by rule ssn (redact)`` -- one line of the mask plan."""
+        opts = self.options
+        rules = [(ColumnPattern(r.column), r.strategy or opts.strategy) for r in opts.columns]
+        kind = value_kind(column, self._text_types)
+        detectors = ", ".join(d.detector for d in opts.detectors)
+        rule = first_rule(column, rules)
+        if rule is not None:
+            pattern, strategy = rule
+            how = f"masked by rule {cast(ColumnPattern, pattern).text} ({strategy})"
+            if column.fields is not None:
+                how += ", field by field"
+            elif kind in (ValueKind.OPAQUE, ValueKind.OTHER) and strategy != "null":
+                how += ", as NULL (a masked text would not decode as this type)"
+        elif scans(kind, bool(opts.detectors), bool(opts.json_paths or opts.columns)):
+            scanners = " and ".join(p for p in ("JSON paths" if kind is ValueKind.JSON and
+                                                 (opts.json_paths or opts.columns) else "",
+                                                 f"detectors {detectors}" if detectors else "") if p)
+            how = f"no rule; values searched by {scanners}"
+            if kind is ValueKind.OPAQUE:
+                how += " (NULL where one finds something)"
+        elif kind is ValueKind.OTHER and detectors:
+            how = f"not masked (no rule; {column.type_name} values are not searched by detectors)"
+        else:
+            how = "not masked (no rule)"
+        typed = f" ({column.type_name})" if column.type_name else ""
+        shown = column.sources[:3]
+        origin = ""
+        if shown and not (len(shown) == 1 and shown[0].rsplit(".", 1)[-1] == column.name):
+            origin = " from " + ", ".join(shown) + (" ..." if len(column.sources) > 3 else "")
+        return f"{column.name}{typed}{origin}: {how}"
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         self._require_ready()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 from gw.detect import Detector
+from hypothesis import given
+from hypothesis import strategies as st
 from gw_mask.detectors import (
+    builtin_may_match,
     BUILTIN_DETECTORS,
     BUILTIN_PREFILTER,
     CreditCard,
@@ -190,3 +193,23 @@ def test_prefilter_never_hides_a_finding(text: str) -> None:
 def test_prefilter_rejects_ordinary_text() -> None:
     for text in ("Customer 17", "called about order 12345, all fine", "Lorem ipsum dolor sit amet"):
         assert BUILTIN_PREFILTER.search(text) is None
+
+
+@given(st.lists(st.text(alphabet="0123456789aZx -.)(@+_:", max_size=24), min_size=1, max_size=4))
+def test_the_quick_check_never_hides_what_the_prefilter_matches(values: list[str]) -> None:
+    """The quick check judges several values joined at once: whenever the prefilter matches any one of them
+    (so a detector might find something), it says so."""
+    if any(BUILTIN_PREFILTER.search(v) for v in values):
+        assert builtin_may_match(b"\0".join(v.encode() for v in values))
+
+
+@pytest.mark.parametrize("text", CORPUS)
+def test_the_quick_check_passes_every_finding(text: str) -> None:
+    if BUILTIN_PREFILTER.search(text):
+        assert builtin_may_match(b"name\0" + text.encode() + b"\0" + b"x")
+
+
+def test_the_quick_check_rejects_ordinary_rows() -> None:
+    assert not builtin_may_match(b"name 123456\0free text note number 1234567\0Customer 17")
+    # a value ending in two digits next to one starting with a separator is not a finding
+    assert not builtin_may_match(b"ref 12\0-note")

@@ -96,6 +96,22 @@ def test_unchanged_rows_are_passed_through_without_copying(mask_stage: Build, ne
     assert masked_input == [CARD_NOTE], "the protocol's row is not modified in place"
 
 
+def test_rows_are_scanned_together_and_only_findings_rewrite(mask_stage: Build, new_command: Any) -> None:
+    """Detector scans of a row are judged at once (one quick check over its text values); a finding in any of
+    them, ASCII or not, is still masked, and the other values are the very same objects."""
+    stage = mask_stage('columns = ["ssn"], detectors = ["us_ssn", "credit_card", "email", "iban"]')
+    rows = stage.rows(new_command(), [text("id", type_name="int4"), text("name"), text("ssn"), text("note")])
+    plain: list[bytes | None] = [b"7", b"name 1234567", b"123-45-6789", b"free text note number 1234567"]
+    out = rows.row(plain)
+    assert out == [b"7", b"name 1234567", b"***", b"free text note number 1234567"]
+    assert out[1] is plain[1] and out[3] is plain[3]
+    assert rows.row([b"7", b"name 1", None, CARD_NOTE]) == [b"7", b"name 1", None, b"paid with ***, thanks"]
+    assert rows.row([b"7", b"mail ann@example.com", None, None]) == [b"7", b"mail ***", None, None]
+    # digits of another script (which the quick check does not know): the detectors still run
+    other = "ssn 1٢٣ ٤٥ ٦٧٨٩".encode()
+    assert rows.row([b"7", other, None, b"x"]) == [b"7", b"ssn ***", None, b"x"]
+
+
 @pytest.mark.parametrize("column, expected", [
     (text("c", "t.ssn", type_name="varchar"), b"***"),
     (text("c", "t.ssn", type_name="character varying(11)"), b"***"),

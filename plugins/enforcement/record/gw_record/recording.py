@@ -164,6 +164,16 @@ class Redactor:
 
     def __init__(self, detectors: Sequence[Detector], keys: Iterable[str]) -> None:
         self.detectors = tuple(detectors)
+        # Detectors that declare a ``prefilter`` (a regular expression matching wherever they could find
+        # something; the built-ins share one) run only when it matches: most texts need one search, not one
+        # call per detector.
+        groups: dict[re.Pattern[str] | None, list[Detector]] = {}
+        for detector in self.detectors:
+            prefilter = getattr(detector, "prefilter", None)
+            if not (isinstance(prefilter, re.Pattern) and isinstance(prefilter.pattern, str)):
+                prefilter = None
+            groups.setdefault(prefilter, []).append(detector)
+        self._groups = tuple((p.search if p is not None else None, tuple(g)) for p, g in groups.items())
         #: Redacted forms of recent short texts: agents repeat statements (prepared, retried, polled), and
         #: running every detector over the same text again is most of the recording's CPU cost.
         self._cache: dict[str, str] = {}
@@ -185,8 +195,11 @@ class Redactor:
     def spans(self, text: str) -> list[tuple[int, int]]:
         """Merged, sorted spans of every detector's findings in ``text``."""
         found: list[tuple[int, int]] = []
-        for detector in self.detectors:
-            found.extend(detector.find(text))
+        for gate, detectors in self._groups:
+            if gate is not None and gate(text) is None:
+                continue
+            for detector in detectors:
+                found.extend(detector.find(text))
         if not found:
             return []
         found.sort()

@@ -377,3 +377,33 @@ def test_record_needs_a_store(tmp_path: Path, pm: pluggy.PluginManager) -> None:
 ])
 def test_utf8_incomplete_tail(data: bytes, tail: int) -> None:
     assert utf8_incomplete_tail(data) == tail
+
+
+def test_detectors_behind_a_prefilter_run_only_where_it_matches() -> None:
+    """A detector's ``prefilter`` (a necessary condition of its findings) spares its ``find`` on texts it does
+    not match; detectors without one always run; what is found is redacted either way."""
+    import re
+
+    from gw_record.recording import Redactor
+
+    calls: list[str] = []
+
+    class Digits:
+        name = "digits"
+        prefilter = re.compile(r"[0-9]")
+
+        def find(self, text: str) -> list[tuple[int, int]]:
+            calls.append(text)
+            return [m.span() for m in re.finditer(r"[0-9]{4}", text)]
+
+    class Secret:
+        name = "secret"
+
+        def find(self, text: str) -> list[tuple[int, int]]:
+            return [m.span() for m in re.finditer("hush", text)]
+
+    redactor = Redactor([Digits(), Secret()], ())
+    assert redactor.text("no numbers, hush") == "no numbers, ***"
+    assert calls == []
+    assert redactor.text("pin 1234") == "pin ***"
+    assert calls == ["pin 1234"]

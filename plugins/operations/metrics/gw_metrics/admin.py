@@ -1,6 +1,6 @@
 """The admin endpoint on ``[gateway] admin_listen``: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-A small HTTP/1.1 server (h11 on trio, one request per connection) meant for Prometheus, load balancers and
+A small HTTP/1.1 server (gw-httpserver, one request per connection) meant for Prometheus, load balancers and
 orchestrators, on an address operators keep private (it is unauthenticated and reveals configured names and
 counts, never credentials or data).
 
@@ -17,10 +17,10 @@ import errno
 import logging
 from typing import TYPE_CHECKING, Any
 
-import h11
 import trio
 from gw.config import parse_address
 from gw.server import _reuse_port_listeners as reuse_port_listeners
+from gw_httpserver import Limits, Request, Response, serve_connection
 from prometheus_client.exposition import choose_encoder
 
 from .metrics import GatewayMetrics
@@ -30,10 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gw.admin")
 
-#: A request (line and headers) larger than this is refused; the endpoints take no body.
-MAX_REQUEST = 16 * 1024
-#: Time a client has to send its request, and readiness checks have to finish.
-REQUEST_TIMEOUT = 10.0
+#: One request per connection, its head up to 16 KiB (the endpoints take no body), sent within 10 s.
+LIMITS = Limits(max_head=16 * 1024, max_body=16 * 1024, read_timeout=10.0, keep_alive=False)
+#: Time readiness checks have to finish.
 CHECK_TIMEOUT = 5.0
 
 
@@ -95,71 +94,22 @@ class AdminEndpoint:
             task_status.started()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
-        try:
-            with trio.fail_after(REQUEST_TIMEOUT):
-                request = await self._request(conn, stream)
-            if request is None:
-                return
-            status, headers, body = await self._respond(request)
-            headers += [("content-length", str(len(body))), ("connection", "close")]
-            if request.method == b"HEAD":
-                body = b""
-            await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-            if body:
-                await stream.send_all(conn.send(h11.Data(data=body)) or b"")
-            await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            pass
-        except h11.RemoteProtocolError as e:
-            try:
-                reply = h11.Response(status_code=e.error_status_hint, headers=[("connection", "close"),
-                                                                            ("content-length", "0")])
-                await stream.send_all(conn.send(reply) or b"")
-            except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
-        except Exception:
-            log.exception("admin endpoint: request failed")
-        finally:
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                await stream.aclose()
+        await serve_connection(stream, self._respond, limits=LIMITS, log=log)
 
-    async def _request(self, conn: h11.Connection, stream: trio.SocketStream) -> h11.Request | None:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(4096)
-                conn.receive_data(data)
-                if not data and conn.their_state is h11.IDLE:
-                    return None
-                continue
-            if isinstance(event, h11.Request):
-                return event
-            if isinstance(event, h11.ConnectionClosed):
-                return None
-
-    async def _respond(self, request: h11.Request) -> tuple[int, list[tuple[str, str]], bytes]:
-        text = [("content-type", "text/plain; charset=utf-8")]
-        if request.method not in (b"GET", b"HEAD"):
-            return 405, [*text, ("allow", "GET, HEAD")], b"method not allowed: use GET\n"
-        path = request.target.split(b"?", 1)[0]
-        if path == b"/healthz":
-            return 200, text, b"ok\n"
-        if path == b"/readyz":
+    async def _respond(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed: use GET\n", headers=[("allow", "GET, HEAD")])
+        if request.path == "/healthz":
+            return Response.text("ok\n")
+        if request.path == "/readyz":
             problems = await readiness(self.runtime)
             self.metrics.ready.set(0 if problems else 1)
             if self.runtime.store is not None and any(p.startswith("store:") for p in problems):
                 self.metrics.store_errors.labels("readiness").inc()
             if not problems:
-                return 200, text, b"ready\n"
-            body = "not ready\n" + "".join(f"- {p}\n" for p in problems)
-            return 503, text, body.encode()
-        if path == b"/metrics":
-            accept = ""
-            for name, value in request.headers:
-                if name == b"accept":
-                    accept = value.decode("latin-1")
-            encoder, content_type = choose_encoder(accept)
-            return 200, [("content-type", content_type)], encoder(self.metrics.exposed)
-        return 404, text, b"not found: the admin endpoint serves /metrics, /healthz and /readyz\n"
+                return Response.text("ready\n")
+            return Response.text("not ready\n" + "".join(f"- {p}\n" for p in problems), 503)
+        if request.path == "/metrics":
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+            return Response(200, encoder(self.metrics.exposed), content_type)
+        return Response.text("not found: the admin endpoint serves /metrics, /healthz and /readyz\n", 404)

@@ -101,7 +101,8 @@ def shared_directory(runtime: Runtime) -> Path | None:
     for old in path.glob(f"*_w{index}.db"):
         old.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    values.ValueClass = values.MultiProcessValue(lambda: f"w{index}")
+    # prometheus_client's multiprocess helpers carry no annotations
+    values.ValueClass = values.MultiProcessValue(lambda: f"w{index}")  # type: ignore[no-untyped-call]
     return path
 
 
@@ -116,7 +117,7 @@ class GatewayMetrics:
         self.exposed = r
         if shared is not None:
             self.exposed = CollectorRegistry()
-            MultiProcessCollector(self.exposed, path=str(shared))
+            MultiProcessCollector(self.exposed, path=str(shared))  # type: ignore[no-untyped-call]  # unannotated
             self.exposed.register(_PluginValues(runtime))
         self.started = time.time()
         Gauge("gw_build_info", "gw version and Python; the value is 1", ["version", "python"],

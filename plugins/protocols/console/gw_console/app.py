@@ -26,7 +26,7 @@ from gw.identity import Credential
 from gw.model import Identity
 
 from . import auth
-from .display import escape_visible, human_left, iso
+from .display import human_left, iso, visible
 from .web import Request, Response
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Console:
             loader=jinja2.PackageLoader("gw_console", "templates"),
             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
         )
-        self.env.filters["visible"] = escape_visible
+        self.env.filters["visible"] = visible
         self.env.filters["iso"] = iso
         self.env.filters["left"] = human_left
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -235,7 +235,7 @@ class Console:
             me=ctx.identity if ctx else None, csrf=ctx.csrf if ctx else "", flash=flash,
             operator=self._operator(ctx.identity) if ctx else False, now=time.time(),
             listener=self.options.name, **values)
-        return Response(code, page.encode())
+        return Response(code, page.encode(), "text/html; charset=utf-8")
 
     def _error(self, request: Request, status: int, message: str, *, api: bool, ctx: Ctx | None = None
                ) -> Response:
@@ -353,7 +353,7 @@ class Console:
         if not self.has_offer("approvals"):
             return []
         offer = self.offer("approvals")
-        found = await offer.requests(statuses=statuses, everything=everything, limit=limit)
+        found: list[dict[str, Any]] = await offer.requests(statuses=statuses, everything=everything, limit=limit)
         for r in found:
             r["may_decide"] = offer.may_decide(r, ctx.identity)
         return found

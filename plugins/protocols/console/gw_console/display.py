@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
+from gw.text import escape_visible
 
-def escape_visible(value: Any) -> str:
-    """``value`` as text with control characters (but newline and tab), escape sequences, bidirectional and
-    zero-width characters written as ``\\x1b`` / ``\\u202e`` escapes (HTML escaping is the template's)."""
-    text = "" if value is None else str(value)
-    out = []
-    for ch in text:
-        cp = ord(ch)
-        if ch in "\n\t":
-            out.append(ch)
-        elif cp < 0x20 or cp == 0x7F or 0x80 <= cp < 0xA0:
-            out.append(f"\\x{cp:02x}")
-        elif unicodedata.category(ch) in ("Cf", "Co", "Cs"):  # format (bidi, zero-width), private, surrogate
-            out.append(f"\\u{cp:04x}" if cp <= 0xFFFF else f"\\U{cp:08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+
+def visible(value: Any) -> str:
+    """The templates' ``visible`` filter: a stored value as text, escaped by core's one definition of what
+    people must see escaped (:func:`gw.text.escape_visible`); line breaks and tabs stay, as a ``<pre>`` shows
+    them.  HTML escaping is the template's."""
+    return escape_visible("" if value is None else str(value), keep="\n\t")
 
 
 def iso(ts: Any) -> str:

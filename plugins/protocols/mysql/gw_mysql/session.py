@@ -28,7 +28,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Channel, Column, Command, DenyCode, Kind, Measurement, Outcome, SessionEnd, Verdict
+from gw.model import (
+    Channel,
+    Column,
+    Command,
+    DenyCode,
+    Kind,
+    Measurement,
+    Outcome,
+    OutcomeStatus,
+    SessionEnd,
+    Verdict,
+)
 from gw.pipeline import SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
@@ -289,7 +300,7 @@ class ProxySession:
         if self._pending_completion is not None:
             cmd, outcome = self._pending_completion
             self._pending_completion = None
-            outcome.status = "cancelled"
+            outcome.status = OutcomeStatus.CANCELLED
             outcome.error_message = outcome.error_message or f"session ended: {reason}"
             await self.sr.complete(cmd, outcome)
         await self.sr.end(reason)
@@ -437,7 +448,8 @@ class ProxySession:
             return None
         err = refusal(verdict)
         log.info("session %s: refused command %d (%d): %s", cmd.session.id, cmd.seq, err.number, err.message)
-        await self.sr.complete(cmd, Outcome(status="denied", error_code=str(err.number), error_message=err.message))
+        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=str(err.number),
+                                            error_message=err.message))
         return err
 
     # -- COM_QUERY -----------------------------------------------------------------------------------------------
@@ -497,7 +509,8 @@ class ProxySession:
             await self._reply(ok)
         else:
             err = decode_error(payload)
-            outcome.status, outcome.error_code, outcome.error_message = "error", str(err.number), err.message
+            outcome.status, outcome.error_code = OutcomeStatus.ERROR, str(err.number)
+            outcome.error_message = err.message
             outcome.rows = 0
             await self._reply(err)
         await self.sr.complete(cmd, outcome)
@@ -791,7 +804,7 @@ class ProxySession:
             err = await self._refresh_mode()
             if err is not None:
                 if answer.outcome is not None:
-                    answer.outcome.status, answer.outcome.error_code = "error", str(err.number)
+                    answer.outcome.status, answer.outcome.error_code = OutcomeStatus.ERROR, str(err.number)
                     answer.outcome.error_message = err.message
                 payload = err.encode()
         if context is not None and context.notices and payload[:1] == b"\x00":
@@ -884,7 +897,7 @@ class ProxySession:
     def _error_payload(self, payload: bytes, answer: _Answer) -> bytes | None:
         err = decode_error(payload)
         if answer.outcome is not None:
-            answer.outcome.status = "error"
+            answer.outcome.status = OutcomeStatus.ERROR
             answer.outcome.error_code = str(err.number)
         message = err.message
         if self.sr.wants_rows:

@@ -182,6 +182,24 @@ class WireCodec:
         self._pos = end
         return t, pos, end
 
+    def skip_run(self, t: int) -> int:
+        """After :meth:`next_frame` returned a message of type ``t``: pass over the complete messages of the
+        same type that follow it in :attr:`buffer` (the rows of a result that is relayed untouched), and return
+        where the last one ends.  Stops short of anything :meth:`next_frame` must judge (another type, an
+        invalid or incomplete message), which it then reports as usual."""
+        buf, pos = self._buf, self._pos
+        size = len(buf)
+        limit = self.max_message_size
+        unpack = _I32.unpack_from
+        while pos + 5 <= size and buf[pos] == t:
+            (length,) = unpack(buf, pos + 1)
+            end = pos + 1 + length
+            if length < 4 or length > limit or end > size:
+                break
+            pos = end
+        self._pos = pos
+        return pos
+
     def _unknown_type(self, t: int) -> str:
         shown = repr(chr(t)) if 32 <= t < 127 else f"0x{t:02x}"
         side = "client" if self.role is Role.SERVER else "server"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import trio
 from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
-from gw.model import Command, Identity, Session
+from gw.model import Column, Command, Identity, Session
 from gw.protocol import ListenerOptions, ProtocolHandler
 from gw_sqlanalysis import Classifier
 from gw_sqlanalysis.encodings import encoding_is_safe
@@ -42,11 +42,15 @@ from .messages import (
     Terminate,
 )
 from .options import PostgresListenerOptions
+from .provenance import Provenance
 from .session import ProxySession, error_message
 from .upstream import Login, UpstreamConnection, UpstreamTarget, connect, send_cancel
 
 if TYPE_CHECKING:
     from gw.runtime import ListenerRuntime
+
+#: How long ``gw policy explain`` waits for the upstream to describe a statement.
+DESCRIBE_TIMEOUT = 10.0
 
 log = logging.getLogger("gw.postgres")
 
@@ -220,6 +224,29 @@ class PostgresHandler(ProtocolHandler):
     def classify(self, text: str, *, session: Session) -> Command:
         c = self.classifier.classify(text)
         return Command(session, 0, text, "sql", c.kind, c.verb, c.objects, c.flags, verbs=c.verbs)
+
+    async def describe_result(self, command: Command) -> tuple[Column, ...] | str | None:
+        """The result's columns for ``gw policy explain``, found as the data path finds them: the upstream
+        describes the statement (Parse and Describe; it never runs) and the catalog and lineage give each
+        column's sources.  Without the upstream, lineage of the text alone, when the text names every column."""
+        if "multi_statement" in command.flags:
+            return "several statements, several results: each is decided by the database when it runs"
+        catalog = Catalog(self._catalog_connection)
+        try:
+            with trio.fail_after(DESCRIBE_TIMEOUT):
+                fields = await catalog.describe(command.text)
+                return tuple(await Provenance(self.classifier, catalog).columns(fields, command.text, None))
+        except trio.TooSlowError:
+            why = f"it did not answer within {DESCRIBE_TIMEOUT:g}s"
+        except (UpstreamError, OSError, ValueError) as e:
+            why = str(e)
+        finally:
+            await catalog.aclose()
+        lineage = self.classifier.lineage(command.text)
+        if lineage is not None and lineage.columns is not None and lineage.names is not None:
+            return tuple(Column(name=n, sources=s) for n, s in zip(lineage.names, lineage.columns))
+        return (f"the upstream could not describe the statement ({why.rstrip('.')}) and its text does not name "
+                "every column: decided by the database when the statement runs")
 
     def login_for(self, identity: Identity) -> Login | None:
         """The upstream role for this identity: the first ``roles`` entry sharing a group, else ``user``

@@ -905,6 +905,66 @@ def decode_data_row(body: bytes | memoryview) -> list[bytes | None]:
     return out
 
 
+def data_row_offsets(data: bytes) -> tuple[list[bytes | None], list[int]]:
+    """The values of a DataRow body and where each one's length field starts (one more entry: the body's
+    end), so that a changed value can be spliced in without re-encoding the others."""
+    if len(data) < 2:
+        raise RemoteProtocolError("malformed DataRow message: it ends too early")
+    (n,) = _U16.unpack_from(data, 0)
+    pos = 2
+    out: list[bytes | None] = []
+    offsets: list[int] = []
+    size = len(data)
+    unpack = _I32.unpack_from
+    try:
+        for _ in range(n):
+            offsets.append(pos)
+            (length,) = unpack(data, pos)  # struct.error past the end
+            pos += 4
+            if length >= 0:
+                end = pos + length
+                out.append(data[pos:end])  # a length past the end shows as pos > size below
+                pos = end
+            elif length == -1:
+                out.append(None)
+            else:
+                raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
+    except struct.error:  # the next length field is not all there, or a value before it ran past the end
+        raise RemoteProtocolError("malformed DataRow message: " + (
+            "a value's length is wrong" if pos > size else "it ends too early")) from None
+    if pos > size:
+        raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
+    if pos != size:
+        raise RemoteProtocolError("malformed DataRow message: unexpected trailing bytes")
+    offsets.append(size)
+    return out, offsets
+
+
+def splice_data_row(data: bytes, offsets: Sequence[int], old: Sequence[bytes | None],
+                    new: Sequence[bytes | None]) -> bytes:
+    """The DataRow message (framed) for body ``data`` with the values of ``new`` that are not the very objects
+    of ``old`` put in; the others are copied as they are."""
+    if len(new) != len(old):
+        return encode_data_row(new)
+    parts: list[bytes] = [b""]  # the header, once the size is known
+    prev = 0
+    size = len(data) + 4
+    for i, value in enumerate(new):
+        if value is not old[i]:
+            start, end = offsets[i], offsets[i + 1]
+            encoded = b"\xff\xff\xff\xff" if value is None else _I32.pack(len(value)) + value
+            parts.append(data[prev:start])
+            parts.append(encoded)
+            size += len(encoded) - (end - start)
+            prev = end
+    parts.append(data[prev:])
+    parts[0] = _DATA_ROW_HEADER.pack(68, size)  # 68: "D"
+    return b"".join(parts)
+
+
+_DATA_ROW_HEADER = struct.Struct("!Bi")
+
+
 def encode_data_row_body(values: Sequence[bytes | None]) -> bytes:
     return _U16.pack(len(values)) + b"".join(_value(v) for v in values)
 

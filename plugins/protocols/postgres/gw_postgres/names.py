@@ -63,6 +63,8 @@ class Statement:
     #: What running it does to names (:func:`gw_sqlanalysis.names.name_operations`), once computed.
     name_ops: list[NameOp] | None = None
     name_ops_known: bool = False
+    #: The session's standard_conforming_strings when the server lexed the text (None: gw cannot be sure).
+    standard_strings: bool | None = None
 
 
 @dataclass(slots=True, eq=False)

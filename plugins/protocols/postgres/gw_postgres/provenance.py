@@ -18,8 +18,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gw.model import Column
+from gw.stage import UNKNOWN_SOURCES
 from gw_sqlanalysis import ANYTHING, Classifier, Lineage
-from gw_sqlanalysis.lexer import QIDENT, WORD, identifier_value, lex, split_tokens, sql_text, token_kind
+from gw_sqlanalysis.lexer import (
+    QIDENT,
+    WORD,
+    Lexed,
+    identifier_value,
+    lex,
+    split_tokens,
+    sql_text,
+    token_kind,
+)
 
 from .columns import Catalog, TableInfo, type_name
 from .copyout import parse_copy_tokens
@@ -44,9 +54,50 @@ _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move
                              "prepare", "deallocate", "discard"})
 
 
+#: Command tags of statements that may change what the catalog says about relations.
+_CHANGES_CATALOG = frozenset({"CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
+                              "TRUNCATE", "IMPORT"})
+
+
+def wire_columns(fields: Sequence[FieldDescription]) -> list[Column]:
+    """A result's columns as the wire describes them, for pipelines whose stages want no sources: names and
+    types only, every column deriving from anything (:data:`gw.stage.UNKNOWN_SOURCES`)."""
+    return [Column(name=f.name, type_name=type_name(f.type_oid), binary=f.format == 1, sources=UNKNOWN_SOURCES)
+            for f in fields]
+
+
+#: The texts lexed last: one statement is read several times on its way (its facts, its result's columns,
+#: its completion), and lexing is the costly part of each.  Small, so a stream of distinct texts costs nothing.
+_LEXED: dict[tuple[str, str], Lexed] = {}
+_LEXED_ENTRIES = 16
+_LEXED_SIZE = 64 * 1024
+
+
+#: The last text too long for ``_LEXED`` (lexed in a worker thread by :meth:`Provenance.prepare`).
+_LARGE_LEXED: list[tuple[tuple[str, str], Lexed]] = []
+
+
+def lexed_text(text: str, dialect: str) -> Lexed:
+    """``lex(text, dialect)``, from the texts lexed last when it is one of them (callers must not change it)."""
+    key = (text, dialect)
+    hit = _LEXED.get(key)
+    if hit is None:
+        large = _LARGE_LEXED[0] if _LARGE_LEXED else None
+        if large is not None and large[0] == key:
+            return large[1]
+        hit = lex(text, dialect)
+        if len(text) <= _LEXED_SIZE:
+            if len(_LEXED) >= _LEXED_ENTRIES:
+                _LEXED.clear()
+            _LEXED[key] = hit
+        else:
+            _LARGE_LEXED[:] = [(key, hit)]
+    return hit
+
+
 def statement_tokens(classifier: Classifier, text: str, index: int | None) -> list[str] | None:
     """The tokens of statement ``index`` (0-based; None: the only one) of ``text``; None if unreadable."""
-    lexed = lex(text, classifier.dialect)
+    lexed = lexed_text(text, classifier.dialect)
     if lexed.error is not None or lexed.flags:
         return None
     statements = split_tokens(lexed.tokens)
@@ -131,10 +182,16 @@ class Provenance:
             return (query, None) if query is not None else None
         return text, index
 
+    def prepare(self, text: str) -> None:
+        """Lex and parse a long ``text`` now, in a worker thread, so that :meth:`facts` and the result side then
+        find it done instead of stalling the event loop (a 1 MB statement takes seconds to parse)."""
+        lexed_text(text, self.classifier.dialect)
+        self.classifier.prepare_lineage(text)
+
     async def facts(self, text: str) -> tuple[Sources | None, Sources]:
         """(what ``text`` reads -- None when gw cannot tell --, what the values it writes derive from), over
         all its statements, expanded through the catalog."""
-        lexed = lex(text, self.classifier.dialect)
+        lexed = lexed_text(text, self.classifier.dialect)
         if lexed.error is not None or lexed.flags:
             return None, (ANYTHING,)
         key = (lexed.shape, self.catalog.generation)
@@ -189,13 +246,18 @@ class Provenance:
         return (tuple(sorted(reads)) if reads is not None else None), tuple(sorted(writes))
 
     # -- statements seen --------------------------------------------------------------------------------------
+    def catalog_changed(self, tag: str) -> bool:
+        """A statement completed with ``tag``: when it may have changed relations (DDL), the catalog forgets
+        what it knew.  True when it did."""
+        if tag.split(" ", 1)[0].upper() in _CHANGES_CATALOG:
+            self.catalog.forget()
+            return True
+        return False
+
     def completed(self, text: str, index: int | None, tag: str) -> None:
         """A statement of ``text`` completed with ``tag``: follow cursors and DDL."""
         tokens = statement_tokens(self.classifier, text, index)
-        verb = tag.split(" ", 1)[0].upper() if tag else ""
-        if verb in ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
-                    "TRUNCATE", "IMPORT"):
-            self.catalog.forget()
+        self.catalog_changed(tag)
         if tag == "DECLARE CURSOR":
             declared = _declared(tokens) if tokens is not None else None
             if declared is None:
@@ -252,7 +314,7 @@ class Provenance:
         """:meth:`sources`, and per column the sources of each field when the column is exactly the whole row
         of a table (its row type OID must then match, checked by the caller against the wire).  Cached per
         statement shape (literals do not change lineage) unless it reads a cursor or a prepared statement."""
-        lexed = lex(text, self.classifier.dialect)
+        lexed = lexed_text(text, self.classifier.dialect)
         key = (lexed.shape, index, width, self.catalog.generation)
         cached = self._results.get(key) if lexed.error is None else None
         if cached is not None:

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.model import Column, Command, DenyCode, Measurement, Outcome, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
-from gw.stage import RowFilter
+from gw.stage import UNKNOWN_SOURCES, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
+from gw_sqlanalysis.grammar import MAX_DEPTH
 from gw_sqlanalysis.names import NameOp, mentions_names, name_operations
 
 from . import errors as E
@@ -57,13 +58,13 @@ from .messages import (
     Query,
     RowDescription,
     Sync,
-    decode_data_row,
-    encode_data_row,
+    data_row_offsets,
     frame,
     rows_from_tag,
+    splice_data_row,
 )
 from .names import NameTable, Portal, Statement
-from .provenance import Provenance, statement_tokens
+from .provenance import Provenance, statement_tokens, wire_columns
 from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
@@ -95,6 +96,8 @@ _RUNS_SERVER_CODE = frozenset({"do", "call"})
 
 #: Statements longer than this are classified in a worker thread; at most two at a time per process.
 _OFF_LOOP_SIZE = 64 * 1024
+#: ... or holding more brackets than this: the parser's cost grows with nesting, not only with size.
+_OFF_LOOP_NESTING = 64
 _ANALYSIS_THREADS = trio.CapacityLimiter(2)
 
 _DATA_ROW = int(BackendType.DATA_ROW)
@@ -472,12 +475,28 @@ class ProxySession:
             raise ProtocolError("unexpected authentication message after the session started")
         return False
 
-    async def _analyse(self, text: str) -> Classification:
-        """Classify ``text``; a long one in a worker thread (bounded), so the event loop keeps serving every
-        other session while it is analysed."""
-        if len(text) <= _OFF_LOOP_SIZE:
-            return self._classify(text)
-        return await trio.to_thread.run_sync(self._classify, text, limiter=_ANALYSIS_THREADS)
+    async def _analyse(self, text: str, standard_strings: bool | None = None) -> Classification:
+        """Classify ``text`` (lexed under ``standard_strings``, see :meth:`_settled_strings`); a long one in a
+        worker thread (bounded), so the event loop keeps serving every other session while it is analysed."""
+        if len(text) <= _OFF_LOOP_SIZE and (text.count("(") + text.count("[") <= _OFF_LOOP_NESTING):
+            return self._classify(text, standard_strings)
+        return await trio.to_thread.run_sync(self._classify, text, standard_strings, limiter=_ANALYSIS_THREADS)
+
+    def _settled_strings(self) -> bool | None:
+        """``standard_conforming_strings`` as the server will lex the next message, when gw knows it for certain:
+        nothing is in flight that could still change it (a SET, set_config, a ROLLBACK undoing one ...; the
+        server reports every change before its ReadyForQuery).  None while something is in flight: gw then
+        lexes a text both ways and calls it ``unknown`` if they differ."""
+        if self.pending or self._to_upstream:
+            return None
+        return self.standard_strings
+
+    async def _refuse_too_deep(self, text: str, *, query: bool) -> None:
+        await self._refuse_unestablished(
+            text, E.STATEMENT_TOO_COMPLEX,
+            f"statement nested too deeply for gw to analyse (more than {MAX_DEPTH} levels of parentheses or "
+            "brackets once redundant ones are dropped): flatten it (fewer nested subqueries, CASEs or "
+            "parenthesised expressions) or split it into several statements", query=query)
 
     async def _refuse_too_large(self, text: str, *, query: bool) -> None:
         limit = self.handler.options.max_analysis_size
@@ -487,8 +506,8 @@ class ProxySession:
             f"is {limit} bytes): split it into smaller statements, or ask the operator to raise "
             "max_analysis_size", query=query)
 
-    def _classify(self, text: str) -> Classification:
-        return self.handler.classifier.classify(text)
+    def _classify(self, text: str, standard_strings: bool | None = None) -> Classification:
+        return self.handler.classifier.classify(text, standard_strings)
 
     def _command(self, text: str, cls: Classification | None, *, params: Sequence[Any] = (),
                  attributes: dict[str, Any] | None = None) -> Command:
@@ -540,8 +559,12 @@ class ProxySession:
         """What the mask stage needs to know before deciding: the sources the statement reads and those the
         values it writes derive from (expanded through the catalog)."""
         attributes = attributes if attributes is not None else {}
-        if not self.sr.wants_rows:
+        if not self.sr.wants_sources:
             return attributes
+        if len(text) > _OFF_LOOP_SIZE or text.count("(") + text.count("[") > _OFF_LOOP_NESTING:
+            # Its lineage is worked out in a worker thread, like its classification: seconds of parsing for a
+            # long statement must not stall every other session.
+            await trio.to_thread.run_sync(self.provenance.prepare, text, limiter=_ANALYSIS_THREADS)
         try:
             reads, writes = await self.provenance.facts(text)
         except UpstreamError as e:
@@ -555,7 +578,10 @@ class ProxySession:
         if len(text) > self.handler.options.max_analysis_size:
             await self._refuse_too_large(text, query=True)
             return
-        cls = await self._analyse(text)
+        cls = await self._analyse(text, self._settled_strings())
+        if "too_deep" in cls.flags:
+            await self._refuse_too_deep(text, query=True)
+            return
         ops = name_operations(text, not self.standard_strings) if mentions_names(text) else []
         cmd = await self._command_for(text, cls, ops, query=True)
         if cmd is None:
@@ -608,7 +634,7 @@ class ProxySession:
                 "it through gw); PREPARE it again", query=query, name=op.name)
             return None
         if st.classification is None:
-            st.classification = await self._analyse(st.text)
+            st.classification = await self._analyse(st.text, st.standard_strings)
         inner = st.classification
         attributes = await self._facts(st.text, {**(attributes or {}), "statement": st.name, "execute": text})
         values = tuple(params) if params else op.args
@@ -649,6 +675,7 @@ class ProxySession:
 
     def _parse(self, raw: memoryview, msg: Parse) -> None:
         st = self.names.parse(msg.statement, msg.query, msg.param_types)
+        st.standard_strings = self._settled_strings()
         self._expect(Pending(Expect.PARSE, statement=st))
         self._forward(raw)
 
@@ -744,7 +771,10 @@ class ProxySession:
             await self._refuse_too_large(statement.text, query=False)
             return
         if statement.classification is None:
-            statement.classification = await self._analyse(statement.text)
+            statement.classification = await self._analyse(statement.text, statement.standard_strings)
+        if "too_deep" in statement.classification.flags:
+            await self._refuse_too_deep(statement.text, query=False)
+            return
         if not statement.name_ops_known:
             statement.name_ops = (name_operations(statement.text, not self.standard_strings)
                                   if mentions_names(statement.text) else [])
@@ -978,8 +1008,13 @@ class ProxySession:
                 elif t == _DATA_ROW or t == _COPY_DATA:
                     if not self._rows_slow:
                         verdict = True
+                        end = codec.skip_run(t)  # the rest of the rows in this chunk go with it
                     elif t == _DATA_ROW:
-                        verdict = await self._data_row(self.pending[0], memoryview(buf)[start + 5:end])
+                        head = self.pending[0]
+                        if head.resolve_rows:
+                            verdict = await self._data_row(head, buf[start + 5:end])
+                        else:
+                            verdict = self._filter_row(head, buf[start + 5:end])
                     else:
                         verdict = self._copy_data(self.pending[0], memoryview(buf)[start + 5:end])
                 elif t in _MAY_AWAIT and self.pending and self.pending[0].wants_rows:
@@ -1082,8 +1117,11 @@ class ProxySession:
                     self._pop_filter(head)
                 return error_message("ERROR", E.SYSTEM_ERROR, reason)
             if head is not None and head.command is not None and head.wants_rows:
-                index = head.statement_index if head.expect is Expect.QUERY else None
-                self.provenance.completed(head.command.text, index, tag)
+                if self.sr.wants_sources:
+                    index = head.statement_index if head.expect is Expect.QUERY else None
+                    self.provenance.completed(head.command.text, index, tag)
+                else:  # nothing reads lineage: only keep the listener's catalog from going stale
+                    self.provenance.catalog_changed(tag)
             if head is not None and head.expect is Expect.EXECUTE:
                 self._pop()
             elif head is not None:
@@ -1253,6 +1291,10 @@ class ProxySession:
         assert head.command is not None
         head.resolve_rows = False
         index = head.statement_index if head.expect is Expect.QUERY else None
+        if not self.sr.wants_sources:  # no stage reads sources: no lineage, no catalog lookup
+            head.filter = self.sr.rows(head.command, wire_columns(fields))
+            self._pop_filter(head)
+            return
         try:
             columns = await self.provenance.columns(fields, text, index)
         except UpstreamError as e:
@@ -1274,8 +1316,8 @@ class ProxySession:
         tokens = statement_tokens(self.handler.classifier, head.command.text, index)
         copy = parse_copy_tokens(tokens) if tokens else None
         width = len(response.column_formats)
-        if copy is None:
-            sources: list[tuple[str, ...]] = [(ANYTHING,)] * width
+        if copy is None or not self.sr.wants_sources:
+            sources: list[tuple[str, ...]] = [UNKNOWN_SOURCES] * width
         else:
             try:
                 sources = await self.provenance.sources(copy.query, None, width)
@@ -1316,19 +1358,22 @@ class ProxySession:
             return True
         return frame(_COPY_DATA, encode_text_row(new))
 
-    async def _data_row(self, head: Pending | None, body: memoryview) -> bytes | bool:
-        if head is None:
-            return True
-        if head.resolve_rows:
-            portal = head.portal
-            fields = portal.fields if portal is not None else None
-            await self._open_rows(head, fields or (), head.command.text if head.command else "")
+    async def _data_row(self, head: Pending, data: bytes) -> bytes | bool:
+        """The first row of an extended-protocol result: resolve its columns, then filter it."""
+        portal = head.portal
+        fields = portal.fields if portal is not None else None
+        await self._open_rows(head, fields or (), head.command.text if head.command else "")
+        return self._filter_row(head, data)
+
+    def _filter_row(self, head: Pending, data: bytes) -> bytes | bool:
+        """One DataRow body through the result's filter; only the values the filter changed are re-encoded."""
         if head.withhold is not None:
             return False
         filt = head.filter
         if filt is None:
             return True
-        values = decode_data_row(body)
+        values, offsets = data_row_offsets(data)
+        original = tuple(values)  # what is spliced is judged against these, whatever a filter does to its list
         try:
             new = filt.row(values)
         except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
@@ -1338,7 +1383,7 @@ class ProxySession:
             return False
         if new is values:
             return True
-        return encode_data_row(new)
+        return splice_data_row(data, offsets, original, new)
 
     def _filter_failed(self, head: Pending) -> None:
         head.filter = None

@@ -117,6 +117,7 @@ class MaskSources(Stage):
     name = "mask_sources"
     Options = MaskOptions
     transforms = True
+    wants_sources = True
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         EVENTS.append(("columns", [(c.name, c.type_name, c.binary, c.sources) for c in columns]))
@@ -132,6 +133,22 @@ class MaskSources(Stage):
                     if out[i] is not None:
                         out[i] = b"***"
                 return out
+
+        return Filter()
+
+
+class RowNames(Stage):
+    """Observes rows and keeps the columns it was given, asking for no sources (record double)."""
+
+    name = "row_names"
+
+    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+        EVENTS.append(("row_names", [(c.name, c.type_name, c.sources) for c in columns]))
+
+        class Filter:
+            def row(self, values: list[bytes | None]) -> list[bytes | None]:
+                EVENTS.append(("row", tuple(values)))
+                return values
 
         return Filter()
 
@@ -164,7 +181,7 @@ class InlinePlugin:
 
     @hookimpl
     def gw_register_stages(self, register: Callable[[type[Any]], None]) -> None:
-        for s in (DenyWords, DenyVerbs, Notify, MaskSources, Recorder):
+        for s in (DenyWords, DenyVerbs, Notify, MaskSources, RowNames, Recorder):
             register(s)
 
 

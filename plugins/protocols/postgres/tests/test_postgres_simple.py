@@ -224,6 +224,36 @@ async def test_describe_upstream_and_classify(pg_gateway: Any) -> None:
         assert "password" not in handler.describe_upstream()
 
 
+async def test_sources_are_worked_out_only_for_a_stage_that_wants_them(pg_gateway: Any, pg: Any,
+                                                                      events: list[Any]) -> None:
+    """A stage observing rows without ``wants_sources`` gets the wire's columns with unknown sources (gw does
+    no lineage or catalog work for it); beside one that wants them, both see the real lineage."""
+    t = table()
+    code, _, err = await pg.psql(pg.DIRECT, "-c", f"create table {t} (id int, ssn text);"
+                                 f"insert into {t} values (1, 's1')")
+    assert code == 0, err
+    query = f"select id, upper(ssn) as shout from {t}"
+    try:
+        async with pg_gateway(stages='{ use = "row_names" }') as gw:
+            catalog = gw.runtime.listeners["pg"].handler.catalog
+            code, out, err = await pg.psql(pg.dsn(gw.port("pg")), "-Atc", query)
+            assert (code, out.strip()) == (0, "1|S1"), err
+            assert [e[1] for e in events if e[0] == "row_names"] == [
+                [("id", "int4", ("*.*.*",)), ("shout", "text", ("*.*.*",))]]
+            assert ("row", (b"1", b"S1")) in events
+            # the catalog was never asked (it connects on its first lookup)
+            assert catalog._conn is None and not catalog._names and not catalog._tables
+        events.clear()
+        stages = f'{{ use = "mask_sources", sources = ["public.{t}.ssn"] }}, {{ use = "row_names" }}'
+        async with pg_gateway(stages=stages) as gw:
+            code, out, err = await pg.psql(pg.dsn(gw.port("pg")), "-Atc", query)
+            assert (code, out.strip()) == (0, "1|***"), err
+            assert [e[1] for e in events if e[0] == "row_names"] == [
+                [("id", "int4", (f"public.{t}.id",)), ("shout", "text", (f"public.{t}.ssn",))]]
+    finally:
+        await pg.psql(pg.DIRECT, "-c", f"drop table {t}")
+
+
 async def test_masking_filters_rows_one_at_a_time(pg_gateway: Any, pg: Any, events: list[Any]) -> None:
     t = table()
     code, _, err = await pg.psql(pg.DIRECT, "-c", f"create table {t} (id int, ssn text, note text);"

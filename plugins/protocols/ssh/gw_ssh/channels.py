@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, Verdict
+from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, OutcomeStatus, Verdict
 from gw.stage import StreamFilter
 from gw_shellanalysis import escape, normalise
 from gw_shellanalysis.paths import climbs, collapse, process_relative
@@ -150,7 +150,7 @@ class _Relay:
                 env=_environment(self.request, self.session.options.accept_env), **kwargs)
         except UpstreamError as e:
             log.warning("session %s: %s", self.sr.session.id, e)
-            outcome.status, outcome.error_message = "error", str(e)
+            outcome.status, outcome.error_message = OutcomeStatus.ERROR, str(e)
             await self.session.refuse(self.chan, f"gw: {e}", UNAVAILABLE)
             return None
 
@@ -166,7 +166,7 @@ class _Relay:
             if reasons:
                 text += ("\ngw: gw reads this line as kind \"unknown\": " + "; ".join(reasons) +
                          ". Send commands whose programs and arguments are written out literally")
-            outcome.status, outcome.error_message = "denied", verdict.reason
+            outcome.status, outcome.error_message = OutcomeStatus.DENIED, verdict.reason
             outcome.error_code = verdict.code.value if verdict.code else None
             await self.session.refuse(self.chan, text, self.refused_status)
             return False, early
@@ -185,13 +185,13 @@ class _Relay:
             outcome.tag = f"exit {status}"
             outcome.notes["exit_status"] = status
             if status == 0:
-                outcome.status = "ok"
+                outcome.status = OutcomeStatus.OK
             else:
-                outcome.status, outcome.error_code = "error", f"exit {status}"
+                outcome.status, outcome.error_code = OutcomeStatus.ERROR, f"exit {status}"
                 outcome.error_message = f"the {what} exited with status {status}"
             await self.chan.exit(status)
         elif isinstance(exit_event, ExitSignal):
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.tag = outcome.error_code = f"signal {exit_event.signal}"
             outcome.error_message = f"the {what} was killed by signal {exit_event.signal}" + (
                 " (core dumped)" if exit_event.core_dumped else "")
@@ -200,7 +200,7 @@ class _Relay:
                 outcome.notes["core_dumped"] = True
             await self.chan.exit_signal(exit_event.signal, exit_event.core_dumped, exit_event.message)
         else:
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.error_message = f"the target ended the {what} without an exit status"
             await self.session.refuse(self.chan, f"gw: {outcome.error_message} (the connection to it may have "
                                                  "been lost)", UNAVAILABLE)
@@ -281,7 +281,7 @@ class CommandRelay(_Relay):
                 await self.session.refuse(self.chan, refusal, self.refused_status)
                 return
         cmd = await self.command()
-        outcome = Outcome(status="cancelled")
+        outcome = Outcome(status=OutcomeStatus.CANCELLED)
         started = time.perf_counter()
         try:
             allowed, early = await self._decided(cmd, outcome)
@@ -296,7 +296,7 @@ class CommandRelay(_Relay):
                 await self._relay(cmd, up, early, outcome)
             except trio.Cancelled:
                 # The client's connection is gone (or gw ended the session): stop the command on the target.
-                outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+                outcome.status, outcome.error_message = OutcomeStatus.CANCELLED, self.session.cancel_reason()
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await up.signal("HUP")
                 raise
@@ -332,12 +332,12 @@ class CommandRelay(_Relay):
                 except Exception:
                     log.exception("session %s: input filter failed", self.sr.session.id)
         if state.client_gone:
-            outcome.status, outcome.error_message = "cancelled", self.session.cancel_reason()
+            outcome.status, outcome.error_message = OutcomeStatus.CANCELLED, self.session.cancel_reason()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await up.signal("HUP")
             return
         if state.filter_error is not None:
-            outcome.status = "error"
+            outcome.status = OutcomeStatus.ERROR
             outcome.error_message = f"output filter failed: {state.filter_error}"
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await up.signal("TERM")
@@ -451,7 +451,7 @@ class SftpRelay(_Relay):
 
     async def run(self) -> None:
         cmd = self.sr.command("sftp", language="sftp", kind=Kind.EXEC, verb="sftp")
-        outcome = Outcome(status="cancelled")
+        outcome = Outcome(status=OutcomeStatus.CANCELLED)
         state = _SftpState()
         try:
             allowed, early = await self._decided(cmd, outcome)
@@ -473,11 +473,12 @@ class SftpRelay(_Relay):
                 up.close()
                 await self._complete_open(state)
             if state.error is not None:
-                outcome.status, outcome.error_message = "error", f"SFTP protocol error: {state.error}"
+                outcome.status = OutcomeStatus.ERROR
+                outcome.error_message = f"SFTP protocol error: {state.error}"
                 await self.session.refuse(self.chan, f"gw: closed the sftp session: {state.error}",
                                           UNAVAILABLE)
             elif state.client_closed:
-                outcome.status, outcome.tag = "ok", "client closed"
+                outcome.status, outcome.tag = OutcomeStatus.OK, "client closed"
             else:
                 await self._relay_exit(state.exit, outcome, "sftp session")
         finally:
@@ -487,11 +488,11 @@ class SftpRelay(_Relay):
         """Operations still waiting for an answer, and files never closed, complete with the session."""
         with trio.CancelScope(shield=True):
             for command in state.pending.values():
-                await self.sr.complete(command, Outcome(status="cancelled",
-                                                        error_message="the sftp session ended first"))
+                ended = Outcome(status=OutcomeStatus.CANCELLED, error_message="the sftp session ended first")
+                await self.sr.complete(command, ended)
             for f in state.handles.values():
-                await self.sr.complete(f.command, Outcome(status="ok", tag="not closed",
-                                                          notes=_byte_notes(f)))
+                await self.sr.complete(f.command, Outcome(status=OutcomeStatus.OK, tag="not closed",
+                                                                        notes=_byte_notes(f)))
             state.pending.clear()
             state.handles.clear()
 
@@ -574,8 +575,9 @@ class SftpRelay(_Relay):
         assert request.id is not None
         if verdict is None:
             state.client_closed = True
-            await self.sr.complete(cmd, Outcome(status="cancelled", error_message="the client closed the sftp "
-                                                "session while the operation was being decided"))
+            await self.sr.complete(cmd, Outcome(status=OutcomeStatus.CANCELLED,
+                                                error_message="the client closed the sftp session while the "
+                                                              "operation was being decided"))
             return False, early
         if verdict.allowed:
             state.pending[request.id] = cmd
@@ -584,7 +586,7 @@ class SftpRelay(_Relay):
         text = _refusal_text(verdict)
         await self.chan.send(sftp.status_packet(request.id, sftp.Status.PERMISSION_DENIED, text))
         await self.chan.send(text.encode("utf-8", "replace") + b"\n", stderr=True)
-        await self.sr.complete(cmd, Outcome(status="denied", error_message=verdict.reason,
+        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_message=verdict.reason,
                                             error_code=verdict.code.value if verdict.code else None))
         return False, early
 
@@ -637,10 +639,11 @@ class SftpRelay(_Relay):
             if response.type == sftp.T.HANDLE and response.handle is not None:
                 state.handles[response.handle] = _OpenFile(command, path)
             elif response.type == sftp.T.STATUS and response.status != sftp.Status.OK:
-                done.append((command, Outcome(status="error", error_code=_status_name(response.status),
+                done.append((command, Outcome(status=OutcomeStatus.ERROR,
+                                              error_code=_status_name(response.status),
                                               error_message=response.message or None)))
             else:
-                done.append((command, Outcome(status="ok")))
+                done.append((command, Outcome(status=OutcomeStatus.OK)))
             return
         handle = state.reads.pop(rid, None)
         if handle is not None:
@@ -652,7 +655,7 @@ class SftpRelay(_Relay):
         if handle is not None:
             f = state.handles.pop(handle, None)
             if f is not None:
-                done.append((f.command, Outcome(status="ok", tag="closed", notes=_byte_notes(f))))
+                done.append((f.command, Outcome(status=OutcomeStatus.OK, tag="closed", notes=_byte_notes(f))))
 
 
 def _byte_notes(f: _OpenFile) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
 from gw.identity import Credential
-from gw.model import Channel, Command, Outcome, Verdict
+from gw.model import Channel, Command, Outcome, OutcomeStatus, Verdict
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
@@ -629,22 +629,22 @@ class ProxyConnection:
             await self._refuse(refusal)
             return
         request_id = f"{sr.session.id}-{cmd.seq}"
-        outcome = Outcome(status="error")
+        outcome = Outcome(status=OutcomeStatus.ERROR)
         try:
             verdict = await self._decide(sr, cmd)
             if not verdict.allowed:
                 reply = self.dialect.verdict_reply(verdict, request_id, cmd)
-                outcome.status, outcome.tag = "denied", str(reply.status)
+                outcome.status, outcome.tag = OutcomeStatus.DENIED, str(reply.status)
                 outcome.error_code = verdict.code.value if verdict.code else "policy"
                 outcome.error_message = verdict.reason
                 await self._refuse(reply, headers=_request_id_header(request_id))
                 return
             await self._forward(sr, cmd, view, request, upgrade, has_body, request_id, outcome)
         except trio.Cancelled:
-            outcome.status = "cancelled"
+            outcome.status = OutcomeStatus.CANCELLED
             raise
         except (ClientGone, AbortConnection) as e:
-            outcome.status = "cancelled" if isinstance(e, ClientGone) else "error"
+            outcome.status = OutcomeStatus.CANCELLED if isinstance(e, ClientGone) else OutcomeStatus.ERROR
             outcome.error_message = outcome.error_message or str(e)
             raise
         finally:
@@ -653,7 +653,7 @@ class ProxyConnection:
 
     @staticmethod
     def _fail(outcome: Outcome, status: int, reason: str, message: str) -> None:
-        outcome.status, outcome.tag = "error", str(status)
+        outcome.status, outcome.tag = OutcomeStatus.ERROR, str(status)
         outcome.error_code, outcome.error_message = reason, message
 
     async def _forward(self, sr: SessionRuntime, cmd: Command, view: RequestView, request: Request,
@@ -894,7 +894,7 @@ class ProxyConnection:
         reason, headers = self._client_head(sr, cmd, status, response.reason, response.headers,
                                             keep_length=filt is None, upgrade=False, request_id=request_id)
         outcome.tag = str(status)
-        outcome.status = "ok" if status < 400 else "error"
+        outcome.status = OutcomeStatus.OK if status < 400 else OutcomeStatus.ERROR
         if status >= 400:
             outcome.error_code = str(status)
             outcome.error_message = reason.decode("latin-1")
@@ -1007,7 +1007,7 @@ class ProxyConnection:
         self._queue(self.codec.send_informational(101, headers, reason))
         await self._flush()
         self.response_started = self.closing = True
-        outcome.status, outcome.tag = "ok", "101"
+        outcome.status, outcome.tag = OutcomeStatus.OK, "101"
         self.upstream = None  # the connection is a tunnel now, never reused for HTTP
         try:
             if websocket:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
+from gw.model import Channel
 from gw.stage import StreamFilter
 
 from . import filtering
@@ -43,8 +44,8 @@ RECEIVE_SIZE = 64 * 1024
 #: After one direction ends, how long the other may still finish its closing handshake.
 CLOSE_GRACE = 2.0
 
-CLIENT_CHANNEL = "ws-client"
-SERVER_CHANNEL = "ws-server"
+CLIENT_CHANNEL = Channel.WS_CLIENT
+SERVER_CHANNEL = Channel.WS_SERVER
 
 
 @dataclass

@@ -660,8 +660,13 @@ class _MyScanner:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def lex(text: str, dialect: str = "postgres") -> Lexed:
-    """Tokenise ``text`` under ``dialect``'s rules.  Never raises: problems are reported in ``error``."""
+def lex(text: str, dialect: str = "postgres", standard_strings: bool | None = None) -> Lexed:
+    """Tokenise ``text`` under ``dialect``'s rules.  Never raises: problems are reported in ``error``.
+
+    ``standard_strings`` (PostgreSQL): the session's ``standard_conforming_strings`` when the caller knows it
+    for certain (``False``: plain ``'...'`` strings take backslash escapes, as the server then reads them);
+    ``None`` when it does not, and a text that reads differently under the two settings is flagged
+    ``ambiguous_quoting``."""
     if "\x00" in text:
         # PostgreSQL and MySQL end a query string at NUL; gw refuses to guess which part the server saw.
         return Lexed([], error="the text contains a NUL character")
@@ -678,10 +683,11 @@ def lex(text: str, dialect: str = "postgres") -> Lexed:
         fast = _pg_fast_tokens(text)
         if fast is not None:
             return Lexed(fast)
-        pg = _PgScanner(text)
+        pg = _PgScanner(text, backslash_quotes=standard_strings is False)
         tokens = pg.run()
         result = Lexed(tokens)
-        if pg.backslash_in_plain_string and _shape_differs(tokens, _PgScanner(text, backslash_quotes=True)):
+        if standard_strings is None and pg.backslash_in_plain_string and _shape_differs(
+                tokens, _PgScanner(text, backslash_quotes=True)):
             result.flags.add("ambiguous_quoting")
         return result
     except LexError as e:
@@ -737,5 +743,9 @@ def public_fingerprint(shape: str) -> str:
 
 
 def sql_text(tokens: list[str]) -> str:
-    """Tokens rendered back into SQL for sqlglot: literals become neutral values (``'x'``, ``1``)."""
+    """Tokens rendered back into SQL for sqlglot: literals become neutral values (``'x'``, ``1``), and the
+    grammar sqlglot lacks is rewritten (:mod:`gw_sqlanalysis.grammar`)."""
+    from .grammar import for_parser  # built on this module's token kinds
+
+    tokens = for_parser(tokens)
     return " ".join("'x'" if t == STRING else "1" if t == NUMBER else t for t in tokens)

@@ -77,6 +77,9 @@ class Lineage:
     #: Per output column (when :attr:`columns` is known): the table whose whole row the column is, exactly
     #: (``select p from people p``), else None.
     rows: tuple[str | None, ...] | None = None
+    #: Per output column (when :attr:`columns` is known): its name as the text gives it (the alias, the column's
+    #: own name, ``?column?`` for an unnamed expression); the server's names may differ for expressions.
+    names: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -139,26 +142,27 @@ class _Scope:
 def statement_lineage(tree: exp.Expr, rules: DialectRules,
                       tables: Mapping[str, Sequence[str]] | None = None) -> Lineage:
     """The lineage of one parsed statement.  Never raises for a parsed tree: what cannot be traced widens."""
-    names = tuple(table_objects(tree, rules))
-    fallback: Sources = tuple(sorted(f"{t}.*" for t in names)) or (ANYTHING,)
+    named = tuple(table_objects(tree, rules))
+    fallback: Sources = tuple(sorted(f"{t}.*" for t in named)) or (ANYTHING,)
     walker = _Walker(rules, tables or {}, fallback)
     columns: tuple[Sources, ...] | None
+    rows: tuple[str | None, ...] | None
+    names: tuple[str, ...] | None
     try:
         outs = walker.outputs(tree, {}, None)
         if any(o.name is None for o in outs):
-            columns = None
-            rows = None
+            columns = rows = names = None
         else:
             columns = tuple(o.sources for o in outs)
             rows = tuple(o.row for o in outs)
+            names = tuple(o.name or "?column?" for o in outs)
     except (Undeterminable, RecursionError):
-        columns = None
-        rows = None
+        columns = rows = names = None
     try:
         writes = walker.writes(tree)
     except (Undeterminable, RecursionError):
         writes = fallback
-    return Lineage(columns, fallback, writes, names, rows)
+    return Lineage(columns, fallback, writes, named, rows, names)
 
 
 def column_sources(tree: exp.Expr, rules: DialectRules,
@@ -241,7 +245,7 @@ class _Walker:
         try:
             body = cte.this if isinstance(cte, exp.CTE) else cte
             if isinstance(body, exp.SetOperation):
-                first = body
+                first: exp.Query = body
                 while isinstance(first, exp.SetOperation):
                     first = first.left
                 self.partial[key] = _rename(self.outputs(first, visible, None), names)
@@ -581,7 +585,8 @@ def _is_joined_table(item: exp.Expr) -> bool:
 def _function_name(node: exp.Expr, rules: DialectRules) -> str:
     name_node = node.this
     if isinstance(name_node, exp.Identifier):
-        return name_node.this if name_node.quoted else name_node.this.lower()
+        text: str = name_node.this  # an Identifier's text (sqlglot types ``this`` as Any)
+        return text if name_node.quoted else text.lower()
     return str(name_node).lower()
 
 

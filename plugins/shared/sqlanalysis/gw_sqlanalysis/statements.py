@@ -17,10 +17,11 @@ from collections.abc import Callable
 
 from gw.model import Kind
 
-from .dialects import MYSQL_SAFE_CHARSETS, DialectRules
+from .dialects import MYSQL_SAFE_CHARSETS, PG_GRAMMAR_CALLS, DialectRules
+from .grammar import MAX_DEPTH, SHALLOW_DEPTH, nesting_depth, with_fresh_stack
 from .lexer import QIDENT, STRING, WORD, identifier_value, sql_text, token_kind
 from .model import Facts, unknown
-from .tree import ParseFailure, parse_one, qualify, query_facts, table_objects
+from .tree import ParseFailure, TooDeep, parse_one, qualify, query_facts, table_objects
 
 Handler = Callable[["Statement"], Facts]
 
@@ -126,6 +127,20 @@ class Statement:
 
 def classify_statement(tokens: list[str], rules: DialectRules) -> Facts:
     """Facts of one statement (tokens from :func:`gw_sqlanalysis.lexer.split_tokens`)."""
+    depth = nesting_depth(tokens) if "(" in tokens or "[" in tokens else 0
+    if depth > MAX_DEPTH:
+        # Deeper than gw hands to its parser: refused as such (a clear message, never a RecursionError).
+        facts = unknown(tokens[0].lower() if token_kind(tokens[0]) == WORD else "", "too_deep")
+        scan_calls(Statement(tokens, rules), facts)
+        return facts
+    if depth > SHALLOW_DEPTH:
+        # sqlglot recurses per level: parse on a fresh stack, so the result does not depend on how deep the
+        # caller already is (an event loop, a test runner).
+        return with_fresh_stack(_classify_statement, tokens, rules)
+    return _classify_statement(tokens, rules)
+
+
+def _classify_statement(tokens: list[str], rules: DialectRules) -> Facts:
     st = Statement(tokens, rules)
     first = "(" if tokens[0] == "(" else st.word(0)
     handlers = MYSQL_HANDLERS if rules.name == "mysql" else PG_HANDLERS
@@ -174,6 +189,12 @@ def scan_calls(st: Statement, facts: Facts) -> None:
         elif name in rules.sql_text_functions:
             facts.flags.add("sql_in_string")
             facts.raise_kind(Kind.UNKNOWN)
+        elif (rules.name == "postgres" and kind == WORD and name not in rules.safe_functions
+              and name not in PG_GRAMMAR_CALLS and name.upper() in rules.sqlglot_functions):
+            # sqlglot models it (another database's built-in), PostgreSQL has no such built-in: in PostgreSQL
+            # the call runs a user or extension function of that name, which may do anything.
+            facts.flags.add("unknown_function")
+            facts.raise_kind(Kind.UNKNOWN)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +216,8 @@ def _query(st: Statement) -> Facts:
     try:
         tree = parse_one(sql_text(tokens), st.rules)
         facts = query_facts(tree, st.rules)
+    except (TooDeep, RecursionError):
+        return unknown(st.word(0) or "select", "too_deep")
     except ParseFailure:
         return unknown(st.word(0) or "select")
     expected = _EXPECTED_ROOT.get(st.word(0))

@@ -32,13 +32,19 @@ class ParseFailure(Exception):
     """sqlglot could not turn the statement into one tree gw can trust."""
 
 
+class TooDeep(ParseFailure):
+    """The statement is nested deeper than sqlglot's recursive parser can follow."""
+
+
 def parse_one(sql: str, rules: DialectRules) -> exp.Expr:
     """Parse exactly one statement; anything else (error, several statements, a Command fallback) fails."""
     try:
         trees = sqlglot.parse(sql, read=rules.sqlglot)
     except SqlglotError as e:
         raise ParseFailure(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
+    except RecursionError:
+        raise TooDeep("nested too deeply for sqlglot") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         # sqlglot is not hardened against every input; whatever it trips on is a parse failure here.
         raise ParseFailure(f"{type(e).__name__} in sqlglot") from None
     trees = [t for t in trees if t is not None]

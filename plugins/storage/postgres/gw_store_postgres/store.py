@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 from gw.config import Duration
 from gw.errors import StoreError
-from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
+from gw.store import Document, Entry, StorageOptions, Store, VersionConflict, decode_stored
 from pydantic import Field, field_validator, model_validator
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
@@ -326,7 +326,7 @@ class PostgresStore(Store):
         query = self._q(text)
 
         def run(conn: psycopg.Connection) -> list[Entry]:
-            return [Entry(int(seq), float(ts), _decode(f"record {seq} of stream {stream!r}", data))
+            return [Entry(int(seq), float(ts), decode_stored(f"record {seq} of stream {stream!r}", data))
                     for seq, ts, data in conn.execute(query, params)]
 
         return await self._run(run, f"reading stream {stream!r}")
@@ -397,7 +397,8 @@ class PostgresStore(Store):
             row = conn.execute(query, (collection, key)).fetchone()
             if row is None:
                 return None
-            return Document(key, int(row[0]), _decode(f"document {collection}/{key}", row[1]), float(row[2]))
+            return Document(key, int(row[0]), decode_stored(f"document {collection}/{key}", row[1]),
+                            float(row[2]))
 
         return await self._run(run, f"reading document {collection}/{key}")
 
@@ -424,7 +425,7 @@ class PostgresStore(Store):
         def run(conn: psycopg.Connection) -> list[Document]:
             out: list[Document] = []
             for key, version, data, updated in conn.execute(query, params):
-                doc = _decode(f"document {collection}/{key}", data)
+                doc = decode_stored(f"document {collection}/{key}", data)
                 if any(not _same(doc.get(f, _MISSING), v) for f, v in wanted.items()):
                     continue  # a U+0000 stand-in matched: the exact text decides
                 out.append(Document(key, int(version), doc, float(updated)))
@@ -495,17 +496,6 @@ def _same(have: Any, want: Any) -> bool:
     if isinstance(have, bool) or isinstance(want, bool):
         return isinstance(have, bool) and isinstance(want, bool) and have == want
     return bool(have == want)
-
-
-def _decode(what: str, text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} is not a JSON object in the database (it was edited or is damaged); "
-                         "restore it from a backup")
-    return value
 
 
 def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:

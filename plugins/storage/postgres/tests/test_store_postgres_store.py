@@ -168,3 +168,18 @@ def test_storage_info_and_prune_commands(tmp_path: Path, pg_schema: str) -> None
                             env=env, check=False, timeout=60)
     assert pruned.returncode == 0, pruned.stderr
     assert json.loads(pruned.stdout)["streams"] == [{"stream": "audit", "deleted": 1}]
+
+
+async def test_a_record_edited_into_something_else_is_named(make_pg_store: Callable[..., PostgresStore],
+                                                            pg_schema: str) -> None:
+    store = make_pg_store()
+    await store.open()
+    try:
+        [seq] = await store.append("audit", [{"a": 1}])
+        admin(f"UPDATE {pg_schema}.entries SET data = '[1, 2]' WHERE seq = {int(seq)}")
+        with pytest.raises(StoreError) as raised:
+            await store.scan("audit")
+        assert str(raised.value) == (f"record {seq} of stream 'audit' is not a JSON object in the database (it "
+                                     "was edited or is damaged); restore it from a backup")
+    finally:
+        await store.close()

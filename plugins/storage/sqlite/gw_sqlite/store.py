@@ -9,8 +9,9 @@ Design points (see docs/plugins/sqlite.md):
   ``"normal"`` skips that fsync (a commit survives a gw crash but may be lost on power failure or an OS crash).
 * **Pipelined group commit.** All writes of this process go through one writer connection, owned by one
   long-lived writer thread fed by a queue.  The thread takes everything queued as one batch, applies it in one
-  ``BEGIN IMMEDIATE ... COMMIT`` (one fsync), hands the results back to the event loop in one call, and takes
-  the next batch, which filled while the previous one was being synced.  Each call returns once the
+  ``BEGIN IMMEDIATE ... COMMIT`` (one fsync; a batch of one single-statement write, such as an append, is that
+  statement alone, which SQLite commits as it runs), hands the results back to the event loop in one call, and
+  takes the next batch, which filled while the previous one was being synced.  Each call returns once the
   transaction holding its writes has committed.
 * **Nothing that waits for the disk on the trio thread.** Commits, their fsync, waiting for a write lock
   another process holds, and WAL checkpoints happen in the writer thread; reads use a small pool of read-only
@@ -25,6 +26,7 @@ Design points (see docs/plugins/sqlite.md):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 from gw.config import Duration
 from gw.errors import StoreError
-from gw.store import Document, Entry, StorageOptions, Store, VersionConflict
+from gw.store import Document, Entry, StorageOptions, Store, VersionConflict, decode_stored
 from pydantic import Field
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
@@ -85,12 +87,17 @@ class SqliteOptions(StorageOptions):
 
 
 class _Write:
-    """One write waiting for the next transaction; ``apply`` runs in the writer thread."""
+    """One write waiting for the next transaction; ``apply`` runs in the writer thread.  ``single``: ``apply``
+    runs one statement, which SQLite makes a transaction of its own when it is alone in its batch; ``entries``:
+    how many entries it appends (they count towards the next index catch-up)."""
 
-    __slots__ = ("apply", "done", "error", "result")
+    __slots__ = ("apply", "done", "entries", "error", "result", "single")
 
-    def __init__(self, apply: Callable[[sqlite3.Connection], Any]) -> None:
+    def __init__(self, apply: Callable[[sqlite3.Connection], Any], *, single: bool = False,
+                 entries: int = 0) -> None:
         self.apply = apply
+        self.single = single
+        self.entries = entries
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = trio.Event()
@@ -257,7 +264,8 @@ class SqliteStore(Store):
         return StoreError(msg)
 
     # -- the write path (a writer thread with pipelined group commit) ---------------------------------------
-    async def _write(self, apply: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, apply: Callable[[sqlite3.Connection], T], *, single: bool = False,
+                     entries: int = 0) -> T:
         """Queue ``apply`` for the writer thread and return its result once the transaction holding it committed.
 
         The writer thread takes everything queued as one batch: one ``BEGIN IMMEDIATE ... COMMIT`` (one fsync)
@@ -265,7 +273,7 @@ class SqliteStore(Store):
         with the number of writers instead of each write waiting for a commit cycle of its own.
         """
         self._require_open()
-        op = _Write(apply)
+        op = _Write(apply, single=single, entries=entries)
         self._queue.put(op)
         await op.done.wait()
         if op.error is not None:
@@ -292,25 +300,34 @@ class SqliteStore(Store):
                 batch.append(op)
             self.batches_taken += 1
             self._commit(conn, batch)
+            # Decided before the event loop is woken, so that, in the common case, this thread only goes back
+            # to the queue after the wake-up instead of taking the interpreter lock back from the loop.
+            checkpoint = self._checkpoint_due()
             try:
                 token.run_sync_soon(_settle, batch)
             except trio.RunFinishedError:  # the event loop is gone: nobody is waiting any more
                 pass
-            self._after_commit(conn)
+            if checkpoint is not None:
+                self._checkpoint(conn, checkpoint)
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         """One transaction for the batch; waits up to busy_timeout for a lock another process holds."""
+        indexing = self._unindexed + sum(op.entries for op in batch) >= INDEX_EVERY
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op in batch:
-                try:
-                    op.result = op.apply(conn)
-                except VersionConflict as e:  # raised before that write changed anything
-                    op.error = e
-            indexing = self._unindexed >= INDEX_EVERY
-            if indexing:
-                _catch_up_index(conn)
-            conn.execute("COMMIT")
+            if len(batch) == 1 and batch[0].single and not indexing:
+                # One statement (an audit batch's INSERT, the usual case): SQLite commits it as it runs, which
+                # spares the separate BEGIN and COMMIT statements and the thread switches around each of them.
+                batch[0].result = batch[0].apply(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                for op in batch:
+                    try:
+                        op.result = op.apply(conn)
+                    except VersionConflict as e:  # raised before that write changed anything
+                        op.error = e
+                if indexing:
+                    _catch_up_index(conn)
+                conn.execute("COMMIT")
         except BaseException as e:  # noqa: BLE001 -- in this thread nobody is above us: every waiter must learn it
             self._fail(conn, batch, e)
             return
@@ -319,31 +336,36 @@ class SqliteStore(Store):
         if indexing:
             self._unindexed = 0
 
-    def _after_commit(self, conn: sqlite3.Connection) -> None:
-        """Keep the WAL bounded (see :data:`CHECKPOINT_EVERY` and :data:`WAL_LIMIT`).
-
-        The checkpoint runs here, between two batches, on the writer's connection: no write of this process
-        is in flight, so a passive checkpoint copies the whole WAL (unless a reader still uses old pages) and
-        the next commit starts the WAL over from its beginning.  Commits meanwhile queue up for the next batch;
-        the waiters of the batch just committed already have their answer."""
+    def _checkpoint_due(self) -> Literal["passive", "truncate"] | None:
+        """After a commit: whether to checkpoint now to keep the WAL bounded (see :data:`CHECKPOINT_EVERY` and
+        :data:`WAL_LIMIT`)."""
         self._commits_since_checkpoint += 1
-        try:
-            wal_size = os.stat(self._wal_path).st_size
-        except OSError:
-            wal_size = 0
-        try:
-            if wal_size >= WAL_LIMIT // 2 and self._commits_since_checkpoint >= 4:
+        if self._commits_since_checkpoint >= 4:
+            try:
+                wal_size = os.stat(self._wal_path).st_size
+            except OSError:
+                wal_size = 0
+            if wal_size >= WAL_LIMIT // 2:
                 # Readers kept the passive checkpoints from finishing and the file grew: copy everything and
                 # cut the file to zero as soon as no reader uses it (without waiting for them).
+                return "truncate"
+        return "passive" if self._commits_since_checkpoint >= CHECKPOINT_EVERY else None
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: Literal["passive", "truncate"]) -> None:
+        """Checkpoint the WAL between two batches, on the writer's connection.
+
+        No write of this process is in flight, so a passive checkpoint copies the whole WAL (unless a reader
+        still uses old pages) and the next commit starts the WAL over from its beginning.  Commits meanwhile
+        queue up for the next batch; the waiters of the batch just committed already have their answer."""
+        try:
+            if mode == "truncate":
                 conn.execute("PRAGMA busy_timeout = 0")
                 try:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                 finally:
                     conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            elif self._commits_since_checkpoint >= CHECKPOINT_EVERY:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             else:
-                return
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as e:
             log.warning("%s: WAL checkpoint failed (%s); the -wal file grows until one succeeds", self.path, e)
         self._commits_since_checkpoint = 0
@@ -397,25 +419,29 @@ class SqliteStore(Store):
         texts = [text if encoded is not None and (text := encoded[i]).isascii() else _encode(stream, r)
                  for i, r in enumerate(records)]
         fields = [_ENCODER.encode(dict(_fields(i))) for i in index] if index is not None else [None] * len(texts)
-        datas = [(stream, ts, text, f) for text, f in zip(texts, fields)]
+        # One multi-row INSERT per chunk: one statement step for the whole batch, and its lastrowid is the id of
+        # its last row (executemany leaves lastrowid unset and needs a query of its own).
+        chunks = []
+        for start in range(0, len(texts), _ROWS_PER_INSERT):
+            chunk = range(start, min(start + _ROWS_PER_INSERT, len(texts)))
+            chunks.append((_insert_rows(len(chunk)), [v for i in chunk for v in (stream, ts, texts[i], fields[i])]))
+        count = len(texts)
         known = self._streams_known
+        # One statement when the stream is catalogued and the rows fit one INSERT (see _Write.single).
+        single = stream in known and len(chunks) == 1
 
         def apply(conn: sqlite3.Connection) -> list[int]:
             if stream not in known:
                 conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
                 known.add(stream)  # forgotten again if this transaction fails (see _fail)
-            insert = "INSERT INTO entries (stream, ts, data, fields) VALUES (?, ?, ?, ?)"
-            if len(datas) == 1:
-                last = conn.execute(insert, datas[0]).lastrowid
-            else:
-                conn.executemany(insert, datas)
-                last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            for sql, params in chunks:
+                last = conn.execute(sql, params).lastrowid
             assert last is not None
-            self._unindexed += len(datas)
+            self._unindexed += count
             # AUTOINCREMENT under the write lock: this call's rows got consecutive ids ending at ``last``.
-            return list(range(last - len(datas) + 1, last + 1))
+            return list(range(last - count + 1, last + 1))
 
-        return await self._write(apply)
+        return await self._write(apply, single=single, entries=count)
 
     async def scan(self, stream: str, *, where: Mapping[str, str] | None = None, after: int | None = None,
                    before: int | None = None, limit: int | None = None, newest_first: bool = False
@@ -437,11 +463,11 @@ class SqliteStore(Store):
                     for seq, ts, data in conn.execute(sql, params)]
 
         if not where:
-            def query(conn: sqlite3.Connection) -> list[Entry]:
+            def scan(conn: sqlite3.Connection) -> list[Entry]:
                 sql = "SELECT e.seq, e.ts, e.data FROM entries e WHERE e.stream = ?" + bounds + order
                 return rows(conn, sql, [stream, *bound_params], limit)
 
-            return await self._read(query)
+            return await self._read(scan)
 
         # Entries up to index_state.through: driven by the index of the first field (rows come in seq order from
         # it, so ORDER BY ... LIMIT stops early); every other field is a primary-key lookup on (seq, field).
@@ -609,6 +635,17 @@ class SqliteStore(Store):
         return await self._read(query)
 
 
+#: Rows per INSERT statement of :meth:`SqliteStore.append` (4 parameters each: well under SQLite's limit of
+#: 32,766 bound parameters).
+_ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(n: int) -> str:
+    """``INSERT INTO entries ... VALUES (...), (...)`` for ``n`` rows."""
+    return "INSERT INTO entries (stream, ts, data, fields) VALUES " + ",".join(["(?,?,?,?)"] * n)
+
+
 #: Built once: ``json.dumps`` with options constructs an encoder per call, a measurable cost per record.
 _ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -631,15 +668,8 @@ def _encode(what: str, record: Mapping[str, Any]) -> str:
 
 
 def _decode(what: str, text: str) -> dict[str, Any]:
-    """A stored JSON object; anything else means the file was edited or damaged, which is worth saying."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise StoreError(f"{what} is not a JSON object in the database (the file was edited or is damaged); "
-                         "restore it from a backup")
-    return value
+    """A stored JSON object (:func:`gw.store.decode_stored`); the error names the file, as SQLite's database is."""
+    return decode_stored(what, text, edited="the file")
 
 
 def _fields(index: Mapping[str, Any]) -> list[tuple[str, str]]:

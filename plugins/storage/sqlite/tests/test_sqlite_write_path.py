@@ -124,3 +124,35 @@ async def test_batched_appends_get_consecutive_ids_in_call_order(
             assert [e.seq for e in await s.scan("audit", where={"writer": str(i)})] == seqs
     finally:
         await s.close()
+
+
+async def test_a_batch_larger_than_one_insert_gets_consecutive_ids(
+        store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends go in multi-row INSERTs of ``_ROWS_PER_INSERT`` rows; a larger batch takes several, in order."""
+    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 3)
+    [first] = await store.append("audit", [{"i": -1}])
+    seqs = await store.append("audit", [{"i": i} for i in range(7)], index=[{"i": str(i)} for i in range(7)])
+    assert seqs == list(range(first + 1, first + 8))
+    assert [(e.seq, e.data["i"]) for e in await store.scan("audit", after=first)] == list(zip(seqs, range(7)))
+    assert [e.seq for e in await store.scan("audit", where={"i": "5"})] == [seqs[5]]
+
+
+async def test_a_lone_append_is_one_statement_and_a_batch_is_one_transaction(store: SqliteStore) -> None:
+    """An append alone in its batch is its INSERT, committed by SQLite as it runs; writes that share a batch
+    (or one that is due for the index catch-up) run in one BEGIN IMMEDIATE ... COMMIT."""
+    assert store._writer is not None
+    await store.append("audit", [{"i": 0}])  # the stream is catalogued from now on
+    statements: list[str] = []
+    store._writer.set_trace_callback(statements.append)
+    try:
+        await store.append("audit", [{"i": 1}, {"i": 2}], index=[{"k": "a"}, {"k": "b"}])
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        statements.clear()
+        async with trio.open_nursery() as nursery:  # usually one batch; the put is a transaction either way
+            nursery.start_soon(store.append, "audit", [{"i": 3}])
+            nursery.start_soon(store.put, "docs", "d", {"x": 1})
+        begin = statements.index("BEGIN IMMEDIATE")
+        assert statements[-1] == "COMMIT" and any(s.startswith("INSERT INTO documents") for s in statements[begin:])
+    finally:
+        store._writer.set_trace_callback(None)
+    assert [e.data["i"] for e in await store.scan("audit")] == [0, 1, 2, 3]

@@ -75,16 +75,25 @@ _LEXED_ENTRIES = 16
 _LEXED_SIZE = 64 * 1024
 
 
+#: The last text too long for ``_LEXED`` (lexed in a worker thread by :meth:`Provenance.prepare`).
+_LARGE_LEXED: list[tuple[tuple[str, str], Lexed]] = []
+
+
 def lexed_text(text: str, dialect: str) -> Lexed:
     """``lex(text, dialect)``, from the texts lexed last when it is one of them (callers must not change it)."""
     key = (text, dialect)
     hit = _LEXED.get(key)
     if hit is None:
+        large = _LARGE_LEXED[0] if _LARGE_LEXED else None
+        if large is not None and large[0] == key:
+            return large[1]
         hit = lex(text, dialect)
         if len(text) <= _LEXED_SIZE:
             if len(_LEXED) >= _LEXED_ENTRIES:
                 _LEXED.clear()
             _LEXED[key] = hit
+        else:
+            _LARGE_LEXED[:] = [(key, hit)]
     return hit
 
 
@@ -174,6 +183,12 @@ class Provenance:
             query = self.prepared.get(identifier_value(tokens[1]))
             return (query, None) if query is not None else None
         return text, index
+
+    def prepare(self, text: str) -> None:
+        """Lex and parse a long ``text`` now, in a worker thread, so that :meth:`facts` and the result side then
+        find it done instead of stalling the event loop (a 1 MB statement takes seconds to parse)."""
+        lexed_text(text, self.classifier.dialect)
+        self.classifier.prepare_lineage(text)
 
     async def facts(self, text: str) -> tuple[Sources | None, Sources]:
         """(what ``text`` reads -- None when gw cannot tell --, what the values it writes derive from), over

@@ -561,6 +561,10 @@ class ProxySession:
         attributes = attributes if attributes is not None else {}
         if not self.sr.wants_sources:
             return attributes
+        if len(text) > _OFF_LOOP_SIZE or text.count("(") + text.count("[") > _OFF_LOOP_NESTING:
+            # Its lineage is worked out in a worker thread, like its classification: seconds of parsing for a
+            # long statement must not stall every other session.
+            await trio.to_thread.run_sync(self.provenance.prepare, text, limiter=_ANALYSIS_THREADS)
         try:
             reads, writes = await self.provenance.facts(text)
         except UpstreamError as e:

@@ -54,6 +54,8 @@ _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move
                              "prepare", "deallocate", "discard"})
 
 
+#: Command tags whose statements make or drop the names :meth:`Provenance.completed` follows.
+_NAMING_TAGS = frozenset({"DECLARE CURSOR", "PREPARE", "CLOSE CURSOR", "CLOSE CURSOR ALL", "DISCARD ALL"})
 #: Command tags of statements that may change what the catalog says about relations.
 _CHANGES_CATALOG = frozenset({"CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
                               "TRUNCATE", "IMPORT"})
@@ -256,8 +258,10 @@ class Provenance:
 
     def completed(self, text: str, index: int | None, tag: str) -> None:
         """A statement of ``text`` completed with ``tag``: follow cursors and DDL."""
-        tokens = statement_tokens(self.classifier, text, index)
         self.catalog_changed(tag)
+        if not (self.cursors or tag in _NAMING_TAGS or tag.startswith("DEALLOCATE")):
+            return  # nothing to follow: no cursor to forget, no name made or dropped
+        tokens = statement_tokens(self.classifier, text, index)
         if tag == "DECLARE CURSOR":
             declared = _declared(tokens) if tokens is not None else None
             if declared is None:
@@ -293,6 +297,8 @@ class Provenance:
             else:
                 self.cursors.pop(name, None)
             return
+        if not self.cursors:
+            return  # what follows only decides whether to forget the cursors gw knows
         first = tokens[0].lower() if tokens else ""
         if first not in _CURSOR_NEUTRAL:
             self.cursors.clear()  # CALL, DO, ...: may open or replace cursors gw cannot see

@@ -144,7 +144,9 @@ def test_mysql_user_variables_are_not_operators() -> None:
 @pytest.mark.parametrize("text", [
     "select ifnull(1, 2)", "select decrypt('a', 'b', 'c')", "select to_file('x')", "select read_csv('/etc/passwd')",
     "select levenshtein('a', 'b')", "select generate_table(1)", "select x from t where ifnull(x, 0) = 1",
-    "update t set x = nvl(x, 1) where id = 1", "select pg_catalog.decrypt('a')",
+    "update t set x = nvl(x, 1) where id = 1", "select pg_catalog.decrypt('a')", "select if(true, 1, 2)",
+    "select datetime('x')", "select \"ifnull\"(1, 2)", "select public.ifnull(1, 2)",
+    "select \"coalesce\"(1, 2)", "select \"nullif\"(1, 2)", "select \"greatest\"(1, 2)",
 ])
 def test_other_databases_builtins_are_user_functions_in_postgres(text: str) -> None:
     """sqlglot models these (they are built-ins elsewhere); PostgreSQL has none of them, so a call runs whatever

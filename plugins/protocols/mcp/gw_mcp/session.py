@@ -33,8 +33,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from gw.model import Channel, Command, Decision, DenyCode, Outcome, Verdict
-from mcp.types import CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, Tool
-from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
 from . import classify, jsonrpc
@@ -285,6 +283,8 @@ class McpSession:
     async def initialize(self, params: dict[str, Any]) -> dict[str, Any]:
         """The handshake with the server on the agent's behalf; returns the ``initialize`` result for the
         agent.  The agent's capabilities are passed on without those gw will not relay."""
+        from .sdk import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
         asked = params.get("protocolVersion")
         version = asked if asked in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         capabilities = dict(params.get("capabilities") or {})
@@ -393,6 +393,8 @@ class McpSession:
     async def _server_tools(self) -> dict[str, dict[str, Any]]:
         """Every tool the server lists now (all pages), validated with the SDK's model; a name listed twice
         is dropped (which definition would the agent's model have read?)."""
+        from . import sdk
+
         found: dict[str, dict[str, Any]] = {}
         doubled: set[str] = set()
         cursor: Any = None
@@ -406,7 +408,7 @@ class McpSession:
                                    f"{str(err.get('message'))[:300]}")
             for tool in result.get("tools") or []:
                 try:
-                    Tool.model_validate(tool, by_name=False)
+                    sdk.Tool.model_validate(tool, by_name=False)
                 except ValidationError:
                     log.warning("MCP session %s: the server listed a malformed tool; it is not offered",
                                 self.sr.session.id)
@@ -474,6 +476,8 @@ class McpSession:
     # -- commands -------------------------------------------------------------------------------------------
     async def _command_call(self, call: Call, method: str, params: dict[str, Any], nursery: trio.Nursery
                             ) -> dict[str, Any]:
+        from . import sdk
+
         opts = self.options
         if opts.max_calls is not None and self.calls >= opts.max_calls:
             raise SessionError(jsonrpc.LIMIT_EXCEEDED, f"this MCP session made {self.calls} calls, the most this "
@@ -481,15 +485,15 @@ class McpSession:
         named: dict[str, str | None] = {}
         try:
             if method == "tools/call":
-                p = CallToolRequestParams.model_validate(params, by_name=False)
+                p = sdk.CallToolRequestParams.model_validate(params, by_name=False)
                 tool = await self._tool(p.name)
                 spec = classify.tool_call(opts, p.name, p.arguments, tool)
                 named = classify.named_params(p.arguments)
             elif method == "resources/read":
-                r = ReadResourceRequestParams.model_validate(params, by_name=False)
+                r = sdk.ReadResourceRequestParams.model_validate(params, by_name=False)
                 spec = classify.resource_read(str(r.uri))
             else:
-                g = GetPromptRequestParams.model_validate(params, by_name=False)
+                g = sdk.GetPromptRequestParams.model_validate(params, by_name=False)
                 spec = classify.prompt_get(g.name, g.arguments)
                 named = classify.named_params(g.arguments)
         except ValidationError as e:

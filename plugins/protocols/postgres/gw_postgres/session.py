@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Measurement, Outcome, SessionEnd, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
 from gw.pipeline import CommandRun, SessionRuntime
 from gw.stage import UNKNOWN_SOURCES, RowFilter
 from gw_sqlanalysis import ANYTHING
@@ -379,7 +379,7 @@ class ProxySession:
         await self.up.aclose()
         for entry in self.pending:
             if entry.run is not None and entry.outcome is not None:
-                entry.outcome.status = "cancelled"
+                entry.outcome.status = OutcomeStatus.CANCELLED
                 entry.outcome.error_message = entry.outcome.error_message or f"session ended: {reason}"
                 self._completions.append((entry.run, entry.outcome))
         self.pending.clear()
@@ -545,8 +545,8 @@ class ProxySession:
             with trio.move_on_after(5):
                 await self._undo(ctx)
                 if run is not None:
-                    await run.complete(Outcome(status="cancelled", error_message="the client disconnected "
-                                               "before the command could run"))
+                    await run.complete(Outcome(status=OutcomeStatus.CANCELLED,
+                                               error_message="the client disconnected before the command could run"))
             raise trio.BrokenResourceError("the client disconnected while its command was held")
         if run is None:
             # The client cancelled the held command: nothing ran (the pipeline recorded it).
@@ -558,7 +558,7 @@ class ProxySession:
         await self._undo(ctx)
         code, message, detail = refusal(run.verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await run.complete(Outcome(status="denied", error_code=code, error_message=message))
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_code=code, error_message=message))
         return None, error_message("ERROR", code, message, detail=detail), ctx
 
     async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -567,6 +567,10 @@ class ProxySession:
         attributes = attributes if attributes is not None else {}
         if not self.sr.wants_sources:
             return attributes
+        if len(text) > _OFF_LOOP_SIZE or text.count("(") + text.count("[") > _OFF_LOOP_NESTING:
+            # Its lineage is worked out in a worker thread, like its classification: seconds of parsing for a
+            # long statement must not stall every other session.
+            await trio.to_thread.run_sync(self.provenance.prepare, text, limiter=_ANALYSIS_THREADS)
         try:
             reads, writes = await self.provenance.facts(text)
         except UpstreamError as e:
@@ -714,7 +718,7 @@ class ProxySession:
         if not recorded.allowed and recorded is not verdict and recorded.reason:
             message = recorded.reason
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await run.complete(Outcome(status="denied", error_code=code, error_message=message))
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_code=code, error_message=message))
         reply = error_message("ERROR", code, message, detail="refused by gw (postgres protocol)")
         if query:
             self._expect(Pending(Expect.QUERY, replacement=reply))
@@ -749,7 +753,8 @@ class ProxySession:
             await self._refuse_unestablished(
                 "", E.INVALID_CURSOR_NAME if msg.kind == "P" else E.INVALID_SQL_STATEMENT_NAME,
                 f"{what} {msg.name!r} is not known to gw on this session (the server never confirmed it "
-                "through gw)", **({"portal": msg.name} if msg.kind == "P" else {"name": msg.name}))
+                "through gw)", portal=msg.name if msg.kind == "P" else None,
+                name=None if msg.kind == "P" else msg.name)
             return
         self._expect(entry)
         self._forward(raw)
@@ -1076,7 +1081,7 @@ class ProxySession:
         while self.pending and self.pending[0].expect not in (Expect.SYNC, Expect.QUERY):
             entry = self.pending[0]
             if entry.outcome is not None:
-                entry.outcome.status = "error"
+                entry.outcome.status = OutcomeStatus.ERROR
                 entry.outcome.error_code = error.code
                 entry.outcome.error_message = ("not run: an earlier message of the batch failed "
                                                f"({error.message})")
@@ -1110,7 +1115,7 @@ class ProxySession:
                 reason = head.withhold
                 head.withhold = None
                 if head.outcome is not None:
-                    head.outcome.status, head.outcome.error_code = "error", E.SYSTEM_ERROR
+                    head.outcome.status, head.outcome.error_code = OutcomeStatus.ERROR, E.SYSTEM_ERROR
                     head.outcome.error_message = reason
                 if head.expect is Expect.EXECUTE:
                     self._pop()
@@ -1217,10 +1222,10 @@ class ProxySession:
             masked = mask_error(notice, touches, detect, statement)
         elif t == BackendType.NOTIFICATION_RESPONSE:
             notification = NotificationResponse.decode(body)
-            masked = mask_notification(notification, touches, detect)
-            if masked is notification:
+            masked_n = mask_notification(notification, touches, detect)
+            if masked_n is notification:
                 return True
-            return masked.encode()
+            return masked_n.encode()
         else:
             parameter = ParameterStatus.decode(body)
             masked_p = mask_parameter(parameter, touches, detect)
@@ -1241,7 +1246,7 @@ class ProxySession:
         if head is None:
             return masked_error if masked_error is not None else True
         if head.outcome is not None and head.outcome.status == "ok":
-            head.outcome.status = "error"
+            head.outcome.status = OutcomeStatus.ERROR
             head.outcome.error_code = err.code
             head.outcome.error_message = err.message
         replacement = head.replacement

@@ -139,3 +139,28 @@ def test_mysql_user_variables_are_not_operators() -> None:
     assert for_parser(["select", "@", "`v`"]) == ["select", "@", "`v`"]
     c = Classifier("mysql")
     assert c.classify("select @`v`").kind is c.classify("select @'v'").kind
+
+
+@pytest.mark.parametrize("text", [
+    "select ifnull(1, 2)", "select decrypt('a', 'b', 'c')", "select to_file('x')", "select read_csv('/etc/passwd')",
+    "select levenshtein('a', 'b')", "select generate_table(1)", "select x from t where ifnull(x, 0) = 1",
+    "update t set x = nvl(x, 1) where id = 1", "select pg_catalog.decrypt('a')", "select if(true, 1, 2)",
+    "select datetime('x')", "select \"ifnull\"(1, 2)", "select public.ifnull(1, 2)",
+    "select \"coalesce\"(1, 2)", "select \"nullif\"(1, 2)", "select \"greatest\"(1, 2)",
+])
+def test_other_databases_builtins_are_user_functions_in_postgres(text: str) -> None:
+    """sqlglot models these (they are built-ins elsewhere); PostgreSQL has none of them, so a call runs whatever
+    user or extension function has that name: gw cannot vouch for it."""
+    got = Classifier().classify(text)
+    assert got.kind is Kind.UNKNOWN and "unknown_function" in got.flags, got
+
+
+@pytest.mark.parametrize("text", [
+    "select a from t where a = 1 and (b = 2 or c = 3)", "select cast(a as char(10)) from t",
+    "select coalesce(a, 1), current_time(3), extract(year from now()), nullif(a, 2) from t",
+    "select count(*) filter (where a > 1) over (partition by b) from t", "select acosh(2), any_value(a) from t",
+    "select a from t where b like (select 'x')", "select array(select 1)", "insert into t (a) values (1)",
+    "select regr_sxx(a, b), jsonb_contains('{}', '{}') from t",
+])
+def test_postgres_syntax_before_a_parenthesis_is_not_a_call(text: str) -> None:
+    assert Classifier().classify(text).kind in (Kind.READ, Kind.WRITE)

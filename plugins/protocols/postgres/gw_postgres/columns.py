@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -119,10 +120,10 @@ class Catalog:
         for nsp, rel, definition, columns, reltype in rows:
             if nsp is None or rel is None:
                 continue
-            pairs = json.loads(columns.decode()) if columns else []
+            attrs: list[list[Any]] = json.loads(columns.decode()) if columns else []  # [[name, oid], ...]
             self._tables[f"{nsp.decode()}.{rel.decode()}"] = TableInfo(
-                tuple(str(name) for name, _ in pairs), definition.decode() if definition is not None else None,
-                int(reltype) if reltype is not None else 0, tuple(int(oid) for _, oid in pairs))
+                tuple(str(name) for name, _ in attrs), definition.decode() if definition is not None else None,
+                int(reltype) if reltype is not None else 0, tuple(int(oid) for _, oid in attrs))
 
     async def _query(self, sql: str) -> list[list[bytes | None]]:
         for attempt in (1, 2):

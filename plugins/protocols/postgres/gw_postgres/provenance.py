@@ -339,7 +339,7 @@ class Provenance:
     async def _sources_of(self, text: str, index: int | None, width: int
                           ) -> tuple[list[Sources], list[tuple[Sources, ...] | None]]:
         rows: list[tuple[Sources, ...] | None] = [None] * width
-        anything = [(ANYTHING,)] * width, rows
+        anything: tuple[list[Sources], list[tuple[Sources, ...] | None]] = [(ANYTHING,)] * width, rows
         tokens = statement_tokens(self.classifier, text, index)
         if not tokens:
             return anything

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-from gw.model import Column, Command, DenyCode, Measurement, Outcome, SessionEnd, Verdict
+from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
 from gw.pipeline import SessionRuntime
 from gw.stage import UNKNOWN_SOURCES, RowFilter
 from gw_sqlanalysis import ANYTHING
@@ -375,7 +375,7 @@ class ProxySession:
         await self.up.aclose()
         for entry in self.pending:
             if entry.command is not None and entry.outcome is not None:
-                entry.outcome.status = "cancelled"
+                entry.outcome.status = OutcomeStatus.CANCELLED
                 entry.outcome.error_message = entry.outcome.error_message or f"session ended: {reason}"
                 self._completions.append((entry.command, entry.outcome))
         self.pending.clear()
@@ -539,8 +539,9 @@ class ProxySession:
             with trio.move_on_after(5):
                 await self._undo(ctx)
                 if not scope.cancelled_caught:
-                    await self.sr.complete(cmd, Outcome(status="cancelled", error_message="the client "
-                                                        "disconnected before the command could run"))
+                    await self.sr.complete(cmd, Outcome(
+                        status=OutcomeStatus.CANCELLED,
+                        error_message="the client disconnected before the command could run"))
             raise trio.BrokenResourceError("the client disconnected while its command was held")
         if scope.cancelled_caught:
             # The client cancelled the held command: nothing ran (the pipeline recorded it).
@@ -552,7 +553,8 @@ class ProxySession:
         await self._undo(ctx)
         code, message, detail = refusal(verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
+        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=code,
+                                            error_message=message))
         return error_message("ERROR", code, message, detail=detail), ctx
 
     async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -712,7 +714,8 @@ class ProxySession:
         if not recorded.allowed and recorded is not verdict and recorded.reason:
             message = recorded.reason
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await self.sr.complete(cmd, Outcome(status="denied", error_code=code, error_message=message))
+        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=code,
+                                            error_message=message))
         reply = error_message("ERROR", code, message, detail="refused by gw (postgres protocol)")
         if query:
             self._expect(Pending(Expect.QUERY, replacement=reply))
@@ -747,7 +750,8 @@ class ProxySession:
             await self._refuse_unestablished(
                 "", E.INVALID_CURSOR_NAME if msg.kind == "P" else E.INVALID_SQL_STATEMENT_NAME,
                 f"{what} {msg.name!r} is not known to gw on this session (the server never confirmed it "
-                "through gw)", **({"portal": msg.name} if msg.kind == "P" else {"name": msg.name}))
+                "through gw)", portal=msg.name if msg.kind == "P" else None,
+                name=None if msg.kind == "P" else msg.name)
             return
         self._expect(entry)
         self._forward(raw)
@@ -1074,7 +1078,7 @@ class ProxySession:
         while self.pending and self.pending[0].expect not in (Expect.SYNC, Expect.QUERY):
             entry = self.pending[0]
             if entry.outcome is not None:
-                entry.outcome.status = "error"
+                entry.outcome.status = OutcomeStatus.ERROR
                 entry.outcome.error_code = error.code
                 entry.outcome.error_message = ("not run: an earlier message of the batch failed "
                                                f"({error.message})")
@@ -1108,7 +1112,7 @@ class ProxySession:
                 reason = head.withhold
                 head.withhold = None
                 if head.outcome is not None:
-                    head.outcome.status, head.outcome.error_code = "error", E.SYSTEM_ERROR
+                    head.outcome.status, head.outcome.error_code = OutcomeStatus.ERROR, E.SYSTEM_ERROR
                     head.outcome.error_message = reason
                 if head.expect is Expect.EXECUTE:
                     self._pop()
@@ -1215,10 +1219,10 @@ class ProxySession:
             masked = mask_error(notice, touches, detect, statement)
         elif t == BackendType.NOTIFICATION_RESPONSE:
             notification = NotificationResponse.decode(body)
-            masked = mask_notification(notification, touches, detect)
-            if masked is notification:
+            masked_n = mask_notification(notification, touches, detect)
+            if masked_n is notification:
                 return True
-            return masked.encode()
+            return masked_n.encode()
         else:
             parameter = ParameterStatus.decode(body)
             masked_p = mask_parameter(parameter, touches, detect)
@@ -1239,7 +1243,7 @@ class ProxySession:
         if head is None:
             return masked_error if masked_error is not None else True
         if head.outcome is not None and head.outcome.status == "ok":
-            head.outcome.status = "error"
+            head.outcome.status = OutcomeStatus.ERROR
             head.outcome.error_code = err.code
             head.outcome.error_message = err.message
         replacement = head.replacement

@@ -220,9 +220,8 @@ class Classifier:
     def _parsed(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
         if len(text) <= MAX_CACHED_KEY:
             return self._parse(text, statement)
-        found = self._large_trees.entries.get((text, statement), False)
-        if found is not False:
-            return found
+        if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
+            return self._large_trees.entries[(text, statement)]
         parsed = self._parse(text, statement)
         self._large_trees.put((text, statement), parsed, 1)
         return parsed

@@ -20,6 +20,7 @@ import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import entry_points
 
 import psycopg
 from common import Gateway, PgBouncer, psql
@@ -28,8 +29,13 @@ DB = "gw_bench"
 
 TARGETS = {1000: 100, 10000: 500}  # sessions: RSS target in MB (docs/performance.md)
 
-#: The plugins a PostgreSQL gateway with audit does not use.
-NOT_POSTGRES = "apikey,approve,guard,http,mask,mcp,mysql,record,ssh"
+#: What ``pip install gw gw-postgres gw-jwt gw-audit gw-sqlite`` installs: every other installed plugin is left out.
+POSTGRES_INSTALL = {"postgres", "jwt", "audit", "sqlite"}
+
+
+def not_postgres() -> str:
+    """The installed plugins a PostgreSQL gateway with audit does not install (for ``GW_DISABLE_PLUGINS``)."""
+    return ",".join(sorted({ep.name for ep in entry_points(group="gw")} - POSTGRES_INSTALL))
 
 
 def raise_open_files(sessions: int) -> int:
@@ -62,7 +68,7 @@ def main() -> None:
     bouncer = PgBouncer(DB, pool_mode="transaction", max_client_conn=counts[-1] + 100, pool_size=10).start()
     rows = []
     try:
-        for what, disabled in (("every plugin", ""), ("postgres install", NOT_POSTGRES)):
+        for what, disabled in (("every plugin", ""), ("postgres install", not_postgres())):
             rows += measure(what, Gateway("audit", DB, upstream_port=bouncer.port, disable_plugins=disabled),
                             counts)
     finally:

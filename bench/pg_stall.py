@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stages", default="full", choices=["audit", "full"],
                     help="gw's pipeline: audit only, or the canonical agents pipeline (guard, approve, mask)")
+    ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = ap.parse_args()
     gw = Gateway(args.stages, "postgres", extra_listener='max_analysis_size = "4MiB"').start()
     try:
@@ -92,8 +93,8 @@ def main() -> None:
                    f"gw ({args.stages})": dsn(gw.port, "bench-agent", gw.token())}
         print(f"\nprobe = 'select 1' in another session; large statement: median of {args.rounds} round(s)\n")
         print(f"{'target':22}{'statement':>10}{'probe median ms':>17}{'probe worst ms':>16}{'statement s':>13}")
-        for label, n in SIZES.items():
-            text = statement(n)
+        for label in args.sizes:
+            text = statement(SIZES[label])
             for name, conninfo in targets.items():
                 try:
                     baseline, worst, took = measure(conninfo, text, args.rounds)

@@ -4,7 +4,8 @@
   inline plugin on it for one test and unregisters it afterwards.
 * :func:`running_gateway` -- start a gateway in-process (trio) on ephemeral ports and get its addresses.
 * :class:`GatewayProcess` / ``gw_process`` -- run ``gw serve`` as a real subprocess for end-to-end tests with
-  real clients (psql, psycopg, ssh, curl).
+  real clients (psql, psycopg, ssh, curl); :func:`gw_cli` runs any other ``gw`` command, :func:`cli_token`
+  issues a token with ``gw token issue`` (both also as methods of a running :class:`GatewayProcess`).
 * The in-memory store and the storage contract suite every backend runs are in the ``gw-storagekit`` helper
   distribution (``gw_storagekit.MemoryStore``, ``gw_storagekit.StoreContract``).
 * :func:`require_service` -- skip a test when a peer (PostgreSQL, sshd ...) is unreachable, or fail with
@@ -41,8 +42,8 @@ from .runtime import Runtime
 from .server import Gateway
 
 __all__ = ["GatewayProcess", "KitPlugin", "LineHandler", "RunningGateway", "StaticIdentity", "StaticOptions",
-           "free_port", "issue_token", "require_program", "require_service", "running_gateway", "wait_for",
-           "write_pipeline"]
+           "cli_token", "free_port", "gw_cli", "issue_token", "require_program", "require_service",
+           "running_gateway", "wait_for", "write_pipeline"]
 
 
 def require_service(host: str, port: int, what: str, *, timeout: float = 1.0) -> None:
@@ -144,6 +145,30 @@ async def running_gateway(config: str | Path, *, pm: pluggy.PluginManager | None
             gateway.shutdown()
 
 
+#: The ``gw`` command installed beside the running Python.
+GW = str(Path(sys.executable).with_name("gw"))
+
+
+def gw_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60
+           ) -> subprocess.CompletedProcess[str]:
+    """Run ``gw ARGS`` as an operator would, with ``env`` added to this environment; the output as text, the
+    exit status in ``returncode`` (never raises for a failing command)."""
+    return subprocess.run([GW, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=timeout, check=False)
+
+
+def cli_token(config: Path, sub: str = "agent-7", *groups: str, identity: str | None = None, ttl: str = "1h",
+              env: dict[str, str] | None = None) -> str:
+    """A token issued by ``gw token issue -c CONFIG`` (groups default to ``agents``); asserts that it worked."""
+    args = ["token", "issue", "-c", str(config), "--sub", sub, "--ttl", ttl]
+    args += ["--identity", identity] if identity else []
+    for group in groups or ("agents",):
+        args += ["--group", group]
+    out = gw_cli(*args, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 _LISTENING = re.compile(r"listener (\S+) \((\S+)\) on (\S+):(\d+)")
 
 
@@ -162,8 +187,7 @@ class GatewayProcess:
         self._reader: threading.Thread | None = None
 
     def start(self) -> GatewayProcess:
-        gw = str(Path(sys.executable).with_name("gw"))
-        self.proc = subprocess.Popen([gw, "serve", str(self.config), *self.args], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([GW, "serve", str(self.config), *self.args], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=self.env)
         ready = threading.Event()
         expected = self._expected_listeners()
@@ -197,6 +221,14 @@ class GatewayProcess:
 
     def output(self) -> str:
         return "\n".join(self.log)
+
+    def gw(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``gw ARGS`` in this gateway's environment (its secrets and passwords); add ``-c`` yourself."""
+        return gw_cli(*args, env=self.env, timeout=timeout)
+
+    def token(self, sub: str = "agent-7", *groups: str, identity: str | None = None, ttl: str = "1h") -> str:
+        """:func:`cli_token` from this gateway's pipeline file."""
+        return cli_token(self.config, sub, *groups, identity=identity, ttl=ttl, env=self.env)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -340,17 +372,17 @@ class LineHandler(ProtocolHandler):
             await trio.sleep(float(text.split()[1]))
         kind = Kind.DDL if text.startswith("drop") else Kind.READ
         cmd = sr.command(text, language="line", kind=kind, verb=text.split()[0] if text else "")
-        verdict = await sr.decide(cmd, _Notices(stream))
-        if not verdict.allowed:
-            await stream.send_all(f"DENIED {verdict.reason}\n".encode())
-            await sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED))
-            return
-        filt = sr.rows(cmd, [Column("value")])
-        row: list[bytes | None] = [text.encode()]
-        if filt is not None:
-            row = filt.row(row)
-        await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
-        await sr.complete(cmd, Outcome(rows=1, tag="ROW"))
+        async with await sr.decide(cmd, _Notices(stream)) as run:
+            if not run.allowed:
+                await stream.send_all(f"DENIED {run.verdict.reason}\n".encode())
+                await run.complete(Outcome(status=OutcomeStatus.DENIED))
+                return
+            filt = run.rows([Column("value")])
+            row: list[bytes | None] = [text.encode()]
+            if filt is not None:
+                row = filt.row(row)
+            await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
+            await run.complete(Outcome(rows=1, tag="ROW"))
 
 
 class KitPlugin:

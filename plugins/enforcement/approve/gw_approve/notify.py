@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import trio
 from gw.text import escape_visible
 
 from .records import ApprovalRequest
 from .text import clock, human_duration, params_text, snippet
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("gw.approve.notify")
 
@@ -103,6 +105,8 @@ class WebhookNotifier:
         self._scope.cancel()
 
     async def _run(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        import httpx  # about 5 MB with what it pulls in: imported when a webhook is configured, not at start
+
         try:
             with self._scope:
                 async with httpx.AsyncClient(timeout=self.timeout) as client, trio.open_nursery() as nursery, \
@@ -115,6 +119,8 @@ class WebhookNotifier:
             self._done.set()
 
     async def _deliver(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> None:
+        import httpx
+
         delay = self.backoff
         rid = payload.get("id", "?")
         for attempt in range(1, self.attempts + 1):

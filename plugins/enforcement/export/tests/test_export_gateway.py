@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gw.testing import GatewayProcess, require_program, require_service, wait_for
+from gw.testing import GatewayProcess, gw_cli, require_program, require_service, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from receivers import HTTPSCollector, SyslogTCPReceiver, SyslogUDPReceiver
 
-GW = str(Path(sys.executable).with_name("gw"))
 ADMIN = re.compile(r"admin endpoint on http://([0-9.]+):(\d+)")
 
 PIPELINE = """
@@ -74,14 +73,6 @@ def write(tmp_path: Path, export: str) -> Path:
     return path
 
 
-def token(path: Path, env: dict[str, str]) -> str:
-    out = subprocess.run([GW, "token", "issue", "-c", str(path), "--identity", "dev", "--sub", "agent-7",
-                          "--group", "agents", "--ttl", "1h"], check=False, capture_output=True, text=True,
-                         env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
-
-
 def psql(port: int, password: str, sql: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["psql", f"host=127.0.0.1 port={port} user=agent-7 dbname=test", "-XAtq", "-c", sql],
                           check=False, capture_output=True, text=True, timeout=30,
@@ -117,7 +108,7 @@ def test_syslog_tcp_down_and_back_nothing_lost(tmp_path: Path, env: dict[str, st
     path = write(tmp_path, f'{{ use = "export", to = "syslog+tcp://127.0.0.1:{receiver.port}" }}')
     try:
         with GatewayProcess(path, env=env, timeout=90) as proc:
-            tok = token(path, env)
+            tok = proc.token()
             run_commands(proc, tok, "first")
             events = wait_for(lambda: len(marked(receiver.events(), "first")) == 3 and receiver.events())
             # the gw audit list --json record plus event and gateway
@@ -141,8 +132,7 @@ def test_syslog_tcp_down_and_back_nothing_lost(tmp_path: Path, env: dict[str, st
             run_commands(proc, tok, "during")
             assert wait_for(lambda: metric(proc, "gw_export_backlog") > 0)
             assert metric(proc, "gw_export_sink_up") == 0
-            info = subprocess.run([GW, "storage", "info", "-c", str(path)], check=False, capture_output=True,
-                                  text=True, env=env, timeout=60)
+            info = proc.gw("storage", "info", "-c", str(path))
             assert info.returncode == 0, info.stderr
             assert re.search(r"export syslog\+tcp://127\.0\.0\.1:\d+: delivered up to audit id \d+; [1-9]\d* "
                              r"record\(s\) behind", info.stdout), info.stdout
@@ -160,8 +150,7 @@ def test_syslog_tcp_down_and_back_nothing_lost(tmp_path: Path, env: dict[str, st
             wait_for(lambda: len(marked(receiver.events(), "after-restart")) == 3, timeout=30)
             wait_for(lambda: len(marked(receiver.events(), "before-restart")) == 3, timeout=30)
             ids = [e["id"] for e in receiver.events()]  # at least once: duplicates allowed, gaps not
-            audit = subprocess.run([GW, "audit", "list", "-c", str(path), "--json", "--limit", "1000"],
-                                   check=False, capture_output=True, text=True, env=env, timeout=60)
+            audit = proc.gw("audit", "list", "-c", str(path), "--json", "--limit", "1000")
             listed = {r["id"] for r in json.loads(audit.stdout)}
             assert listed <= set(ids), "every audited command reached the receiver"
     finally:
@@ -173,7 +162,7 @@ def test_syslog_udp_and_cef(tmp_path: Path, env: dict[str, str]) -> None:
     path = write(tmp_path, f'{{ use = "export", to = "syslog+udp://127.0.0.1:{receiver.port}" }}')
     try:
         with GatewayProcess(path, env=env, timeout=90) as proc:
-            tok = token(path, env)
+            tok = proc.token()
             run_commands(proc, tok, "udp", n=2)
             assert psql(proc.port("orders"), tok, "truncate gw_nothing").returncode != 0
             wait_for(lambda: len(marked(receiver.events(), "udp")) == 2)
@@ -190,7 +179,7 @@ def test_https_collector_that_fails_for_a_while(tmp_path: Path, env: dict[str, s
     path = write(tmp_path, export)
     try:
         with GatewayProcess(path, env=env, timeout=90) as proc:
-            tok = token(path, env)
+            tok = proc.token()
             run_commands(proc, tok, "https")
             wait_for(lambda: len(marked(collector.events(), "https")) == 3, timeout=30)
             assert collector.refused == 3
@@ -209,7 +198,7 @@ def test_file_sink_json_and_cef(tmp_path: Path, env: dict[str, str]) -> None:
               f'  {{ use = "export", to = "file://{cef}", format = "cef" }}')
     path = write(tmp_path, export)
     with GatewayProcess(path, env=env, timeout=90) as proc:
-        tok = token(path, env)
+        tok = proc.token()
         run_commands(proc, tok, "file", n=2)
         wait_for(lambda: jsonl.exists() and len(marked([json.loads(x) for x in jsonl.read_text().splitlines()],
                                                         "file")) == 2)
@@ -232,8 +221,7 @@ def test_file_sink_json_and_cef(tmp_path: Path, env: dict[str, str]) -> None:
 ])
 def test_bad_config(tmp_path: Path, env: dict[str, str], export: str, message: str) -> None:
     path = write(tmp_path, export)
-    out = subprocess.run([GW, "check", str(path)], check=False, capture_output=True, text=True, env=env,
-                         timeout=60)
+    out = gw_cli("check", str(path), env=env)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
 
@@ -242,12 +230,10 @@ def test_export_needs_audit_and_set_env(tmp_path: Path, env: dict[str, str]) -> 
     path = tmp_path / "gw.toml"
     path.write_text(PIPELINE.format(export='{ use = "export", to = "file:///tmp/x.jsonl" }')
                     .replace('{ use = "audit" },', ""))
-    out = subprocess.run([GW, "check", str(path)], check=False, capture_output=True, text=True, env=env,
-                         timeout=60)
+    out = gw_cli("check", str(path), env=env)
     assert out.returncode != 0 and "has no audit stage" in out.stderr
 
     path = write(tmp_path, '{ use = "export", to = "https://127.0.0.1:1/x", headers = { A = "${GW_NOPE_UNSET}" } }')
-    out = subprocess.run([GW, "serve", str(path)], check=False, capture_output=True, text=True, env=env,
-                         timeout=60)
+    out = gw_cli("serve", str(path), env=env)
     assert out.returncode != 0
     assert "environment variable GW_NOPE_UNSET is not set" in out.stderr

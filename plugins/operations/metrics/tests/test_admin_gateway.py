@@ -10,17 +10,15 @@ import re
 import secrets
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gw.testing import GatewayProcess, free_port, require_program, require_service, wait_for
+from gw.testing import GatewayProcess, free_port, gw_cli, require_program, require_service, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-GW = str(Path(sys.executable).with_name("gw"))
 ADMIN = re.compile(r"admin endpoint on http://([0-9.]+):(\d+)")
 
 PIPELINE = """
@@ -76,13 +74,6 @@ def admin_url(proc: GatewayProcess) -> str:
 def psql(port: int, password: str, sql: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["psql", f"host=127.0.0.1 port={port} user=agent-7 dbname=test", "-XAtq", "-c", sql],
                           check=False, capture_output=True, text=True, timeout=30, env={**os.environ, "PGPASSWORD": password})
-
-
-def token(path: Path, env: dict[str, str], group: str = "agents") -> str:
-    out = subprocess.run([GW, "token", "issue", "-c", str(path), "--identity", "dev", "--sub", "agent-7",
-                          "--group", group, "--ttl", "1h"], check=False, capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -194,7 +185,7 @@ def test_metrics_health_and_counters_after_psql(tmp_path: Path, env: dict[str, s
         assert value(before, "gw_build_info") == 1
         assert value(before, "gw_sessions_active", listener="orders", protocol="postgres") == 0
 
-        tok = token(path, env)
+        tok = proc.token()
         secret = f"s3cr3t-{secrets.token_hex(6)}"
         for _ in range(3):
             assert psql(proc.port("orders"), tok, "select 1").returncode == 0
@@ -203,7 +194,7 @@ def test_metrics_health_and_counters_after_psql(tmp_path: Path, env: dict[str, s
         assert denied.returncode != 0
         refused = psql(proc.port("orders"), f"not-a-token-{secret}", "select 1")
         assert refused.returncode != 0
-        wrong_group = psql(proc.port("orders"), token(path, env, group="others"), "select 1")
+        wrong_group = psql(proc.port("orders"), proc.token("agent-7", "others"), "select 1")
         assert wrong_group.returncode != 0
 
         code, text = curl(f"{url}/metrics")
@@ -247,7 +238,7 @@ def test_bad_admin_listen(tmp_path: Path, env: dict[str, str]) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra="").replace(
         'admin_listen = "127.0.0.1:0"', 'admin_listen = "localhost"'))
-    out = subprocess.run([GW, "check", str(path)], check=False, capture_output=True, text=True, env=env, timeout=60)
+    out = gw_cli("check", str(path), env=env)
     assert out.returncode != 0
     assert "gateway.admin_listen" in out.stderr and "HOST:PORT" in out.stderr
 
@@ -257,15 +248,14 @@ def test_bad_admin_listen(tmp_path: Path, env: dict[str, str]) -> None:
         port = busy.getsockname()[1]
         path.write_text(PIPELINE.format(upstream_port=5432, gateway_extra="").replace(
             'admin_listen = "127.0.0.1:0"', f'admin_listen = "127.0.0.1:{port}"'))
-        out = subprocess.run([GW, "serve", str(path)], check=False, capture_output=True, text=True, env=env, timeout=60)
+        out = gw_cli("serve", str(path), env=env)
         assert out.returncode != 0
         assert f"admin_listen cannot listen on 127.0.0.1:{port}" in out.stderr
 
 
 def test_admin_listen_without_the_plugin(tmp_path: Path, env: dict[str, str]) -> None:
     path = write(tmp_path, 5432)
-    out = subprocess.run([GW, "serve", str(path)], check=False, capture_output=True, text=True, timeout=60,
-                         env={**env, "GW_DISABLE_PLUGINS": "metrics"})
+    out = gw_cli("serve", str(path), env={**env, "GW_DISABLE_PLUGINS": "metrics"})
     assert out.returncode != 0
     assert "gateway.admin_listen" in out.stderr and "gw-metrics" in out.stderr
 
@@ -276,7 +266,7 @@ def test_json_logs_parse_and_hold_no_secret(tmp_path: Path, env: dict[str, str])
     path = write(tmp_path, 5432, gateway_extra='log_format = "json"\nlog_level = "debug"')
     with GatewayProcess(path, env=env, timeout=90) as proc:
         admin_url(proc)
-        tok = token(path, env)
+        tok = proc.token()
         secret = f"s3cr3t-{secrets.token_hex(6)}"
         assert psql(proc.port("orders"), tok, "select 1").returncode == 0
         assert psql(proc.port("orders"), f"bad-{secret}", "select 1").returncode != 0
@@ -305,12 +295,11 @@ def test_workers_counters_all_reach_metrics(tmp_path: Path, env: dict[str, str])
     with GatewayProcess(path, env=env, timeout=90, args=["--workers", "2"]) as proc:
         wait_for(lambda: len(ADMIN.findall(proc.output())) == 2, timeout=60)
         url = f"http://127.0.0.1:{admin}"
-        tok = token(path, env)
+        tok = proc.token()
         sessions = 12
         for _ in range(sessions):
             assert psql(port, tok, "select 1").returncode == 0
-        listed = subprocess.run([GW, "audit", "list", "-c", str(path), "--json"], check=False,
-                                capture_output=True, text=True, env=env, timeout=60)
+        listed = proc.gw("audit", "list", "-c", str(path), "--json")
         served_by = {r["gateway"] for r in json.loads(listed.stdout)}
         assert len(served_by) == 2, served_by  # both workers served sessions (their own audit chains)
         for _ in range(6):  # the kernel spreads scrapes over the workers: each answer holds the total
@@ -335,18 +324,14 @@ def test_approvals_pending_and_decided(tmp_path: Path, env: dict[str, str]) -> N
         url = admin_url(proc)
         held = subprocess.Popen(["psql", f"host=127.0.0.1 port={proc.port('orders')} user=agent-7 dbname=test",
                                  "-XAtq", "-c", "delete from gw_metrics_nothing"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PGPASSWORD": token(path, env)})
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PGPASSWORD": proc.token()})
         try:
             wait_for(lambda: value(samples(curl(f"{url}/metrics")[1]), "gw_approvals_pending",
                                    pipeline="agents") == 1, timeout=30)
-            listed = subprocess.run([GW, "approvals", "list", "-c", str(path), "--json"], check=False,
-                                    capture_output=True, text=True, env=env, timeout=60)
+            listed = proc.gw("approvals", "list", "-c", str(path), "--json")
             request = json.loads(listed.stdout)[0]["id"]
-            approver = subprocess.run([GW, "token", "issue", "-c", str(path), "--identity", "dev", "--sub", "dora",
-                                       "--group", "dba", "--ttl", "1h"], check=False, capture_output=True,
-                                      text=True, env=env, timeout=60).stdout.strip()
-            out = subprocess.run([GW, "approvals", "deny", "-c", str(path), "--token", approver, "--reason", "no",
-                                  request], check=False, capture_output=True, text=True, env=env, timeout=60)
+            approver = proc.token("dora", "dba")
+            out = proc.gw("approvals", "deny", "-c", str(path), "--token", approver, "--reason", "no", request)
             assert out.returncode == 0, out.stderr
             held.wait(30)
         finally:

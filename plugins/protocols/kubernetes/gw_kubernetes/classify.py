@@ -24,7 +24,7 @@ from typing import Any
 
 from gw.model import Kind, ObjectSyntax
 from gw_httpproxy import CommandSpec
-from gw_shellanalysis import analyse, escape
+from gw_shellanalysis import escape
 
 from .paths import ApiRequest
 
@@ -176,6 +176,8 @@ def classify_exec(request: ApiRequest) -> CommandSpec:
         line = shlex.join(argv)
         text += f" -- {line}"
         attributes["argv"] = argv
+        from gw_shellanalysis import analyse  # the shell analyser is loaded by the first exec
+
         analysis = analyse(line)
         verbs.extend(v for v in analysis.verbs if v not in verbs)
         objects.extend(o for o in analysis.objects if o not in objects)

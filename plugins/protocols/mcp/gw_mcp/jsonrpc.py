@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 as MCP uses it: reading one message, building replies, and the error codes gw answers with.
 
 Messages stay plain dicts on the data path (gw relays what it does not need to change, field for field);
-the official SDK's models (:mod:`mcp.types`) validate their shape on the way in, so a malformed message is
+the official SDK's models (:mod:`mcp.types`, through :mod:`gw_mcp.sdk`) validate their shape on the way in, so a malformed message is
 refused with the same judgement the SDK's own servers apply.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from mcp.types import jsonrpc_message_adapter
 from pydantic import ValidationError
 
 PARSE_ERROR: Final = -32700
@@ -75,6 +74,8 @@ def check(data: dict[str, Any]) -> None:
                            _id_of(data))
     if "id" in data and _id_of(data) is None:
         raise MessageError(INVALID_REQUEST, "a request id must be a string or an integer", None)
+    from .sdk import jsonrpc_message_adapter
+
     try:
         jsonrpc_message_adapter.validate_python(data, by_name=False)
     except ValidationError as e:

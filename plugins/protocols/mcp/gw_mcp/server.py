@@ -56,7 +56,6 @@ from gw_httpproxy.upstream import (
     upstream_target,
     upstream_tls_context,
 )
-from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, KNOWN_PROTOCOL_VERSIONS
 
 from . import classify, jsonrpc, sse
 from .options import INHERITED_ENV, McpListenerOptions
@@ -115,6 +114,8 @@ class McpHandler(ProtocolHandler):
     Options: ClassVar[type[McpListenerOptions]] = McpListenerOptions
 
     def __init__(self, listener: ListenerRuntime) -> None:
+        from . import sdk  # noqa: F401  (the SDK is imported when a listener is built, not when gw starts)
+
         super().__init__(listener)
         self._setup: McpSetup | None = None
         self.sessions: dict[str, McpSession] = {}
@@ -464,6 +465,8 @@ class McpConnection:
 
     # -- one request ----------------------------------------------------------------------------------------
     async def _exchange(self, request: Request) -> None:
+        from . import sdk
+
         self.headers = request.headers
         self.method = request.method.decode("ascii", "replace")
         try:
@@ -521,7 +524,7 @@ class McpConnection:
             method = (message or {}).get("method")
             if method == "server/discover" or (method and method != "initialize" and method.startswith("server/")):
                 await self.send_error(400, jsonrpc.METHOD_NOT_FOUND, f"gw does not offer {method}; it speaks MCP "
-                                      f"{', '.join(HANDSHAKE_PROTOCOL_VERSIONS)} (start with initialize)",
+                                      f"{', '.join(sdk.HANDSHAKE_PROTOCOL_VERSIONS)} (start with initialize)",
                                       request_id)
                 return
             await self.send_error(400, jsonrpc.INVALID_REQUEST, "this request needs the Mcp-Session-Id header "
@@ -534,7 +537,7 @@ class McpConnection:
                                   "initialize", request_id)
             return
         version = header_value(self.headers, b"mcp-protocol-version")
-        if version is not None and version.decode("latin-1") not in KNOWN_PROTOCOL_VERSIONS:
+        if version is not None and version.decode("latin-1") not in sdk.KNOWN_PROTOCOL_VERSIONS:
             await self.send_error(400, jsonrpc.INVALID_REQUEST, "unsupported MCP-Protocol-Version "
                                   f"{version.decode('latin-1')[:40]!r}; this session speaks "
                                   f"{session.protocol_version}", request_id)

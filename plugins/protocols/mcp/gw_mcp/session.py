@@ -33,8 +33,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from gw.model import Channel, Command, Decision, DenyCode, Outcome, OutcomeStatus, Verdict
-from mcp.types import CallToolRequestParams, GetPromptRequestParams, ReadResourceRequestParams, Tool
-from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import ValidationError
 
 from . import classify, jsonrpc
@@ -44,7 +42,7 @@ from .pins import ToolPins
 from .upstream import ResultTooLarge, Upstream, UpstreamFailed
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun, SessionRuntime
 
 log = logging.getLogger("gw.mcp")
 
@@ -285,6 +283,8 @@ class McpSession:
     async def initialize(self, params: dict[str, Any]) -> dict[str, Any]:
         """The handshake with the server on the agent's behalf; returns the ``initialize`` result for the
         agent.  The agent's capabilities are passed on without those gw will not relay."""
+        from .sdk import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
         asked = params.get("protocolVersion")
         version = asked if asked in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
         capabilities = dict(params.get("capabilities") or {})
@@ -393,6 +393,8 @@ class McpSession:
     async def _server_tools(self) -> dict[str, dict[str, Any]]:
         """Every tool the server lists now (all pages), validated with the SDK's model; a name listed twice
         is dropped (which definition would the agent's model have read?)."""
+        from . import sdk
+
         found: dict[str, dict[str, Any]] = {}
         doubled: set[str] = set()
         cursor: Any = None
@@ -407,7 +409,7 @@ class McpSession:
                                    f"{str(err.get('message'))[:300]}")
             for tool in result.get("tools") or []:
                 try:
-                    Tool.model_validate(tool, by_name=False)
+                    sdk.Tool.model_validate(tool, by_name=False)
                 except ValidationError:
                     log.warning("MCP session %s: the server listed a malformed tool; it is not offered",
                                 self.sr.session.id)
@@ -475,6 +477,8 @@ class McpSession:
     # -- commands -------------------------------------------------------------------------------------------
     async def _command_call(self, call: Call, method: str, params: dict[str, Any], nursery: trio.Nursery
                             ) -> dict[str, Any]:
+        from . import sdk
+
         opts = self.options
         if opts.max_calls is not None and self.calls >= opts.max_calls:
             raise SessionError(jsonrpc.LIMIT_EXCEEDED, f"this MCP session made {self.calls} calls, the most this "
@@ -482,15 +486,15 @@ class McpSession:
         named: dict[str, str | None] = {}
         try:
             if method == "tools/call":
-                p = CallToolRequestParams.model_validate(params, by_name=False)
+                p = sdk.CallToolRequestParams.model_validate(params, by_name=False)
                 tool = await self._tool(p.name)
                 spec = classify.tool_call(opts, p.name, p.arguments, tool)
                 named = classify.named_params(p.arguments)
             elif method == "resources/read":
-                r = ReadResourceRequestParams.model_validate(params, by_name=False)
+                r = sdk.ReadResourceRequestParams.model_validate(params, by_name=False)
                 spec = classify.resource_read(str(r.uri))
             else:
-                g = GetPromptRequestParams.model_validate(params, by_name=False)
+                g = sdk.GetPromptRequestParams.model_validate(params, by_name=False)
                 spec = classify.prompt_get(g.name, g.arguments)
                 named = classify.named_params(g.arguments)
         except ValidationError as e:
@@ -506,8 +510,10 @@ class McpSession:
         request_id = f"{sr.session.id}-{cmd.seq}"
         outcome = Outcome(status=OutcomeStatus.ERROR)
         context = CallContext(self, call, nursery)
+        run: CommandRun | None = None
         try:
-            verdict = await sr.decide(cmd, context)
+            run = await sr.decide(cmd, context)
+            verdict = run.verdict
             context.stop()
             if not verdict.allowed:
                 outcome.status = OutcomeStatus.DENIED
@@ -518,7 +524,7 @@ class McpSession:
                                      {"reason": outcome.error_code, "rule": verdict.rule or None,
                                       "stage": verdict.stage or None, "request_id": request_id,
                                       "approval_id": verdict.request_id})
-            return await self._forward(call, cmd, method, params, outcome, request_id)
+            return await self._forward(call, run, method, params, outcome, request_id)
         except trio.Cancelled:
             outcome.status = OutcomeStatus.CANCELLED
             outcome.error_message = call.cancel_reason or "cancelled"
@@ -536,17 +542,17 @@ class McpSession:
         finally:
             context.stop()
             outcome.notices.extend(context.notices)
-            with trio.CancelScope(shield=True):
-                await sr.complete(cmd, outcome)
+            if run is not None:
+                with trio.CancelScope(shield=True):
+                    await run.complete(outcome)
 
-    async def _forward(self, call: Call, cmd: Command, method: str, params: dict[str, Any], outcome: Outcome,
-                       request_id: str) -> dict[str, Any]:
-        sr = self.sr
-        request_filter = sr.stream(cmd, Channel.REQUEST_BODY, "application/json")
+    async def _forward(self, call: Call, run: CommandRun, method: str, params: dict[str, Any],
+                       outcome: Outcome, request_id: str) -> dict[str, Any]:
+        request_filter = run.stream(Channel.REQUEST_BODY, "application/json")
         if request_filter is not None:
             request_filter.feed(jsonrpc.dumps({"method": method, "params": params}))
             request_filter.finish()
-        masker = ContentMasker(sr, cmd)
+        masker = ContentMasker(run)
         upstream_id = self.upstream.new_id()
         call.upstream_id = upstream_id
         answer: dict[str, Any] | None = None

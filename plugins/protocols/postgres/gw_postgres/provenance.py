@@ -54,6 +54,8 @@ _CURSOR_NEUTRAL = frozenset({"select", "with", "values", "table", "fetch", "move
                              "prepare", "deallocate", "discard"})
 
 
+#: Command tags whose statements make or drop the names :meth:`Provenance.completed` follows.
+_NAMING_TAGS = frozenset({"DECLARE CURSOR", "PREPARE", "CLOSE CURSOR", "CLOSE CURSOR ALL", "DISCARD ALL"})
 #: Command tags of statements that may change what the catalog says about relations.
 _CHANGES_CATALOG = frozenset({"CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "SECURITY",
                               "TRUNCATE", "IMPORT"})
@@ -73,16 +75,25 @@ _LEXED_ENTRIES = 16
 _LEXED_SIZE = 64 * 1024
 
 
+#: The last text too long for ``_LEXED`` (lexed in a worker thread by :meth:`Provenance.prepare`).
+_LARGE_LEXED: list[tuple[tuple[str, str], Lexed]] = []
+
+
 def lexed_text(text: str, dialect: str) -> Lexed:
     """``lex(text, dialect)``, from the texts lexed last when it is one of them (callers must not change it)."""
     key = (text, dialect)
     hit = _LEXED.get(key)
     if hit is None:
+        large = _LARGE_LEXED[0] if _LARGE_LEXED else None
+        if large is not None and large[0] == key:
+            return large[1]
         hit = lex(text, dialect)
         if len(text) <= _LEXED_SIZE:
             if len(_LEXED) >= _LEXED_ENTRIES:
                 _LEXED.clear()
             _LEXED[key] = hit
+        else:
+            _LARGE_LEXED[:] = [(key, hit)]
     return hit
 
 
@@ -173,6 +184,12 @@ class Provenance:
             return (query, None) if query is not None else None
         return text, index
 
+    def prepare(self, text: str) -> None:
+        """Lex and parse a long ``text`` now, in a worker thread, so that :meth:`facts` and the result side then
+        find it done instead of stalling the event loop (a 1 MB statement takes seconds to parse)."""
+        lexed_text(text, self.classifier.dialect)
+        self.classifier.prepare_lineage(text)
+
     async def facts(self, text: str) -> tuple[Sources | None, Sources]:
         """(what ``text`` reads -- None when gw cannot tell --, what the values it writes derive from), over
         all its statements, expanded through the catalog."""
@@ -241,8 +258,10 @@ class Provenance:
 
     def completed(self, text: str, index: int | None, tag: str) -> None:
         """A statement of ``text`` completed with ``tag``: follow cursors and DDL."""
-        tokens = statement_tokens(self.classifier, text, index)
         self.catalog_changed(tag)
+        if not (self.cursors or tag in _NAMING_TAGS or tag.startswith("DEALLOCATE")):
+            return  # nothing to follow: no cursor to forget, no name made or dropped
+        tokens = statement_tokens(self.classifier, text, index)
         if tag == "DECLARE CURSOR":
             declared = _declared(tokens) if tokens is not None else None
             if declared is None:
@@ -278,6 +297,8 @@ class Provenance:
             else:
                 self.cursors.pop(name, None)
             return
+        if not self.cursors:
+            return  # what follows only decides whether to forget the cursors gw knows
         first = tokens[0].lower() if tokens else ""
         if first not in _CURSOR_NEUTRAL:
             self.cursors.clear()  # CALL, DO, ...: may open or replace cursors gw cannot see

@@ -23,6 +23,10 @@ STAGES = ('{ use = "recorder" }, { use = "guard", deny = [{ kind = ["unknown", "
     ("select " + "(" * 60 + "1" + ")" * 60, "1"),
     ("select " + "(" * 1000 + "1" + ")" * 1000, "1"),
     ("select " + "(" * 25 + "1" + "+1)" * 25, "26"),
+    ("select " + "(" * 60 + "1" + "+1)" * 60, "61"),
+    ("select " + "(" * 120 + "1" + "+1)" * 120, "121"),
+    ("select 1 where 1 in " + "(select 1 where 1 in " * 100 + "(1)" + ")" * 100, "1"),
+    ("select " + "case when true then (" * 60 + "1" + ") end" * 60, "1"),
     ("select cardinality(" + "array[" * 6 + "1" + "]" * 6 + ")", "1"),
     ("select " + "coalesce(null, " * 25 + "1" + ")" * 25, "1"),
 ])
@@ -189,3 +193,83 @@ async def test_scs_change_in_flight_is_ambiguous(pg_gateway: Any, pg: Any) -> No
             return out
         assert await pg.in_thread(run) == ["42501"]
     assert await pg.in_thread(_survived, victim)
+
+
+async def test_a_user_function_named_like_another_databases_builtin_is_not_vouched_for(pg_gateway: Any,
+                                                                                      pg: Any) -> None:
+    """``ifnull`` is a built-in of MySQL (sqlglot models it), not of PostgreSQL: here it can only be a function
+    someone created, and this one deletes.  gw must not call it a read."""
+    victim = await pg.in_thread(_victim)
+
+    def create() -> None:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
+            c.execute(f"insert into {victim} values (1), (2)")
+            c.execute(f"create or replace function public.ifnull(a int, b int) returns int language sql as "
+                      f"$$ delete from {victim}; select 1 $$")
+    await pg.in_thread(create)
+    try:
+        async with pg_gateway(stages=STAGES) as gw:
+            code, _out, err = await pg.psql(pg.dsn(gw.port("pg")), "-Atc", "select ifnull(1, 2)")
+        assert code != 0 and "statement not recognised" in err, err
+
+        def rows() -> int:
+            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as c:
+                return int(c.execute(f"select count(*) from {victim}").fetchone()[0])  # type: ignore[index]
+        assert await pg.in_thread(rows) == 2
+    finally:
+        def drop() -> None:
+            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
+                c.execute("drop function if exists public.ifnull(int, int)")
+        await pg.in_thread(drop)
+        await pg.in_thread(_survived, victim)
+
+
+async def test_a_large_statement_is_masked_by_its_lineage_worked_out_off_the_loop(pg_gateway: Any, pg: Any,
+                                                                               monkeypatch: pytest.MonkeyPatch
+                                                                               ) -> None:
+    """With a stage that needs sources, a long statement's lineage is worked out in a worker thread (here the
+    thread waits until another session has run its statements), and its result is still masked by it."""
+    from gw_postgres.provenance import Provenance
+
+    table = await pg.in_thread(_victim)
+
+    def fill() -> None:
+        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
+            c.execute(f"alter table {table} add column ssn text")
+            c.execute(f"insert into {table} values (1, '123-45-6789')")
+    await pg.in_thread(fill)
+    other_done = threading.Event()
+    entered = threading.Event()
+    waited: list[bool] = []
+    original = Provenance.prepare
+
+    def prepare(self: Provenance, text: str) -> None:
+        entered.set()
+        waited.append(other_done.wait(120))
+        original(self, text)
+
+    monkeypatch.setattr(Provenance, "prepare", prepare)
+    big = f"select x, ssn from {table} where x in (" + ",".join(str(i) for i in range(30_000)) + ")"
+    stages = f'{{ use = "mask_sources", sources = ["public.{table}.ssn"] }}'
+    try:
+        async with pg_gateway(stages=stages) as gw:
+            results: list[Any] = []
+
+            def large() -> None:
+                with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                    results.append(("large", c.execute(big).fetchall()))
+
+            def other() -> None:
+                with psycopg.connect(pg.dsn(gw.port("pg")), autocommit=True) as c:
+                    assert c.execute("select 7").fetchone() == (7,)
+                results.append(("other", "done"))
+                other_done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pg.in_thread, large)
+                await trio.to_thread.run_sync(entered.wait, 120)
+                nursery.start_soon(pg.in_thread, other)
+        assert waited == [True]
+        assert results == [("other", "done"), ("large", [(1, "***")])]
+    finally:
+        await pg.in_thread(_survived, table)

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import gw_shellanalysis
 from gw_shellanalysis import (
     Analysis,
     ShellContext,
-    analyse,
     escape,
     is_exact,
     normalise,
@@ -57,7 +57,8 @@ class Plan:
 
 
 def classify(text: str, context: ShellContext | None = None) -> Analysis:
-    return analyse(text, context)
+    # Looked up when called: the analyser is imported by the first command, not when the plugin loads.
+    return gw_shellanalysis.analyse(text, context)
 
 
 def transfer_program(text: str, analysis: Analysis) -> str | None:

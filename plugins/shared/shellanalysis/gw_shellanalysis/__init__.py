@@ -11,9 +11,25 @@ fixed arguments (``reasons`` say why).  It never runs anything.  See docs/plugin
 
 from __future__ import annotations
 
-from .analysis import MAX_TEXT, analyse
+from typing import TYPE_CHECKING, Any
+
 from .model import Analysis, ShellContext
 from .paths import escape, is_exact, normalise, static_directory, unescape
+
+if TYPE_CHECKING:
+    from .analysis import MAX_TEXT, analyse
+
+
+def __getattr__(name: str) -> Any:
+    # The analyser (the grammar, the program tables: a few megabytes) is imported on first use, so a plugin
+    # that only escapes paths, or a gateway whose shell listener is not configured, does not carry it.
+    if name in ("MAX_TEXT", "analyse"):
+        from . import analysis
+
+        value = getattr(analysis, name)
+        globals()[name] = value  # later look-ups find it directly
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["MAX_TEXT", "Analysis", "ShellContext", "analyse", "escape", "is_exact", "normalise",
            "static_directory", "unescape"]

@@ -44,12 +44,13 @@ MAX_CACHED_KEY = 16384
 class _LRU(Generic[K, V]):
     """A small bounded LRU map (entries and total key length both bounded)."""
 
-    __slots__ = ("chars", "entries", "max_chars", "max_entries")
+    __slots__ = ("chars", "entries", "max_chars", "max_entries", "max_key")
 
-    def __init__(self, max_entries: int, max_chars: int) -> None:
+    def __init__(self, max_entries: int, max_chars: int, max_key: int = MAX_CACHED_KEY) -> None:
         self.entries: OrderedDict[K, V] = OrderedDict()
         self.max_entries = max(1, max_entries)
         self.max_chars = max_chars
+        self.max_key = max_key
         self.chars = 0
 
     def get(self, key: K) -> V | None:
@@ -59,7 +60,7 @@ class _LRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V, size: int) -> None:
-        if size > MAX_CACHED_KEY or key in self.entries:
+        if size > self.max_key or key in self.entries:
             return
         self.entries[key] = value
         self.chars += size
@@ -106,6 +107,11 @@ class Classifier:
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._trees: _LRU[tuple[str, int], tuple[object, tuple[str, ...]]] = _LRU(cache_size, budget)
         self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
+        #: The trees and lineages of the last few statements too long for the caches above, so that a protocol
+        #: can work them out off its event loop (:meth:`prepare_lineage`) and then ask again cheaply.
+        self._large_trees: _LRU[tuple[str, int | None], tuple[tuple[str, int], Any, tuple[str, ...]] | None] = \
+            _LRU(2, 1 << 62, max_key=1 << 62)
+        self._large_lineages: _LRU[tuple[object, ...], Lineage] = _LRU(8, 1 << 62, max_key=1 << 62)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
 
@@ -183,11 +189,16 @@ class Classifier:
             shape_key, tree, names = parsed
             known = tuple((t, tuple(tables[t])) for t in names if tables is not None and t in tables)
             key = (*shape_key, known)
-            cached = self._lineages.get(key)
+            large = len(text) > MAX_CACHED_KEY
+            cache = self._large_lineages if large else self._lineages
+            cached = cache.get(key)
             if cached is not None:
                 return cached
-            result = statement_lineage(tree, self.rules, dict(known))
-            self._lineages.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
+            if text.count("(") + text.count("[") > SHALLOW_DEPTH:  # possibly deep: walk it on a big stack
+                result = with_fresh_stack(statement_lineage, tree, self.rules, dict(known))
+            else:
+                result = statement_lineage(tree, self.rules, dict(known))
+            cache.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
             return result
         except Exception:  # noqa: BLE001 - callers fail closed on None
             return None
@@ -200,7 +211,25 @@ class Classifier:
             return None
         return parsed[2] if parsed is not None else None
 
+    def prepare_lineage(self, text: str) -> None:
+        """Work out the lineage of every statement of a long ``text`` now (call it in a worker thread): the
+        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing."""
+        count = count_statements(text, self.dialect)
+        for i in range(max(1, count)):
+            self.lineage(text, i)
+        if count == 1:  # asked without an index, the only statement is meant
+            self._large_trees.put((text, None), self._large_trees.entries.get((text, 0)), 1)
+
     def _parsed(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
+        if len(text) <= MAX_CACHED_KEY:
+            return self._parse(text, statement)
+        if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
+            return self._large_trees.entries[(text, statement)]
+        parsed = self._parse(text, statement)
+        self._large_trees.put((text, statement), parsed, 1)
+        return parsed
+
+    def _parse(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
         lexed = self._lex(text)
         if lexed.error is not None or lexed.flags:
             return None

@@ -135,6 +135,36 @@ PG_SAFE_FUNCTIONS = _words("""
     ts_rank_cd ts_headline setweight strip numnode querytree
     xmlelement xmlforest xmlconcat xmlagg xmlparse xmlserialize xpath xpath_exists xmlexists xml_is_well_formed
     array_sample array_shuffle
+    acosh asinh atanh cot acosd asind atand cosd sind tand cotd any_value get_bit set_bit get_byte set_byte
+    bit_count date_add date_subtract jsonb_exists jsonb_exists_any jsonb_exists_all json_scalar json_serialize
+    json_object json_array json_objectagg json_arrayagg json_exists json_value json_query jsonb_contains
+    regr_avgx regr_avgy regr_sxx regr_sxy regr_syy
+""")
+
+#: Names gw reads as syntax or as built-ins that are not functions of ``pg_catalog`` (``COALESCE(...)`` is
+#: syntax).  Quoted, they are only names: ``"coalesce"(1, 2)`` calls a user function called coalesce.
+PG_NOT_CATALOG_FUNCTIONS = _words("""
+    all and any array as between by case cast character coalesce collate collation current_catalog
+    current_date current_role current_time current_timestamp decimal double else end except exists filter
+    float from greatest group grouping ilike in intersect is join lateral least localtime localtimestamp
+    nchar not nullif on or order over partition returning row select set similar some table then treat trim
+    union user using values when where with within xmlattributes xmlconcat xmlelement xmlforest
+    xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable masklevel inet tsvector
+""")
+
+#: Words of PostgreSQL's grammar that may stand before ``(`` (keywords, type names, SQL-standard function
+#: syntax) and that sqlglot happens to model as functions.  Any other name sqlglot models but PostgreSQL does
+#: not have (``ifnull``, ``decrypt``, ``read_csv``, ``to_file`` ...) can only be a user or extension function
+#: in PostgreSQL: gw cannot vouch for it.
+PG_GRAMMAR_CALLS = _words("""
+    and or not like ilike similar in is exists any all some array row case cast filter collate collation
+    values over within using on as with lateral table select from where join union except intersect
+    returning set by group order partition when then else end between
+    char character varchar nchar bit float double decimal numeric interval time timestamp date
+    current_date current_time current_timestamp localtime localtimestamp current_user current_role
+    session_user user current_catalog current_schema extract overlay position substring trim treat nullif
+    coalesce greatest least grouping normalize xmlelement xmlforest xmlconcat xmlparse xmlserialize xmlroot
+    xmlpi xmltable xmlexists xmlattributes xmlagg xmlnamespaces json_table
 """)
 
 #: Session settings that neither change privileges, data visibility, name resolution nor how gw reads

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from gw.model import Kind
 
-from .dialects import MYSQL_SAFE_CHARSETS, DialectRules
+from .dialects import MYSQL_SAFE_CHARSETS, PG_GRAMMAR_CALLS, PG_NOT_CATALOG_FUNCTIONS, DialectRules
 from .grammar import MAX_DEPTH, SHALLOW_DEPTH, nesting_depth, with_fresh_stack
 from .lexer import QIDENT, STRING, WORD, identifier_value, sql_text, token_kind
 from .model import Facts, unknown
@@ -167,7 +167,8 @@ def scan_calls(st: Statement, facts: Facts) -> None:
         elif kind == QIDENT:
             exact = identifier_value(tokens[i])
             name = exact.lower()
-            if (rules.name == "mysql" or exact != name) and exact.upper() in rules.sqlglot_functions:
+            if ((rules.name == "mysql" or exact != name) and exact.upper() in rules.sqlglot_functions
+                    or rules.name == "postgres" and name in PG_NOT_CATALOG_FUNCTIONS):
                 facts.flags.add("unknown_function")
                 facts.raise_kind(Kind.UNKNOWN)
         else:
@@ -188,6 +189,12 @@ def scan_calls(st: Statement, facts: Facts) -> None:
             facts.raise_kind(Kind.WRITE)
         elif name in rules.sql_text_functions:
             facts.flags.add("sql_in_string")
+            facts.raise_kind(Kind.UNKNOWN)
+        elif (rules.name == "postgres" and name not in rules.safe_functions
+              and name not in PG_GRAMMAR_CALLS and name.upper() in rules.sqlglot_functions):
+            # sqlglot models it (another database's built-in), PostgreSQL has no such built-in: in PostgreSQL
+            # the call runs a user or extension function of that name, which may do anything.
+            facts.flags.add("unknown_function")
             facts.raise_kind(Kind.UNKNOWN)
 
 

@@ -139,3 +139,48 @@ def test_mysql_user_variables_are_not_operators() -> None:
     assert for_parser(["select", "@", "`v`"]) == ["select", "@", "`v`"]
     c = Classifier("mysql")
     assert c.classify("select @`v`").kind is c.classify("select @'v'").kind
+
+
+@pytest.mark.parametrize("text", [
+    "select ifnull(1, 2)", "select decrypt('a', 'b', 'c')", "select to_file('x')", "select read_csv('/etc/passwd')",
+    "select levenshtein('a', 'b')", "select generate_table(1)", "select x from t where ifnull(x, 0) = 1",
+    "update t set x = nvl(x, 1) where id = 1", "select pg_catalog.decrypt('a')", "select if(true, 1, 2)",
+    "select datetime('x')", "select \"ifnull\"(1, 2)", "select public.ifnull(1, 2)",
+    "select \"coalesce\"(1, 2)", "select \"nullif\"(1, 2)", "select \"greatest\"(1, 2)",
+])
+def test_other_databases_builtins_are_user_functions_in_postgres(text: str) -> None:
+    """sqlglot models these (they are built-ins elsewhere); PostgreSQL has none of them, so a call runs whatever
+    user or extension function has that name: gw cannot vouch for it."""
+    got = Classifier().classify(text)
+    assert got.kind is Kind.UNKNOWN and "unknown_function" in got.flags, got
+
+
+@pytest.mark.parametrize("text", [
+    "select a from t where a = 1 and (b = 2 or c = 3)", "select cast(a as char(10)) from t",
+    "select coalesce(a, 1), current_time(3), extract(year from now()), nullif(a, 2) from t",
+    "select count(*) filter (where a > 1) over (partition by b) from t", "select acosh(2), any_value(a) from t",
+    "select a from t where b like (select 'x')", "select array(select 1)", "insert into t (a) values (1)",
+    "select regr_sxx(a, b), jsonb_contains('{}', '{}') from t",
+])
+def test_postgres_syntax_before_a_parenthesis_is_not_a_call(text: str) -> None:
+    assert Classifier().classify(text).kind in (Kind.READ, Kind.WRITE)
+
+
+@pytest.mark.parametrize("shape", [
+    lambda n: "select " + "(" * n + "a" + "+1)" * n + " from t",
+    lambda n: "select * from " + "(select * from " * n + "t" + ") s" * n,
+    lambda n: "select " + "case when true then (" * n + "a" + ") end" * n + " from t",
+    lambda n: "select " + "cast(" * n + "a" + " as int)" * n + " from t",
+    lambda n: "select " + "array[" * n + "a" + "]" * n + " from t",
+])
+def test_generated_sql_nested_far_past_fifty_levels_is_read_with_its_lineage(shape: object) -> None:
+    c = Classifier()
+    for depth in (60, MAX_DEPTH):
+        text = shape(depth)  # type: ignore[operator]
+        got = c.classify(text)
+        assert got.kind is Kind.READ and not got.flags, (depth, got)
+        lineage = c.lineage(text, tables={"public.t": ["a", "b"]})
+        assert lineage is not None and lineage.columns is not None, depth
+        assert "public.t.a" in str(lineage.columns), lineage.columns  # traced through every level
+    deeper = c.classify(shape(MAX_DEPTH + 1))  # type: ignore[operator]
+    assert deeper.kind is Kind.UNKNOWN and "too_deep" in deeper.flags

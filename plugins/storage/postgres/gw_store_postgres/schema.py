@@ -11,9 +11,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg import sql
+if TYPE_CHECKING:  # psycopg is imported when a store is used (see gw_store_postgres.store), not at start
+    import psycopg
 
 
 class SchemaError(Exception):
@@ -72,6 +73,8 @@ def lock_key(schema: str) -> int:
 
 
 def schema_version(conn: psycopg.Connection, schema: str) -> int:
+    from psycopg import sql
+
     row = conn.execute("SELECT to_regclass(%s)", (f"{sql.Identifier(schema).as_string(conn)}.gw_schema",)
                        ).fetchone()
     if row is None or row[0] is None:
@@ -83,6 +86,8 @@ def schema_version(conn: psycopg.Connection, schema: str) -> int:
 def migrate(conn: psycopg.Connection, schema: str, *, target: int = SCHEMA_VERSION) -> tuple[int, int]:
     """Bring ``schema`` to ``target`` (default: the newest); returns ``(from, to)``.  ``conn`` is in
     autocommit mode; the work happens in one transaction of its own."""
+    from psycopg import sql
+
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))

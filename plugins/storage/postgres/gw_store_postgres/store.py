@@ -26,19 +26,28 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import trio
 from gw.config import Duration
 from gw.errors import StoreError
 from gw.store import Document, Entry, StorageOptions, Store, VersionConflict, decode_stored
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import Field, field_validator, model_validator
 
 from .schema import SCHEMA_VERSION, SchemaError, migrate, schema_version
 
 if TYPE_CHECKING:
+    import psycopg
     from gw.runtime import Services
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def _import_psycopg() -> None:
+    """Import psycopg (about 10 MB with the asyncio it pulls in) when a store is built, not when gw loads the
+    plugin: a gateway with another storage backend never imports it.  Binds the module's names once."""
+    global psycopg, sql, conninfo_to_dict, make_conninfo
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 log = logging.getLogger("gw.store_postgres")
 
@@ -90,6 +99,7 @@ class PostgresStore(Store):
     Options = PostgresStoreOptions
 
     def __init__(self, options: PostgresStoreOptions, services: Services) -> None:
+        _import_psycopg()
         super().__init__(options, services)
         self.options: PostgresStoreOptions = options
         self.schema = options.schema_

@@ -197,6 +197,8 @@ class Command:
     verbs: tuple[str, ...] = ()
     #: How rules compare ``objects`` (case-insensitive names, or case-sensitive paths that may be globs).
     object_syntax: ObjectSyntax = ObjectSyntax.NAME
+    #: Each stage's state for this command (:meth:`gw.stage.Stage.state`); core empties it at completion.
+    stage_state: dict[object, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def identity(self) -> Identity:

@@ -3,7 +3,8 @@
 For each command: every stage's ``check`` in order until one denies (approval holds wait here); then every
 stage's ``decided`` with the combined verdict (audit writes its durable record here, *before* the protocol
 forwards the command; if that fails the command is refused); then result filters; then ``completed``.
-A stage that raises denies the command; the session survives.
+A stage that raises denies the command; the session survives.  :class:`CommandRun` is one command from its
+decision to its completion, which core records exactly once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
@@ -270,6 +271,99 @@ class Pipeline:
                 log.exception("stage %s failed to record a refused session", stage.name)
 
 
+class CommandRun:
+    """One command on its way through gw, from :meth:`SessionRuntime.decide` to :meth:`complete`.
+
+    It keeps the pipeline that decided the command (a reload mid-command does not change which stages see its
+    results), the verdict, and its start time.  The protocol asks it for row and stream filters and reports the
+    outcome once; what a stage keeps about the command lives in :meth:`gw.stage.Stage.state` until then.
+
+    Completion is core's guarantee: a second :meth:`complete` records nothing, and a run its protocol never
+    completes is completed by core, ``cancelled`` or ``error`` with the reason, when the ``async with run:``
+    block around it exits or, at the latest, when its session ends.
+    """
+
+    __slots__ = ("_done", "_session", "command", "context", "pipeline", "started", "verdict")
+
+    def __init__(self, session: SessionRuntime, command: Command, pipeline: Pipeline,
+                 context: CommandContext | None = None) -> None:
+        self._session = session
+        self.command = command
+        self.pipeline = pipeline
+        self.context = context
+        self.verdict = ALLOW
+        self.started = time.perf_counter()
+        self._done = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict.allowed
+
+    @property
+    def wants_rows(self) -> bool:
+        """Whether any stage of this command's pipeline looks at rows; when not, forward result bytes as they are."""
+        return self.pipeline.wants_rows
+
+    @property
+    def wants_sources(self) -> bool:
+        """Whether a stage of this command's pipeline needs each result column's sources."""
+        return self.pipeline.wants_sources
+
+    @property
+    def completed(self) -> bool:
+        return self._done
+
+    def rows(self, columns: Sequence[Column]) -> RowFilter | None:
+        """The filter for one tabular result of this command (None: forward the rows as they are)."""
+        return self.pipeline.rows(self.command, columns)
+
+    def stream(self, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
+        """The filter for one byte stream of this command (None: forward it as it is)."""
+        return self.pipeline.stream(self.command, channel, content_type)
+
+    async def complete(self, outcome: Outcome) -> bool:
+        """Record how the command ended: the stages' ``completed``, then ``gw_command_completed``.  Only the
+        first call records (and returns True); later ones return False."""
+        if self._done:
+            return False
+        self._done = True
+        self._session._runs.pop(self.command.seq, None)
+        if not isinstance(outcome.status, OutcomeStatus):
+            outcome.status = OutcomeStatus(outcome.status)
+        if not outcome.duration:
+            outcome.duration = time.perf_counter() - self.started
+        try:
+            await self.pipeline.completed(self.command, outcome)
+            self._session.listener.runtime.pm.hook.gw_command_completed(command=self.command, outcome=outcome)
+        finally:
+            self.command.stage_state.clear()
+        return True
+
+    async def abandon(self, status: OutcomeStatus, reason: str) -> None:
+        """Complete a run its protocol left without an outcome, shielded from cancellation."""
+        if self._done:
+            return
+        with trio.move_on_after(5) as scope:
+            scope.shield = True
+            await self.complete(Outcome(status=status, error_message=reason))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        tb: object) -> None:
+        if self._done:
+            return
+        if error is None:
+            await self.abandon(OutcomeStatus.ERROR, "gw ended the command without an outcome")
+        elif isinstance(error, trio.Cancelled):
+            code = getattr(self.context, "cancel_reason", "") or ""
+            await self.abandon(OutcomeStatus.CANCELLED,
+                               f"the command was cancelled: {cancel_reason_text(code) if code else 'gw stopped it'}")
+        else:
+            await self.abandon(OutcomeStatus.ERROR, f"gw stopped handling the command ({type(error).__name__})")
+
+
 class SessionRuntime:
     """One admitted session: numbers its commands and runs them through the listener's *current* pipeline
     (a reloaded policy applies to the next command of an existing session)."""
@@ -278,8 +372,8 @@ class SessionRuntime:
         self.listener = listener
         self.session = session
         self._seq = 0
-        self._inflight: dict[int, tuple[Pipeline, float]] = {}
-        self._cancelled: set[int] = set()
+        #: Runs decided and not yet completed, by command number; completed by :meth:`end` if still here.
+        self._runs: dict[int, CommandRun] = {}
         self._terminate = trio.Event()
         self.termination_reason = SessionEnd.SHUTDOWN
         self.ended = False
@@ -301,66 +395,54 @@ class SessionRuntime:
         return Command(self.session, self._seq, text, language, kind, verb, tuple(objects), frozenset(flags),
                        tuple(params), attributes if attributes is not None else {}, tuple(verbs), object_syntax)
 
-    async def decide(self, command: Command, context: CommandContext) -> Verdict:
+    async def decide(self, command: Command, context: CommandContext) -> CommandRun:
+        """Run the pipeline's decision on ``command``; the returned run carries the verdict and is what the
+        protocol then asks for filters and completes.  If the decision is cancelled, the command's records
+        say so (nothing ran), the run is complete, and the cancellation propagates."""
         pipeline = self.listener.pipeline
-        started = time.perf_counter()
-        self._inflight[command.seq] = (pipeline, started)
+        run = CommandRun(self, command, pipeline, context)
+        self._runs[command.seq] = run
         log_context.set({**self._log_context, "seq": command.seq})
         hook = self.listener.runtime.pm.hook.gw_command_decided
         timings: dict[str, float] | None = {} if hook.get_hookimpls() else None
         try:
-            verdict = await pipeline.decide(command, context, timings)
+            run.verdict = await pipeline.decide(command, context, timings)
         except trio.Cancelled:
-            # Nothing ran; the command's records say so, and :meth:`complete` has nothing more to add.
-            self._inflight.pop(command.seq, None)
-            self._cancelled.add(command.seq)
+            self._runs.pop(command.seq, None)
+            run._done = True
             reason = cancel_reason_text(getattr(context, "cancel_reason", "") or "")
             with trio.move_on_after(5) as scope:
                 scope.shield = True
-                await pipeline.cancelled(command, reason)
+                try:
+                    await pipeline.cancelled(command, reason)
+                finally:
+                    command.stage_state.clear()
             raise
-        if verdict.request_id:  # what is logged about this command from here on names its approval request
-            log_context.set({**self._log_context, "seq": command.seq, "request_id": verdict.request_id})
+        if run.verdict.request_id:  # what is logged about this command from here on names its approval request
+            log_context.set({**self._log_context, "seq": command.seq, "request_id": run.verdict.request_id})
         if timings is not None:
-            timings["total"] = time.perf_counter() - started
-            hook(command=command, verdict=verdict, timings=timings)
-        return verdict
+            timings["total"] = time.perf_counter() - run.started
+            hook(command=command, verdict=run.verdict, timings=timings)
+        return run
 
-    async def refuse(self, command: Command, verdict: Verdict) -> Verdict:
-        """The protocol refuses ``command`` itself; the stages record it (then :meth:`complete` it)."""
+    async def refuse(self, command: Command, verdict: Verdict) -> CommandRun:
+        """The protocol refuses ``command`` itself; the stages record it.  ``run.verdict`` is ``verdict``, or
+        one saying the record failed; complete the run as for a refusal."""
         pipeline = self.listener.pipeline
-        self._inflight[command.seq] = (pipeline, time.perf_counter())
-        return await pipeline.refuse(command, verdict)
+        run = CommandRun(self, command, pipeline)
+        self._runs[command.seq] = run
+        run.verdict = await pipeline.refuse(command, verdict)
+        return run
 
     @property
     def wants_rows(self) -> bool:
+        """Whether the current pipeline looks at rows (before any command; a run answers for its own)."""
         return self.listener.pipeline.wants_rows
 
     @property
     def wants_sources(self) -> bool:
+        """Whether the current pipeline needs result columns' sources (a run answers for its own)."""
         return self.listener.pipeline.wants_sources
-
-    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
-        pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
-        return pipeline.rows(command, columns)
-
-    def stream(self, command: Command, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
-        pipeline = self._inflight.get(command.seq, (self.listener.pipeline, 0.0))[0]
-        return pipeline.stream(command, channel, content_type)
-
-    async def complete(self, command: Command, outcome: Outcome) -> None:
-        """Every command that went through :meth:`decide` ends here, refused or not (a command whose
-        decision was cancelled already ended there)."""
-        if command.seq in self._cancelled:
-            self._cancelled.discard(command.seq)
-            return
-        pipeline, started = self._inflight.pop(command.seq, (self.listener.pipeline, 0.0))
-        if not isinstance(outcome.status, OutcomeStatus):
-            outcome.status = OutcomeStatus(outcome.status)
-        if not outcome.duration and started:
-            outcome.duration = time.perf_counter() - started
-        await pipeline.completed(command, outcome)
-        self.listener.runtime.pm.hook.gw_command_completed(command=command, outcome=outcome)
 
     # -- lifetime -------------------------------------------------------------------------------------------
     @property
@@ -399,7 +481,12 @@ class SessionRuntime:
         return self.termination_reason
 
     async def end(self, reason: str) -> None:
+        """The session is over: runs its protocol left open are completed as ``cancelled`` (saying why), then
+        the stages and hooks hear of the end."""
         if self.ended:
             return
         self.ended = True
+        for run in list(self._runs.values()):
+            await run.abandon(OutcomeStatus.CANCELLED, "the command did not finish before its session ended "
+                                                       f"({SessionEnd.of(reason).value})")
         await self.listener.session_ended(self, reason)

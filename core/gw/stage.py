@@ -10,17 +10,22 @@ Order of calls for one command (the pipeline owns it, see :mod:`gw.pipeline`):
    the command is forwarded; if it raises, the command is refused (fail closed);
 3. the protocol forwards the command; :meth:`Stage.rows` / :meth:`Stage.stream` filters see the result
    (transforming filters first, in configured order, then observing ones);
-4. :meth:`Stage.completed` with the :class:`~gw.model.Outcome`.
+4. :meth:`Stage.completed` with the :class:`~gw.model.Outcome`, exactly once per command (core completes a
+   command its protocol abandoned, see :class:`gw.pipeline.CommandRun`).
+
+What a stage keeps about one command in flight goes in :meth:`Stage.state`, which core drops at completion.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, TypeAlias
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast
 
 from .model import Channel, Column, Command, Outcome, Session, Verdict
 from .services import Services
 from .types import StrictModel
+
+T = TypeVar("T")
 
 
 #: The sources of a column whose lineage was not worked out (no stage of the pipeline wants sources): it may
@@ -116,6 +121,20 @@ class Stage:
         after a colon (``error: ...``; ``SessionEnd.of(reason)`` recovers it)."""
 
     # -- commands -------------------------------------------------------------------------------------------
+    def state(self, command: Command, factory: Callable[[], T]) -> T:
+        """This stage's state for ``command`` (made by ``factory`` on first use), kept from its decision to
+        its completion and dropped by core after :meth:`completed`: per-command state lives here, not in
+        dictionaries of the stage's own."""
+        slot = command.stage_state
+        if self not in slot:
+            slot[self] = factory()
+        return cast(T, slot[self])
+
+    def state_if_any(self, command: Command, kind: type[T]) -> T | None:
+        """This stage's state for ``command`` if :meth:`state` made one, else None."""
+        value = command.stage_state.get(self)
+        return value if isinstance(value, kind) else None
+
     def evaluate(self, command: Command) -> Verdict | None:
         """Pure decision without side effects (used by ``gw policy explain``).  ``None`` means no opinion."""
         return None

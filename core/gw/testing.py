@@ -372,17 +372,17 @@ class LineHandler(ProtocolHandler):
             await trio.sleep(float(text.split()[1]))
         kind = Kind.DDL if text.startswith("drop") else Kind.READ
         cmd = sr.command(text, language="line", kind=kind, verb=text.split()[0] if text else "")
-        verdict = await sr.decide(cmd, _Notices(stream))
-        if not verdict.allowed:
-            await stream.send_all(f"DENIED {verdict.reason}\n".encode())
-            await sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED))
-            return
-        filt = sr.rows(cmd, [Column("value")])
-        row: list[bytes | None] = [text.encode()]
-        if filt is not None:
-            row = filt.row(row)
-        await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
-        await sr.complete(cmd, Outcome(rows=1, tag="ROW"))
+        async with await sr.decide(cmd, _Notices(stream)) as run:
+            if not run.allowed:
+                await stream.send_all(f"DENIED {run.verdict.reason}\n".encode())
+                await run.complete(Outcome(status=OutcomeStatus.DENIED))
+                return
+            filt = run.rows([Column("value")])
+            row: list[bytes | None] = [text.encode()]
+            if filt is not None:
+                row = filt.row(row)
+            await stream.send_all(b"ROW " + (row[0] or b"") + b"\n")
+            await run.complete(Outcome(rows=1, tag="ROW"))
 
 
 class KitPlugin:

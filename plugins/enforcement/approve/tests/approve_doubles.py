@@ -30,6 +30,7 @@ from gw import hookimpl
 from gw.errors import AuthenticationError
 from gw.identity import Credential, IdentityProvider, ProviderOptions
 from gw.model import Command, Identity, Kind, Outcome, Session
+from gw.pipeline import CommandRun
 from gw.protocol import ListenerOptions, ProtocolHandler
 from gw.store import Document, StorageOptions, Store, VersionConflict
 from pydantic import Field
@@ -193,14 +194,14 @@ class LineHandler(ProtocolHandler):
                 text = line.decode()
                 kind, verb, objects, flags = classify(text)
                 cmd = sr.command(text, language="sql", kind=kind, verb=verb, objects=objects, flags=flags)
-                verdict = None
+                run: CommandRun | None = None
                 gone = False
                 async with trio.open_nursery() as nursery:
                     context = Context()
 
                     async def decide(cmd: Command = cmd, context: Context = context) -> None:
-                        nonlocal verdict
-                        verdict = await sr.decide(cmd, context)
+                        nonlocal run
+                        run = await sr.decide(cmd, context)
                         nursery.cancel_scope.cancel()
 
                     async def watch_client(context: Context = context) -> None:
@@ -213,16 +214,18 @@ class LineHandler(ProtocolHandler):
 
                     nursery.start_soon(decide)
                     nursery.start_soon(watch_client)
-                if gone or verdict is None:
-                    await sr.complete(cmd, Outcome(status="cancelled"))
+                if gone or run is None:
+                    if run is not None:
+                        await run.complete(Outcome(status="cancelled"))
                     return
+                verdict = run.verdict
                 if not verdict.allowed:
                     code = verdict.code.value if verdict.code else "-"
                     await stream.send_all(f"DENIED {code} {verdict.request_id or '-'} {verdict.reason}\n".encode())
-                    await sr.complete(cmd, Outcome(status="denied"))
+                    await run.complete(Outcome(status="denied"))
                     continue
                 await stream.send_all(f"RAN {text}\n".encode())
-                await sr.complete(cmd, Outcome(rows=0, tag="RAN"))
+                await run.complete(Outcome(rows=0, tag="RAN"))
         finally:
             await sr.end("client_closed")
 

@@ -80,14 +80,14 @@ class AuditProbeProtocol(ProtocolHandler):
                     async def notice(self, message: str) -> None:
                         await stream.send_all(f"NOTICE {message}\n".encode())
 
-                verdict = await sr.decide(cmd, Context())
-                if not verdict.allowed:
-                    await stream.send_all(f"DENIED {verdict.reason}\n".encode())
-                    await sr.complete(cmd, Outcome(status="denied"))
+                run = await sr.decide(cmd, Context())
+                if not run.allowed:
+                    await stream.send_all(f"DENIED {run.verdict.reason}\n".encode())
+                    await run.complete(Outcome(status="denied"))
                     continue
                 reply = await trio.to_thread.run_sync(self.upstream, sr.session.id, cmd.seq)
                 await stream.send_all(f"ROW {reply}\n".encode())
-                await sr.complete(cmd, Outcome(rows=1, tag="ROW"))
+                await run.complete(Outcome(rows=1, tag="ROW"))
         finally:
             await sr.end("client_closed")
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, cast
 
 from gw.detect import Detector
 from gw.errors import ConfigError, PluginError
-from gw.model import RESULT_COLUMNS, Channel, Column, Command, DenyCode, Direction, Outcome, Session, Verdict
+from gw.model import RESULT_COLUMNS, Channel, Column, Command, DenyCode, Direction, Outcome, Verdict
 from gw.stage import ParamValues, RowFilter, Stage, StageOptions, StreamFilter
 from gw.types import ByteSize as _ByteSize
 from gw.types import size_range
@@ -179,7 +179,6 @@ class MaskStage(Stage):
         super().__init__(options, services, pipeline=pipeline, index=index)
         self._detectors = [self._lookup(rule.detector, i) for i, rule in enumerate(options.detectors)]
         self._text_types = frozenset(normalise_type(t) for t in options.text_types)
-        self._counts: dict[str, dict[int, MaskCounts]] = {}
         self._plans: dict[tuple[Column, ...], ResultPlan | None] = {}
         self._ready = False
         # The hash key comes from the environment of ``gw serve``; CLI commands that only read the store
@@ -239,25 +238,17 @@ class MaskStage(Stage):
 
     # -- counts ---------------------------------------------------------------------------------------------
     def _counts_for(self, command: Command) -> MaskCounts:
-        per_session = self._counts.setdefault(command.session.id, {})
-        counts = per_session.get(command.seq)
-        if counts is None:
-            counts = per_session[command.seq] = MaskCounts()
-        return counts
+        return self.state(command, MaskCounts)
 
     def counts(self, command: Command) -> MaskCounts | None:
         """What has been masked so far in the results of a command still in flight (None if no filter was
-        needed).  Kept until :meth:`completed`."""
-        return self._counts.get(command.session.id, {}).get(command.seq)
+        needed): the command's state, which core drops after :meth:`completed`."""
+        return self.state_if_any(command, MaskCounts)
 
     async def completed(self, command: Command, outcome: Outcome) -> None:
-        per_session = self._counts.get(command.session.id)
-        counts = per_session.pop(command.seq, None) if per_session else None
+        counts = self.counts(command)
         if counts is not None:
             outcome.notes["masked"] = counts.as_note()
-
-    async def session_ended(self, session: Session, reason: str) -> None:
-        self._counts.pop(session.id, None)
 
     # -- commands -------------------------------------------------------------------------------------------
     def masks_anything(self) -> bool:

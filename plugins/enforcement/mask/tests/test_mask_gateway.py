@@ -51,10 +51,10 @@ class RowLines(ProtocolHandler):
         sr = await self.listener.start_session(identity, client_address=client_address)
         try:
             cmd = sr.command("select ssn, note from people", language="sql", kind=Kind.READ, verb="select")
-            await sr.decide(cmd, self)
+            run = await sr.decide(cmd, self)
             columns = [Column("ssn", type_name="text", sources=("public.people.ssn",)),
                        Column("note", type_name="text", sources=("public.people.note",))]
-            rows = sr.rows(cmd, columns)
+            rows = run.rows(columns)
             out = []
             for line in lines:
                 ssn, note = line.split("|")
@@ -63,7 +63,7 @@ class RowLines(ProtocolHandler):
                     values = rows.row(values)
                 out.append(b"|".join(v or b"NULL" for v in values))
             await stream.send_all(b"\n".join(out) + b"\n")
-            await sr.complete(cmd, Outcome(rows=len(out), tag=f"SELECT {len(out)}"))
+            await run.complete(Outcome(rows=len(out), tag=f"SELECT {len(out)}"))
         finally:
             await sr.end("client_closed")
 

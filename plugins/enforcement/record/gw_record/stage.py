@@ -157,7 +157,6 @@ class _SessionTape:
         "index_at",
         "index_commands",
         "index_final",
-        "inflight",
         "origin",
         "pending_bytes",
         "session",
@@ -171,7 +170,6 @@ class _SessionTape:
         self.events: list[_Event] = []
         self.pending_bytes = 0
         self.commands = 0
-        self.inflight: dict[int, _CommandTape] = {}
         self.ended: float | None = None
         self.end_reason = ""
         self.index_commands = -1
@@ -265,9 +263,7 @@ class Record(Stage):
         await self.flush()
 
     def _end(self, tape: _SessionTape, reason: str) -> None:
-        for ct in list(tape.inflight.values()):
-            self._close_command(tape, ct)
-        tape.inflight.clear()
+        # Commands still in flight were completed before the session ended (core guarantees it).
         self._emit(tape, EventType.END, {"reason": Sent(reason), "commands": tape.commands})
         tape.ended = time.time()
         tape.end_reason = reason
@@ -346,15 +342,13 @@ class Record(Stage):
             decision["approved_by"] = list(verdict.approved_by)
         self._emit(tape, EventType.VERDICT, decision)
 
-    def _command(self, tape: _SessionTape, seq: int) -> _CommandTape:
-        ct = tape.inflight.get(seq)
-        if ct is None:
-            ct = _CommandTape(seq, self.options.max_bytes, self.options.max_terminal_bytes)
-            tape.inflight[seq] = ct
-        return ct
+    def _command(self, command: Command) -> _CommandTape:
+        """What this command has recorded so far: its state, until it completes."""
+        return self.state(command, lambda: _CommandTape(command.seq, self.options.max_bytes,
+                                                        self.options.max_terminal_bytes))
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
-        ct = self._command(self._tape(command.session), command.seq)
+        ct = self._command(command)
         ct.columns = [c.name for c in columns]
         ct.binary = tuple(i for i, c in enumerate(columns) if c.binary)
         if self.options.max_rows == 0 or self.refusing:
@@ -365,7 +359,7 @@ class Record(Stage):
         if self.refusing or (channel in INPUT_CHANNELS and not self.options.record_input):
             return None
         tape = self._tape(command.session)
-        ct = self._command(tape, command.seq)
+        ct = self._command(command)
         if channel == RESIZE_CHANNEL:
             return _ResizeCapture(self, tape, command.seq)
         stats = ct.channels.get(channel)
@@ -381,7 +375,7 @@ class Record(Stage):
 
     async def completed(self, command: Command, outcome: Outcome) -> None:
         tape = self._tape(command.session)
-        ct = tape.inflight.pop(command.seq, None)
+        ct = self.state_if_any(command, _CommandTape)
         if ct is not None:
             self._close_command(tape, ct)
         seq = command.seq

@@ -214,17 +214,17 @@ class ScriptHandler(ProtocolHandler):
             async def notice(self, message: str) -> None:
                 await stream.send_all(f"NOTICE {message}\n".encode())
 
-        verdict = await sr.decide(cmd, Context())
+        run = await sr.decide(cmd, Context())
+        verdict = run.verdict
         if not verdict.allowed:
             await stream.send_all(f"DENIED {verdict.reason}\nEND\n".encode())
-            await sr.complete(cmd, Outcome(status="denied", error_message=verdict.reason))
+            await run.complete(Outcome(status="denied", error_message=verdict.reason))
             return
         out = b""
         outcome = Outcome(rows=1, tag="ECHO")
         if word == "rows":
             n = int(text.split()[1])
-            filt = sr.rows(cmd, [Column("id"), Column("ssn", table="public.people", column="ssn"),
-                                 Column("note")])
+            filt = run.rows([Column("id"), Column("ssn", table="public.people", column="ssn"), Column("note")])
             for i in range(n):
                 row: list[bytes | None] = [str(i).encode(), RAW + b"-" + str(i).encode(), None]
                 if filt is not None:
@@ -232,7 +232,7 @@ class ScriptHandler(ProtocolHandler):
                 out += b"ROW " + b",".join(v or b"NULL" for v in row) + b"\n"
             outcome = Outcome(rows=n, tag=f"SELECT {n}", notices=[f"{n} rows for you"])
         elif word == "out":
-            filt_s = sr.stream(cmd, "stdout", "text/plain")
+            filt_s = run.stream("stdout", "text/plain")
             data = RAW + b"-" + text.split(" ", 1)[1].encode() + b" here\n"
             if filt_s is not None:
                 data = filt_s.feed(data) + filt_s.finish()
@@ -242,13 +242,13 @@ class ScriptHandler(ProtocolHandler):
             outcome = Outcome(status="error", error_code="XX000", error_message="upstream says no")
             out += b"ERROR upstream says no\n"
         else:
-            filt = sr.rows(cmd, [Column("answer")])
+            filt = run.rows([Column("answer")])
             row = [b"ok"]
             if filt is not None:
                 row = filt.row(row)
             out += b"ROW " + (row[0] or b"") + b"\n"
         await stream.send_all(out + b"END\n")
-        await sr.complete(cmd, outcome)
+        await run.complete(outcome)
 
 
 class _LineReader:

@@ -19,13 +19,12 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gw.model import Command
 from gw.stage import StreamFilter
 from gw_httpproxy.filtering import feed, finish, open_filter
 from gw_httpproxy.websocket import PROTOCOL_ERROR, Frame, Message, Opcode, WebSocketError
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun
 
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 TEXT = "text/plain"
@@ -50,9 +49,9 @@ class ExecOutput:
         self.outcome_notes: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, sr: SessionRuntime, command: Command, *, tty: bool) -> ExecOutput:
-        out = open_filter(sr, command, "pty" if tty else "stdout", TEXT)
-        err = open_filter(sr, command, "stderr", TEXT)
+    def open(cls, run: CommandRun, *, tty: bool) -> ExecOutput:
+        out = open_filter(run, "pty" if tty else "stdout", TEXT)
+        err = open_filter(run, "stderr", TEXT)
         return cls(out, err, tty=tty)
 
     def _tails(self) -> list[Message]:
@@ -126,9 +125,9 @@ class ExecInput:
         self.stdin_channel = "pty-input" if tty else "stdin"
 
     @classmethod
-    def open(cls, sr: SessionRuntime, command: Command, *, tty: bool) -> ExecInput:
-        stdin = open_filter(sr, command, "pty-input" if tty else "stdin", TEXT)
-        resize = open_filter(sr, command, "pty-resize", "") if tty else None
+    def open(cls, run: CommandRun, *, tty: bool) -> ExecInput:
+        stdin = open_filter(run, "pty-input" if tty else "stdin", TEXT)
+        resize = open_filter(run, "pty-resize", "") if tty else None
         return cls(stdin, resize, tty=tty)
 
     def message(self, message: Message) -> None:

@@ -22,7 +22,7 @@ from .paths import parse_request
 from .secrets import SecretBody, SecretRedactionFailed, SecretWatch
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun, SessionRuntime
     from gw_httpproxy.tunnel import MessageFilter, MessageObserver
 
 #: Media types gw cannot read (so cannot mask): removed from ``Accept``.
@@ -211,14 +211,15 @@ class KubernetesDialect(ProxyDialect):
         return out
 
     # -- responses ------------------------------------------------------------------------------------------
-    def response_filter(self, sr: SessionRuntime, command: Command, content_type: str) -> StreamFilter | None:
+    def response_filter(self, sr: SessionRuntime, run: CommandRun, content_type: str) -> StreamFilter | None:
+        command = run.command
         is_json, watch = _json_media(content_type)
         if is_json and not watch and command.verb == "watch":
             # The API server labels a JSON watch plain application/json (only other encodings get
             # ";stream=watch"); it is a stream of one event per line, and stages must see it as one, or a
             # masking stage would hold the whole (endless) watch as a single document.
             content_type, watch = f"{content_type.split(';')[0].strip()};stream=watch", True
-        stage_filter = open_filter(sr, command, "response-body", content_type)
+        stage_filter = open_filter(run, "response-body", content_type)
         opts = sr.listener.options
         if isinstance(opts, KubernetesListenerOptions) and not opts.redact_secrets:
             return stage_filter
@@ -236,9 +237,10 @@ class KubernetesDialect(ProxyDialect):
                                 "it was not passed on")
         return redactor if stage_filter is None else _Chain(redactor, stage_filter)
 
-    def websocket(self, sr: SessionRuntime, command: Command
+    def websocket(self, sr: SessionRuntime, run: CommandRun
                   ) -> tuple[MessageFilter | None, MessageObserver | None]:
+        command = run.command
         if command.verb in ("exec", "attach"):
             tty = bool(command.attributes.get("tty"))
-            return ExecOutput.open(sr, command, tty=tty), ExecInput.open(sr, command, tty=tty)
-        return super().websocket(sr, command)
+            return ExecOutput.open(run, tty=tty), ExecInput.open(run, tty=tty)
+        return super().websocket(sr, run)

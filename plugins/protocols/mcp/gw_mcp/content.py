@@ -18,10 +18,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from gw.errors import GwError
-from gw.model import Channel, Command
+from gw.model import Channel
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun
 
 CHANNEL = Channel.MCP_CONTENT
 JSON_TYPE = "application/json"
@@ -56,13 +56,12 @@ def _looks_json(text: str) -> bool:
 class ContentMasker:
     """The masking of one command's answer."""
 
-    def __init__(self, sr: SessionRuntime, command: Command) -> None:
-        self.sr = sr
-        self.command = command
+    def __init__(self, run: CommandRun) -> None:
+        self.run = run
 
     def _run(self, data: bytes, content_type: str) -> bytes | None:
         try:
-            filt = self.sr.stream(self.command, CHANNEL, content_type)
+            filt = self.run.stream(CHANNEL, content_type)
             if filt is None:
                 return None
             return filt.feed(data) + filt.finish()

@@ -42,7 +42,7 @@ from .pins import ToolPins
 from .upstream import ResultTooLarge, Upstream, UpstreamFailed
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun, SessionRuntime
 
 log = logging.getLogger("gw.mcp")
 
@@ -509,8 +509,10 @@ class McpSession:
         request_id = f"{sr.session.id}-{cmd.seq}"
         outcome = Outcome(status="error")
         context = CallContext(self, call, nursery)
+        run: CommandRun | None = None
         try:
-            verdict = await sr.decide(cmd, context)
+            run = await sr.decide(cmd, context)
+            verdict = run.verdict
             context.stop()
             if not verdict.allowed:
                 outcome.status = "denied"
@@ -521,7 +523,7 @@ class McpSession:
                                      {"reason": outcome.error_code, "rule": verdict.rule or None,
                                       "stage": verdict.stage or None, "request_id": request_id,
                                       "approval_id": verdict.request_id})
-            return await self._forward(call, cmd, method, params, outcome, request_id)
+            return await self._forward(call, run, method, params, outcome, request_id)
         except trio.Cancelled:
             outcome.status = "cancelled"
             outcome.error_message = call.cancel_reason or "cancelled"
@@ -539,17 +541,17 @@ class McpSession:
         finally:
             context.stop()
             outcome.notices.extend(context.notices)
-            with trio.CancelScope(shield=True):
-                await sr.complete(cmd, outcome)
+            if run is not None:
+                with trio.CancelScope(shield=True):
+                    await run.complete(outcome)
 
-    async def _forward(self, call: Call, cmd: Command, method: str, params: dict[str, Any], outcome: Outcome,
-                       request_id: str) -> dict[str, Any]:
-        sr = self.sr
-        request_filter = sr.stream(cmd, Channel.REQUEST_BODY, "application/json")
+    async def _forward(self, call: Call, run: CommandRun, method: str, params: dict[str, Any],
+                       outcome: Outcome, request_id: str) -> dict[str, Any]:
+        request_filter = run.stream(Channel.REQUEST_BODY, "application/json")
         if request_filter is not None:
             request_filter.feed(jsonrpc.dumps({"method": method, "params": params}))
             request_filter.finish()
-        masker = ContentMasker(sr, cmd)
+        masker = ContentMasker(run)
         upstream_id = self.upstream.new_id()
         call.upstream_id = upstream_id
         answer: dict[str, Any] | None = None

@@ -7,7 +7,6 @@ import base64
 import json
 from typing import Any
 
-from gw.model import Command, Identity, Session
 from gw_mcp.content import ContentMasker
 
 
@@ -29,22 +28,21 @@ class Marking:
 
 
 class Pipeline:
-    """Stands in for a SessionRuntime: hands out a marking filter and remembers the content types asked for."""
+    """Stands in for a CommandRun: hands out a marking filter and remembers the content types asked for."""
 
     def __init__(self) -> None:
         self.types: list[str] = []
         self.seen: list[str] = []
 
-    def stream(self, command: Command, channel: str, content_type: str = "") -> Marking:
+    def stream(self, channel: str, content_type: str = "") -> Marking:
         assert channel == "mcp-content"
         self.types.append(content_type)
         return Marking(self.seen)
 
 
 def _masker() -> tuple[ContentMasker, Pipeline]:
-    session = Session("s", "l", "mcp", Identity("a"), "127.0.0.1:1", "u", 0.0)
     pipeline = Pipeline()
-    return ContentMasker(pipeline, Command(session, 1, "t", "mcp")), pipeline  # type: ignore[arg-type]
+    return ContentMasker(pipeline), pipeline  # type: ignore[arg-type]
 
 
 def test_every_string_of_a_tool_result_is_offered() -> None:

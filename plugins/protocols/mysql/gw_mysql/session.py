@@ -40,7 +40,7 @@ from gw.model import (
     SessionEnd,
     Verdict,
 )
-from gw.pipeline import SessionRuntime
+from gw.pipeline import CommandRun, SessionRuntime
 from gw.stage import RowFilter
 from gw_sqlanalysis import Classification, Classifier
 from gw_sqlanalysis.mysql import (
@@ -131,7 +131,7 @@ class Prepared:
 class _Answer:
     """What the session does with one command's answer."""
 
-    command: Command | None = None
+    run: CommandRun | None = None
     outcome: Outcome | None = None
     #: Text-protocol rows (COM_QUERY) or binary rows (COM_STMT_EXECUTE / FETCH).
     binary: bool = False
@@ -145,6 +145,10 @@ class _Answer:
     replace_final: Err | None = None
     prepared: Prepared | None = None
     classifier: Classifier | None = None
+
+    @property
+    def command(self) -> Command | None:
+        return self.run.command if self.run is not None else None
 
 
 class _Context:
@@ -227,7 +231,7 @@ class ProxySession:
         self._seq = 0
         self._message_timeout = handler.options.message_timeout.total_seconds()
         self._buffer_limit = handler.options.max_packet_size + RECEIVE_SIZE
-        self._pending_completion: tuple[Command, Outcome] | None = None
+        self._pending_completion: tuple[CommandRun, Outcome] | None = None
         self._final_error: Err | None = None
 
     # -- lifetime --------------------------------------------------------------------------------------------
@@ -298,11 +302,11 @@ class ProxySession:
             await self.up.quit()
         await self.up.aclose()
         if self._pending_completion is not None:
-            cmd, outcome = self._pending_completion
+            run, outcome = self._pending_completion
             self._pending_completion = None
             outcome.status = OutcomeStatus.CANCELLED
             outcome.error_message = outcome.error_message or f"session ended: {reason}"
-            await self.sr.complete(cmd, outcome)
+            await run.complete(outcome)
         await self.sr.end(reason)
 
     # -- reading the client ----------------------------------------------------------------------------------
@@ -438,19 +442,20 @@ class ProxySession:
                                objects=cls.objects, flags=cls.flags, params=params, attributes=attrs,
                                verbs=cls.verbs)
 
-    async def _decide(self, cmd: Command, context: _Context) -> Err | None:
+    async def _decide(self, cmd: Command, context: _Context) -> tuple[CommandRun, Err | None]:
+        """The command's run, and the error to answer with when it was refused (the run is then complete)."""
         self.deciding = True
         try:
-            verdict = await self.sr.decide(cmd, context)
+            run = await self.sr.decide(cmd, context)
         finally:
             self.deciding = False
-        if verdict.allowed:
-            return None
-        err = refusal(verdict)
+        if run.allowed:
+            return run, None
+        err = refusal(run.verdict)
         log.info("session %s: refused command %d (%d): %s", cmd.session.id, cmd.seq, err.number, err.message)
-        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=str(err.number),
-                                            error_message=err.message))
-        return err
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_code=str(err.number),
+                                   error_message=err.message))
+        return run, err
 
     # -- COM_QUERY -----------------------------------------------------------------------------------------------
     async def _query(self, p: Packet) -> None:
@@ -475,21 +480,20 @@ class ProxySession:
         context = _Context(self, bytes(p.payload))
         cmd = self._command_for(decoded, cls)
         context.command = cmd
-        wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd, context)
+        run, refused = await self._decide(cmd, context)
         if refused is not None:
             await context.discard()
             await self._reply(refused)
             return
         if context.open is not None:
-            await self._keep_measured(cmd, context)
+            await self._keep_measured(run, context)
             return
-        answer = _Answer(cmd, Outcome(), wants_rows=wants_rows, text=decoded.analysis, check_mode=check_mode,
+        answer = _Answer(run, Outcome(), wants_rows=run.wants_rows, text=decoded.analysis, check_mode=check_mode,
                          classifier=classifier)
         answer.lineage_ok = not facts.opaque
         await self._forward(p, answer, context)
 
-    async def _keep_measured(self, cmd: Command, context: _Context) -> None:
+    async def _keep_measured(self, run: CommandRun, context: _Context) -> None:
         """The verdict allows a write gw already ran measured: keep it and relay its answer (the OK's status
         flags as they are once gw's transaction or savepoint is gone)."""
         pending, context.open = context.open, None
@@ -513,7 +517,7 @@ class ProxySession:
             outcome.error_message = err.message
             outcome.rows = 0
             await self._reply(err)
-        await self.sr.complete(cmd, outcome)
+        await run.complete(outcome)
 
     async def _kill_statement(self, decoded: Decoded, statements: int) -> None:
         m = _KILL.fullmatch(decoded.analysis)
@@ -578,13 +582,12 @@ class ProxySession:
         context = _Context(self)
         cmd = self._command_for(st.decoded, st.classification, params=params,
                                 attributes={"statement": st.statement_id})
-        wants_rows = self.sr.wants_rows
-        refused = await self._decide(cmd, context)
+        run, refused = await self._decide(cmd, context)
         st.long_data.clear()
         if refused is not None:
             await self._reply(refused)
             return
-        answer = _Answer(cmd, Outcome(), binary=True, wants_rows=wants_rows, text=st.decoded.analysis,
+        answer = _Answer(run, Outcome(), binary=True, wants_rows=run.wants_rows, text=st.decoded.analysis,
                          check_mode=st.changes_mode, prepared=st,
                          classifier=self._classifier(st.mode, st.database))
         await self._forward(p, answer, context, cursor=bool(ex.flags & 0x07))
@@ -631,11 +634,11 @@ class ProxySession:
                              objects=(f"{name}.*",), flags=frozenset(), verbs=("use",))
         cmd = self._command_for(decoded, cls, attributes={"command": "COM_INIT_DB"})
         context = _Context(self)
-        refused = await self._decide(cmd, context)
+        run, refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)
             return
-        answer = _Answer(cmd, Outcome(), check_mode=True)
+        answer = _Answer(run, Outcome(), check_mode=True)
         await self._forward(p, answer, context)
 
     async def _field_list(self, p: Packet) -> None:
@@ -645,21 +648,21 @@ class ProxySession:
         cmd = self._command_for(Decoded("", f"SHOW COLUMNS FROM `{table}`"), cls,
                                 attributes={"command": "COM_FIELD_LIST"})
         context = _Context(self)
-        refused = await self._decide(cmd, context)
+        run, refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)
             return
-        await self._forward(p, _Answer(cmd, Outcome()), context)
+        await self._forward(p, _Answer(run, Outcome()), context)
 
     async def _simple_command(self, p: Packet, verb: str, text: str) -> None:
         cls = Classification(kind=Kind.READ, verb=verb, objects=(), flags=frozenset(), verbs=(verb,))
         cmd = self._command_for(Decoded(text, text), cls, attributes={"command": f"COM_{text}"})
         context = _Context(self)
-        refused = await self._decide(cmd, context)
+        run, refused = await self._decide(cmd, context)
         if refused is not None:
             await self._reply(refused)
             return
-        await self._forward(p, _Answer(cmd, Outcome()), context)
+        await self._forward(p, _Answer(run, Outcome()), context)
 
     async def _set_option(self, p: Packet) -> None:
         if len(p.payload) != 3:
@@ -681,8 +684,8 @@ class ProxySession:
         com = p.payload[0]
         reader = ResponseReader(com, self.up.capabilities, cursor=cursor,
                                 columns=answer.wants_rows or com == Com.FIELD_LIST)
-        if answer.command is not None and answer.outcome is not None:
-            self._pending_completion = (answer.command, answer.outcome)
+        if answer.run is not None and answer.outcome is not None:
+            self._pending_completion = (answer.run, answer.outcome)
         # ``busy`` stays set when the relay is cancelled (the client vanished, gw ends the session): teardown
         # then stops the query upstream.
         self.busy = True
@@ -690,9 +693,9 @@ class ProxySession:
         await self._relay(reader, answer, context)
         self.busy = False
         if self._pending_completion is not None:
-            cmd, outcome = self._pending_completion
+            run, outcome = self._pending_completion
             self._pending_completion = None
-            await self.sr.complete(cmd, outcome)
+            await run.complete(outcome)
 
     async def _relay(self, reader: ResponseReader, answer: _Answer, context: _Context | None) -> None:
         up = self.up
@@ -855,7 +858,8 @@ class ProxySession:
         assert answer.command is not None
         if lineage is None and any(c.column is None for c in columns):
             columns = await self._attribute_untraceable(answer.command, columns)
-        filt = self.sr.rows(answer.command, columns)
+        assert answer.run is not None
+        filt = answer.run.rows(columns)
         if answer.command.verb == "show" and _DIAGNOSTICS.search(answer.text or ""):
             # SHOW WARNINGS / SHOW ERRORS: their Message column quotes row values like error texts do.
             return _RedactMessages(len(columns) - 1, filt)
@@ -900,11 +904,11 @@ class ProxySession:
             answer.outcome.status = OutcomeStatus.ERROR
             answer.outcome.error_code = str(err.number)
         message = err.message
-        if self.sr.wants_rows:
+        run = answer.run
+        if run.wants_rows if run is not None else self.sr.wants_rows:
             message = redact_values(message)
-            cmd = answer.command
-            if cmd is not None:
-                stream = self.sr.stream(cmd, Channel.ERROR, "text/plain; charset=utf-8")
+            if run is not None:
+                stream = run.stream(Channel.ERROR, "text/plain; charset=utf-8")
                 if stream is not None:
                     data = stream.feed(message.encode("utf-8", "surrogateescape")) + stream.finish()
                     message = data.decode("utf-8", "surrogateescape")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
-from gw.pipeline import SessionRuntime
+from gw.pipeline import CommandRun, SessionRuntime
 from gw.stage import UNKNOWN_SOURCES, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
@@ -160,7 +160,7 @@ class Expect(enum.IntEnum):
 @dataclass(slots=True)
 class Pending:
     expect: Expect
-    command: Command | None = None
+    run: CommandRun | None = None
     outcome: Outcome | None = None
     #: gw's own ErrorResponse that replaces the upstream's answer (a refused message).
     replacement: bytes | None = None
@@ -182,6 +182,10 @@ class Pending:
     #: ``MEASURE``: the answer's messages, and the event set when its ReadyForQuery arrived.
     collected: list[tuple[int, bytes]] | None = None
     done: trio.Event | None = None
+
+    @property
+    def command(self) -> Command | None:
+        return self.run.command if self.run is not None else None
 
 
 #: Entries without per-message state are shared (the hot path of extended-protocol clients allocates less).
@@ -277,7 +281,7 @@ class ProxySession:
         self._upstream_boundary = False
         self._skipping = False  # a refused extended-protocol message: drop client messages until Sync
         self._rows_slow = False
-        self._completions: list[tuple[Command, Outcome]] = []
+        self._completions: list[tuple[CommandRun, Outcome]] = []
         self._ending: _Ending | None = None
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -374,13 +378,13 @@ class ProxySession:
                     pass
         await self.up.aclose()
         for entry in self.pending:
-            if entry.command is not None and entry.outcome is not None:
+            if entry.run is not None and entry.outcome is not None:
                 entry.outcome.status = OutcomeStatus.CANCELLED
                 entry.outcome.error_message = entry.outcome.error_message or f"session ended: {reason}"
-                self._completions.append((entry.command, entry.outcome))
+                self._completions.append((entry.run, entry.outcome))
         self.pending.clear()
-        for cmd, outcome in self._completions:
-            await self.sr.complete(cmd, outcome)
+        for run, outcome in self._completions:
+            await run.complete(outcome)
         self._completions.clear()
         await self.sr.end(reason)
 
@@ -517,17 +521,19 @@ class ProxySession:
         return self.sr.command(text, language="sql", kind=cls.kind, verb=cls.verb, objects=cls.objects,
                                flags=cls.flags, params=params, attributes=attributes, verbs=cls.verbs)
 
-    async def _decide(self, cmd: Command, raw: bytes | memoryview | None = None) -> tuple[bytes | None, _Decision]:
-        """Run the pipeline; None when allowed, else gw's ErrorResponse (the refusal is completed here).  The
-        decision's context carries a measured write still waiting to be kept or undone."""
+    async def _decide(self, cmd: Command, raw: bytes | memoryview | None = None
+                      ) -> tuple[CommandRun | None, bytes | None, _Decision]:
+        """Run the pipeline: the run when allowed, else gw's ErrorResponse (the refusal is completed here).
+        The decision's context carries a measured write still waiting to be kept or undone."""
         if self._upstream_boundary:
             await self._before_decision()
         ctx = _Decision(self, cmd, bytes(raw) if raw is not None else None)
         self._decision = ctx
+        run: CommandRun | None = None
         try:
             with trio.CancelScope() as scope:
                 self._decide_scope = scope
-                verdict = await self.sr.decide(cmd, ctx)
+                run = await self.sr.decide(cmd, ctx)
             if _TEXT in cmd.attributes:
                 self._last_mask_command = cmd
         finally:
@@ -538,24 +544,22 @@ class ProxySession:
             # Also when a verdict arrived in the same moment the client left: nobody waits for the answer.
             with trio.move_on_after(5):
                 await self._undo(ctx)
-                if not scope.cancelled_caught:
-                    await self.sr.complete(cmd, Outcome(
-                        status=OutcomeStatus.CANCELLED,
-                        error_message="the client disconnected before the command could run"))
+                if run is not None:
+                    await run.complete(Outcome(status=OutcomeStatus.CANCELLED,
+                                               error_message="the client disconnected before the command could run"))
             raise trio.BrokenResourceError("the client disconnected while its command was held")
-        if scope.cancelled_caught:
+        if run is None:
             # The client cancelled the held command: nothing ran (the pipeline recorded it).
             await self._undo(ctx)
-            return error_message("ERROR", E.QUERY_CANCELED, "canceling statement due to user request: gw "
-                                 "cancelled the held command and its approval request; nothing ran"), ctx
-        if verdict.allowed:
-            return None, ctx
+            return None, error_message("ERROR", E.QUERY_CANCELED, "canceling statement due to user request: "
+                                       "gw cancelled the held command and its approval request; nothing ran"), ctx
+        if run.allowed:
+            return run, None, ctx
         await self._undo(ctx)
-        code, message, detail = refusal(verdict)
+        code, message, detail = refusal(run.verdict)
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=code,
-                                            error_message=message))
-        return error_message("ERROR", code, message, detail=detail), ctx
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_code=code, error_message=message))
+        return None, error_message("ERROR", code, message, detail=detail), ctx
 
     async def _facts(self, text: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the mask stage needs to know before deciding: the sources the statement reads and those the
@@ -588,14 +592,13 @@ class ProxySession:
         cmd = await self._command_for(text, cls, ops, query=True)
         if cmd is None:
             return
-        wants_rows = self.sr.wants_rows
-        refused, ctx = await self._decide(cmd, raw)
-        if refused is not None:
+        run, refused, ctx = await self._decide(cmd, raw)
+        if run is None:
             self._expect(Pending(Expect.QUERY, replacement=refused))
             self._forward(_REFUSE_QUERY, boundary=True)
             return
         prepares = self._apply_names(ops, cmd)
-        entry = Pending(Expect.QUERY, cmd, Outcome(), wants_rows=wants_rows, prepares=prepares)
+        entry = Pending(Expect.QUERY, run, Outcome(), wants_rows=run.wants_rows, prepares=prepares)
         if ctx.open is not None:  # measured already: keep it and relay the answer held back
             await self._keep(ctx, entry)
             return
@@ -710,12 +713,12 @@ class ProxySession:
             attributes["portal"] = portal
         cmd = self._command(text, None, attributes=attributes)
         verdict = Verdict.deny(message, code=DenyCode.POLICY, stage="postgres")
-        recorded = await self.sr.refuse(cmd, verdict)
+        run = await self.sr.refuse(cmd, verdict)
+        recorded = run.verdict
         if not recorded.allowed and recorded is not verdict and recorded.reason:
             message = recorded.reason
         log.info("session %s: refused command %d (%s): %s", cmd.session.id, cmd.seq, code, message)
-        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_code=code,
-                                            error_message=message))
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_code=code, error_message=message))
         reply = error_message("ERROR", code, message, detail="refused by gw (postgres protocol)")
         if query:
             self._expect(Pending(Expect.QUERY, replacement=reply))
@@ -790,21 +793,21 @@ class ProxySession:
                                       attributes=attributes)
         if cmd is None:
             return
-        wants_rows = self.sr.wants_rows
-        refused, _ = await self._decide(cmd)
-        if refused is not None:
+        run, refused, _ = await self._decide(cmd)
+        if run is None:
             # Like an error of the Execute itself: the upstream aborts and skips to Sync; so does gw.
             self._expect(Pending(Expect.EXECUTE, replacement=refused))
             self._forward(_REFUSE_EXECUTE)
             self._skipping = True
             return
         prepares = self._apply_names(ops, cmd)
+        wants_rows = run.wants_rows
         if wants_rows and portal.fields is None and not portal.describing:
             # gw needs the portal's columns to filter its rows; ask without relaying the answer.
             portal.describing = True
             self._expect(Pending(Expect.DESCRIBE, internal=True, portal=portal, wants_rows=True))
             self._forward(Describe("P", msg.portal).encode())
-        self._expect(Pending(Expect.EXECUTE, cmd, Outcome(), portal=portal, wants_rows=wants_rows,
+        self._expect(Pending(Expect.EXECUTE, run, Outcome(), portal=portal, wants_rows=wants_rows,
                              resolve_rows=wants_rows, prepares=prepares))
         self._forward(raw)
 
@@ -1049,15 +1052,15 @@ class ProxySession:
             await self.writer.send(out[0] if len(out) == 1 else b"".join(out))
         if self._completions:
             done, self._completions = self._completions, []
-            for cmd, outcome in done:
-                await self.sr.complete(cmd, outcome)
+            for run, outcome in done:
+                await run.complete(outcome)
 
     def _pop(self, *, ok: bool = False, skipped: bool = True) -> Pending | None:
         """The head entry is answered: move on to the next.  A Parse or Bind it stood for is established
         (``ok``), rejected, or -- answered by nothing, the default -- skipped by the server."""
         entry = self.pending.popleft() if self.pending else None
-        if entry is not None and entry.command is not None and entry.outcome is not None:
-            self._completions.append((entry.command, entry.outcome))
+        if entry is not None and entry.run is not None and entry.outcome is not None:
+            self._completions.append((entry.run, entry.outcome))
         if entry is not None:
             if entry.expect is Expect.PARSE and entry.statement is not None:
                 self.names.settle(entry.statement, ok, skipped=skipped)
@@ -1292,11 +1295,11 @@ class ProxySession:
 
     async def _open_rows(self, head: Pending, fields: Sequence[FieldDescription], text: str) -> None:
         """Columns and the pipeline's row filter for the result that starts now."""
-        assert head.command is not None
+        assert head.run is not None
         head.resolve_rows = False
         index = head.statement_index if head.expect is Expect.QUERY else None
-        if not self.sr.wants_sources:  # no stage reads sources: no lineage, no catalog lookup
-            head.filter = self.sr.rows(head.command, wire_columns(fields))
+        if not head.run.wants_sources:  # no stage reads sources: no lineage, no catalog lookup
+            head.filter = head.run.rows(wire_columns(fields))
             self._pop_filter(head)
             return
         try:
@@ -1307,20 +1310,20 @@ class ProxySession:
                              "lookup failed), so it withheld the rows as policy requires; retry in a moment")
             head.filter = None
         else:
-            head.filter = self.sr.rows(head.command, columns)
+            head.filter = head.run.rows(columns)
         self._pop_filter(head)
 
     async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
         """A COPY TO STDOUT starts while a stage may filter rows: learn its columns (the lineage of the very
         statement that runs, as the lexer splits it), then filter text rows, or withhold the data when the
         filter cannot be honoured (fail closed)."""
-        assert head.command is not None
+        assert head.run is not None
         response = CopyOutResponse.decode(body)
         index = head.statement_index if head.expect is Expect.QUERY else None
-        tokens = statement_tokens(self.handler.classifier, head.command.text, index)
+        tokens = statement_tokens(self.handler.classifier, head.run.command.text, index)
         copy = parse_copy_tokens(tokens) if tokens else None
         width = len(response.column_formats)
-        if copy is None or not self.sr.wants_sources:
+        if copy is None or not head.run.wants_sources:
             sources: list[tuple[str, ...]] = [UNKNOWN_SOURCES] * width
         else:
             try:
@@ -1332,7 +1335,7 @@ class ProxySession:
                 self._pop_filter(head)
                 return
         columns = [Column(name=f"column{i + 1}", type_name="text", sources=s) for i, s in enumerate(sources)]
-        head.filter = self.sr.rows(head.command, columns)
+        head.filter = head.run.rows(columns)
         if head.filter is not None and (copy is None or not copy.plain or response.format != 0):
             head.filter = None
             shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \

@@ -23,6 +23,10 @@ STAGES = ('{ use = "recorder" }, { use = "guard", deny = [{ kind = ["unknown", "
     ("select " + "(" * 60 + "1" + ")" * 60, "1"),
     ("select " + "(" * 1000 + "1" + ")" * 1000, "1"),
     ("select " + "(" * 25 + "1" + "+1)" * 25, "26"),
+    ("select " + "(" * 60 + "1" + "+1)" * 60, "61"),
+    ("select " + "(" * 120 + "1" + "+1)" * 120, "121"),
+    ("select 1 where 1 in " + "(select 1 where 1 in " * 100 + "(1)" + ")" * 100, "1"),
+    ("select " + "case when true then (" * 60 + "1" + ") end" * 60, "1"),
     ("select cardinality(" + "array[" * 6 + "1" + "]" * 6 + ")", "1"),
     ("select " + "coalesce(null, " * 25 + "1" + ")" * 25, "1"),
 ])

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from gw.model import Channel, Command, Kind, ObjectSyntax, Outcome, OutcomeStatus, Verdict
+from gw.pipeline import CommandRun
 from gw.stage import StreamFilter
 from gw_shellanalysis import escape, normalise
 from gw_shellanalysis.paths import climbs, collapse, process_relative
@@ -154,12 +155,14 @@ class _Relay:
             await self.session.refuse(self.chan, f"gw: {e}", UNAVAILABLE)
             return None
 
-    async def _decided(self, cmd: Command, outcome: Outcome) -> tuple[bool, list[ChannelEvent]]:
-        """Decide; on refusal tell the client and fill ``outcome``.  True when the command may run."""
-        verdict, early = await self.session.decide(self.chan, cmd)
-        if verdict is None:
-            outcome.error_message = "the client closed the channel while the command was being decided"
-            return False, early
+    async def _decided(self, cmd: Command, outcome: Outcome) -> tuple[CommandRun | None, list[ChannelEvent]]:
+        """Decide; on refusal tell the client and fill ``outcome``.  The run (None when the client left
+        meanwhile: the command is recorded already); the command may run when ``run.allowed``."""
+        run, early = await self.session.decide(
+            self.chan, cmd, "the client closed the channel while the command was being decided")
+        if run is None:
+            return None, early
+        verdict = run.verdict
         if not verdict.allowed:
             text = _refusal_text(verdict)
             reasons = cmd.attributes.get("unknown") if cmd.kind is Kind.UNKNOWN else None
@@ -169,14 +172,15 @@ class _Relay:
             outcome.status, outcome.error_message = OutcomeStatus.DENIED, verdict.reason
             outcome.error_code = verdict.code.value if verdict.code else None
             await self.session.refuse(self.chan, text, self.refused_status)
-            return False, early
-        return True, early
+        return run, early
 
-    async def _complete(self, cmd: Command, outcome: Outcome) -> None:
+    async def _complete(self, run: CommandRun | None, outcome: Outcome) -> None:
+        if run is None:
+            return
         with trio.CancelScope(shield=True):
             if outcome.status == "cancelled" and not outcome.error_message:
                 outcome.error_message = self.session.cancel_reason()
-            await self.sr.complete(cmd, outcome)
+            await run.complete(outcome)
 
     async def _relay_exit(self, exit_event: ExitStatus | ExitSignal | None, outcome: Outcome,
                           what: str) -> None:
@@ -283,9 +287,10 @@ class CommandRelay(_Relay):
         cmd = await self.command()
         outcome = Outcome(status=OutcomeStatus.CANCELLED)
         started = time.perf_counter()
+        run: CommandRun | None = None
         try:
-            allowed, early = await self._decided(cmd, outcome)
-            if not allowed:
+            run, early = await self._decided(cmd, outcome)
+            if run is None or not run.allowed:
                 return
             up = await self._open_upstream(cmd, outcome, command=self.request.command,
                                            terminal=self.request.terminal)
@@ -293,7 +298,7 @@ class CommandRelay(_Relay):
                 return
             started = time.perf_counter()
             try:
-                await self._relay(cmd, up, early, outcome)
+                await self._relay(run, up, early, outcome)
             except trio.Cancelled:
                 # The client's connection is gone (or gw ended the session): stop the command on the target.
                 outcome.status, outcome.error_message = OutcomeStatus.CANCELLED, self.session.cancel_reason()
@@ -305,16 +310,16 @@ class CommandRelay(_Relay):
         finally:
             if outcome.status != "denied":
                 outcome.duration = time.perf_counter() - started
-            await self._complete(cmd, outcome)
+            await self._complete(run, outcome)
 
-    async def _relay(self, cmd: Command, up: UpstreamChannel, early: list[ChannelEvent], outcome: Outcome) -> None:
+    async def _relay(self, run: CommandRun, up: UpstreamChannel, early: list[ChannelEvent], outcome: Outcome
+                     ) -> None:
         pty = self.request.terminal is not None
         transfer = self.plan is not None and self.plan.transfer is not None
-        out = None if transfer else self.sr.stream(cmd, Channel.PTY if pty else Channel.STDOUT, "text/plain")
-        err = self.sr.stream(cmd, Channel.STDERR, "text/plain")
-        typed = None if transfer else self.sr.stream(cmd, Channel.PTY_INPUT if pty else Channel.STDIN,
-                                                     "text/plain")
-        resize = self.sr.stream(cmd, Channel.PTY_RESIZE) if pty else None
+        out = None if transfer else run.stream(Channel.PTY if pty else Channel.STDOUT, "text/plain")
+        err = run.stream(Channel.STDERR, "text/plain")
+        typed = None if transfer else run.stream(Channel.PTY_INPUT if pty else Channel.STDIN, "text/plain")
+        resize = run.stream(Channel.PTY_RESIZE) if pty else None
         state = _RelayState()
         try:
             async with trio.open_nursery() as nursery:
@@ -425,7 +430,7 @@ class CommandRelay(_Relay):
 class _OpenFile:
     """A handle the target returned for a decided open/opendir, completed when it is closed."""
 
-    command: Command
+    run: CommandRun
     path: str
     read: int = 0
     written: int = 0
@@ -434,7 +439,7 @@ class _OpenFile:
 @dataclass
 class _SftpState:
     #: request id -> the decided command waiting for its answer
-    pending: dict[int, Command] = field(default_factory=dict)
+    pending: dict[int, CommandRun] = field(default_factory=dict)
     #: request id -> the path the client named (for handles opened by it)
     paths: dict[int, str] = field(default_factory=dict)
     #: request id -> handle, for reads (DATA answers count bytes) and closes
@@ -453,9 +458,10 @@ class SftpRelay(_Relay):
         cmd = self.sr.command("sftp", language="sftp", kind=Kind.EXEC, verb="sftp")
         outcome = Outcome(status=OutcomeStatus.CANCELLED)
         state = _SftpState()
+        run: CommandRun | None = None
         try:
-            allowed, early = await self._decided(cmd, outcome)
-            if not allowed:
+            run, early = await self._decided(cmd, outcome)
+            if run is None or not run.allowed:
                 return
             up = await self._open_upstream(cmd, outcome, subsystem="sftp")
             if up is None:
@@ -482,17 +488,15 @@ class SftpRelay(_Relay):
             else:
                 await self._relay_exit(state.exit, outcome, "sftp session")
         finally:
-            await self._complete(cmd, outcome)
+            await self._complete(run, outcome)
 
     async def _complete_open(self, state: _SftpState) -> None:
         """Operations still waiting for an answer, and files never closed, complete with the session."""
         with trio.CancelScope(shield=True):
-            for command in state.pending.values():
-                ended = Outcome(status=OutcomeStatus.CANCELLED, error_message="the sftp session ended first")
-                await self.sr.complete(command, ended)
+            for run in state.pending.values():
+                await run.complete(Outcome(status=OutcomeStatus.CANCELLED, error_message="the sftp session ended first"))
             for f in state.handles.values():
-                await self.sr.complete(f.command, Outcome(status=OutcomeStatus.OK, tag="not closed",
-                                                                        notes=_byte_notes(f)))
+                await f.run.complete(Outcome(status=OutcomeStatus.OK, tag="not closed", notes=_byte_notes(f)))
             state.pending.clear()
             state.handles.clear()
 
@@ -571,23 +575,22 @@ class SftpRelay(_Relay):
             return False, []
         cmd = self.sr.command(op.text, language="sftp", kind=op.kind, verb=op.verb, objects=objects,
                               flags=op.flags, object_syntax=ObjectSyntax.PATH)
-        verdict, early = await self.session.decide(self.chan, cmd)
+        run, early = await self.session.decide(
+            self.chan, cmd, "the client closed the sftp session while the operation was being decided")
         assert request.id is not None
-        if verdict is None:
+        if run is None:
             state.client_closed = True
-            await self.sr.complete(cmd, Outcome(status=OutcomeStatus.CANCELLED,
-                                                error_message="the client closed the sftp session while the "
-                                                              "operation was being decided"))
             return False, early
+        verdict = run.verdict
         if verdict.allowed:
-            state.pending[request.id] = cmd
+            state.pending[request.id] = run
             state.paths[request.id] = op.objects[0] if op.objects else ""
             return True, early
         text = _refusal_text(verdict)
         await self.chan.send(sftp.status_packet(request.id, sftp.Status.PERMISSION_DENIED, text))
         await self.chan.send(text.encode("utf-8", "replace") + b"\n", stderr=True)
-        await self.sr.complete(cmd, Outcome(status=OutcomeStatus.DENIED, error_message=verdict.reason,
-                                            error_code=verdict.code.value if verdict.code else None))
+        await run.complete(Outcome(status=OutcomeStatus.DENIED, error_message=verdict.reason,
+                                   error_code=verdict.code.value if verdict.code else None))
         return False, early
 
     def _track_request(self, request: sftp.Request, state: _SftpState) -> None:
@@ -612,15 +615,15 @@ class SftpRelay(_Relay):
                     continue
                 framer.receive_data(event.data)
                 batch: list[bytes] = []
-                done: list[tuple[Command, Outcome]] = []
+                done: list[tuple[CommandRun, Outcome]] = []
                 while (packet := framer.next_packet()) is not sftp.NEED_DATA:
                     assert isinstance(packet, bytes)
                     self._track_response(sftp.parse_response(packet), state, done)
                     batch.append(packet)
                 if batch:
                     await self.chan.send(b"".join(batch))
-                for command, outcome in done:
-                    await self.sr.complete(command, outcome)
+                for run, outcome in done:
+                    await run.complete(outcome)
             elif isinstance(event, Eof):
                 pass  # the client's EOF follows the exit status (_relay_exit)
             elif isinstance(event, (ExitStatus, ExitSignal)):
@@ -629,21 +632,20 @@ class SftpRelay(_Relay):
                 return
 
     def _track_response(self, response: sftp.Response, state: _SftpState,
-                        done: list[tuple[Command, Outcome]]) -> None:
+                        done: list[tuple[CommandRun, Outcome]]) -> None:
         rid = response.id
         if rid is None:
             return
-        command = state.pending.pop(rid, None)
-        if command is not None:
+        run = state.pending.pop(rid, None)
+        if run is not None:
             path = state.paths.pop(rid, "")
             if response.type == sftp.T.HANDLE and response.handle is not None:
-                state.handles[response.handle] = _OpenFile(command, path)
+                state.handles[response.handle] = _OpenFile(run, path)
             elif response.type == sftp.T.STATUS and response.status != sftp.Status.OK:
-                done.append((command, Outcome(status=OutcomeStatus.ERROR,
-                                              error_code=_status_name(response.status),
-                                              error_message=response.message or None)))
+                done.append((run, Outcome(status=OutcomeStatus.ERROR, error_code=_status_name(response.status),
+                                          error_message=response.message or None)))
             else:
-                done.append((command, Outcome(status=OutcomeStatus.OK)))
+                done.append((run, Outcome(status=OutcomeStatus.OK)))
             return
         handle = state.reads.pop(rid, None)
         if handle is not None:
@@ -655,7 +657,7 @@ class SftpRelay(_Relay):
         if handle is not None:
             f = state.handles.pop(handle, None)
             if f is not None:
-                done.append((f.command, Outcome(status=OutcomeStatus.OK, tag="closed", notes=_byte_notes(f))))
+                done.append((f.run, Outcome(status=OutcomeStatus.OK, tag="closed", notes=_byte_notes(f))))
 
 
 def _byte_notes(f: _OpenFile) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import logging
 from typing import TYPE_CHECKING
 
 import trio
-from gw.model import Command, SessionEnd, Verdict
-from gw.pipeline import SessionRuntime
+from gw.model import Command, OutcomeStatus, SessionEnd
+from gw.pipeline import CommandRun, SessionRuntime
 from gw_shellanalysis import ShellContext
 
 from .auth import Login
@@ -265,13 +265,15 @@ class ConnectionSession:
         assert self.upstream is not None
         return await resolve(await only_trees(objects, self.upstream), self.upstream, physical)
 
-    async def decide(self, chan: ServerChannel, cmd: Command) -> tuple[Verdict | None, list[ChannelEvent]]:
+    async def decide(self, chan: ServerChannel, cmd: Command, gone_reason: str
+                     ) -> tuple[CommandRun | None, list[ChannelEvent]]:
         """Run the pipeline's decision while watching the channel: input that arrives meanwhile is kept (up to
         :data:`EARLY_INPUT_LIMIT`) and returned; if the client closes the channel, the decision is abandoned
-        (an approval hold is cancelled) and the verdict is None."""
+        (an approval hold is cancelled), the command is recorded as cancelled (``gone_reason``) and the run is
+        None."""
         early: list[ChannelEvent] = []
         gone = False
-        verdict: Verdict | None = None
+        run: CommandRun | None = None
 
         async with trio.open_nursery() as nursery:
             async def watch() -> None:
@@ -291,6 +293,9 @@ class ConnectionSession:
 
             context = StderrNotices(chan, self)
             nursery.start_soon(watch)
-            verdict = await self.sr.decide(cmd, context)
+            run = await self.sr.decide(cmd, context)
             nursery.cancel_scope.cancel()
-        return (None if gone else verdict), early
+        if gone and run is not None:  # the verdict came as the client left: nobody waits for it
+            await run.abandon(OutcomeStatus.CANCELLED, gone_reason)
+            run = None
+        return run, early

@@ -35,7 +35,7 @@ from .headers import HeaderList, Headers
 from .targets import Target
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun, SessionRuntime
 
     from .options import ProxyListenerOptions
     from .tunnel import MessageFilter, MessageObserver
@@ -129,9 +129,9 @@ class ProxyDialect:
     def upstream_headers(self, headers: HeaderList, request: RequestView, sr: SessionRuntime) -> HeaderList:
         return headers
 
-    def response_filter(self, sr: SessionRuntime, command: Command, content_type: str) -> StreamFilter | None:
-        return filtering.open_filter(sr, command, Channel.RESPONSE_BODY, content_type)
+    def response_filter(self, sr: SessionRuntime, run: CommandRun, content_type: str) -> StreamFilter | None:
+        return filtering.open_filter(run, Channel.RESPONSE_BODY, content_type)
 
-    def websocket(self, sr: SessionRuntime, command: Command
+    def websocket(self, sr: SessionRuntime, run: CommandRun
                   ) -> tuple[MessageFilter | None, MessageObserver | None]:
-        return filtering.StageMessages.open(sr, command), filtering.StageMessageObserver.open(sr, command)
+        return filtering.StageMessages.open(run), filtering.StageMessageObserver.open(run)

@@ -5,7 +5,7 @@ unparseable JSON, a content type the mask stage refuses, a bug -- becomes :class
 proxy turns into a 502 (before the response head) or a cut connection (after it).  Unfiltered bytes are never
 sent instead.
 
-The channels the proxy offers (``sr.stream(command, channel, content_type)``):
+The channels the proxy offers (``run.stream(channel, content_type)``):
 
 ``response-body``
     the response body, with the response's ``Content-Type`` (``application/octet-stream`` when it has none,
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from gw.errors import GwError
-from gw.model import Channel, Command
+from gw.model import Channel
 from gw.stage import StreamFilter
 
 from .headers import HeaderList, Headers
@@ -46,7 +46,7 @@ from .websocket import (
 )
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun
 
 HEADERS_CHANNEL = Channel.RESPONSE_HEADERS
 #: The content type of the ``response-headers`` channel's document.
@@ -72,11 +72,10 @@ class FilterFailed(Exception):
         self.channel = channel
 
 
-def open_filter(sr: SessionRuntime, command: Command, channel: Channel, content_type: str
-                ) -> StreamFilter | None:
-    """The pipeline's filter for one stream of ``command`` (None when no stage wants it)."""
+def open_filter(run: CommandRun, channel: Channel, content_type: str) -> StreamFilter | None:
+    """The pipeline's filter for one stream of the command (None when no stage wants it)."""
     try:
-        return sr.stream(command, channel, content_type)
+        return run.stream(channel, content_type)
     except Exception as e:
         raise FilterFailed(channel, e) from e
 
@@ -105,10 +104,10 @@ def _header_value(value: object) -> bytes:
     return text.encode("latin-1", "replace")
 
 
-def filter_headers(sr: SessionRuntime, command: Command, headers: Headers) -> HeaderList | None:
+def filter_headers(run: CommandRun, headers: Headers) -> HeaderList | None:
     """The response headers after the pipeline's ``response-headers`` filter, or None when no stage filters
     them.  Structural headers keep their place at the front; a stage may change values and drop fields."""
-    filt = open_filter(sr, command, HEADERS_CHANNEL, HEADER_LIST_TYPE)
+    filt = open_filter(run, HEADERS_CHANNEL, HEADER_LIST_TYPE)
     if filt is None:
         return None
     kept: HeaderList = []
@@ -140,13 +139,13 @@ def filter_headers(sr: SessionRuntime, command: Command, headers: Headers) -> He
 # -- WebSocket messages ----------------------------------------------------------------------------------------
 
 
-def _open_both(sr: SessionRuntime, command: Command, channel: Channel
+def _open_both(run: CommandRun, channel: Channel
                ) -> tuple[StreamFilter | None, StreamFilter | None, str | None]:
     """The text and binary filters of a WebSocket direction, and why binary messages are refused (when the
     pipeline's stage refused to filter them)."""
-    text = open_filter(sr, command, channel, TEXT_MESSAGE_TYPE)
+    text = open_filter(run, channel, TEXT_MESSAGE_TYPE)
     try:
-        binary = open_filter(sr, command, channel, BINARY_MESSAGE_TYPE)
+        binary = open_filter(run, channel, BINARY_MESSAGE_TYPE)
     except FilterFailed as e:
         return text, None, str(e)
     return text, binary, None
@@ -166,9 +165,9 @@ class StageMessages:
         self.binary_refusal = binary_refusal
 
     @classmethod
-    def open(cls, sr: SessionRuntime, command: Command) -> StageMessages | None:
+    def open(cls, run: CommandRun) -> StageMessages | None:
         """None when no stage filters ``ws-server`` at all (the direction is then a raw byte pump)."""
-        text, binary, refusal = _open_both(sr, command, Channel.WS_SERVER)
+        text, binary, refusal = _open_both(run, Channel.WS_SERVER)
         if text is None and binary is None and refusal is None:
             return None
         return cls(text, binary, refusal)
@@ -224,8 +223,8 @@ class StageMessageObserver:
         self.binary = binary
 
     @classmethod
-    def open(cls, sr: SessionRuntime, command: Command) -> StageMessageObserver | None:
-        text, binary, refusal = _open_both(sr, command, Channel.WS_CLIENT)
+    def open(cls, run: CommandRun) -> StageMessageObserver | None:
+        text, binary, refusal = _open_both(run, Channel.WS_CLIENT)
         if refusal is not None:
             raise WebSocketError(INTERNAL_ERROR, "gw cannot record this WebSocket")
         if text is None and binary is None:

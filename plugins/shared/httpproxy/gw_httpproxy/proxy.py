@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
 from gw.identity import Credential
-from gw.model import Channel, Command, Outcome, OutcomeStatus, Verdict
+from gw.model import Channel, Command, Outcome, OutcomeStatus
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
@@ -54,7 +54,7 @@ from .upstream import RECEIVE_SIZE, UpstreamClosed, UpstreamConnection, Upstream
 from .websocket import WebSocketError
 
 if TYPE_CHECKING:
-    from gw.pipeline import SessionRuntime
+    from gw.pipeline import CommandRun, SessionRuntime
 
     from .handler import ProxyHandler, ProxySetup
     from .options import ProxyListenerOptions
@@ -301,13 +301,16 @@ class ProxyConnection:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
+        # A bare cancel scope rather than trio.fail_after: this runs for every response, and the context
+        # manager's generator costs more than the check below.
+        scope = trio.CancelScope(deadline=trio.current_time() + self.opts.send_timeout.total_seconds())
         try:
-            with trio.fail_after(self.opts.send_timeout.total_seconds()):
+            with scope:
                 await self.stream.send_all(data)
-        except trio.TooSlowError:
-            raise ClientGone("the agent stopped reading the response (send_timeout)") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise ClientGone(str(e)) from None
+        if scope.cancelled_caught:
+            raise ClientGone("the agent stopped reading the response (send_timeout)")
 
     def _with_close(self, headers: HeaderList) -> HeaderList:
         if self.closing:
@@ -555,12 +558,13 @@ class ProxyConnection:
         finally:
             done.set()
 
-    async def _decide(self, sr: SessionRuntime, cmd: Command) -> Verdict:
+    async def _decide(self, sr: SessionRuntime, cmd: Command) -> CommandRun:
         self.cancel_reason = ""
+        run: CommandRun | None = None
         with trio.CancelScope() as scope:
             self._decide_scope = scope
             try:
-                verdict = await sr.decide(cmd, self)
+                run = await sr.decide(cmd, self)
             finally:
                 self._decide_scope = None
                 if self._hold_watch is not None:
@@ -569,10 +573,13 @@ class ProxyConnection:
                     with trio.CancelScope(shield=True):
                         await done.wait()
                     self._hold_watch = None
-        if scope.cancelled_caught or self.client_gone:
+        if run is None or self.client_gone:
             # Also when the verdict arrived in the same moment the agent left: nobody waits for the answer.
-            raise ClientGone("the agent closed the connection while its request was held")
-        return verdict
+            gone = "the agent closed the connection while its request was held"
+            if run is not None:
+                await run.abandon(OutcomeStatus.CANCELLED, gone)
+            raise ClientGone(gone)
+        return run
 
     # -- the command --------------------------------------------------------------------------------------
     def _command(self, sr: SessionRuntime, view: RequestView) -> Command:
@@ -630,8 +637,10 @@ class ProxyConnection:
             return
         request_id = f"{sr.session.id}-{cmd.seq}"
         outcome = Outcome(status=OutcomeStatus.ERROR)
+        run: CommandRun | None = None
         try:
-            verdict = await self._decide(sr, cmd)
+            run = await self._decide(sr, cmd)
+            verdict = run.verdict
             if not verdict.allowed:
                 reply = self.dialect.verdict_reply(verdict, request_id, cmd)
                 outcome.status, outcome.tag = OutcomeStatus.DENIED, str(reply.status)
@@ -639,7 +648,7 @@ class ProxyConnection:
                 outcome.error_message = verdict.reason
                 await self._refuse(reply, headers=_request_id_header(request_id))
                 return
-            await self._forward(sr, cmd, view, request, upgrade, has_body, request_id, outcome)
+            await self._forward(sr, run, view, request, upgrade, has_body, request_id, outcome)
         except trio.Cancelled:
             outcome.status = OutcomeStatus.CANCELLED
             raise
@@ -648,15 +657,16 @@ class ProxyConnection:
             outcome.error_message = outcome.error_message or str(e)
             raise
         finally:
-            with trio.CancelScope(shield=True):
-                await sr.complete(cmd, outcome)
+            if run is not None:
+                with trio.CancelScope(shield=True):
+                    await run.complete(outcome)
 
     @staticmethod
     def _fail(outcome: Outcome, status: int, reason: str, message: str) -> None:
         outcome.status, outcome.tag = OutcomeStatus.ERROR, str(status)
         outcome.error_code, outcome.error_message = reason, message
 
-    async def _forward(self, sr: SessionRuntime, cmd: Command, view: RequestView, request: Request,
+    async def _forward(self, sr: SessionRuntime, run: CommandRun, view: RequestView, request: Request,
                        upgrade: bytes | None, has_body: bool, request_id: str, outcome: Outcome) -> None:
         framing: HeaderList = []
         if has_body:
@@ -672,14 +682,14 @@ class ProxyConnection:
             if upgrade is not None and upgrade.strip().lower() != b"websocket":
                 # gw cannot read this protocol: stages may observe its bytes, never rewrite them.  A stage that
                 # must rewrite (masking) refuses here, before the upstream acts on the upgrade.
-                raw_observer = filtering.open_filter(sr, cmd, tunnel.SERVER_CHANNEL, "application/octet-stream")
-            up, response = await self._send_upstream(sr, cmd, request.method, upstream_target, headers,
+                raw_observer = filtering.open_filter(run, tunnel.SERVER_CHANNEL, "application/octet-stream")
+            up, response = await self._send_upstream(run, request.method, upstream_target, headers,
                                                      has_body, outcome)
             if type(response) is Informational:  # 101 Switching Protocols
-                await self._relay_tunnel(sr, cmd, up, response, upgrade, raw_observer, request_id, outcome)
+                await self._relay_tunnel(sr, run, up, response, upgrade, raw_observer, request_id, outcome)
                 return
             assert type(response) is Response
-            await self._relay_response(sr, cmd, up, response, request_id, outcome)
+            await self._relay_response(sr, run, up, response, request_id, outcome)
         except UpstreamError as e:
             await self._drop_upstream()
             self._fail(outcome, e.status, e.reason, str(e))
@@ -737,7 +747,7 @@ class ProxyConnection:
         if up is not None:
             await up.aclose()
 
-    async def _send_upstream(self, sr: SessionRuntime, cmd: Command, method: bytes, target: bytes,
+    async def _send_upstream(self, run: CommandRun, method: bytes, target: bytes,
                              headers: HeaderList, has_body: bool, outcome: Outcome
                              ) -> tuple[UpstreamConnection, Response | Informational]:
         """Send the request (head and body) and return the response head (or the 101).  ``100 Continue`` is
@@ -752,12 +762,12 @@ class ProxyConnection:
             try:
                 await up.send_request(method, target, headers)
                 if form is not None:
-                    await self._send_form(sr, cmd, up, form, outcome)
+                    await self._send_form(run, up, form, outcome)
                 elif has_body:
                     if self.codec.expects_continue:
                         self._queue(self.codec.send_informational(100, [], b"Continue"))
                         await self._flush()
-                    await self._stream_request_body(sr, cmd, up, outcome)
+                    await self._stream_request_body(run, up, outcome)
                 else:
                     await up.send_end()
                 return up, await up.response_head()
@@ -788,9 +798,8 @@ class ProxyConnection:
             raise ClientBodyError(400, "method_override", FORM_OVERRIDE_MESSAGE)
         return bytes(body)
 
-    async def _send_form(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection, body: bytes,
-                         outcome: Outcome) -> None:
-        filt = filtering.open_filter(sr, cmd, Channel.REQUEST_BODY, cmd.attributes.get("content_type") or "")
+    async def _send_form(self, run: CommandRun, up: UpstreamConnection, body: bytes, outcome: Outcome) -> None:
+        filt = filtering.open_filter(run, Channel.REQUEST_BODY, run.command.attributes.get("content_type") or "")
         if filt is not None:
             filtering.feed(filt, body, "request-body")
             filtering.finish(filt, "request-body")
@@ -823,15 +832,14 @@ class ProxyConnection:
         while type(await self._client_body_event(timeout)) is not EndOfMessage:
             pass
 
-    async def _stream_request_body(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection,
-                                   outcome: Outcome) -> None:
+    async def _stream_request_body(self, run: CommandRun, up: UpstreamConnection, outcome: Outcome) -> None:
         """Agent body -> upstream, piece by piece; stages observe it on ``request-body`` (the upstream gets
         the agent's bytes unchanged).  A form body is watched for a ``_method`` field: the piece that
         completes one is never sent, so the upstream never has a complete request to act on.  If the upstream
         stops reading (it answered early), gw stops sending and goes on to read that answer."""
         limit = self.opts.max_request_body
         timeout = self.opts.body_timeout.total_seconds()
-        filt = filtering.open_filter(sr, cmd, Channel.REQUEST_BODY, cmd.attributes.get("content_type") or "")
+        filt = filtering.open_filter(run, Channel.REQUEST_BODY, run.command.attributes.get("content_type") or "")
         scanner = FormOverrideScanner() if is_form(header_value(self.request_headers, b"content-type")) else None
         total = 0
         while True:
@@ -858,20 +866,20 @@ class ProxyConnection:
         outcome.notes["request_bytes"] = total
 
     # -- the response -------------------------------------------------------------------------------------
-    def _client_head(self, sr: SessionRuntime, cmd: Command, status: int, reason: bytes, headers: Headers,
+    def _client_head(self, run: CommandRun, status: int, reason: bytes, headers: Headers,
                      *, keep_length: bool, upgrade: bool, request_id: str) -> tuple[bytes, HeaderList]:
         """The reason phrase and headers the agent gets: hop-by-hop removed, secrets blanked, then the
         ``response-headers`` filter (masking).  When a stage filters headers, the upstream's reason phrase is
         replaced by the standard one (it is free text nobody masks)."""
         out = self.setup.rules.client_response(headers, keep_length=keep_length, upgrade=upgrade, extra=[])
-        masked = filtering.filter_headers(sr, cmd, out)
+        masked = filtering.filter_headers(run, out)
         if masked is not None:
             out, reason = masked, replies.standard_phrase(status)
         extra = _request_id_header(request_id)
         out.extend(extra if upgrade else self._with_close(extra))
         return reason, out
 
-    async def _relay_response(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection,
+    async def _relay_response(self, sr: SessionRuntime, run: CommandRun, up: UpstreamConnection,
                               response: Response, request_id: str, outcome: Outcome) -> None:
         status = response.status
         declared = header_value(response.headers, b"content-length")
@@ -881,7 +889,7 @@ class ProxyConnection:
         filt = None
         forms: SecretForms | None = None
         if not bodiless:
-            filt = self.dialect.response_filter(sr, cmd, content_type)
+            filt = self.dialect.response_filter(sr, run, content_type)
             if self.setup.rules.secrets:
                 forms = self.setup.rules.secret_forms(check_charset(_charset(content_type)),
                                                       text=_is_text(content_type))
@@ -891,7 +899,7 @@ class ProxyConnection:
                 raise FilterFailed("response-body", ValueError(
                     f"the upstream sent a {encoding.decode('latin-1')}-encoded body although gw asked for "
                     "identity encoding"))
-        reason, headers = self._client_head(sr, cmd, status, response.reason, response.headers,
+        reason, headers = self._client_head(run, status, response.reason, response.headers,
                                             keep_length=filt is None, upgrade=False, request_id=request_id)
         outcome.tag = str(status)
         outcome.status = OutcomeStatus.OK if status < 400 else OutcomeStatus.ERROR
@@ -985,7 +993,7 @@ class ProxyConnection:
                 await self._flush()
                 return sent
 
-    async def _relay_tunnel(self, sr: SessionRuntime, cmd: Command, up: UpstreamConnection,
+    async def _relay_tunnel(self, sr: SessionRuntime, run: CommandRun, up: UpstreamConnection,
                             switch: Informational, upgrade: bytes | None, raw_observer: StreamFilter | None,
                             request_id: str, outcome: Outcome) -> None:
         """``101 Switching Protocols``: relay it, then both connections carry another protocol until either
@@ -999,10 +1007,10 @@ class ProxyConnection:
         from_agent: tunnel.MessageObserver | None = None
         if websocket:
             try:
-                to_agent, from_agent = self.dialect.websocket(sr, cmd)
+                to_agent, from_agent = self.dialect.websocket(sr, run)
             except WebSocketError as e:
                 raise FilterFailed("ws-server", e) from None
-        reason, headers = self._client_head(sr, cmd, 101, switch.reason, switch.headers, keep_length=True,
+        reason, headers = self._client_head(run, 101, switch.reason, switch.headers, keep_length=True,
                                             upgrade=True, request_id=request_id)
         self._queue(self.codec.send_informational(101, headers, reason))
         await self._flush()
@@ -1019,7 +1027,7 @@ class ProxyConnection:
                 result = await tunnel.relay(
                     self.stream, up.stream, client_first=self.codec.unprocessed,
                     upstream_first=up.codec.unprocessed,
-                    client_observer=filtering.open_filter(sr, cmd, tunnel.CLIENT_CHANNEL, "application/octet-stream"),
+                    client_observer=filtering.open_filter(run, tunnel.CLIENT_CHANNEL, "application/octet-stream"),
                     upstream_observer=raw_observer, secrets=self.setup.rules.secret_forms())
         except FilterFailed as e:
             self._fail(outcome, 101, "stream_filter_failed", str(e))

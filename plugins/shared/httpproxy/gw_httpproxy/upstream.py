@@ -262,15 +262,18 @@ class UpstreamConnection:
 
     async def _send_bytes(self, data: bytes) -> None:
         if data:
+            # Bare cancel scopes here and in next_event rather than trio.fail_after (a generator per use):
+            # both run for every request.
+            scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
             try:
-                with trio.fail_after(self.target.read_timeout):
+                with scope:
                     await self.stream.send_all(data)
-            except trio.TooSlowError:
-                raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
-                                    reason="upstream_timeout", status=504) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
                                      "sending the request", before_response=True) from None
+            if scope.cancelled_caught:
+                raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
+                                    reason="upstream_timeout", status=504)
 
     async def send_request(self, method: bytes, target: bytes, headers: HeaderSeq) -> None:
         await self._send_bytes(self.codec.send_request(method, target, headers))
@@ -307,15 +310,17 @@ class UpstreamConnection:
                 return event  # type: ignore[return-value]
             if before_wait is not None:
                 await before_wait()
+            data = b""
+            scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
             try:
-                with trio.fail_after(self.target.read_timeout):
+                with scope:
                     data = bytes(await self.stream.receive_some(RECEIVE_SIZE))  # no copy for bytes
-            except trio.TooSlowError:
-                raise UpstreamError(f"the upstream {self.target.address} did not respond within "
-                                    f"{self.target.read_timeout:g}s (upstream.read_timeout)",
-                                    reason="upstream_timeout", status=504) from None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
+            if scope.cancelled_caught:
+                raise UpstreamError(f"the upstream {self.target.address} did not respond within "
+                                    f"{self.target.read_timeout:g}s (upstream.read_timeout)",
+                                    reason="upstream_timeout", status=504)
             self.received += len(data)
             codec.receive_data(data)
 

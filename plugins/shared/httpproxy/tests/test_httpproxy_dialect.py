@@ -25,7 +25,7 @@ from gw import hookimpl
 from gw.errors import AuthenticationError
 from gw.identity import Credential, IdentityProvider
 from gw.model import Command, Identity, Kind, Verdict
-from gw.pipeline import SessionRuntime
+from gw.pipeline import CommandRun, SessionRuntime
 from gw.plugins import Registry
 from gw.testing import running_gateway
 from gw_httpproxy import (
@@ -60,9 +60,9 @@ class KubeOptions(ProxyListenerOptions):
 class ExecChannels:
     """A :class:`MessageFilter` for channel frames: stdout (1) and stderr (2) through the pipeline's filters."""
 
-    def __init__(self, sr: SessionRuntime, command: Any) -> None:
-        self.filters = {1: open_filter(sr, command, "stdout", "text/plain"),
-                        2: open_filter(sr, command, "stderr", "text/plain")}
+    def __init__(self, run: CommandRun) -> None:
+        self.filters = {1: open_filter(run, "stdout", "text/plain"),
+                        2: open_filter(run, "stderr", "text/plain")}
 
     def message(self, message: Message) -> Sequence[Message]:
         channel, data = channel_split(message.payload)
@@ -113,8 +113,8 @@ class KubeDialect(ProxyDialect):
         headers.append((b"accept", b"application/json"))
         return headers
 
-    def websocket(self, sr: SessionRuntime, command: Any) -> tuple[MessageFilter | None, MessageObserver | None]:
-        return ExecChannels(sr, command), None
+    def websocket(self, sr: SessionRuntime, run: CommandRun) -> tuple[MessageFilter | None, MessageObserver | None]:
+        return ExecChannels(run), None
 
 
 class KubeHandler(ProxyHandler):

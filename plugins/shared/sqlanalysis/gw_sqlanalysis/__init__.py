@@ -194,7 +194,10 @@ class Classifier:
             cached = cache.get(key)
             if cached is not None:
                 return cached
-            result = statement_lineage(tree, self.rules, dict(known))
+            if text.count("(") + text.count("[") > SHALLOW_DEPTH:  # possibly deep: walk it on a big stack
+                result = with_fresh_stack(statement_lineage, tree, self.rules, dict(known))
+            else:
+                result = statement_lineage(tree, self.rules, dict(known))
             cache.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
             return result
         except Exception:  # noqa: BLE001 - callers fail closed on None

@@ -26,6 +26,7 @@ saying so.  Deep nesting then costs one linear pass, never a RecursionError or s
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,18 +35,34 @@ from .lexer import STRING, SYMBOL, WORD, token_kind
 
 T = TypeVar("T")
 
-#: Deepest parenthesis nesting (after removing redundant pairs) that gw hands to sqlglot.  sqlglot needs up to
-#: about twenty-five Python frames per level; statements nested deeper than :data:`SHALLOW_DEPTH` are parsed on
-#: a fresh thread's stack (:func:`with_fresh_stack`), where this depth fits under the default recursion limit
-#: of 1000 for every shape the tests try (arithmetic, function calls, CASE, casts, subqueries).
-MAX_DEPTH = 32
+#: Deepest parenthesis nesting (after removing redundant pairs) that gw analyses.  PostgreSQL itself accepts
+#: far deeper statements, and generated SQL (ORMs, query builders, nested CASE) goes past fifty levels, so the
+#: limit is well above what people write and far below what would cost seconds of parser time.
+MAX_DEPTH = 128
 #: Up to this depth the caller's stack is used as it is.
 SHALLOW_DEPTH = 10
+#: Python frames the analysis needs per level of nesting: sqlglot's parser and gw's own walks together take
+#: up to about sixty per level (nested ``CASE``, measured), with room to spare.
+_FRAMES_PER_LEVEL = 80
+#: The stack of the thread a deep statement is analysed on: the frames above, with a wide margin (only the
+#: pages used are ever committed).
+_DEEP_STACK_BYTES = 256 * 1024 * 1024
+_stack_lock = threading.Lock()
+
+
+def _ensure_recursion_limit() -> None:
+    """Python's recursion limit is one per process; raise it (never lower it) to what a statement nested
+    :data:`MAX_DEPTH` levels needs.  Deep statements only ever recurse on the big stack of
+    :func:`with_fresh_stack`'s thread, and a Python call does not grow the C stack on CPython 3.11+, so the
+    raised limit does not put the event loop's own stack at risk."""
+    needed = 1000 + _FRAMES_PER_LEVEL * MAX_DEPTH
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
 
 
 def with_fresh_stack(fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` on a new thread (whose recursion depth starts at zero), waiting for it; exceptions
-    propagate."""
+    """``fn(*args)`` on a new thread with a large stack (whose recursion depth starts at zero), waiting for it;
+    exceptions propagate."""
     result: list[T] = []
     error: list[BaseException] = []
 
@@ -55,8 +72,14 @@ def with_fresh_stack(fn: Callable[..., T], *args: object) -> T:
         except BaseException as e:  # noqa: BLE001 - handed to the caller as raised
             error.append(e)
 
-    thread = threading.Thread(target=target, name="gw-sqlanalysis-deep", daemon=True)
-    thread.start()
+    _ensure_recursion_limit()
+    with _stack_lock:  # the stack size is a process-wide setting for threads started after it
+        previous = threading.stack_size(_DEEP_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=target, name="gw-sqlanalysis-deep", daemon=True)
+            thread.start()
+        finally:
+            threading.stack_size(previous)
     thread.join()
     if error:
         raise error[0]

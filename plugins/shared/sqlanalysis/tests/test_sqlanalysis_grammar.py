@@ -164,3 +164,23 @@ def test_other_databases_builtins_are_user_functions_in_postgres(text: str) -> N
 ])
 def test_postgres_syntax_before_a_parenthesis_is_not_a_call(text: str) -> None:
     assert Classifier().classify(text).kind in (Kind.READ, Kind.WRITE)
+
+
+@pytest.mark.parametrize("shape", [
+    lambda n: "select " + "(" * n + "a" + "+1)" * n + " from t",
+    lambda n: "select * from " + "(select * from " * n + "t" + ") s" * n,
+    lambda n: "select " + "case when true then (" * n + "a" + ") end" * n + " from t",
+    lambda n: "select " + "cast(" * n + "a" + " as int)" * n + " from t",
+    lambda n: "select " + "array[" * n + "a" + "]" * n + " from t",
+])
+def test_generated_sql_nested_far_past_fifty_levels_is_read_with_its_lineage(shape: object) -> None:
+    c = Classifier()
+    for depth in (60, MAX_DEPTH):
+        text = shape(depth)  # type: ignore[operator]
+        got = c.classify(text)
+        assert got.kind is Kind.READ and not got.flags, (depth, got)
+        lineage = c.lineage(text, tables={"public.t": ["a", "b"]})
+        assert lineage is not None and lineage.columns is not None, depth
+        assert "public.t.a" in str(lineage.columns), lineage.columns  # traced through every level
+    deeper = c.classify(shape(MAX_DEPTH + 1))  # type: ignore[operator]
+    assert deeper.kind is Kind.UNKNOWN and "too_deep" in deeper.flags

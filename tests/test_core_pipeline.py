@@ -76,3 +76,39 @@ def test_verb_globs_match_tool_names() -> None:
     mixed = Rule(verb=["select", "drop_?"])
     assert mixed.matches(cmd("select")) and mixed.matches(cmd("drop_x")) and not mixed.matches(cmd("drop_xy"))
     assert not Rule(verb="select").matches(cmd("select_all"))  # plain verbs still compare exactly
+
+
+def test_the_pipeline_conceals_parameters_through_every_stage_in_order() -> None:
+    from gw.model import Command, Identity, Session
+    from gw.pipeline import Pipeline
+    from gw.stage import ParamValues, Stage
+
+    class Hide(Stage):
+        name = "hide"
+
+        def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+            assert isinstance(values, list)
+            return [None if v is None else ("***" if v.startswith("secret") else v) for v in values]
+
+    class Mark(Stage):
+        name = "mark"
+
+        def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+            assert isinstance(values, list)
+            return [None if v is None else f"<{v}>" for v in values]
+
+    class Shows(Stage):
+        name = "shows"
+
+    session = Session("s", "l", "lines", Identity("a"), "127.0.0.1:1", "u", 0.0)
+    command = Command(session, 1, "update t set v = $1 where id = $2", "sql", params=("secret-1", "7"))
+    hide, mark, shows = Hide(None, None), Mark(None, None), Shows(None, None)  # type: ignore[arg-type]
+    assert shows.concealed(command, ["secret-1", "7"]) == ["secret-1", "7"]  # in no pipeline: nothing to apply
+    pipeline = Pipeline("p", [shows, hide, mark])
+    assert pipeline.conceal(command, ["secret-1", "7", None]) == ["<***>", "<7>", None]
+    # A stage that shows parameters (approve) gets every stage's concealment, its own pipeline's.
+    assert shows.concealed(command, ["secret-1", "7"]) == ["<***>", "<7>"]
+    assert Pipeline("p", [shows]).conceal(command, ["secret-1"]) == ["secret-1"]
+    Pipeline("retired", [hide], bind=False)
+    assert shows.concealed(command, ["secret-2"]) == ["secret-2"]
+    assert hide.concealed(command, ["secret-2"]) == ["<***>"]  # a retired pipeline does not rebind its stages

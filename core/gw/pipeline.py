@@ -34,7 +34,7 @@ from .model import (
     Verdict,
     cancel_reason_text,
 )
-from .stage import CommandContext, RowFilter, Stage, StreamFilter
+from .stage import CommandContext, ParamValues, RowFilter, Stage, StreamFilter
 
 if TYPE_CHECKING:
     from .runtime import ListenerRuntime
@@ -82,9 +82,15 @@ class _StreamChain:
 class Pipeline:
     """The stages of one ``[pipelines.NAME]`` table, instantiated."""
 
-    def __init__(self, name: str, stages: Sequence[Stage]) -> None:
+    def __init__(self, name: str, stages: Sequence[Stage], *, bind: bool = True) -> None:
+        """``bind``: the stages' :meth:`Stage.concealed` uses this pipeline (False for a pipeline that only
+        tells retired stages about session ends)."""
         self.name = name
         self.stages = tuple(stages)
+        self._concealers = [s for s in stages if _overrides(s, "conceal")]
+        if bind:
+            for s in stages:
+                s.concealer = self.conceal
         self._checkers = [s for s in stages if _overrides(s, "check") or _overrides(s, "evaluate")]
         self._deciders = [s for s in stages if _overrides(s, "decided")]
         ordered = [s for s in stages if s.transforms] + [s for s in stages if not s.transforms]
@@ -195,6 +201,13 @@ class Pipeline:
                           command.session.id, command.seq, e)
         await self.completed(command, Outcome(status=OutcomeStatus.CANCELLED,
                                               error_code=DenyCode.CANCELLED.value, error_message=verdict.reason))
+
+    def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+        """``command``'s bound parameter values as people (approvers) may see them: each stage's
+        :meth:`Stage.conceal` in configured order.  A stage that raises raises here (the caller fails closed)."""
+        for stage in self._concealers:
+            values = stage.conceal(command, values)
+        return values
 
     def explain(self, command: Command) -> list[tuple[Stage, Verdict | None]]:
         """Each checking stage's pure decision, in order."""

@@ -19,7 +19,7 @@ What a stage keeps about one command in flight goes in :meth:`Stage.state`, whic
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast
 
 from .model import Channel, Column, Command, Outcome, Session, Verdict
 from .services import Services
@@ -31,6 +31,10 @@ T = TypeVar("T")
 #: The sources of a column whose lineage was not worked out (no stage of the pipeline wants sources): it may
 #: derive from any column of any table.
 UNKNOWN_SOURCES: tuple[str, ...] = ("*.*.*",)
+
+#: A command's bound parameter values as a person may be shown them: text or None, in order, or an object of
+#: named arguments (:meth:`Stage.conceal`).
+ParamValues: TypeAlias = list[str | None] | dict[str, str | None]
 
 
 class StageOptions(StrictModel):
@@ -89,6 +93,8 @@ class Stage:
     #: it may skip it unless a stage of the pipeline sets this; columns then carry :data:`UNKNOWN_SOURCES`
     #: (anything: a filter that matches on sources without asking fails closed).
     wants_sources: ClassVar[bool] = False
+    #: The combined :meth:`conceal` of the pipeline running this stage (set by :class:`gw.pipeline.Pipeline`).
+    concealer: Callable[[Command, ParamValues], ParamValues] | None = None
 
     def __init__(self, options: Any, services: Services, *, pipeline: str = "", index: int = 0) -> None:
         self.options = options
@@ -142,6 +148,17 @@ class Stage:
         """Decide about a command before it is forwarded; may wait (approval holds).  Defaults to
         :meth:`evaluate`."""
         return self.evaluate(command)
+
+    def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+        """``command``'s bound parameter values (text or None, in order; a dict of named arguments) as a person
+        may be shown them (approvers): this stage replaces any it would hide from the agent in results.  Return
+        the same shape.  Default: unchanged."""
+        return values
+
+    def concealed(self, command: Command, values: ParamValues) -> ParamValues:
+        """``values`` after the :meth:`conceal` of every stage of this stage's pipeline, in configured order
+        (what a stage that shows parameters to people calls)."""
+        return values if self.concealer is None else self.concealer(command, values)
 
     async def decided(self, command: Command, verdict: Verdict) -> None:
         """The combined verdict is known.  Raising here refuses an allowed command (fail closed)."""

@@ -27,7 +27,7 @@ import trio
 from gw.config import Duration
 from gw.logs import log_context
 from gw.model import Command, DenyCode, Kind, Measurement, Verdict, cancel_reason_text
-from gw.stage import CommandContext, Stage, StageOptions
+from gw.stage import CommandContext, ParamValues, Stage, StageOptions
 from gw_rules import Rule, first_match, first_match_measured, measure, rows_over_explained
 from pydantic import Field, field_validator, model_validator
 
@@ -352,14 +352,23 @@ class ApproveStage(Stage):
 
     def _params(self, command: Command) -> Any:
         """The bound values as approvers see them: text or None, in order (an object of named arguments for
-        protocols that have them), redacted like the text."""
+        protocols that have them), concealed by the pipeline's stages (a mask stage's column rules) and redacted
+        like the text."""
         named = command.attributes.get("named_params") if command.attributes else None
+        values: ParamValues
         if isinstance(named, Mapping):
-            return {self._redact(str(k)): None if v is None else self._redact(param_text(v))
-                    for k, v in named.items()}
+            values = {str(k): None if v is None else param_text(v) for k, v in named.items()}
+            shown = self.concealed(command, values)
+            if not isinstance(shown, dict):
+                raise TypeError("a stage's conceal changed named parameters into a list")
+            return {self._redact(k): None if v is None else self._redact(v) for k, v in shown.items()}
         if not command.params:
             return None
-        return [None if v is None else self._redact(param_text(v)) for v in command.params]
+        values = [None if v is None else param_text(v) for v in command.params]
+        shown = self.concealed(command, values)
+        if not isinstance(shown, list) or len(shown) != len(values):
+            raise TypeError("a stage's conceal changed the number or shape of the parameters")
+        return [None if v is None else self._redact(v) for v in shown]
 
     def _redact(self, text: str) -> str:
         """``text`` with what the detectors find replaced by ``***`` (the client's text is never persisted with

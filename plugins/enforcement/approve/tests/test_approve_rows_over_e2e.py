@@ -83,6 +83,23 @@ pipeline = "retry"
 allow_groups = ["agents"]
 upstream = {{ host = "127.0.0.1", port = 5432, database = "test", user = "postgres", sslmode = "disable" }}
 
+[pipelines.masked]
+stages = [
+  {{ use = "audit" }},
+  {{ use = "mask", columns = ["gw_rows_*.v"] }},
+  {{ use = "approve", approvers = ["dba"], timeout = "10m", poll_interval = "50ms", require = [
+      {{ kind = "write", rows_over = 100 }} ] }},
+]
+
+[[listeners]]
+name = "masked"
+protocol = "postgres"
+listen = "127.0.0.1:0"
+identity = "tokens"
+pipeline = "masked"
+allow_groups = ["agents"]
+upstream = {{ host = "127.0.0.1", port = 5432, database = "test", user = "postgres", sslmode = "disable" }}
+
 [[listeners]]
 name = "canonical"
 protocol = "postgres"
@@ -362,6 +379,52 @@ async def test_approvers_see_the_bound_parameters(table: str, config: Path) -> N
             assert direct(f"SELECT count(*) FROM {table} WHERE v = '219-09-9998'") == [(500,)]
         finally:
             await trio.to_thread.run_sync(alice.close)
+
+
+async def test_approvers_never_see_in_clear_a_parameter_a_mask_rule_covers(table: str, config: Path) -> None:
+    """With a mask rule on the table's column ``v``, every bound value of a write to that table is redacted for
+    approvers (gw cannot tell which parameter goes into which column); a table no rule covers shows them."""
+    import psycopg
+
+    plain = table.replace("gw_rows_", "gw_plain_")
+    direct(f"CREATE TABLE {plain} (id int PRIMARY KEY, v text)")
+    direct(f"INSERT INTO {plain} SELECT g, 'orig' FROM generate_series(1, 500) g")
+    try:
+        async with running_gateway(config) as gw:
+            rt = gw.runtime
+            dba = issue_token(rt, "dana", ["dba"])
+            alice = await trio.to_thread.run_sync(Agent, gw.port("masked"), issue_token(rt, "alice", ["agents"]))
+            try:
+                for target, shown in ((table, ["***", "***"]), (plain, ["clear-value", "0"])):
+                    result: list[Any] = []
+
+                    def update(target: str = target, result: list[Any] = result) -> None:
+                        try:
+                            alice.conn.execute(f"update {target} set v = %s where id > %s", ("clear-value", 0))
+                            result.append("ran")
+                        except psycopg.Error as e:
+                            result.append(e)
+
+                    async with trio.open_nursery() as nursery:
+                        before = len(alice.notices)
+                        nursery.start_soon(partial(trio.to_thread.run_sync, update, abandon_on_cancel=True))
+                        with trio.fail_after(10):
+                            while len(alice.notices) == before:
+                                await trio.sleep(0.02)
+                        rid = alice.notices[-1].split("Request ")[1].split()[0]
+                        stored = json.loads(await gw_approvals(config, "show", rid, "--json"))
+                        assert stored["params"] == shown, target
+                        listed = json.loads(await gw_approvals(config, "list", "--json"))
+                        assert [r["params"] for r in listed if r["id"] == rid] == [shown]
+                        text = await gw_approvals(config, "show", rid)
+                        assert ("clear-value" in text) is (target == plain), text
+                        await deny_request(rt, rid, token=dba, reason="no")
+                    assert isinstance(result[0], psycopg.Error), result
+                assert intact(table) and direct(f"SELECT count(*) FROM {plain} WHERE v = 'orig'") == [(500,)]
+            finally:
+                await trio.to_thread.run_sync(alice.close)
+    finally:
+        direct(f"DROP TABLE IF EXISTS {plain}")
 
 
 async def gw_cli(config: Path, *args: str) -> str:

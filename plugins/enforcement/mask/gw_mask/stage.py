@@ -19,7 +19,7 @@ from typing import Annotated, Any, cast
 from gw.detect import Detector
 from gw.errors import ConfigError, PluginError
 from gw.model import RESULT_COLUMNS, Channel, Column, Command, DenyCode, Direction, Outcome, Verdict
-from gw.stage import RowFilter, Stage, StageOptions, StreamFilter
+from gw.stage import ParamValues, RowFilter, Stage, StageOptions, StreamFilter
 from gw.types import ByteSize as _ByteSize
 from gw.types import size_range
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -30,7 +30,7 @@ from .jsonmask import JsonMasker, PathRule, PathRules
 from .masking import Detection, DetectorRule, MaskCounts, TextMasker
 from .patterns import ColumnPattern, JsonPath
 from .rows import ResultPlan, ValueKind, first_rule, normalise_type, plan_result, scans, value_kind
-from .strategies import Strategy, StrategyName, make_strategy
+from .strategies import REDACTED, Strategy, StrategyName, make_strategy
 from .streams import JsonBody, JsonLines, MaskUnavailable, MessageMasker, TextStream
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -300,6 +300,44 @@ class MaskStage(Stage):
                     "from masked columns, or read the masked columns directly", code=DenyCode.POLICY,
                     stage=self.name, rule="masked_copy")
         return None
+
+    def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+        """Bound parameter values as approvers see them.  Gw does not know which parameter goes into which
+        column, so whenever the command may read or write a column a column rule covers (a source it reads or
+        copies from, a table it names that may hold such a column, or facts it lacks) every value is redacted;
+        named arguments are masked by a rule matching their name.  What is left passes the detectors."""
+        if not self.masks_anything():
+            return values
+        self._require_ready()
+        if isinstance(values, dict):
+            out: dict[str, str | None] = {}
+            for name, value in values.items():
+                rule = next((st for pattern, st in self._column_rules if pattern.matches(Column(name=name))),
+                            None) if value is not None else None
+                out[name] = rule.mask(value) if rule is not None and value is not None else \
+                    self._detected(value)
+            if self._column_rules and command.language == "sql" and self._may_touch_masked(command):
+                return {name: None if v is None else REDACTED for name, v in out.items()}
+            return out
+        if self._column_rules and (command.language != "sql" or self._may_touch_masked(command)):
+            return [None if v is None else REDACTED for v in values]
+        return [self._detected(v) for v in values]
+
+    def _detected(self, value: str | None) -> str | None:
+        return None if value is None else self._mask_server_text(value)
+
+    def _may_touch_masked(self, command: Command) -> bool:
+        """Whether the command may read or write a column a column rule covers (fail closed)."""
+        attributes = command.attributes or {}
+        reads, writes = attributes.get(READS_ATTRIBUTE), attributes.get(WRITES_ATTRIBUTE)
+        if reads is None or any(self.masked_source(s) for s in (*reads, *(writes or ()))):
+            return True
+        for name in command.objects:
+            parts = name.lower().rsplit(".", 2)[-2:]
+            table = ".".join(parts) if len(parts) == 2 else f"*.{parts[0]}"
+            if self.masked_source(f"{table}.*"):  # every column of the table: may a rule cover one of them
+                return True
+        return False
 
     def _mask_server_text(self, text: str) -> str:
         """What the detectors find in a text the server sent (an error, a notice, a notification)."""

@@ -48,6 +48,8 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 CREATED = "2026-01-01T00:00:00Z"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+#: Seconds between the exec's 101 and the start of its process (see ``_exec``).
+EXEC_START_DELAY = 0.1
 
 RESOURCES = {
     # name: (kind, namespaced, verbs)
@@ -459,6 +461,11 @@ class _Handler(BaseHTTPRequestHandler):
         record = ExecRecord(namespace, name, command, tty, chosen)
         with self.state.lock:
             self.state.execs.append(record)
+        # The real API server answers the upgrade first and only then reaches the kubelet, which asks the
+        # container runtime to start the process: output never follows the 101 at once.  kubectl before 1.34
+        # depends on that gap: it reads the connection before it has set up its streams and drops a message
+        # that arrives earlier ("Unknown stream id 1, discarding message", then "error: closed all streams").
+        time.sleep(EXEC_START_DELAY)
         _ExecSession(self, record, stdin=stdin, v5=chosen.startswith("v5")).run()
 
 

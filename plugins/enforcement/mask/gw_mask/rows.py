@@ -454,12 +454,19 @@ class MaskingColumns:
         if self._gated:
             assert self._detection is not None
             candidates = self._detection.candidates
-            for slot, scan in self._gated:
-                for row in candidates(values[slot::width]):
-                    at = slot + row * width
+            if len(self._gated) == width:  # every edited value is scanned this way: judge them together
+                scans = [scan for _, scan in self._gated]
+                for at in candidates(values):
                     value = values[at]
-                    if value is not None and (new := scan(value)) is not value:
+                    if value is not None and (new := scans[at % width](value)) is not value:
                         changes[at] = new
+            else:
+                for slot, scan in self._gated:
+                    for row in candidates(values[slot::width]):
+                        at = slot + row * width
+                        value = values[at]
+                        if value is not None and (new := scan(value)) is not value:
+                            changes[at] = new
         if masked:
             self._counts.columns += masked
         return changes

@@ -3,11 +3,10 @@
 The rows of a large masked result are most of gw's work on it, so the per-row Python is kept to a walk over
 each row's length fields:
 
-1. walk every DataRow of the run once, noting where each value of a column the edits touch lies, counting
-   the values a constant replaces and collecting the values the filter must see;
+1. walk every DataRow of the run once: check its lengths, collect the values the filter must see, and put
+   the constants in (encoded once per result), between slices of the untouched bytes;
 2. one ``edit`` call for the whole run (the filter judges all of its values together);
-3. splice: each row that changes is copied between the untouched bytes around its changed values, with the
-   constants encoded once per result.
+3. when that changed values (a detector found something), splice the run again with those as well.
 
 A run holding a row whose number of values is not the result's falls back to the filter's ``row``
 (:class:`RowShapeChanged`), so such a row is treated exactly as before.
@@ -47,50 +46,40 @@ def row_batch(filt: RowFilter | None, width: int) -> RowBatch | None:
 class RowBatch:
     """One result's column edits, prepared for :meth:`apply`."""
 
-    __slots__ = ("_acts", "_constant_slots", "_edit", "_slots", "filter")
+    __slots__ = ("_columns", "_edit", "filter")
 
     def __init__(self, filt: RowFilter, edits: ColumnEdits, width: int) -> None:
         #: The row filter this was made from (the session uses the batch only while it is the result's).
         self.filter = filt
         self._edit = edits.edit
-        acts = [_PASS] * width
-        for index in edits.constant:
-            acts[index] = _CONSTANT
+        columns: list[tuple[int, bytes | None]] = [(_PASS, None)] * width
+        for index, value in edits.constant.items():
+            columns[index] = (_CONSTANT, _NULL if value is None else _I32.pack(len(value)) + value)
         for index in edits.edited:
-            acts[index] = _EDITED
-        self._acts = tuple(acts)
-        # The walk notes, per row: its start and end, then per touched column (in column order) where the
-        # value's length field starts and the length.  Per touched column: the offset of its note in a row's
-        # notes, and its constant already encoded (None: edited, with its slot in ``edit``'s row of values).
-        slots: list[tuple[int, bytes | None, int]] = []
-        edited_slot = {index: slot for slot, index in enumerate(edits.edited)}
-        for index, act in enumerate(acts):
-            offset = 2 + 2 * len(slots)
-            if act == _CONSTANT:
-                value = edits.constant[index]
-                slots.append((offset, _NULL if value is None else _I32.pack(len(value)) + value, -1))
-            elif act == _EDITED:
-                slots.append((offset, None, edited_slot[index]))
-        self._slots = tuple(slots)
-        self._constant_slots = tuple((offset, encoded) for offset, encoded, _ in slots if encoded is not None)
+            columns[index] = (_EDITED, None)
+        #: Per column: what the walk does, and the constant that replaces its values, encoded.
+        self._columns = tuple(columns)
 
     def apply(self, buf: bytes, start: int, end: int) -> bytes | None:
         """The complete, framed DataRows of ``buf[start:end]`` with the edits applied, or None when no value
         changed.  Raises :class:`RemoteProtocolError` for a malformed row, :class:`RowShapeChanged` (before
         the filter saw anything) for a row with another number of values."""
-        notes, values, replaced = self._walk(buf, start, end)
+        parts, values, replaced = self._walk(buf, start, end)
         changes = self._edit(values, replaced)
-        if not replaced and not changes:
-            return None
-        return self._splice(buf, notes, changes)
+        if changes:
+            return self._splice(buf, start, end, changes)
+        return b"".join(parts) if replaced else None
 
-    def _walk(self, buf: bytes, start: int, end: int) -> tuple[list[int], list[bytes | None], int]:
-        acts = self._acts
-        width = len(acts)
+    def _walk(self, buf: bytes, start: int, end: int) -> tuple[list[bytes], list[bytes | None], int]:
+        """Check every row, collect the values of edited columns, and splice the constants in: the rows as
+        they are when ``edit`` changes nothing (the usual case), and what ``edit`` needs."""
+        columns = self._columns
+        width = len(columns)
         row_head = _ROW_HEAD.unpack_from
         unpack = _I32.unpack_from
-        notes: list[int] = []
-        note = notes.append
+        header = _DATA_ROW_HEADER.pack
+        parts: list[bytes] = []
+        append = parts.append
         values: list[bytes | None] = []
         collect = values.append
         replaced = 0
@@ -103,21 +92,25 @@ class RowBatch:
                     raise RemoteProtocolError("malformed DataRow message: it ends too early")
                 if n != width:
                     raise RowShapeChanged
-                note(pos)
-                note(row_end)
+                at = len(parts)
+                append(b"")  # the header, once the size is known
+                prev = pos + 5
                 p = pos + 7
-                for act in acts:
+                for act, encoded in columns:
                     (length,) = unpack(buf, p)
-                    if act:
-                        note(p)
-                        note(length)
-                        if act == _EDITED:
-                            collect(buf[p + 4:p + 4 + length] if length >= 0 else None)
-                        elif length >= 0:
-                            replaced += 1
                     if length >= 0:
+                        if act == _EDITED:
+                            collect(buf[p + 4:p + 4 + length])
+                        elif act:  # a constant replaces the value
+                            replaced += 1
+                            append(buf[prev:p])
+                            append(encoded)  # type: ignore[arg-type]  # set for every constant
+                            prev = p + 4 + length
+                            size += len(encoded) - 4 - length  # type: ignore[arg-type]
                         p += 4 + length
                     elif length == -1:
+                        if act == _EDITED:
+                            collect(None)
                         p += 4
                     else:
                         raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
@@ -125,61 +118,44 @@ class RowBatch:
                 if p != row_end:
                     raise RemoteProtocolError("malformed DataRow message: " + (
                         "a value's length is wrong" if p > row_end else "unexpected trailing bytes"))
+                append(buf[prev:row_end])
+                parts[at] = header(68, size)  # 68: "D"
                 pos = row_end
         except struct.error:  # a length field past the end of the run
             raise RemoteProtocolError("malformed DataRow message: a value's length is wrong") from None
-        return notes, values, replaced
+        return parts, values, replaced
 
-    def _splice(self, buf: bytes, notes: list[int], changes: dict[int, bytes | None]) -> bytes:
+    def _splice(self, buf: bytes, start: int, end: int, changes: dict[int, bytes | None]) -> bytes:
+        """The rows (which :meth:`_walk` checked) with the constants and the filter's ``changes`` put in."""
+        unpack = _I32.unpack_from
         parts: list[bytes] = []
-        append = parts.append
-        header = _DATA_ROW_HEADER.pack
-        per_row = 2 + 2 * len(self._slots)
-        if not changes:  # only constants: the usual case
-            slots = self._constant_slots
-            for r in range(0, len(notes), per_row):
-                row_start, row_end = notes[r], notes[r + 1]
-                at = len(parts)
-                append(b"")  # the header, once the size is known
-                prev = row_start + 5
-                size = row_end - row_start - 1
-                for offset, encoded in slots:
-                    p = notes[r + offset]
-                    length = notes[r + offset + 1]
-                    if length < 0:
-                        continue  # NULL stays NULL
-                    append(buf[prev:p])
-                    append(encoded)
-                    prev = p + 4 + length
-                    size += len(encoded) - 4 - length
-                append(buf[prev:row_end])
-                parts[at] = header(68, size)  # 68: "D"
-            return b"".join(parts)
-        slots_all = self._slots
-        per_values = sum(1 for _, encoded, _ in slots_all if encoded is None)
-        base = 0  # the row's first position in the filter's values
-        for r in range(0, len(notes), per_row):
-            row_start, row_end = notes[r], notes[r + 1]
+        position = 0  # of the next edited value in the filter's values
+        pos = start
+        while pos < end:
+            (size,) = unpack(buf, pos + 1)
+            row_end = pos + 1 + size
             at = len(parts)
-            append(b"")
-            prev = row_start + 5
-            size = row_end - row_start - 1
-            for offset, encoded, slot in slots_all:
-                p = notes[r + offset]
-                length = notes[r + offset + 1]
-                if encoded is None:
-                    if base + slot not in changes:
-                        continue
-                    value = changes[base + slot]
-                    encoded = _NULL if value is None else _I32.pack(len(value)) + value
-                elif length < 0:
-                    continue
-                append(buf[prev:p])
-                append(encoded)
+            parts.append(b"")
+            prev = pos + 5
+            p = pos + 7
+            for act, constant in self._columns:
+                (length,) = unpack(buf, p)
                 old = 4 + length if length >= 0 else 4
-                prev = p + old
-                size += len(encoded) - old
-            append(buf[prev:row_end])
-            parts[at] = header(68, size)
-            base += per_values
+                new = None
+                if act == _EDITED:
+                    if position in changes:
+                        value = changes[position]
+                        new = _NULL if value is None else _I32.pack(len(value)) + value
+                    position += 1
+                elif act and length >= 0:
+                    new = constant
+                if new is not None:
+                    parts.append(buf[prev:p])
+                    parts.append(new)
+                    prev = p + old
+                    size += len(new) - old
+                p += old
+            parts.append(buf[prev:row_end])
+            parts[at] = _DATA_ROW_HEADER.pack(68, size)
+            pos = row_end
         return b"".join(parts)

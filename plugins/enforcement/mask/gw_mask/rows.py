@@ -125,7 +125,8 @@ class ResultPlan:
         constant: dict[int, bytes | None] = {}
         replaced: list[tuple[int, Callable[[bytes], Value]]] = []
         for action, (index, replace) in zip(self.masked, fixed):
-            if (value := _constant_replacement(action)) is not _VARIES:
+            is_constant, value = _constant_replacement(action)
+            if is_constant:
                 constant[index] = value
             else:
                 replaced.append((index, replace))
@@ -134,20 +135,16 @@ class ResultPlan:
         return rows
 
 
-#: :func:`_constant_replacement` of a column whose masked value depends on the value.
-_VARIES = b"\0varies"
-
-
-def _constant_replacement(action: ColumnAction) -> Value:
-    """What every value of a masked column becomes, when that does not depend on the value (as
-    :func:`_column_replacer` decides); :data:`_VARIES` when it does."""
+def _constant_replacement(action: ColumnAction) -> tuple[bool, Value]:
+    """``(True, what every value of a masked column becomes)`` when that does not depend on the value (as
+    :func:`_column_replacer` decides), else ``(False, None)``."""
     if action.fields is not None:
-        return _VARIES
+        return False, None
     if action.strategy.nulls_values or action.kind in (ValueKind.OPAQUE, ValueKind.OTHER):
-        return None
+        return True, None
     if action.kind is ValueKind.PLAIN and action.strategy.constant is not None:
-        return action.strategy.constant
-    return _VARIES
+        return True, action.strategy.constant
+    return False, None
 
 
 def _column_replacer(kind: ValueKind, strategy: Strategy) -> Callable[[bytes], Value]:

@@ -51,7 +51,7 @@ class Redact(Strategy):
     """Replace the whole value with ``***`` (its length is not revealed)."""
 
     name = "redact"
-    constant = _REDACTED_BYTES
+    constant: bytes | None = _REDACTED_BYTES
 
     def mask(self, text: str) -> str:
         return REDACTED

@@ -7,11 +7,7 @@ from itertools import accumulate
 
 import pytest
 from gw.detect import Detector
-from hypothesis import given
-from hypothesis import strategies as st
 from gw_mask.detectors import (
-    builtin_hits,
-    builtin_may_match,
     BUILTIN_DETECTORS,
     BUILTIN_PREFILTER,
     CreditCard,
@@ -19,9 +15,13 @@ from gw_mask.detectors import (
     Iban,
     Phone,
     UsSsn,
+    builtin_hits,
+    builtin_may_match,
     iban_valid,
     luhn_valid,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def found(detector: Detector, text: str) -> list[str]:

@@ -257,9 +257,9 @@ COLUMNWISE_CASES = [
     ('columns = ["ssn", "email"], detectors = ["us_ssn", "credit_card", "email", "iban"]',
      [text("id", type_name="int4"), text("name"), text("ssn"), text("email"), text("note")]),
     # value-dependent strategies, NULL strategy, a non-text masked column, a binary scanned one, JSON
-    ('strategy = "partial", hash_key_env = "GW_TEST_MASK_KEY", '
-     'columns = ["ssn", { column = "email", strategy = "hash" }, { column = "salary", strategy = "null" }, '
-     '"pin"], json_paths = ["ssn"], detectors = [{ detector = "credit_card", strategy = "null" }, "email"]',
+    (('strategy = "partial", hash_key_env = "GW_TEST_MASK_KEY", '
+      'columns = ["ssn", { column = "email", strategy = "hash" }, { column = "salary", strategy = "null" }, '
+      '"pin"], json_paths = ["ssn"], detectors = [{ detector = "credit_card", strategy = "null" }, "email"]'),
      [text("ssn"), text("email"), text("salary"), text("pin", type_name="int4"), text("note"),
       text("b", binary=True), text("doc", type_name="jsonb")]),
     # detectors only, one of them without a prefilter (so without a quick check: every value is scanned)

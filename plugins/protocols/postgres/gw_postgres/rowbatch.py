@@ -52,11 +52,11 @@ class RowBatch:
         #: The row filter this was made from (the session uses the batch only while it is the result's).
         self.filter = filt
         self._edit = edits.edit
-        columns: list[tuple[int, bytes | None]] = [(_PASS, None)] * width
+        columns: list[tuple[int, bytes]] = [(_PASS, b"")] * width
         for index, value in edits.constant.items():
             columns[index] = (_CONSTANT, _NULL if value is None else _I32.pack(len(value)) + value)
         for index in edits.edited:
-            columns[index] = (_EDITED, None)
+            columns[index] = (_EDITED, b"")
         #: Per column: what the walk does, and the constant that replaces its values, encoded.
         self._columns = tuple(columns)
 
@@ -104,9 +104,9 @@ class RowBatch:
                         elif act:  # a constant replaces the value
                             replaced += 1
                             append(buf[prev:p])
-                            append(encoded)  # type: ignore[arg-type]  # set for every constant
+                            append(encoded)
                             prev = p + 4 + length
-                            size += len(encoded) - 4 - length  # type: ignore[arg-type]
+                            size += len(encoded) - 4 - length
                         p += 4 + length
                     elif length == -1:
                         if act == _EDITED:
@@ -141,7 +141,7 @@ class RowBatch:
             for act, constant in self._columns:
                 (length,) = unpack(buf, p)
                 old = 4 + length if length >= 0 else 4
-                new = None
+                new: bytes | None = None
                 if act == _EDITED:
                     if position in changes:
                         value = changes[position]

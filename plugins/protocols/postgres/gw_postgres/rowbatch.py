@@ -97,23 +97,26 @@ class RowBatch:
                 prev = pos + 5
                 p = pos + 7
                 for act, encoded in columns:
-                    (length,) = unpack(buf, p)
-                    if length >= 0:
-                        if act == _EDITED:
-                            collect(buf[p + 4:p + 4 + length])
-                        elif act:  # a constant replaces the value
-                            replaced += 1
-                            append(buf[prev:p])
-                            append(encoded)
-                            prev = p + 4 + length
-                            size += len(encoded) - 4 - length
-                        p += 4 + length
-                    elif length == -1:
+                    length = unpack(buf, p)[0]
+                    if length < 0:
+                        if length != -1:
+                            raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
                         if act == _EDITED:
                             collect(None)
+                        p += 4  # NULL stays NULL, whatever the column
+                    elif act == _PASS:
+                        p += 4 + length
+                    elif act == _EDITED:
                         p += 4
-                    else:
-                        raise RemoteProtocolError("malformed DataRow message: a value's length is wrong")
+                        collect(buf[p:p + length])
+                        p += length
+                    else:  # a constant replaces the value
+                        replaced += 1
+                        if prev != p:  # nothing between two constants
+                            append(buf[prev:p])
+                        append(encoded)
+                        size += len(encoded) - 4 - length
+                        prev = p = p + 4 + length
                 # Lengths read past the row's end (into the next row) always leave p beyond it.
                 if p != row_end:
                     raise RemoteProtocolError("malformed DataRow message: " + (

@@ -1348,9 +1348,12 @@ class ProxySession:
             head.filter = None
             shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \
                 "this COPY's"
-            head.withhold = (f"a masking rule applies to this result and gw cannot mask {shown} output; use "
-                             "COPY ... TO STDOUT in text format with the default options (no DELIMITER, NULL, "
-                             "HEADER), or SELECT")
+            # Which stage needs the rows: a masking rule, or only a stage that reads them (the session recording).
+            why = (f"a masking rule applies to this result and gw cannot mask {shown} output"
+                   if head.run.rows(columns, transforming=True) is not None else
+                   f"this session's result rows are recorded and gw cannot read {shown} output to record it")
+            head.withhold = (f"{why}; use COPY ... TO STDOUT in text format with the default options (no "
+                             "DELIMITER, NULL, HEADER), or SELECT")
         self._pop_filter(head)
 
     def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:

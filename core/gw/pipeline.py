@@ -34,7 +34,15 @@ from .model import (
     Verdict,
     cancel_reason_text,
 )
-from .stage import CommandContext, ParamValues, RowFilter, Stage, StreamFilter
+from .stage import (
+    ColumnEdits,
+    ColumnwiseRowFilter,
+    CommandContext,
+    ParamValues,
+    RowFilter,
+    Stage,
+    StreamFilter,
+)
 
 if TYPE_CHECKING:
     from .runtime import ListenerRuntime
@@ -47,15 +55,55 @@ def _overrides(stage: Stage, method: str) -> bool:
 
 
 class _RowChain:
-    __slots__ = ("filters",)
+    __slots__ = ("_edits", "filters")
 
     def __init__(self, filters: Sequence[RowFilter]) -> None:
         self.filters = tuple(filters)
+        self._edits: _ChainedEdits | None = None
 
     def row(self, values: list[bytes | None]) -> list[bytes | None]:
         for f in self.filters:
             values = f.row(values)
         return values
+
+    def columnwise(self) -> ColumnEdits | None:
+        """The chain's work as column edits, when every filter offers them for the rows that come now and at
+        most one of them touches a column: a mask filter, then observers that need no more rows (record's,
+        once it has kept what it keeps)."""
+        parts = []
+        for f in self.filters:
+            edits = f.columnwise() if isinstance(f, ColumnwiseRowFilter) else None
+            if edits is None:
+                return None
+            parts.append(edits)
+        working = [e for e in parts if e.constant or e.edited]
+        if len(working) > 1:
+            return None
+        cached = self._edits
+        if cached is None or len(cached.parts) != len(parts) or any(
+                a is not b for a, b in zip(cached.parts, parts)):
+            cached = self._edits = _ChainedEdits(tuple(parts), working[0] if working else parts[0])
+        return cached
+
+
+class _ChainedEdits:
+    """:meth:`_RowChain.columnwise`: the one filter's edits that touch columns; the others' ``edit`` is called
+    too (with no values), so an observer learns that rows went by."""
+
+    __slots__ = ("_main", "_others", "constant", "edited", "parts")
+
+    def __init__(self, parts: tuple[ColumnEdits, ...], main: ColumnEdits) -> None:
+        self.parts = parts
+        self._main = main
+        self._others = tuple(e for e in parts if e is not main)
+        self.constant = main.constant
+        self.edited = main.edited
+
+    def edit(self, values: list[bytes | None], replaced: int) -> dict[int, bytes | None]:
+        changes = self._main.edit(values, replaced)
+        for other in self._others:
+            other.edit([], 0)
+        return changes
 
 
 class _StreamChain:

@@ -99,8 +99,11 @@ class ColumnEdits(Protocol):
 
 @runtime_checkable
 class ColumnwiseRowFilter(RowFilter, Protocol):
-    """A row filter that can also say what it does as :class:`ColumnEdits` (None: it cannot for this result).
-    Protocols that see many rows per read use it (PostgreSQL DataRows); others call ``row``."""
+    """A row filter that can also say what it does as :class:`ColumnEdits`, for the rows that come next (None:
+    not for them; a protocol asks again for each batch, so a filter may offer edits from some row on, as
+    record's does once it has kept its rows).  Protocols that see many rows per read use it (PostgreSQL
+    DataRows); others call ``row``.  A pipeline's chain of filters offers one when every filter does and at
+    most one of them touches a column."""
 
     def columnwise(self) -> ColumnEdits | None: ...
 

@@ -504,11 +504,12 @@ class Record(Stage):
 class _RowCapture:
     """Keeps the first ``limit`` rows of a result (within the byte budget); passes every row on unchanged."""
 
-    __slots__ = ("ct", "limit")
+    __slots__ = ("ct", "limit", "skipped")
 
     def __init__(self, ct: _CommandTape, limit: int) -> None:
         self.ct = ct
         self.limit = limit
+        self.skipped: _RowsSkipped | None = None
 
     def row(self, values: list[bytes | None]) -> list[bytes | None]:
         ct = self.ct
@@ -527,6 +528,30 @@ class _RowCapture:
         if len(ct.rows) >= self.limit:
             ct.rows_full = True
         return values
+
+    def columnwise(self) -> _RowsSkipped | None:
+        """Once the rows it keeps are kept, the capture touches no column: the rows that follow can go by a
+        batch at a time (gw.stage.ColumnEdits), each batch marking the recording truncated."""
+        if not self.ct.rows_full:
+            return None
+        if self.skipped is None:
+            self.skipped = _RowsSkipped(self.ct)
+        return self.skipped
+
+
+class _RowsSkipped:
+    """:meth:`_RowCapture.columnwise`: no column is touched; rows going by make the recording truncated."""
+
+    __slots__ = ("constant", "ct", "edited")
+
+    def __init__(self, ct: _CommandTape) -> None:
+        self.ct = ct
+        self.constant: dict[int, bytes | None] = {}
+        self.edited: tuple[int, ...] = ()
+
+    def edit(self, values: list[bytes | None], replaced: int) -> dict[int, bytes | None]:
+        self.ct.rows_truncated = True
+        return {}
 
 
 class _Capture:

@@ -326,6 +326,31 @@ async def test_a_session_first_seen_mid_way_is_still_recorded(pipeline_file: Cal
     assert [e[1] for e in events] == ["query", "verdict", "result", "end"]
 
 
+async def test_rows_after_the_kept_ones_go_by_as_column_edits(pipeline_file: Callable[..., Path],
+                                                               pm: pluggy.PluginManager) -> None:
+    """Until it has kept ``max_rows`` rows the capture wants each row; then it offers column edits that touch
+    nothing (a protocol may pass the rest a batch at a time), and a batch going by marks the rows truncated."""
+    path = pipeline_file('{ use = "record", max_rows = 2 }', listener=False)
+    async with opened(path, pm) as (rt, pipeline, _):
+        s = session(protocol="postgres")
+        cmd = command(s, 1, "select id from people", kind=Kind.READ)
+        await pipeline.decide(cmd, Context())
+        rows = pipeline.rows(cmd, [Column("id")])
+        assert rows is not None
+        rows.row([b"1"])
+        assert rows.columnwise() is None
+        rows.row([b"2"])
+        edits = rows.columnwise()
+        assert edits is not None and edits is rows.columnwise()
+        assert (edits.constant, edits.edited) == ({}, ())
+        assert edits.edit([], 0) == {}
+        await pipeline.completed(cmd, Outcome(rows=40, tag="SELECT 40"))
+        await pipeline.session_ended(s, "client_closed")
+        _, events = await events_of(rt, "s1")
+    recorded = of_type(events, "rows")[0]
+    assert recorded["rows"] == [["1"], ["2"]] and recorded["truncated"] is True
+
+
 async def test_rows_keep_binary_values_and_non_utf8_text_as_base64(pipeline_file: Callable[..., Path],
                                                                    pm: pluggy.PluginManager) -> None:
     path = pipeline_file('{ use = "record", max_rows = 2 }', listener=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from gw.stage import ColumnEdits, ColumnwiseRowFilter, RowFilter
+from gw.stage import ColumnEdits
 
 from .errors import RemoteProtocolError
 
@@ -33,24 +33,14 @@ class RowShapeChanged(Exception):
     """A DataRow of the run does not have the result's number of values."""
 
 
-def row_batch(filt: RowFilter | None, width: int) -> RowBatch | None:
-    """The batch form of ``filt`` for a result of ``width`` columns, when it has one."""
-    if not isinstance(filt, ColumnwiseRowFilter):
-        return None
-    edits = filt.columnwise()
-    if edits is None:
-        return None
-    return RowBatch(filt, edits, width)
-
-
 class RowBatch:
     """One result's column edits, prepared for :meth:`apply`."""
 
-    __slots__ = ("_columns", "_edit", "filter")
+    __slots__ = ("_columns", "_edit", "edits")
 
-    def __init__(self, filt: RowFilter, edits: ColumnEdits, width: int) -> None:
-        #: The row filter this was made from (the session uses the batch only while it is the result's).
-        self.filter = filt
+    def __init__(self, edits: ColumnEdits, width: int) -> None:
+        #: What this was made from (a filter may offer other edits for later rows).
+        self.edits = edits
         self._edit = edits.edit
         columns: list[tuple[int, bytes]] = [(_PASS, b"")] * width
         for index, value in edits.constant.items():

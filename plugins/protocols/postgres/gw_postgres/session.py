@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
 from gw.pipeline import CommandRun, SessionRuntime
-from gw.stage import UNKNOWN_SOURCES, RowFilter
+from gw.stage import UNKNOWN_SOURCES, ColumnwiseRowFilter, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
 from gw_sqlanalysis.grammar import MAX_DEPTH
@@ -65,7 +65,7 @@ from .messages import (
 )
 from .names import NameTable, Portal, Statement
 from .provenance import Provenance, statement_tokens, wire_columns
-from .rowbatch import RowBatch, RowShapeChanged, row_batch
+from .rowbatch import RowBatch, RowShapeChanged
 from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
@@ -176,7 +176,10 @@ class Pending:
     #: Rows must be resolved (columns, filter) before the first DataRow is relayed.
     resolve_rows: bool = False
     filter: RowFilter | None = None
-    #: ``filter`` in batch form, when it has one (used while it is the result's filter).
+    #: ``filter`` may offer column edits (gw.stage.ColumnwiseRowFilter): rows go to it a received run at a time.
+    columnwise: bool = False
+    #: The result's number of columns, and the last column edits prepared for it.
+    width: int = 0
     batch: RowBatch | None = None
     #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
     withhold: str | None = None
@@ -1023,9 +1026,9 @@ class ProxySession:
                         head = self.pending[0]
                         if head.resolve_rows:
                             verdict = await self._data_row(head, buf[start + 5:end])
-                        elif head.batch is not None and head.batch.filter is head.filter:
+                        elif head.columnwise:
                             end = codec.skip_run(t)  # the rest of the rows in this chunk, in one batch
-                            verdict = self._filter_rows(head, head.batch, buf, start, end)
+                            verdict = self._filter_rows(head, buf, start, end)
                         else:
                             verdict = self._filter_row(head, buf[start + 5:end])
                     else:
@@ -1306,7 +1309,7 @@ class ProxySession:
         index = head.statement_index if head.expect is Expect.QUERY else None
         if not head.run.wants_sources:  # no stage reads sources: no lineage, no catalog lookup
             head.filter = head.run.rows(wire_columns(fields))
-            head.batch = row_batch(head.filter, len(fields))
+            self._columnwise(head, len(fields))
             self._pop_filter(head)
             return
         try:
@@ -1318,7 +1321,7 @@ class ProxySession:
             head.filter = None
         else:
             head.filter = head.run.rows(columns)
-            head.batch = row_batch(head.filter, len(fields))
+            self._columnwise(head, len(fields))
         self._pop_filter(head)
 
     async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
@@ -1403,11 +1406,27 @@ class ProxySession:
             return True
         return splice_data_row(data, offsets, original, new)
 
-    def _filter_rows(self, head: Pending, batch: RowBatch, buf: bytes, start: int, end: int) -> bytes | bool:
-        """The complete DataRows of ``buf[start:end]`` through the result's filter in one batch."""
+    @staticmethod
+    def _columnwise(head: Pending, width: int) -> None:
+        head.columnwise = isinstance(head.filter, ColumnwiseRowFilter)
+        head.width = width
+        head.batch = None
+
+    def _filter_rows(self, head: Pending, buf: bytes, start: int, end: int) -> bytes | bool:
+        """The complete DataRows of ``buf[start:end]`` through the result's filter: in one batch when it
+        offers column edits for the rows that come now, else row by row."""
         if head.withhold is not None:
             return False
+        filt = head.filter
+        if filt is None:
+            return True
         try:
+            edits = filt.columnwise() if isinstance(filt, ColumnwiseRowFilter) else None
+            if edits is None:
+                return self._filter_each_row(head, buf, start, end)
+            batch = head.batch
+            if batch is None or batch.edits is not edits:
+                batch = head.batch = RowBatch(edits, head.width)
             edited = batch.apply(buf, start, end)
         except ProtocolError:
             raise
@@ -1419,7 +1438,8 @@ class ProxySession:
             return False
         return True if edited is None else edited
 
-    def _filter_each_row(self, head: Pending, buf: bytes, start: int, end: int) -> bytes | bool:
+    def _filter_each_row(self, head: Pending, buf: bytes, start: int, end: int) -> bytes:
+        """The complete DataRows of ``buf[start:end]`` through :meth:`_filter_row`, one at a time."""
         parts: list[bytes] = []
         pos = start
         while pos < end:

@@ -161,20 +161,42 @@ class MaskSources(Stage):
         return Columnwise() if self.options.columnwise else Filter()
 
 
+class RowNamesOptions(StageOptions):
+    #: After this many rows, the filter offers column edits that touch nothing (as record's does once it has
+    #: kept its rows); None: never.
+    keep: int | None = None
+
+
 class RowNames(Stage):
     """Observes rows and keeps the columns it was given, asking for no sources (record double)."""
 
     name = "row_names"
+    Options = RowNamesOptions
 
     def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
         EVENTS.append(("row_names", [(c.name, c.type_name, c.sources) for c in columns]))
+        keep = self.options.keep
 
         class Filter:
+            seen = 0
+
             def row(self, values: list[bytes | None]) -> list[bytes | None]:
                 EVENTS.append(("row", tuple(values)))
+                self.seen += 1
                 return values
 
-        return Filter()
+        class Skipping(Filter):
+            constant: dict[int, bytes | None] = {}  # noqa: RUF012 - never changed
+            edited = ()
+
+            def columnwise(self) -> Skipping | None:
+                return self if keep is not None and self.seen >= keep else None
+
+            def edit(self, values: list[bytes | None], replaced: int) -> dict[int, bytes | None]:
+                EVENTS.append(("rows skipped", None))
+                return {}
+
+        return Skipping() if keep is not None else Filter()
 
 
 class Recorder(Stage):

@@ -296,6 +296,18 @@ async def test_a_large_result_is_masked_a_chunk_of_rows_at_a_time(pg_gateway: An
         # each call: the scanned values of its rows, and how many ssn values it replaced
         assert sum(n for n, _ in calls) == 2 * 2 * 3000
         assert sum(r for _, r in calls) == 2 * (3000 - 3000 // 7)
+        # with an observer after it (record): row by row until the observer has the rows it keeps, then the
+        # chain offers the mask's edits, the observer told of each batch
+        events.clear()
+        async with pg_gateway(stages=stages + ', { use = "row_names", keep = 100 }') as gw:
+            assert await pg.in_thread(_fetch, pg.dsn(gw.port("pg")), query) == expected
+        seen = [e[1] for e in events if e[0] == "row"]
+        assert 100 <= len(seen) < 3000
+        assert seen[:2] == [(b"1", b"***", b"note 1", b"t"), (b"2", b"***", b"note 2", b"t")]
+        assert sum(1 for e in events if e[0] == "row call") == len(seen)
+        edits = [e[1] for e in events if e[0] == "edit call"]
+        assert sum(n for n, _ in edits) == 2 * (3000 - len(seen)) and len(edits) > 2
+        assert sum(1 for e in events if e[0] == "rows skipped") == len(edits)
     finally:
         await pg.psql(pg.DIRECT, "-c", f"drop table {t}")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from gw.model import Kind
 
@@ -80,6 +80,19 @@ def _size(key: object) -> int:
     return 0
 
 
+class _Parsed(NamedTuple):
+    """One statement of a text, parsed."""
+
+    #: (shape of the whole text, index of the statement in it): the key of its tree and lineage.
+    key: tuple[str, int]
+    tree: Any
+    #: The tables (``schema.table``) it names.
+    tables: tuple[str, ...]
+    #: Its nesting of parentheses and brackets (:func:`gw_sqlanalysis.grammar.nesting_depth`): deeper than
+    #: :data:`SHALLOW_DEPTH`, its tree is walked on a big stack.
+    depth: int
+
+
 def _unreadable(reason_flags: frozenset[str]) -> Classification:
     return Classification(Kind.UNKNOWN, "", (), frozenset({"unparsed"}) | reason_flags)
 
@@ -105,12 +118,12 @@ class Classifier:
         budget = max(1, cache_size) * 512
         self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
-        self._trees: _LRU[tuple[str, int], tuple[object, tuple[str, ...]]] = _LRU(cache_size, budget)
+        #: (shape, statement index) -> (tree, or None when it does not parse; tables; nesting depth).
+        self._trees: _LRU[tuple[str, int], tuple[Any, tuple[str, ...], int]] = _LRU(cache_size, budget)
         self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
         #: The trees and lineages of the last few statements too long for the caches above, so that a protocol
         #: can work them out off its event loop (:meth:`prepare_lineage`) and then ask again cheaply.
-        self._large_trees: _LRU[tuple[str, int | None], tuple[tuple[str, int], Any, tuple[str, ...]] | None] = \
-            _LRU(2, 1 << 62, max_key=1 << 62)
+        self._large_trees: _LRU[tuple[str, int | None], _Parsed | None] = _LRU(2, 1 << 62, max_key=1 << 62)
         self._large_lineages: _LRU[tuple[object, ...], Lineage] = _LRU(8, 1 << 62, max_key=1 << 62)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
@@ -186,19 +199,18 @@ class Classifier:
             parsed = self._parsed(text, statement)
             if parsed is None:
                 return None
-            shape_key, tree, names = parsed
-            known = tuple((t, tuple(tables[t])) for t in names if tables is not None and t in tables)
-            key = (*shape_key, known)
+            known = tuple((t, tuple(tables[t])) for t in parsed.tables if tables is not None and t in tables)
+            key = (*parsed.key, known)
             large = len(text) > MAX_CACHED_KEY
             cache = self._large_lineages if large else self._lineages
             cached = cache.get(key)
             if cached is not None:
                 return cached
-            if text.count("(") + text.count("[") > SHALLOW_DEPTH:  # possibly deep: walk it on a big stack
-                result = with_fresh_stack(statement_lineage, tree, self.rules, dict(known))
+            if parsed.depth > SHALLOW_DEPTH:  # the walk recurses per level: give it a big stack
+                result = with_fresh_stack(statement_lineage, parsed.tree, self.rules, dict(known))
             else:
-                result = statement_lineage(tree, self.rules, dict(known))
-            cache.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
+                result = statement_lineage(parsed.tree, self.rules, dict(known))
+            cache.put(key, result, len(parsed.key[0]) + sum(len(c) for _, cs in known for c in cs))
             return result
         except Exception:  # noqa: BLE001 - callers fail closed on None
             return None
@@ -209,7 +221,7 @@ class Classifier:
             parsed = self._parsed(text, statement)
         except Exception:  # noqa: BLE001
             return None
-        return parsed[2] if parsed is not None else None
+        return parsed.tables if parsed is not None else None
 
     def prepare_lineage(self, text: str) -> None:
         """Work out the lineage of every statement of a long ``text`` now (call it in a worker thread): the
@@ -220,7 +232,7 @@ class Classifier:
         if count == 1:  # asked without an index, the only statement is meant
             self._large_trees.put((text, None), self._large_trees.entries.get((text, 0)), 1)
 
-    def _parsed(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
+    def _parsed(self, text: str, statement: int | None) -> _Parsed | None:
         if len(text) <= MAX_CACHED_KEY:
             return self._parse(text, statement)
         if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
@@ -229,7 +241,7 @@ class Classifier:
         self._large_trees.put((text, statement), parsed, 1)
         return parsed
 
-    def _parse(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
+    def _parse(self, text: str, statement: int | None) -> _Parsed | None:
         lexed = self._lex(text)
         if lexed.error is not None or lexed.flags:
             return None
@@ -244,19 +256,20 @@ class Classifier:
         cached = self._trees.get(key)
         if cached is None:
             tokens = statements[statement]
+            depth = nesting_depth(tokens)
             try:
-                if ("(" in tokens or "[" in tokens) and nesting_depth(tokens) > SHALLOW_DEPTH:
+                if depth > SHALLOW_DEPTH:
                     tree = with_fresh_stack(parse_one, sql_text(tokens), self.rules)
                 else:
                     tree = parse_one(sql_text(tokens), self.rules)
             except ParseFailure:
-                cached = (None, ())
+                cached = (None, (), depth)
             else:
-                cached = (tree, tuple(table_objects(tree, self.rules)))
+                cached = (tree, tuple(table_objects(tree, self.rules)), depth)
             self._trees.put(key, cached, len(lexed.shape))
         if cached[0] is None:
             return None
-        return key, cached[0], cached[1]
+        return _Parsed(key, *cached)
 
 
 def fingerprint(text: str, dialect: str = "postgres") -> str:

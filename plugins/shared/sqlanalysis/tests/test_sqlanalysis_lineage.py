@@ -3,6 +3,8 @@ untraceable items widen to every column of the tables concerned; None only when 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from gw_sqlanalysis import ANYTHING, Classifier
 
@@ -144,3 +146,44 @@ def test_cached_per_shape_and_literal_independent() -> None:
 
 def test_mysql_lineage() -> None:
     assert Classifier("mysql").column_sources("SELECT `ssn` AS x FROM shop.people") == [("shop.people.ssn",)]
+
+
+def _count_big_stack_walks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every lineage walk run on the big-stack thread (and still run it there)."""
+    import gw_sqlanalysis
+    from gw_sqlanalysis.grammar import with_fresh_stack
+
+    walks: list[object] = []
+
+    def recording(fn: Callable[..., object], *args: object) -> object:
+        if fn is gw_sqlanalysis.statement_lineage:
+            walks.append(args[0])
+        return with_fresh_stack(fn, *args)
+
+    monkeypatch.setattr(gw_sqlanalysis, "with_fresh_stack", recording)
+    return walks
+
+
+def test_many_sibling_calls_are_walked_on_the_callers_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The big stack is for statements that are deep, not for ones with many parentheses side by side."""
+    sql = "select " + ", ".join(f"upper(c{i}) as u{i}" for i in range(12)) + ", lower(ssn) from people"
+    expected = Classifier("postgres").lineage(sql)
+    walks = _count_big_stack_walks(monkeypatch)
+    c = Classifier("postgres")
+    got = c.lineage(sql)
+    assert walks == []
+    assert got == expected and got is not None
+    assert got.columns == tuple((f"{P}.c{i}",) for i in range(12)) + ((f"{P}.ssn",),)
+
+
+def test_deeply_nested_statements_are_walked_on_a_big_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    sql = "select " + "upper(" * 12 + "ssn" + ")" * 12 + " from people"
+    expected = Classifier("postgres").lineage(sql)
+    walks = _count_big_stack_walks(monkeypatch)
+    c = Classifier("postgres")
+    got = c.lineage(sql)
+    assert len(walks) == 1
+    assert got == expected and got is not None and got.columns == ((f"{P}.ssn",),)
+    # the depth is kept with the cached tree: a walk for other known columns still gets the big stack
+    assert c.lineage(sql, tables={P: ["id", "ssn"]}) == got
+    assert len(walks) == 2

@@ -93,6 +93,10 @@ class _Parsed(NamedTuple):
     depth: int
 
 
+#: A text lexed, and its tokens split into statements (none when it could not be lexed).
+_Split = tuple[Lexed, list[list[str]]]
+
+
 def _unreadable(reason_flags: frozenset[str]) -> Classification:
     return Classification(Kind.UNKNOWN, "", (), frozenset({"unparsed"}) | reason_flags)
 
@@ -195,8 +199,12 @@ class Classifier:
         """The :class:`Lineage` of one statement of ``text`` (see :meth:`column_sources`); ``tables`` gives
         the columns of tables by ``schema.table`` (from the database's catalog).  None when the statement
         cannot be parsed (callers treat every value as derived from anything)."""
+        return self._lineage(text, statement, tables, None)
+
+    def _lineage(self, text: str, statement: int | None, tables: Mapping[str, Sequence[str]] | None,
+                 split: _Split | None) -> Lineage | None:
         try:
-            parsed = self._parsed(text, statement)
+            parsed = self._parsed(text, statement, split)
             if parsed is None:
                 return None
             known = tuple((t, tuple(tables[t])) for t in parsed.tables if tables is not None and t in tables)
@@ -225,27 +233,36 @@ class Classifier:
 
     def prepare_lineage(self, text: str) -> None:
         """Work out the lineage of every statement of a long ``text`` now (call it in a worker thread): the
-        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing."""
-        count = count_statements(text, self.dialect)
+        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing.  The text is lexed
+        once, for all its statements."""
+        try:
+            split = self._split(text)
+        except Exception:  # noqa: BLE001 - lineage() fails closed on such a text anyway
+            return
+        count = len(split[1])
         for i in range(max(1, count)):
-            self.lineage(text, i)
+            self._lineage(text, i, None, split)
         if count == 1:  # asked without an index, the only statement is meant
             self._large_trees.put((text, None), self._large_trees.entries.get((text, 0)), 1)
 
-    def _parsed(self, text: str, statement: int | None) -> _Parsed | None:
+    def _split(self, text: str) -> _Split:
+        lexed = self._lex(text)
+        return lexed, split_tokens(lexed.tokens) if lexed.error is None else []
+
+    def _parsed(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:
         if len(text) <= MAX_CACHED_KEY:
-            return self._parse(text, statement)
+            return self._parse(text, statement, split)
         if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
             return self._large_trees.entries[(text, statement)]
-        parsed = self._parse(text, statement)
+        parsed = self._parse(text, statement, split)
         self._large_trees.put((text, statement), parsed, 1)
         return parsed
 
-    def _parse(self, text: str, statement: int | None) -> _Parsed | None:
-        lexed = self._lex(text)
+    def _parse(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:
+        """One statement of ``text`` parsed (``split``: ``text`` already lexed and split into statements)."""
+        lexed, statements = self._split(text) if split is None else split
         if lexed.error is not None or lexed.flags:
             return None
-        statements = split_tokens(lexed.tokens)
         if statement is None:
             if len(statements) != 1:
                 return None

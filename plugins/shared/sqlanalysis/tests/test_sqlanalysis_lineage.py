@@ -4,6 +4,7 @@ untraceable items widen to every column of the tables concerned; None only when 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from gw_sqlanalysis import ANYTHING, Classifier
@@ -187,3 +188,42 @@ def test_deeply_nested_statements_are_walked_on_a_big_stack(monkeypatch: pytest.
     # the depth is kept with the cached tree: a walk for other known columns still gets the big stack
     assert c.lineage(sql, tables={P: ["id", "ssn"]}) == got
     assert len(walks) == 2
+
+
+@pytest.mark.parametrize("padding", [0, 20000], ids=["short", "long"])
+def test_prepare_lineage_lexes_a_multi_statement_text_once(monkeypatch: pytest.MonkeyPatch, padding: int) -> None:
+    import gw_sqlanalysis
+
+    text = ("select ssn from people where note <> '" + "x" * padding + "'; select 1; "
+            "update people set note = 'y' returning upper(ssn), id; select name, ssn from people")
+    expected = [Classifier("postgres").lineage(text, i) for i in range(4)]
+    assert all(e is not None for e in expected)
+    lexed: list[str] = []
+    real_lex = gw_sqlanalysis.lex
+
+    def counting(text: str, *args: Any) -> Any:
+        lexed.append(text)
+        return real_lex(text, *args)
+
+    monkeypatch.setattr(gw_sqlanalysis, "lex", counting)
+    c = Classifier("postgres")
+    c.prepare_lineage(text)
+    assert len(lexed) == 1
+    assert [c.lineage(text, i) for i in range(4)] == expected
+
+
+def test_prepare_lineage_uses_the_classifiers_own_lexer() -> None:
+    from gw_sqlanalysis.mysql import MySQLMode, lexer_for
+
+    calls: list[str] = []
+    session_lexer = lexer_for(MySQLMode())
+
+    def counting(text: str) -> Any:
+        calls.append(text)
+        return session_lexer(text)
+
+    text = "SELECT `ssn` FROM shop.people; SELECT 1; SELECT name FROM shop.people"
+    c = Classifier("mysql", lexer=counting)
+    c.prepare_lineage(text)
+    assert calls == [text]
+    assert [c.column_sources(text, i) for i in range(3)] == [[("shop.people.ssn",)], [()], [("shop.people.name",)]]

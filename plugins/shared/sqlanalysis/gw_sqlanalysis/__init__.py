@@ -11,7 +11,8 @@ dialect and call it for every statement.
 * :meth:`Classifier.column_sources` -> per output column the ``schema.table.column`` sources it derives from.
 
 Cost: classification never depends on literal values, so results are cached by the literal-normalised shape
-(sqlglot runs once per distinct shape), after a cheaper cache by exact text.  A pgbench-style statement with a
+(sqlglot runs once per distinct shape), after a cheaper cache by exact text (by exact text and
+``standard_conforming_strings`` setting for a PostgreSQL text whose lexing depends on it).  A pgbench-style statement with a
 new literal each time costs one lexer pass and a dictionary lookup.
 """
 
@@ -122,6 +123,10 @@ class Classifier:
         budget = max(1, cache_size) * 512
         self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
+        #: Texts that read differently under the two ``standard_conforming_strings`` settings, classified in
+        #: the one the caller knows, keyed by (text, setting): an answer is only ever returned for the
+        #: setting it was lexed under (``_by_text`` holds only answers that do not depend on it).
+        self._by_text_and_mode: _LRU[tuple[str, bool], Classification] = _LRU(cache_size, budget)
         #: (shape, statement index) -> (tree, or None when it does not parse; tables; nesting depth).
         self._trees: _LRU[tuple[str, int], tuple[Any, tuple[str, ...], int]] = _LRU(cache_size, budget)
         self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
@@ -145,11 +150,17 @@ class Classifier:
         that reads differently under the two settings is then ``unknown`` (``ambiguous_quoting``)."""
         if standard_strings is not None and "\\" in text and self.dialect == "postgres":
             # Only a backslash reads differently under the two settings: such a text is lexed in the mode the
-            # server is in, not looked up by text (that cache holds the mode-independent answers).
+            # server is in, and cached with that mode.
+            key = (text, standard_strings)
+            cached = self._by_text_and_mode.get(key)
+            if cached is not None:
+                return cached
             try:
-                return self._classify(text, standard_strings)
+                result = self._classify(text, standard_strings)
             except Exception:  # noqa: BLE001 - fail closed
-                return _unreadable(frozenset({"internal_error"}))
+                result = _unreadable(frozenset({"internal_error"}))
+            self._by_text_and_mode.put(key, result, len(text))
+            return result
         cached = self._by_text.get(text)
         if cached is not None:
             return cached

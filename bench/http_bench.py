@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import trio
-from common import BIN, ROOT, free_port, wait_port
+from common import BIN, ROOT, cpu_seconds, free_port, wait_port
 
 STAGES = {
     "none": "",
@@ -104,6 +104,10 @@ headers = {{ Authorization = "Bearer ${{BENCH_UPSTREAM_TOKEN}}" }}
         assert self.proc is not None
         m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
         return int(m.group(1)) / 1024 if m else 0.0
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -187,6 +191,8 @@ def main() -> None:
     rps: dict[str, list[float]] = {name: [] for name in ["direct", *gateways]}
     mbs: dict[str, list[float]] = {name: [] for name in ["direct", *gateways]}
     rss: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, list[float]] = {name: [] for name in gateways}
+    cpu_per_get: dict[str, list[float]] = {name: [] for name in gateways}
     try:
         wait_port(upstream_port)
         tokens = {name: g.start().token() for name, g in gateways.items()}
@@ -194,13 +200,16 @@ def main() -> None:
         for _ in range(args.rounds):
             rps["direct"].append(trio.run(small_gets, upstream_port, None, args.seconds, args.connections))
             for name, g in gateways.items():
+                cpu_before = g.cpu_seconds()
                 rps[name].append(trio.run(small_gets, g.port, tokens[name], args.seconds, args.connections))
+                cpu_per_get[name].append((g.cpu_seconds() - cpu_before) / (rps[name][-1] * args.seconds))
         for _ in range(args.rounds):
             mbs["direct"].append(download(upstream_port, None, size))
             for name, g in gateways.items():
-                before = g.rss_mb()
+                before, cpu_before = g.rss_mb(), g.cpu_seconds()
                 mbs[name].append(download(g.port, tokens[name], size))
                 rss[name] = (before, g.rss_mb())
+                cpu[name].append(g.cpu_seconds() - cpu_before)
     finally:
         for g in gateways.values():
             g.stop()
@@ -214,10 +223,13 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'':24}{'direct':>12}" + "".join(f"{'gw, ' + s:>24}" for s in gateways))
     print(f"{'small GET (req/s)':24}{rate['direct']:>12.0f}" + "".join(f"{rate[s]:>24.0f}" for s in gateways))
+    print(f"{'gw CPU per GET (us)':24}{'':>12}"
+          + "".join(f"{statistics.median(cpu_per_get[s]) * 1e6:>24.0f}" for s in gateways))
     print(f"{'large download (MB/s)':24}{speed['direct']:>12.1f}"
           + "".join(f"{speed[s]:>24.1f}" for s in gateways))
     for name, (before, after) in rss.items():
-        print(f"gw ({name}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after")
+        print(f"gw ({name}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after; "
+              f"CPU time per download {statistics.median(cpu[name]):.2f} s")
     targets = {"none": ">= 0.5", "audit": ">= 0.4"}
     print("\ntarget table\n")
     print(f"{'measurement':64}{'this run':>9}  target")

@@ -25,6 +25,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def fdatasync_ms(where: str | Path | None, n: int = 100) -> float:
+    """Median time of one ``fdatasync`` of a 4 kB append in directory ``where``: the disk's floor for a durable
+    commit there."""
+    fd, path = tempfile.mkstemp(dir=where)
+    try:
+        times = []
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2] * 1e3
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

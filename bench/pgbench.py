@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Self
 
-from common import PG, Gateway, PgBouncer, Relay, cpu_seconds, psql
+from common import PG, Gateway, PgBouncer, Relay, cpu_seconds, fdatasync_ms, psql
 
 DB = "gw_bench"
 
@@ -82,7 +82,8 @@ class WalWatch:
         self._thread.join()
 
 
-def summary(med: dict[tuple[str, int, str], tuple[float, float]], wal: dict[str, int]) -> None:
+def summary(med: dict[tuple[str, int, str], tuple[float, float]], wal: dict[str, int],
+            floor: float | None = None) -> None:
     """The rows of the target table (docs/performance.md) that this run measured."""
     def ratio(mode: str, clients: int, a: str, b: str) -> str:
         if (mode, clients, a) in med and (mode, clients, b) in med:
@@ -102,6 +103,8 @@ def summary(med: dict[tuple[str, int, str], tuple[float, float]], wal: dict[str,
         rows.append((f"gw, audit / relay, c8 ({mode})", ratio(mode, 8, "gw-audit", "relay"), ">= 0.6"))
     rows.append(("gw, audit, added latency at c1 (vs relay, simple)", added("simple", 1, "gw-audit", "relay"),
                  "<= +0.3 ms"))
+    if floor is not None:  # a durable commit cannot take less than this
+        rows.append(("  one fdatasync of a 4 kB append where gw's store is (median)", f"{floor:.3f} ms", ""))
     for mode in ("simple", "extended"):
         rows.append((f"gw, full pipeline / relay, c8 ({mode})", ratio(mode, 8, "gw-full", "relay"),
                      ">= 0.45"))
@@ -196,8 +199,9 @@ def main() -> None:
             for (name, clients), us in sorted(cpu.items()):
                 med = statistics.median(us)
                 print(f"  {name:10} c={clients:<3} {med:7.0f} us  ~{1e6 / med:,.0f} statements/s per core")
+        floor = fdatasync_ms(gateways[0].dir / "state") if gateways else None
         summary({(m, c, n): (statistics.median(t for t, _ in v), statistics.median(lat for _, lat in v))
-                 for (m, c, n), v in results.items()}, wal)
+                 for (m, c, n), v in results.items()}, wal, floor)
     finally:
         for s in started:
             s.stop()

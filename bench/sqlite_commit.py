@@ -26,6 +26,8 @@ from gw.runtime import Runtime
 from gw.testing import write_pipeline
 from gw_sqlite import SqliteStore
 
+from common import fdatasync_ms
+
 RECORD = {"v": 1, "type": "command", "text": "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;",
           "pad": "y" * 300}
 
@@ -46,19 +48,6 @@ async def open_store(where: str | None) -> SqliteStore:
     return store
 
 
-def fdatasync_ms(where: str | None, n: int = 100) -> float:
-    fd, path = tempfile.mkstemp(dir=where)
-    try:
-        times = []
-        for _ in range(n):
-            os.write(fd, b"x" * 4096)
-            t = time.perf_counter()
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1e3
-    finally:
-        os.close(fd)
-        os.unlink(path)
 
 
 async def main(args: Any) -> None:

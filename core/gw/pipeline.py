@@ -226,9 +226,11 @@ class Pipeline:
                 for s in self.stages]
 
     # -- results --------------------------------------------------------------------------------------------
-    def rows(self, command: Command, columns: Sequence[Column]) -> RowFilter | None:
+    def rows(self, command: Command, columns: Sequence[Column], *, transforming: bool = False) -> RowFilter | None:
         filters = []
         for stage in self._row_stages:
+            if transforming and not stage.transforms:
+                continue
             f = stage.rows(command, columns)
             if f is not None:
                 filters.append(f)
@@ -319,9 +321,10 @@ class CommandRun:
     def completed(self) -> bool:
         return self._done
 
-    def rows(self, columns: Sequence[Column]) -> RowFilter | None:
-        """The filter for one tabular result of this command (None: forward the rows as they are)."""
-        return self.pipeline.rows(self.command, columns)
+    def rows(self, columns: Sequence[Column], *, transforming: bool = False) -> RowFilter | None:
+        """The filter for one tabular result of this command (None: forward the rows as they are); with
+        ``transforming``, of the stages that may change rows only (whether a result must be masked)."""
+        return self.pipeline.rows(self.command, columns, transforming=transforming)
 
     def stream(self, channel: Channel | str, content_type: str = "") -> StreamFilter | None:
         """The filter for one byte stream of this command (None: forward it as it is)."""

@@ -18,8 +18,8 @@ What a stage keeps about one command in flight goes in :meth:`Stage.state`, whic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
 from .model import Channel, Column, Command, Outcome, Session, Verdict
 from .services import Services
@@ -76,6 +76,38 @@ class RowFilter(Protocol):
     (``None`` for SQL NULL); return the row to pass on (the same list when nothing changed)."""
 
     def row(self, values: list[bytes | None]) -> list[bytes | None]: ...
+
+
+class ColumnEdits(Protocol):
+    """What a row filter does to the rows of one result, said column by column, so that a protocol can apply it
+    to a batch of rows (the DataRows of one received chunk) in one pass instead of one :meth:`RowFilter.row`
+    call per row.  Rows edited this way must come out exactly as ``row`` would make them.
+
+    * ``constant``: column index -> what every non-NULL value of that column becomes (None: NULL).  NULLs
+      stay NULL.
+    * ``edited``: the columns whose values :meth:`edit` sees (disjoint from ``constant``); every other column
+      passes untouched.
+    """
+
+    @property
+    def constant(self) -> Mapping[int, bytes | None]: ...
+
+    @property
+    def edited(self) -> tuple[int, ...]: ...
+
+    def edit(self, values: list[bytes | None], replaced: int) -> dict[int, bytes | None]:
+        """One batch: ``values`` holds the ``edited`` columns' values of its rows, row after row
+        (``len(edited)`` per row, None for NULL); ``replaced`` is how many values of the batch ``constant``
+        replaced.  Returns position in ``values`` -> new value, for the values that change."""
+        ...
+
+
+@runtime_checkable
+class ColumnwiseRowFilter(RowFilter, Protocol):
+    """A row filter that can also say what it does as :class:`ColumnEdits` (None: it cannot for this result).
+    Protocols that see many rows per read use it (PostgreSQL DataRows); others call ``row``."""
+
+    def columnwise(self) -> ColumnEdits | None: ...
 
 
 class StreamFilter(Protocol):

@@ -173,9 +173,11 @@ _LISTENING = re.compile(r"listener (\S+) \((\S+)\) on (\S+):(\d+)")
 
 
 class GatewayProcess:
-    """``gw serve PIPELINE`` in a subprocess; knows each listener's bound port from its log."""
+    """``gw serve PIPELINE`` in a subprocess; knows each listener's bound port from its log.  ``timeout`` bounds
+    the wait for its listeners (generous: a loaded machine starts a Python process slowly; a healthy start
+    returns as soon as the last listener is up)."""
 
-    def __init__(self, config: Path, *, env: dict[str, str] | None = None, timeout: float = 20,
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None, timeout: float = 60,
                  args: Sequence[str] = ()) -> None:
         self.config = Path(config)
         self.args = list(args)
@@ -270,8 +272,9 @@ def gw_process() -> Iterator[Callable[..., GatewayProcess]]:
         p.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy (for subprocess-based tests)."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy (for subprocess-based tests); ``timeout`` only
+    bounds a failing wait."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

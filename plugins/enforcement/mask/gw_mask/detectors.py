@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Span = tuple[int, int]
 
@@ -35,14 +36,22 @@ def _character_class(c: int) -> int:
         return 0x2D  # the separators the prefilter allows after two digits -> -
     if c in b"@+":
         return 0x40
+    if c >= 0x80:
+        # A byte of a non-ASCII character, which may be a digit of another script (``\d`` matches those):
+        # counted as a digit, every character being at least two such bytes, so a run of digits in any
+        # script stays at least as long a run of 0s.
+        return 0x30
     return c
 
 
 _CLASSES = bytes(_character_class(c) for c in range(256))
+#: What :data:`BUILTIN_PREFILTER` needs, in classes: ``@`` or ``+``; two digits and a separator; eight digits
+#: in a row; two letters and two digits.
+_NEEDLES = (b"@", b"00-", b"00000000", b"aa00")
 
 
 def builtin_may_match(data: bytes) -> bool:
-    """A cheap necessary condition of :data:`BUILTIN_PREFILTER` for ASCII ``data``, which may be several values
+    """A cheap necessary condition of :data:`BUILTIN_PREFILTER` for UTF-8 ``data``, which may be several values
     joined by NUL: True whenever the prefilter matches one of them.  Each branch of the prefilter needs an
     ``@`` or ``+``, two digits and a separator, eight digits in a row, or two letters and two digits; with
     every character replaced by its class those are four substring tests (C speed, no regex engine), and none
@@ -51,9 +60,34 @@ def builtin_may_match(data: bytes) -> bool:
     return b"@" in classes or b"00-" in classes or b"00000000" in classes or b"aa00" in classes
 
 
-#: Prefilters with a quick test that judges several UTF-8 values joined by NUL at once (only for ASCII
-#: data: in other scripts ``\d`` matches digits these tests do not know).
-QUICK_CHECKS: dict[re.Pattern[str], Callable[[bytes], bool]] = {BUILTIN_PREFILTER: builtin_may_match}
+def builtin_hits(data: bytes) -> list[int]:
+    """Where in ``data`` (values joined by NUL, as for :func:`builtin_may_match`) what the prefilter needs
+    starts: at least one position inside every value the prefilter may match, none in the others."""
+    classes = data.translate(_CLASSES)
+    hits = []
+    for needle in _NEEDLES:
+        at = classes.find(needle)
+        while at >= 0:
+            hits.append(at)
+            end = classes.find(b"\0", at)  # one hit per value is enough: go on from the next one
+            if end < 0:
+                break
+            at = classes.find(needle, end)
+    return hits
+
+
+@dataclass(frozen=True, slots=True)
+class QuickCheck:
+    """A necessary condition of a prefilter that judges many UTF-8 values joined by NUL in one pass (see
+    :func:`builtin_may_match`): ``may_match`` whether any of them may match, ``hits`` positions in the data
+    that point out every value that may (and no other)."""
+
+    may_match: Callable[[bytes], bool]
+    hits: Callable[[bytes], list[int]]
+
+
+#: Prefilters with a quick check.
+QUICK_CHECKS: dict[re.Pattern[str], QuickCheck] = {BUILTIN_PREFILTER: QuickCheck(builtin_may_match, builtin_hits)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,13 +7,15 @@ JSON documents all use it, so a value is masked the same way wherever it appears
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from gw.detect import Detector
 
-from .detectors import QUICK_CHECKS
+from .detectors import QUICK_CHECKS, QuickCheck
 from .strategies import Strategy, to_bytes, to_text
 
 
@@ -61,10 +63,10 @@ class Detection:
         #: (prefilter search or None, the detectors behind it)
         self.groups = tuple((p.search if p is not None else None, tuple(g)) for p, g in groups.items())
         quick = [QUICK_CHECKS.get(p) if p is not None else None for p in groups]
-        #: The prefilters' quick tests when every detector has one (see
-        #: :data:`~gw_mask.detectors.QUICK_CHECKS`), else None: :meth:`may_find` can then judge several
-        #: values at once.
-        self._quick: tuple[Callable[[bytes], bool], ...] | None = (
+        #: The prefilters' quick checks when every detector has one (see
+        #: :data:`~gw_mask.detectors.QUICK_CHECKS`), else None: :meth:`may_find` and :meth:`candidates` can
+        #: then judge many values at once.
+        self._quick: tuple[QuickCheck, ...] | None = (
             tuple(q for q in quick if q is not None) if quick and None not in quick else None)
 
     def __bool__(self) -> bool:
@@ -80,12 +82,24 @@ class Detection:
         if self._quick is None:
             return True
         data = b"\0".join(values)
-        if not data.isascii():
-            return True
         for check in self._quick:
-            if check(data):
+            if check.may_match(data):
                 return True
         return False
+
+    def candidates(self, values: Sequence[bytes | None]) -> list[int]:
+        """The indices of the values (None: NULL, skipped) in which a detector may find something, sorted: all
+        of them without quick checks; else those the checks point out over all the values joined, in one
+        pass when none may (the usual case)."""
+        if self._quick is None:
+            return [i for i, v in enumerate(values) if v is not None]
+        data = b"\0".join(filter(None, values))  # NULLs and empty values hold nothing
+        if not any(check.may_match(data) for check in self._quick):
+            return []
+        data = b"\0".join([v or b"" for v in values])  # again, one value per index
+        ends = list(accumulate(len(v) + 1 if v else 1 for v in values))  # past each value's separator
+        found = {bisect_right(ends, at) for check in self._quick for at in check.hits(data)}
+        return sorted(found)
 
 
 class TextMasker:

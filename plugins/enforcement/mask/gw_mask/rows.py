@@ -30,7 +30,7 @@ from typing import TypeVar
 from gw.model import Column
 
 from .jsonmask import DocumentError, JsonMasker
-from .masking import MaskCounts, TextMasker
+from .masking import Detection, MaskCounts, TextMasker
 from .strategies import Strategy, to_text
 
 Value = bytes | None
@@ -121,7 +121,30 @@ class ResultPlan:
             else:
                 detected.append((index, text.null_if_found))
         may_find = text.detection.may_find if text is not None else None
-        return MaskingRows(fixed, tuple(scans), counts, tuple(gated), may_find)
+        rows = MaskingRows(fixed, tuple(scans), counts, tuple(gated), may_find)
+        constant: dict[int, bytes | None] = {}
+        replaced: list[tuple[int, Callable[[bytes], Value]]] = []
+        for action, (index, replace) in zip(self.masked, fixed):
+            is_constant, value = _constant_replacement(action)
+            if is_constant:
+                constant[index] = value
+            else:
+                replaced.append((index, replace))
+        detection = text.detection if text is not None and gated else None
+        rows.columns = MaskingColumns(constant, tuple(replaced), tuple(scans), tuple(gated), detection, counts)
+        return rows
+
+
+def _constant_replacement(action: ColumnAction) -> tuple[bool, Value]:
+    """``(True, what every value of a masked column becomes)`` when that does not depend on the value (as
+    :func:`_column_replacer` decides), else ``(False, None)``."""
+    if action.fields is not None:
+        return False, None
+    if action.strategy.nulls_values or action.kind in (ValueKind.OPAQUE, ValueKind.OTHER):
+        return True, None
+    if action.kind is ValueKind.PLAIN and action.strategy.constant is not None:
+        return True, action.strategy.constant
+    return False, None
 
 
 def _column_replacer(kind: ValueKind, strategy: Strategy) -> Callable[[bytes], Value]:
@@ -331,9 +354,10 @@ def _field_strategies(column: Column, column_rules: Sequence[tuple[object, Strat
 
 
 class MaskingRows:
-    """The :class:`gw.stage.RowFilter` of one result: rewrites a row, copying it only when a value changes."""
+    """The :class:`gw.stage.RowFilter` of one result: rewrites a row, copying it only when a value changes;
+    ``columnwise`` gives the same work as :class:`MaskingColumns`, for a batch of rows at a time."""
 
-    __slots__ = ("_counts", "_fixed", "_gated", "_may_find", "_scans")
+    __slots__ = ("_counts", "_fixed", "_gated", "_may_find", "_scans", "columns")
 
     def __init__(self, fixed: tuple[tuple[int, Callable[[bytes], Value]], ...],
                  scans: tuple[tuple[int, Callable[[bytes], Value]], ...], counts: MaskCounts,
@@ -347,6 +371,10 @@ class MaskingRows:
         self._may_find = may_find
         if may_find is None:
             self._scans = scans + gated
+        self.columns: MaskingColumns | None = None
+
+    def columnwise(self) -> MaskingColumns | None:
+        return self.columns
 
     def row(self, values: list[Value]) -> list[Value]:
         out = None
@@ -376,3 +404,66 @@ class MaskingRows:
         if masked:
             self._counts.columns += masked
         return values if out is None else out
+
+
+class MaskingColumns:
+    """:class:`MaskingRows`' work as :class:`gw.stage.ColumnEdits`: column rules with a constant outcome
+    (``***``, NULL) are left to the protocol; the other masked columns and the scanned ones are edited a batch
+    of rows at a time, and the detectors look only at the values a quick check over the whole batch points out
+    (see :meth:`gw_mask.masking.Detection.candidates`)."""
+
+    __slots__ = ("_counts", "_detection", "_gated", "_replaced", "_scans", "constant", "edited")
+
+    def __init__(self, constant: dict[int, Value], replaced: tuple[tuple[int, Callable[[bytes], Value]], ...],
+                 scans: tuple[tuple[int, Callable[[bytes], Value]], ...],
+                 gated: tuple[tuple[int, Callable[[bytes], Value]], ...], detection: Detection | None,
+                 counts: MaskCounts) -> None:
+        self.constant = constant
+        self.edited = tuple(index for index, _ in replaced + scans + gated)
+        # Each function with its column's slot in a row of ``edit``'s values.
+        slots = iter(range(len(self.edited)))
+        self._replaced = tuple((next(slots), f) for _, f in replaced)
+        self._scans = tuple((next(slots), f) for _, f in scans)
+        #: Detector scans that run on the candidates of ``detection`` only (None: on every value).
+        self._gated = tuple((next(slots), f) for _, f in gated)
+        if detection is None:
+            self._scans += self._gated
+            self._gated = ()
+        self._detection = detection
+        self._counts = counts
+
+    def edit(self, values: list[Value], replaced: int) -> dict[int, Value]:
+        width = len(self.edited)
+        size = len(values)
+        changes: dict[int, Value] = {}
+        masked = replaced
+        for slot, replace in self._replaced:
+            for at in range(slot, size, width):
+                value = values[at]
+                if value is not None:
+                    changes[at] = replace(value)
+                    masked += 1
+        for slot, scan in self._scans:
+            for at in range(slot, size, width):
+                value = values[at]
+                if value is not None and (new := scan(value)) is not value:
+                    changes[at] = new
+        if self._gated:
+            assert self._detection is not None
+            candidates = self._detection.candidates
+            if len(self._gated) == width:  # every edited value is scanned this way: judge them together
+                scans = [scan for _, scan in self._gated]
+                for at in candidates(values):
+                    value = values[at]
+                    if value is not None and (new := scans[at % width](value)) is not value:
+                        changes[at] = new
+            else:
+                for slot, scan in self._gated:
+                    for row in candidates(values[slot::width]):
+                        at = slot + row * width
+                        value = values[at]
+                        if value is not None and (new := scan(value)) is not value:
+                            changes[at] = new
+        if masked:
+            self._counts.columns += masked
+        return changes

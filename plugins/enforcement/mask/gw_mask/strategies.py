@@ -37,6 +37,8 @@ class Strategy:
     name: str = ""
     #: Whole column values become NULL rather than a masked text.
     nulls_values: bool = False
+    #: What :meth:`mask_bytes` returns for every value, when that does not depend on the value.
+    constant: bytes | None = None
 
     def mask(self, text: str) -> str:
         raise NotImplementedError
@@ -49,6 +51,7 @@ class Redact(Strategy):
     """Replace the whole value with ``***`` (its length is not revealed)."""
 
     name = "redact"
+    constant: bytes | None = _REDACTED_BYTES
 
     def mask(self, text: str) -> str:
         return REDACTED
@@ -98,6 +101,7 @@ class Null(Redact):
 
     name = "null"
     nulls_values = True
+    constant = None
 
     def mask_bytes(self, value: bytes) -> bytes | None:
         return None

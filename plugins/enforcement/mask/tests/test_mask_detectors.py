@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from itertools import accumulate
+
 import pytest
 from gw.detect import Detector
-from hypothesis import given
-from hypothesis import strategies as st
 from gw_mask.detectors import (
-    builtin_may_match,
     BUILTIN_DETECTORS,
     BUILTIN_PREFILTER,
     CreditCard,
@@ -15,9 +15,13 @@ from gw_mask.detectors import (
     Iban,
     Phone,
     UsSsn,
+    builtin_hits,
+    builtin_may_match,
     iban_valid,
     luhn_valid,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def found(detector: Detector, text: str) -> list[str]:
@@ -195,12 +199,23 @@ def test_prefilter_rejects_ordinary_text() -> None:
         assert BUILTIN_PREFILTER.search(text) is None
 
 
-@given(st.lists(st.text(alphabet="0123456789aZx -.)(@+_:", max_size=24), min_size=1, max_size=4))
+#: ASCII digits, letters and separators, and non-ASCII characters: digits of other scripts (Arabic-Indic,
+#: fullwidth, Devanagari), a letter, a CJK character, an emoji.
+QUICK_ALPHABET = "0123456789aZx -.)(@+_:" + "\u0662\u0663\uff14\u0967\u00e9\u540d\U0001f600"
+
+
+@given(st.lists(st.text(alphabet=QUICK_ALPHABET, max_size=24), min_size=1, max_size=4))
 def test_the_quick_check_never_hides_what_the_prefilter_matches(values: list[str]) -> None:
-    """The quick check judges several values joined at once: whenever the prefilter matches any one of them
-    (so a detector might find something), it says so."""
-    if any(BUILTIN_PREFILTER.search(v) for v in values):
-        assert builtin_may_match(b"\0".join(v.encode() for v in values))
+    """The quick check judges several values joined at once, ASCII or not: whenever the prefilter matches any
+    one of them (so a detector might find something), it says so, and its hits point that value out."""
+    data = b"\0".join(v.encode() for v in values)
+    ends = list(accumulate(len(v.encode()) + 1 for v in values))
+    pointed = {bisect_right(ends, at) for at in builtin_hits(data)}
+    for i, v in enumerate(values):
+        if BUILTIN_PREFILTER.search(v):
+            assert builtin_may_match(data)
+            assert i in pointed
+    assert bool(pointed) == builtin_may_match(data)
 
 
 @pytest.mark.parametrize("text", CORPUS)

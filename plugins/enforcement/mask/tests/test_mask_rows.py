@@ -6,11 +6,13 @@ column number) and from SQL lineage (``upper(ssn) AS x`` derives from ``public.p
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from gw import hookimpl
 from gw.model import Column, Outcome
 
 Build = Callable[[str], Any]
@@ -218,3 +220,102 @@ def test_text_types_extend_what_counts_as_text(mask_stage: Build, new_command: A
     assert plain.rows(new_command(), [custom, note]).row([b"a@b.io", b"x a@b.io"]) == [None, b"x a@b.io"]
     extended = mask_stage('columns = ["contact"], detectors = ["email"], text_types = ["EMAIL_ADDRESS"]')
     assert extended.rows(new_command(), [custom, note]).row([b"a@b.io", b"x a@b.io"]) == [b"***", b"x ***"]
+
+
+# -- the columnwise form: a batch of rows at a time ------------------------------------------------------------
+
+def apply_columnwise(rows: Any, batch: list[list[bytes | None]]) -> list[list[bytes | None]]:
+    """What a protocol does with :meth:`MaskingRows.columnwise` (gw.stage.ColumnEdits) for one batch."""
+    edits = rows.columnwise()
+    assert edits is not None
+    width = len(edits.edited)
+    values = [row[i] for row in batch for i in edits.edited]
+    replaced = sum(1 for row in batch for i in edits.constant if row[i] is not None)
+    changes = edits.edit(values, replaced)
+    out = []
+    for r, row in enumerate(batch):
+        new = list(row)
+        for i, constant in edits.constant.items():
+            if new[i] is not None:
+                new[i] = constant
+        for slot, i in enumerate(edits.edited):
+            if r * width + slot in changes:
+                new[i] = changes[r * width + slot]
+        out.append(new)
+    return out
+
+
+#: Values that hold something a detector finds (ASCII or not), look-alikes, and plain text.
+TRICKY = [None, b"", b"plain", b"name 1234567", SSN, CARD_NOTE, LOOKALIKE_NOTE, b"mail ann@example.com",
+          b"DE89 3704 0044 0532 0130 00", "ssn 1\u0662\u0663 \u0664\u0665 \u0666\u0667\u0668\u0669".encode(),
+          "caf\u00e9 123-45-6789 \u00fc".encode(), "\u540d\u524d 4111111111111111".encode(),
+          "\u540d\u524d\u540d\u524d\u540d\u524d".encode(), b"+1 415 555 2671", b"\xff\xfe 123-45-6789",
+          b'{"ssn": "123-45-6789", "n": 1}']
+
+COLUMNWISE_CASES = [
+    # the bench's shape: two columns by rule (constant), two scanned by the joinable built-ins
+    ('columns = ["ssn", "email"], detectors = ["us_ssn", "credit_card", "email", "iban"]',
+     [text("id", type_name="int4"), text("name"), text("ssn"), text("email"), text("note")]),
+    # value-dependent strategies, NULL strategy, a non-text masked column, a binary scanned one, JSON
+    (('strategy = "partial", hash_key_env = "GW_TEST_MASK_KEY", '
+      'columns = ["ssn", { column = "email", strategy = "hash" }, { column = "salary", strategy = "null" }, '
+      '"pin"], json_paths = ["ssn"], detectors = [{ detector = "credit_card", strategy = "null" }, "email"]'),
+     [text("ssn"), text("email"), text("salary"), text("pin", type_name="int4"), text("note"),
+      text("b", binary=True), text("doc", type_name="jsonb")]),
+    # detectors only, one of them without a prefilter (so without a quick check: every value is scanned)
+    ('detectors = ["us_ssn", "three_digits"]', [text("a"), text("b", type_name="_text")]),
+]
+
+
+class ThreeDigits:
+    """A third party's detector without a prefilter."""
+
+    name = "three_digits"
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in re.finditer(r"[0-9]{3}", text)]
+
+
+class ThreeDigitsPlugin:
+    @hookimpl
+    def gw_register_detectors(self, register: Callable[[Any], None]) -> None:
+        register(ThreeDigits())
+
+
+@pytest.mark.parametrize("options, columns", COLUMNWISE_CASES)
+def test_columnwise_masks_exactly_what_row_masks(mask_stage: Build, new_command: Any, monkeypatch: Any,
+                                                  gw_register: Any, options: str, columns: list[Column]) -> None:
+    """For every batch, applying the columnwise edits gives the rows ``row`` gives, with the same counts: a
+    value a rule or detector masks row by row is masked in a batch too (NULLs, non-ASCII text, other scripts'
+    digits, findings in one row among many without)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    monkeypatch.setenv("GW_TEST_MASK_KEY", "0123456789abcdef0123")
+    gw_register(ThreeDigitsPlugin(), "three_digits")
+    stage = mask_stage(options)
+    width = len(columns)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.lists(st.sampled_from(TRICKY), min_size=width, max_size=width), max_size=30))
+    def check(batch: list[list[bytes | None]]) -> None:
+        by_row, by_batch = new_command(), new_command()
+        one_by_one = stage.rows(by_row, columns)
+        expected = [one_by_one.row(list(row)) for row in batch]
+        assert apply_columnwise(stage.rows(by_batch, columns), batch) == expected
+        assert stage.counts(by_batch).as_note() == stage.counts(by_row).as_note()
+
+    check()
+
+
+def test_columnwise_constants_and_candidates(mask_stage: Build, new_command: Any) -> None:
+    """Redact and null rules are constants the protocol puts in itself; only values a detector may find
+    something in are scanned, and a batch without any is judged in one pass."""
+    stage = mask_stage('columns = ["ssn", { column = "salary", strategy = "null" }, "pin"], '
+                       'detectors = ["us_ssn", "email"]')
+    columns = [text("ssn"), text("salary"), text("pin", type_name="int4"), text("name"), text("note")]
+    edits = stage.rows(new_command(), columns).columnwise()
+    assert edits.constant == {0: b"***", 1: None, 2: None} and edits.edited == (3, 4)
+    assert edits.edit([b"name 1", b"note 2", None, b"x"], 3) == {}
+    found = edits.edit([b"name 1", b"note 2", None, b"mail a@b.io", "\u00fc 1\u0662\u0663-45-6789".encode(), b""], 0)
+    assert found == {3: b"mail ***", 4: "\u00fc ***".encode()}

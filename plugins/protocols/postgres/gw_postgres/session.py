@@ -65,6 +65,7 @@ from .messages import (
 )
 from .names import NameTable, Portal, Statement
 from .provenance import Provenance, statement_tokens, wire_columns
+from .rowbatch import RowBatch, RowShapeChanged, row_batch
 from .servertext import mask_error, mask_notification, mask_parameter
 from .upstream import RECEIVE_SIZE, UpstreamConnection, send_cancel
 
@@ -175,6 +176,8 @@ class Pending:
     #: Rows must be resolved (columns, filter) before the first DataRow is relayed.
     resolve_rows: bool = False
     filter: RowFilter | None = None
+    #: ``filter`` in batch form, when it has one (used while it is the result's filter).
+    batch: RowBatch | None = None
     #: The result's columns could not be resolved: rows are withheld and the command fails (fail closed).
     withhold: str | None = None
     #: In a simple Query: the 0-based index of the statement whose results arrive now.
@@ -1020,6 +1023,9 @@ class ProxySession:
                         head = self.pending[0]
                         if head.resolve_rows:
                             verdict = await self._data_row(head, buf[start + 5:end])
+                        elif head.batch is not None and head.batch.filter is head.filter:
+                            end = codec.skip_run(t)  # the rest of the rows in this chunk, in one batch
+                            verdict = self._filter_rows(head, head.batch, buf, start, end)
                         else:
                             verdict = self._filter_row(head, buf[start + 5:end])
                     else:
@@ -1300,6 +1306,7 @@ class ProxySession:
         index = head.statement_index if head.expect is Expect.QUERY else None
         if not head.run.wants_sources:  # no stage reads sources: no lineage, no catalog lookup
             head.filter = head.run.rows(wire_columns(fields))
+            head.batch = row_batch(head.filter, len(fields))
             self._pop_filter(head)
             return
         try:
@@ -1311,6 +1318,7 @@ class ProxySession:
             head.filter = None
         else:
             head.filter = head.run.rows(columns)
+            head.batch = row_batch(head.filter, len(fields))
         self._pop_filter(head)
 
     async def _open_copy_out(self, head: Pending, body: memoryview) -> None:
@@ -1340,9 +1348,12 @@ class ProxySession:
             head.filter = None
             shown = f"COPY {copy.format}" if copy is not None and copy.format != "text" else \
                 "this COPY's"
-            head.withhold = (f"a masking rule applies to this result and gw cannot mask {shown} output; use "
-                             "COPY ... TO STDOUT in text format with the default options (no DELIMITER, NULL, "
-                             "HEADER), or SELECT")
+            # Which stage needs the rows: a masking rule, or only a stage that reads them (the session recording).
+            why = (f"a masking rule applies to this result and gw cannot mask {shown} output"
+                   if head.run.rows(columns, transforming=True) is not None else
+                   f"this session's result rows are recorded and gw cannot read {shown} output to record it")
+            head.withhold = (f"{why}; use COPY ... TO STDOUT in text format with the default options (no "
+                             "DELIMITER, NULL, HEADER), or SELECT")
         self._pop_filter(head)
 
     def _copy_data(self, head: Pending | None, body: memoryview) -> bytes | bool:
@@ -1391,6 +1402,36 @@ class ProxySession:
         if new is values:
             return True
         return splice_data_row(data, offsets, original, new)
+
+    def _filter_rows(self, head: Pending, batch: RowBatch, buf: bytes, start: int, end: int) -> bytes | bool:
+        """The complete DataRows of ``buf[start:end]`` through the result's filter in one batch."""
+        if head.withhold is not None:
+            return False
+        try:
+            edited = batch.apply(buf, start, end)
+        except ProtocolError:
+            raise
+        except RowShapeChanged:  # rows unlike the result's columns: each row through the filter as before
+            return self._filter_each_row(head, buf, start, end)
+        except Exception as e:  # noqa: BLE001 - a failing filter ends the statement, never the session
+            log.error("session %s: a row filter failed (%s)", self.sr.session.id, type(e).__name__)
+            self._filter_failed(head)
+            return False
+        return True if edited is None else edited
+
+    def _filter_each_row(self, head: Pending, buf: bytes, start: int, end: int) -> bytes | bool:
+        parts: list[bytes] = []
+        pos = start
+        while pos < end:
+            (length,) = struct.unpack_from("!i", buf, pos + 1)
+            row_end = pos + 1 + length
+            verdict = self._filter_row(head, buf[pos + 5:row_end])
+            if verdict is True:
+                parts.append(buf[pos:row_end])
+            elif verdict is not False:
+                parts.append(verdict)
+            pos = row_end
+        return b"".join(parts)
 
     def _filter_failed(self, head: Pending) -> None:
         head.filter = None

@@ -109,6 +109,10 @@ class Notify(Stage):
 class MaskOptions(StageOptions):
     sources: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
+    #: Columns (by name) whose values holding ``secret`` become ``[x]`` (a detector double).
+    scan: list[str] = Field(default_factory=list)
+    #: The filter also offers its work as gw.stage.ColumnEdits (as the mask stage does).
+    columnwise: bool = False
 
 
 class MaskSources(Stage):
@@ -123,18 +127,38 @@ class MaskSources(Stage):
         EVENTS.append(("columns", [(c.name, c.type_name, c.binary, c.sources) for c in columns]))
         hit = [i for i, c in enumerate(columns)
                if set(c.sources) & set(self.options.sources) or c.name in self.options.names]
-        if not hit:
+        scanned = tuple(i for i, c in enumerate(columns) if c.name in self.options.scan and i not in hit)
+        if not hit and not scanned:
             return None
+
+        def scan(value: bytes) -> bytes:
+            return b"[x]" if b"secret" in value else value
 
         class Filter:
             def row(self, values: list[bytes | None]) -> list[bytes | None]:
+                EVENTS.append(("row call", None))
                 out = list(values)
                 for i in hit:
                     if out[i] is not None:
                         out[i] = b"***"
+                for i in scanned:
+                    v = out[i]
+                    if v is not None:
+                        out[i] = scan(v)
                 return out
 
-        return Filter()
+        class Columnwise(Filter):
+            constant = dict.fromkeys(hit, b"***")
+            edited = scanned
+
+            def columnwise(self) -> Columnwise:
+                return self
+
+            def edit(self, values: list[bytes | None], replaced: int) -> dict[int, bytes | None]:
+                EVENTS.append(("edit call", (len(values), replaced)))
+                return {i: b"[x]" for i, v in enumerate(values) if v is not None and b"secret" in v}
+
+        return Columnwise() if self.options.columnwise else Filter()
 
 
 class RowNames(Stage):

@@ -61,3 +61,22 @@ async def test_copy_to_is_masked_or_refused(pg_gateway: Any, pg: Any, people: st
         assert out == b'tab\there\nok\n'
         # COPY FROM is unaffected by masking
         assert await pg.in_thread(_copy_in, dsn, people) == 2
+
+
+async def test_copy_csv_under_a_stage_that_only_reads_rows_names_that_stage(pg_gateway: Any, pg: Any,
+                                                                          people: str) -> None:
+    """A stage that reads result rows without changing them (the session recording) cannot read CSV either, so
+    the output is withheld (never relayed past the recording), with an error that names the recording, not a
+    masking rule; with a masking rule in the same pipeline, the error names the rule."""
+    async with pg_gateway(stages='{ use = "row_names" }') as gw:
+        dsn = pg.dsn(gw.port("pg"))
+        code, message = await pg.in_thread(_copy, dsn, f"copy {people} to stdout with (format csv)")
+        assert code == "58000", message
+        assert "result rows are recorded and gw cannot read COPY csv output to record it" in message
+        assert "masking" not in message
+        assert await pg.in_thread(_copy, dsn, f"copy {people} to stdout") == \
+            await pg.in_thread(_copy, pg.DIRECT, f"copy {people} to stdout")  # text format: read and relayed
+    stages = f'{{ use = "row_names" }}, {{ use = "mask_sources", sources = ["public.{people}.ssn"] }}'
+    async with pg_gateway(stages=stages) as gw:
+        code, message = await pg.in_thread(_copy, pg.dsn(gw.port("pg")), f"copy {people} to stdout csv")
+        assert code == "58000" and "a masking rule applies to this result" in message, message

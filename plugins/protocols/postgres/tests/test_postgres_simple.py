@@ -254,6 +254,52 @@ async def test_sources_are_worked_out_only_for_a_stage_that_wants_them(pg_gatewa
         await pg.psql(pg.DIRECT, "-c", f"drop table {t}")
 
 
+def _fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the extended protocol
+        return conn.execute(query).fetchall()
+
+
+async def test_a_large_result_is_masked_a_chunk_of_rows_at_a_time(pg_gateway: Any, pg: Any,
+                                                                  events: list[Any]) -> None:
+    """A filter that offers column edits sees each received chunk of DataRows in one call, never a row alone,
+    and every value is masked as row by row: NULLs, non-ASCII text, a finding in a scanned column among many
+    rows without one, rows larger than a read (split across reads, spanning several chunks)."""
+    t = table()
+    code, _, err = await pg.psql(pg.DIRECT, "-c", f"""
+        create table {t} (id int, ssn text, note text, tail text);
+        insert into {t} select g, case when g % 7 = 0 then null else 'ssn-' || g end,
+            case when g % 13 = 0 then 'a secret ' || g when g % 5 = 0 then 'café 名前 ' || g
+                 when g % 11 = 0 then null else 'note ' || g end,
+            case when g % 1000 = 0 then repeat('ü', 150000) || ' secret' else 't' end
+        from generate_series(1, 3000) g""")
+    assert code == 0, err
+    query = f"select id, ssn, note, tail from {t} order by id"
+    try:
+        direct = await pg.in_thread(_fetch, pg.DIRECT, query)
+
+        def masked(row: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (row[0], None if row[1] is None else "***",
+                    *(None if v is None else "[x]" if "secret" in v else v for v in row[2:]))
+
+        expected = [masked(r) for r in direct]
+        assert sum(1 for r in expected if r[2] == "[x]") == 230 and expected[999][3] == "[x]"
+        stages = (f'{{ use = "mask_sources", sources = ["public.{t}.ssn"], scan = ["note", "tail"], '
+                  'columnwise = true }')
+        async with pg_gateway(stages=stages) as gw:
+            assert await pg.in_thread(_fetch, pg.dsn(gw.port("pg")), query) == expected
+            code, out, err = await pg.psql(pg.dsn(gw.port("pg")), "-Atc", query)
+            assert code == 0, err
+            assert out.splitlines() == ["|".join("" if v is None else str(v) for v in r) for r in expected]
+        calls = [e[1] for e in events if e[0] == "edit call"]
+        assert ("row call", None) not in events
+        assert 2 < len(calls) < 2 * 3000 / 10
+        # each call: the scanned values of its rows, and how many ssn values it replaced
+        assert sum(n for n, _ in calls) == 2 * 2 * 3000
+        assert sum(r for _, r in calls) == 2 * (3000 - 3000 // 7)
+    finally:
+        await pg.psql(pg.DIRECT, "-c", f"drop table {t}")
+
+
 async def test_masking_filters_rows_one_at_a_time(pg_gateway: Any, pg: Any, events: list[Any]) -> None:
     t = table()
     code, _, err = await pg.psql(pg.DIRECT, "-c", f"create table {t} (id int, ssn text, note text);"

@@ -11,7 +11,8 @@ dialect and call it for every statement.
 * :meth:`Classifier.column_sources` -> per output column the ``schema.table.column`` sources it derives from.
 
 Cost: classification never depends on literal values, so results are cached by the literal-normalised shape
-(sqlglot runs once per distinct shape), after a cheaper cache by exact text.  A pgbench-style statement with a
+(sqlglot runs once per distinct shape), after a cheaper cache by exact text (by exact text and
+``standard_conforming_strings`` setting for a PostgreSQL text whose lexing depends on it).  A pgbench-style statement with a
 new literal each time costs one lexer pass and a dictionary lookup.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from gw.model import Kind
 
@@ -80,6 +81,23 @@ def _size(key: object) -> int:
     return 0
 
 
+class _Parsed(NamedTuple):
+    """One statement of a text, parsed."""
+
+    #: (shape of the whole text, index of the statement in it): the key of its tree and lineage.
+    key: tuple[str, int]
+    tree: Any
+    #: The tables (``schema.table``) it names.
+    tables: tuple[str, ...]
+    #: Its nesting of parentheses and brackets (:func:`gw_sqlanalysis.grammar.nesting_depth`): deeper than
+    #: :data:`SHALLOW_DEPTH`, its tree is walked on a big stack.
+    depth: int
+
+
+#: A text lexed, and its tokens split into statements (none when it could not be lexed).
+_Split = tuple[Lexed, list[list[str]]]
+
+
 def _unreadable(reason_flags: frozenset[str]) -> Classification:
     return Classification(Kind.UNKNOWN, "", (), frozenset({"unparsed"}) | reason_flags)
 
@@ -105,12 +123,16 @@ class Classifier:
         budget = max(1, cache_size) * 512
         self._by_text: _LRU[str, Classification] = _LRU(cache_size, budget)
         self._by_shape: _LRU[str, Classification] = _LRU(cache_size, budget)
-        self._trees: _LRU[tuple[str, int], tuple[object, tuple[str, ...]]] = _LRU(cache_size, budget)
+        #: Texts that read differently under the two ``standard_conforming_strings`` settings, classified in
+        #: the one the caller knows, keyed by (text, setting): an answer is only ever returned for the
+        #: setting it was lexed under (``_by_text`` holds only answers that do not depend on it).
+        self._by_text_and_mode: _LRU[tuple[str, bool], Classification] = _LRU(cache_size, budget)
+        #: (shape, statement index) -> (tree, or None when it does not parse; tables; nesting depth).
+        self._trees: _LRU[tuple[str, int], tuple[Any, tuple[str, ...], int]] = _LRU(cache_size, budget)
         self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
         #: The trees and lineages of the last few statements too long for the caches above, so that a protocol
         #: can work them out off its event loop (:meth:`prepare_lineage`) and then ask again cheaply.
-        self._large_trees: _LRU[tuple[str, int | None], tuple[tuple[str, int], Any, tuple[str, ...]] | None] = \
-            _LRU(2, 1 << 62, max_key=1 << 62)
+        self._large_trees: _LRU[tuple[str, int | None], _Parsed | None] = _LRU(2, 1 << 62, max_key=1 << 62)
         self._large_lineages: _LRU[tuple[object, ...], Lineage] = _LRU(8, 1 << 62, max_key=1 << 62)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
@@ -128,11 +150,17 @@ class Classifier:
         that reads differently under the two settings is then ``unknown`` (``ambiguous_quoting``)."""
         if standard_strings is not None and "\\" in text and self.dialect == "postgres":
             # Only a backslash reads differently under the two settings: such a text is lexed in the mode the
-            # server is in, not looked up by text (that cache holds the mode-independent answers).
+            # server is in, and cached with that mode.
+            key = (text, standard_strings)
+            cached = self._by_text_and_mode.get(key)
+            if cached is not None:
+                return cached
             try:
-                return self._classify(text, standard_strings)
+                result = self._classify(text, standard_strings)
             except Exception:  # noqa: BLE001 - fail closed
-                return _unreadable(frozenset({"internal_error"}))
+                result = _unreadable(frozenset({"internal_error"}))
+            self._by_text_and_mode.put(key, result, len(text))
+            return result
         cached = self._by_text.get(text)
         if cached is not None:
             return cached
@@ -182,23 +210,26 @@ class Classifier:
         """The :class:`Lineage` of one statement of ``text`` (see :meth:`column_sources`); ``tables`` gives
         the columns of tables by ``schema.table`` (from the database's catalog).  None when the statement
         cannot be parsed (callers treat every value as derived from anything)."""
+        return self._lineage(text, statement, tables, None)
+
+    def _lineage(self, text: str, statement: int | None, tables: Mapping[str, Sequence[str]] | None,
+                 split: _Split | None) -> Lineage | None:
         try:
-            parsed = self._parsed(text, statement)
+            parsed = self._parsed(text, statement, split)
             if parsed is None:
                 return None
-            shape_key, tree, names = parsed
-            known = tuple((t, tuple(tables[t])) for t in names if tables is not None and t in tables)
-            key = (*shape_key, known)
+            known = tuple((t, tuple(tables[t])) for t in parsed.tables if tables is not None and t in tables)
+            key = (*parsed.key, known)
             large = len(text) > MAX_CACHED_KEY
             cache = self._large_lineages if large else self._lineages
             cached = cache.get(key)
             if cached is not None:
                 return cached
-            if text.count("(") + text.count("[") > SHALLOW_DEPTH:  # possibly deep: walk it on a big stack
-                result = with_fresh_stack(statement_lineage, tree, self.rules, dict(known))
+            if parsed.depth > SHALLOW_DEPTH:  # the walk recurses per level: give it a big stack
+                result = with_fresh_stack(statement_lineage, parsed.tree, self.rules, dict(known))
             else:
-                result = statement_lineage(tree, self.rules, dict(known))
-            cache.put(key, result, len(shape_key[0]) + sum(len(c) for _, cs in known for c in cs))
+                result = statement_lineage(parsed.tree, self.rules, dict(known))
+            cache.put(key, result, len(parsed.key[0]) + sum(len(c) for _, cs in known for c in cs))
             return result
         except Exception:  # noqa: BLE001 - callers fail closed on None
             return None
@@ -209,31 +240,40 @@ class Classifier:
             parsed = self._parsed(text, statement)
         except Exception:  # noqa: BLE001
             return None
-        return parsed[2] if parsed is not None else None
+        return parsed.tables if parsed is not None else None
 
     def prepare_lineage(self, text: str) -> None:
         """Work out the lineage of every statement of a long ``text`` now (call it in a worker thread): the
-        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing."""
-        count = count_statements(text, self.dialect)
+        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing.  The text is lexed
+        once, for all its statements."""
+        try:
+            split = self._split(text)
+        except Exception:  # noqa: BLE001 - lineage() fails closed on such a text anyway
+            return
+        count = len(split[1])
         for i in range(max(1, count)):
-            self.lineage(text, i)
+            self._lineage(text, i, None, split)
         if count == 1:  # asked without an index, the only statement is meant
             self._large_trees.put((text, None), self._large_trees.entries.get((text, 0)), 1)
 
-    def _parsed(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
+    def _split(self, text: str) -> _Split:
+        lexed = self._lex(text)
+        return lexed, split_tokens(lexed.tokens) if lexed.error is None else []
+
+    def _parsed(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:
         if len(text) <= MAX_CACHED_KEY:
-            return self._parse(text, statement)
+            return self._parse(text, statement, split)
         if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
             return self._large_trees.entries[(text, statement)]
-        parsed = self._parse(text, statement)
+        parsed = self._parse(text, statement, split)
         self._large_trees.put((text, statement), parsed, 1)
         return parsed
 
-    def _parse(self, text: str, statement: int | None) -> tuple[tuple[str, int], Any, tuple[str, ...]] | None:
-        lexed = self._lex(text)
+    def _parse(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:
+        """One statement of ``text`` parsed (``split``: ``text`` already lexed and split into statements)."""
+        lexed, statements = self._split(text) if split is None else split
         if lexed.error is not None or lexed.flags:
             return None
-        statements = split_tokens(lexed.tokens)
         if statement is None:
             if len(statements) != 1:
                 return None
@@ -244,19 +284,20 @@ class Classifier:
         cached = self._trees.get(key)
         if cached is None:
             tokens = statements[statement]
+            depth = nesting_depth(tokens)
             try:
-                if ("(" in tokens or "[" in tokens) and nesting_depth(tokens) > SHALLOW_DEPTH:
+                if depth > SHALLOW_DEPTH:
                     tree = with_fresh_stack(parse_one, sql_text(tokens), self.rules)
                 else:
                     tree = parse_one(sql_text(tokens), self.rules)
             except ParseFailure:
-                cached = (None, ())
+                cached = (None, (), depth)
             else:
-                cached = (tree, tuple(table_objects(tree, self.rules)))
+                cached = (tree, tuple(table_objects(tree, self.rules)), depth)
             self._trees.put(key, cached, len(lexed.shape))
         if cached[0] is None:
             return None
-        return key, cached[0], cached[1]
+        return _Parsed(key, *cached)
 
 
 def fingerprint(text: str, dialect: str = "postgres") -> str:

@@ -55,11 +55,49 @@ def test_ambiguity_is_decided_per_text_not_per_shape() -> None:
     assert c.classify("SELECT 'x'; DROP TABLE t; --'").kind is Kind.DDL
 
 
+#: Under standard_conforming_strings on, 'a\' is a whole string and a DROP follows; off, the backslash escapes
+#: the quote and the text is one SELECT.  An E'' string takes backslash escapes under either setting.
+PLAIN_BACKSLASH = "SELECT 'a\\'; DROP TABLE t; --'"
+E_BACKSLASH = "SELECT E'a\\'; DROP TABLE t; --'"
+
+
+@pytest.mark.parametrize("order", [(True, False), (False, True)], ids=["on_first", "off_first"])
+def test_a_text_that_depends_on_the_strings_setting_is_cached_per_setting(
+        monkeypatch: pytest.MonkeyPatch, order: tuple[bool, bool]) -> None:
+    import gw_sqlanalysis
+
+    expected = {(text, mode): Classifier("postgres").classify(text, mode)
+                for text in (PLAIN_BACKSLASH, E_BACKSLASH) for mode in (True, False)}
+    assert expected[PLAIN_BACKSLASH, True].kind is Kind.DDL
+    assert expected[PLAIN_BACKSLASH, False].kind is Kind.READ
+    assert expected[E_BACKSLASH, True].kind is expected[E_BACKSLASH, False].kind is Kind.READ
+
+    lexed: list[str] = []
+    real_lex = gw_sqlanalysis.lex
+
+    def counting(text: str, *args: object) -> object:
+        lexed.append(text)
+        return real_lex(text, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gw_sqlanalysis, "lex", counting)
+    c = Classifier("postgres")
+    first = {(text, mode): c.classify(text, mode) for mode in order for text in (PLAIN_BACKSLASH, E_BACKSLASH)}
+    assert len(lexed) == 4
+    assert first == expected  # one setting's answer is never given for the other
+    for (text, mode), answer in first.items():
+        assert c.classify(text, mode) is answer  # served from the cache ...
+    assert len(lexed) == 4  # ... without lexing again
+    # and neither setting's answer is given when the setting is not known
+    unknown = c.classify(PLAIN_BACKSLASH)
+    assert unknown.kind is Kind.UNKNOWN and "ambiguous_quoting" in unknown.flags
+
+
 def test_caches_are_bounded() -> None:
     c = Classifier("postgres", cache_size=16)
     for i in range(200):
         c.classify(f"SELECT c{i} FROM t WHERE id = {i}")
-    assert len(c._by_text) <= 16 and len(c._by_shape) <= 16
+        c.classify(f"SELECT c{i} FROM t WHERE id = E'\\{i}'", standard_strings=i % 2 == 0)
+    assert len(c._by_text) <= 16 and len(c._by_shape) <= 16 and len(c._by_text_and_mode) <= 16
     big = "INSERT INTO t VALUES " + ", ".join(f"({i})" for i in range(5000))
     assert c.classify(big).kind is Kind.WRITE
     assert big not in c._by_text.entries  # too large to pin in memory

@@ -3,6 +3,9 @@ untraceable items widen to every column of the tables concerned; None only when 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from gw_sqlanalysis import ANYTHING, Classifier
 
@@ -144,3 +147,83 @@ def test_cached_per_shape_and_literal_independent() -> None:
 
 def test_mysql_lineage() -> None:
     assert Classifier("mysql").column_sources("SELECT `ssn` AS x FROM shop.people") == [("shop.people.ssn",)]
+
+
+def _count_big_stack_walks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Record every lineage walk run on the big-stack thread (and still run it there)."""
+    import gw_sqlanalysis
+    from gw_sqlanalysis.grammar import with_fresh_stack
+
+    walks: list[object] = []
+
+    def recording(fn: Callable[..., object], *args: object) -> object:
+        if fn is gw_sqlanalysis.statement_lineage:
+            walks.append(args[0])
+        return with_fresh_stack(fn, *args)
+
+    monkeypatch.setattr(gw_sqlanalysis, "with_fresh_stack", recording)
+    return walks
+
+
+def test_many_sibling_calls_are_walked_on_the_callers_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The big stack is for statements that are deep, not for ones with many parentheses side by side."""
+    sql = "select " + ", ".join(f"upper(c{i}) as u{i}" for i in range(12)) + ", lower(ssn) from people"
+    expected = Classifier("postgres").lineage(sql)
+    walks = _count_big_stack_walks(monkeypatch)
+    c = Classifier("postgres")
+    got = c.lineage(sql)
+    assert walks == []
+    assert got == expected and got is not None
+    assert got.columns == tuple((f"{P}.c{i}",) for i in range(12)) + ((f"{P}.ssn",),)
+
+
+def test_deeply_nested_statements_are_walked_on_a_big_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    sql = "select " + "upper(" * 12 + "ssn" + ")" * 12 + " from people"
+    expected = Classifier("postgres").lineage(sql)
+    walks = _count_big_stack_walks(monkeypatch)
+    c = Classifier("postgres")
+    got = c.lineage(sql)
+    assert len(walks) == 1
+    assert got == expected and got is not None and got.columns == ((f"{P}.ssn",),)
+    # the depth is kept with the cached tree: a walk for other known columns still gets the big stack
+    assert c.lineage(sql, tables={P: ["id", "ssn"]}) == got
+    assert len(walks) == 2
+
+
+@pytest.mark.parametrize("padding", [0, 20000], ids=["short", "long"])
+def test_prepare_lineage_lexes_a_multi_statement_text_once(monkeypatch: pytest.MonkeyPatch, padding: int) -> None:
+    import gw_sqlanalysis
+
+    text = ("select ssn from people where note <> '" + "x" * padding + "'; select 1; "
+            "update people set note = 'y' returning upper(ssn), id; select name, ssn from people")
+    expected = [Classifier("postgres").lineage(text, i) for i in range(4)]
+    assert all(e is not None for e in expected)
+    lexed: list[str] = []
+    real_lex = gw_sqlanalysis.lex
+
+    def counting(text: str, *args: Any) -> Any:
+        lexed.append(text)
+        return real_lex(text, *args)
+
+    monkeypatch.setattr(gw_sqlanalysis, "lex", counting)
+    c = Classifier("postgres")
+    c.prepare_lineage(text)
+    assert len(lexed) == 1
+    assert [c.lineage(text, i) for i in range(4)] == expected
+
+
+def test_prepare_lineage_uses_the_classifiers_own_lexer() -> None:
+    from gw_sqlanalysis.mysql import MySQLMode, lexer_for
+
+    calls: list[str] = []
+    session_lexer = lexer_for(MySQLMode())
+
+    def counting(text: str) -> Any:
+        calls.append(text)
+        return session_lexer(text)
+
+    text = "SELECT `ssn` FROM shop.people; SELECT 1; SELECT name FROM shop.people"
+    c = Classifier("mysql", lexer=counting)
+    c.prepare_lineage(text)
+    assert calls == [text]
+    assert [c.column_sources(text, i) for i in range(3)] == [[("shop.people.ssn",)], [()], [("shop.people.name",)]]

@@ -2,10 +2,14 @@
 direct to the upstream vs through gw (``gw serve`` with an http listener), measured side by side in one run.
 
     python bench/http_bench.py [--seconds 5] [--connections 8] [--size-mb 200] [--stages none audit]
+                               [--baseline OTHER_CHECKOUT] [--rounds 1]
 
 Each stage set named by ``--stages`` (default: none, then audit) gets its own gateway; the small GETs and the
 download alternate between direct and each gateway in one run, and the last table holds the target rows of
-docs/performance.md.
+docs/performance.md.  ``--baseline`` names another gw checkout (say ``git archive main core plugins`` unpacked
+somewhere): each stage set then also gets a gateway running that checkout's code (its ``core`` and plugin
+directories first on ``PYTHONPATH``), measured in the same rounds, for before/after comparisons on a busy
+machine.  ``--rounds`` repeats the whole alternation and reports each figure's median.
 
 The upstream is bench/http_upstream.py (trio + h11); the small-GET client is a minimal keep-alive client in
 this process (pre-built request bytes, Content-Length framing), the download client is curl.  Timings are
@@ -19,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 import trio
-from common import BIN, ROOT, free_port, wait_port
+from common import BIN, ROOT, cpu_seconds, free_port, wait_port
 
 STAGES = {
     "none": "",
@@ -40,11 +45,14 @@ STAGES = {
 class HttpGateway:
     """``gw serve`` with one http listener in front of the benchmark upstream, and a token for it."""
 
-    def __init__(self, upstream_port: int, stages: str) -> None:
+    def __init__(self, upstream_port: int, stages: str, checkout: Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gw-http-bench-"))
         self.port = free_port()
         self.env = {**os.environ, "GW_DEV_SECRET": "http-bench-secret-0123456789abcdef",
                     "BENCH_UPSTREAM_TOKEN": "bench-upstream-token"}
+        if checkout is not None:
+            paths = [checkout / "core", *sorted(p.parent for p in checkout.glob("plugins/*/*/pyproject.toml"))]
+            self.env["PYTHONPATH"] = os.pathsep.join(str(p) for p in paths)
         (self.dir / "pipeline.toml").write_text(f"""
 [gateway]
 data_dir = "state"
@@ -96,6 +104,10 @@ headers = {{ Authorization = "Bearer ${{BENCH_UPSTREAM_TOKEN}}" }}
         assert self.proc is not None
         m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
         return int(m.group(1)) / 1024 if m else 0.0
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -162,6 +174,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--stages", choices=sorted(STAGES), nargs="+", default=["none", "audit"])
+    parser.add_argument("--baseline", type=Path, help="another gw checkout to measure beside this one")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     if not shutil.which("curl"):
         sys.exit("curl is needed for the download measurement (Debian package: curl)")
@@ -169,46 +183,63 @@ def main() -> None:
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench" / "http_upstream.py"),
                                  str(upstream_port)])
-    gateways = {stages: HttpGateway(upstream_port, stages) for stages in args.stages}
-    rps: dict[str, float] = {}
-    mbs: dict[str, float] = {}
+    gateways: dict[str, HttpGateway] = {}
+    for stages in args.stages:
+        if args.baseline is not None:
+            gateways[f"{stages} (baseline)"] = HttpGateway(upstream_port, stages, args.baseline.resolve())
+        gateways[stages] = HttpGateway(upstream_port, stages)
+    rps: dict[str, list[float]] = {name: [] for name in ["direct", *gateways]}
+    mbs: dict[str, list[float]] = {name: [] for name in ["direct", *gateways]}
     rss: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, list[float]] = {name: [] for name in gateways}
+    cpu_per_get: dict[str, list[float]] = {name: [] for name in gateways}
     try:
         wait_port(upstream_port)
-        tokens = {stages: g.start().token() for stages, g in gateways.items()}
+        tokens = {name: g.start().token() for name, g in gateways.items()}
         size = args.size_mb * 1024 * 1024
-        rps["direct"] = trio.run(small_gets, upstream_port, None, args.seconds, args.connections)
-        for stages, g in gateways.items():
-            rps[stages] = trio.run(small_gets, g.port, tokens[stages], args.seconds, args.connections)
-        mbs["direct"] = download(upstream_port, None, size)
-        for stages, g in gateways.items():
-            before = g.rss_mb()
-            mbs[stages] = download(g.port, tokens[stages], size)
-            rss[stages] = (before, g.rss_mb())
+        for _ in range(args.rounds):
+            rps["direct"].append(trio.run(small_gets, upstream_port, None, args.seconds, args.connections))
+            for name, g in gateways.items():
+                cpu_before = g.cpu_seconds()
+                rps[name].append(trio.run(small_gets, g.port, tokens[name], args.seconds, args.connections))
+                cpu_per_get[name].append((g.cpu_seconds() - cpu_before) / (rps[name][-1] * args.seconds))
+        for _ in range(args.rounds):
+            mbs["direct"].append(download(upstream_port, None, size))
+            for name, g in gateways.items():
+                before, cpu_before = g.rss_mb(), g.cpu_seconds()
+                mbs[name].append(download(g.port, tokens[name], size))
+                rss[name] = (before, g.rss_mb())
+                cpu[name].append(g.cpu_seconds() - cpu_before)
     finally:
         for g in gateways.values():
             g.stop()
         upstream.terminate()
         upstream.wait(5)
 
+    rate = {name: statistics.median(values) for name, values in rps.items()}
+    speed = {name: statistics.median(values) for name, values in mbs.items()}
     print(f"http benchmark: {args.connections} keep-alive connections, {args.seconds:g}s per side, "
-          f"{args.size_mb} MB download, {os.cpu_count()} CPUs")
-    print(f"{'':24}{'direct':>12}" + "".join(f"{'gw, ' + s:>14}" for s in gateways))
-    print(f"{'small GET (req/s)':24}{rps['direct']:>12.0f}" + "".join(f"{rps[s]:>14.0f}" for s in gateways))
-    print(f"{'large download (MB/s)':24}{mbs['direct']:>12.1f}"
-          + "".join(f"{mbs[s]:>14.1f}" for s in gateways))
-    for stages, (before, after) in rss.items():
-        print(f"gw ({stages}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after")
+          f"{args.size_mb} MB download, {args.rounds} round(s) (medians), {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'':24}{'direct':>12}" + "".join(f"{'gw, ' + s:>24}" for s in gateways))
+    print(f"{'small GET (req/s)':24}{rate['direct']:>12.0f}" + "".join(f"{rate[s]:>24.0f}" for s in gateways))
+    print(f"{'gw CPU per GET (us)':24}{'':>12}"
+          + "".join(f"{statistics.median(cpu_per_get[s]) * 1e6:>24.0f}" for s in gateways))
+    print(f"{'large download (MB/s)':24}{speed['direct']:>12.1f}"
+          + "".join(f"{speed[s]:>24.1f}" for s in gateways))
+    for name, (before, after) in rss.items():
+        print(f"gw ({name}) RSS around the download: {before:.1f} MB before, {after:.1f} MB after; "
+              f"CPU time per download {statistics.median(cpu[name]):.2f} s")
     targets = {"none": ">= 0.5", "audit": ">= 0.4"}
     print("\ntarget table\n")
-    print(f"{'measurement':52}{'this run':>9}  target")
-    for stages in gateways:
-        print(f"{f'HTTP small GETs, {stages} / direct':52}{rps[stages] / rps['direct']:>9.2f}  "
-              f"{targets.get(stages, '-')}")
-    for stages in gateways:
-        name = f"HTTP {args.size_mb} MB download, {stages} / direct"
-        print(f"{name:52}{mbs[stages] / mbs['direct']:>9.2f}  "
-              f"{'>= 0.6' if stages == 'none' else '-'}")
+    print(f"{'measurement':64}{'this run':>9}  target")
+    for name in gateways:
+        print(f"{f'HTTP small GETs, {name} / direct':64}{rate[name] / rate['direct']:>9.2f}  "
+              f"{targets.get(name, '-')}")
+    for name in gateways:
+        label = f"HTTP {args.size_mb} MB download, {name} / direct"
+        print(f"{label:64}{speed[name] / speed['direct']:>9.2f}  "
+              f"{'>= 0.6' if name == 'none' else '-'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A fresh install behaves: gw's stderr carries no third-party warnings, and the heavy libraries a plugin
-needs only for what it serves (asyncssh, the MCP SDK, httpx, psycopg, the shell analyser) are imported only when a listener, sink,
-webhook, store or command that uses them is configured or run: loading every plugin costs no memory for
+needs only for what it serves (asyncssh, the MCP SDK, httpx, psycopg, the shell analyser, prometheus_client) are
+imported only when a listener, sink, webhook, store, admin endpoint or command that uses them is configured or run: loading every plugin costs no memory for
 them."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_loading_every_plugin_does_not_import_asyncssh() -> None:
 
 
 #: What a plugin imports only once something that uses it is configured or run.
-HEAVY = ("asyncssh", "mcp", "mcp_types", "httpx", "psycopg", "gw_shellanalysis.analysis")
+HEAVY = ("asyncssh", "mcp", "mcp_types", "httpx", "psycopg", "gw_shellanalysis.analysis", "prometheus_client")
 
 
 def test_loading_and_registering_every_plugin_imports_no_heavy_library() -> None:

@@ -78,10 +78,14 @@ def test_verb_globs_match_tool_names() -> None:
     assert not Rule(verb="select").matches(cmd("select_all"))  # plain verbs still compare exactly
 
 
-def test_the_pipeline_conceals_parameters_through_every_stage_in_order() -> None:
+async def test_stages_conceal_parameters_with_the_pipeline_deciding_the_command() -> None:
+    """A stage that shows parameters to people (approve) conceals them through the command's context: every
+    stage of the pipeline deciding that command, in order.  A reload that keeps a stage object puts it in the
+    old pipeline and the new one at once (commands still being decided, a reload that fails after building its
+    pipelines); each conceals with its own stages."""
     from gw.model import Command, Identity, Session
     from gw.pipeline import Pipeline
-    from gw.stage import ParamValues, Stage
+    from gw.stage import CommandContext, ParamValues, Stage
 
     class Hide(Stage):
         name = "hide"
@@ -97,18 +101,31 @@ def test_the_pipeline_conceals_parameters_through_every_stage_in_order() -> None
             assert isinstance(values, list)
             return [None if v is None else f"<{v}>" for v in values]
 
+    seen: list[tuple[ParamValues, str]] = []
+    notices: list[str] = []
+
     class Shows(Stage):
         name = "shows"
+
+        async def check(self, command: Command, context: CommandContext) -> None:
+            await context.notice("showing")
+            seen.append((context.conceal(command, list(command.params)), getattr(context, "cancel_reason", "")))
+
+    class Protocol:  # what a protocol hands the pipeline: notices, and an extra of its own
+        cancel_reason = "client_cancelled"
+
+        async def notice(self, message: str) -> None:
+            notices.append(message)
 
     session = Session("s", "l", "lines", Identity("a"), "127.0.0.1:1", "u", 0.0)
     command = Command(session, 1, "update t set v = $1 where id = $2", "sql", params=("secret-1", "7"))
     hide, mark, shows = Hide(None, None), Mark(None, None), Shows(None, None)  # type: ignore[arg-type]
-    assert shows.concealed(command, ["secret-1", "7"]) == ["secret-1", "7"]  # in no pipeline: nothing to apply
-    pipeline = Pipeline("p", [shows, hide, mark])
-    assert pipeline.conceal(command, ["secret-1", "7", None]) == ["<***>", "<7>", None]
-    # A stage that shows parameters (approve) gets every stage's concealment, its own pipeline's.
-    assert shows.concealed(command, ["secret-1", "7"]) == ["<***>", "<7>"]
-    assert Pipeline("p", [shows]).conceal(command, ["secret-1"]) == ["secret-1"]
-    Pipeline("retired", [hide], bind=False)
-    assert shows.concealed(command, ["secret-2"]) == ["secret-2"]
-    assert hide.concealed(command, ["secret-2"]) == ["<***>"]  # a retired pipeline does not rebind its stages
+    before = Pipeline("p", [shows, hide, mark])
+    assert before.conceal(command, ["secret-1", "7", None]) == ["<***>", "<7>", None]
+    after = Pipeline("p", [shows, mark])  # a reload kept `shows` and `mark` and dropped `hide`
+    assert Pipeline("retired", [hide]).conceal(command, ["secret-1"]) == ["***"]
+    for pipeline in (before, after, before):
+        assert (await pipeline.decide(command, Protocol())).allowed
+    assert seen == [(["<***>", "<7>"], "client_cancelled"), (["<secret-1>", "<7>"], "client_cancelled"),
+                    (["<***>", "<7>"], "client_cancelled")]
+    assert notices == ["showing"] * 3

@@ -23,6 +23,8 @@ def test_kept_characters_stay() -> None:
     assert escape_visible("select 1\nfrom\tt") == "select 1\\nfrom\\tt"
     assert escape_visible("select 1\nfrom\tt", keep="\n") == "select 1\nfrom\\tt"
     assert escape_visible("select 1\nfrom\tt\r", keep="\n\t") == "select 1\nfrom\tt\\r"
+    assert escape_visible("select 1\n\tfrom t", keep="\n\t") == "select 1\n\tfrom t"
+    assert escape_visible("a\n\u3164\nb\u200b", keep="\n") == "a\n\\u3164\nb\\u200b"  # a kept one hides none
 
 
 @pytest.mark.parametrize("ch", ["\x00", "\x7f", "\x85", "\u061c", "\u180e", "\u200d", "\u2069", "\ufff9",

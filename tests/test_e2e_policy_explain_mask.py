@@ -6,17 +6,14 @@ masked or not and by which rule or detector.  Without the upstream: the text's l
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gw.testing import require_service
+from gw.testing import gw_cli, require_service, write_pipeline
 
-GW = str(Path(sys.executable).with_name("gw"))
 PIPELINE = """
 [storage]
 use = "sqlite"
@@ -47,6 +44,7 @@ port = {port}
 database = "test"
 user = "postgres"
 """
+ENV = {"GW_TEST_EXPLAIN_SECRET": "s" * 32}
 
 
 def _psql(sql: str) -> None:
@@ -66,12 +64,9 @@ def table() -> Iterator[str]:
 
 
 def explain(tmp_path: Path, sql: str, *, port: int = 5432, as_json: bool = False) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / f"pipeline-{port}.toml"
-    path.write_text(PIPELINE.format(port=port))
-    args = [GW, "policy", "explain", "-c", str(path), "--listener", "orders", "--group", "agents", sql]
-    env = {**os.environ, "GW_TEST_EXPLAIN_SECRET": "s" * 32}
-    return subprocess.run(args + (["--json"] if as_json else []), capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    path = write_pipeline(tmp_path, PIPELINE.format(port=port), f"pipeline-{port}.toml")
+    args = ["policy", "explain", "-c", str(path), "--listener", "orders", "--group", "agents", sql]
+    return gw_cli(*args, *(["--json"] if as_json else []), env=ENV, timeout=120)
 
 
 def test_the_plan_names_each_column_of_the_result(tmp_path: Path, table: str) -> None:

@@ -37,8 +37,8 @@ from .model import (
 from .stage import (
     ColumnEdits,
     ColumnwiseRowFilter,
-    CommandContext,
     ParamValues,
+    ProtocolContext,
     RowFilter,
     Stage,
     StreamFilter,
@@ -127,18 +127,23 @@ class _StreamChain:
         return out
 
 
+class _Context:
+    """The :class:`~gw.stage.CommandContext` of a command: the protocol's, with its pipeline's conceal."""
+
+    def __init__(self, protocol: ProtocolContext, pipeline: Pipeline) -> None:
+        self.protocol, self.conceal = protocol, pipeline.conceal
+
+    def __getattr__(self, name: str) -> Any:  # notice, and what else the protocol offers (measure ...)
+        return getattr(self.protocol, name)
+
+
 class Pipeline:
     """The stages of one ``[pipelines.NAME]`` table, instantiated."""
 
-    def __init__(self, name: str, stages: Sequence[Stage], *, bind: bool = True) -> None:
-        """``bind``: the stages' :meth:`Stage.concealed` uses this pipeline (False for a pipeline that only
-        tells retired stages about session ends)."""
+    def __init__(self, name: str, stages: Sequence[Stage]) -> None:
         self.name = name
         self.stages = tuple(stages)
         self._concealers = [s for s in stages if _overrides(s, "conceal")]
-        if bind:
-            for s in stages:
-                s.concealer = self.conceal
         self._checkers = [s for s in stages if _overrides(s, "check") or _overrides(s, "evaluate")]
         self._deciders = [s for s in stages if _overrides(s, "decided")]
         ordered = [s for s in stages if s.transforms] + [s for s in stages if not s.transforms]
@@ -178,9 +183,10 @@ class Pipeline:
                     log.exception("stage %s failed to close", s.name)
 
     # -- decisions ------------------------------------------------------------------------------------------
-    async def decide(self, command: Command, context: CommandContext,
+    async def decide(self, command: Command, protocol: ProtocolContext,
                      timings: dict[str, float] | None = None) -> Verdict:
         """The combined verdict; with ``timings``, each stage's seconds are added to it (for metrics)."""
+        context = _Context(protocol, self)  # per command: after a reload a stage may be in two pipelines
         verdict = ALLOW
         clock = time.perf_counter
         for stage in self._checkers:
@@ -336,7 +342,7 @@ class CommandRun:
     __slots__ = ("_done", "_session", "command", "context", "pipeline", "started", "verdict")
 
     def __init__(self, session: SessionRuntime, command: Command, pipeline: Pipeline,
-                 context: CommandContext | None = None) -> None:
+                 context: ProtocolContext | None = None) -> None:
         self._session = session
         self.command = command
         self.pipeline = pipeline
@@ -446,7 +452,7 @@ class SessionRuntime:
         return Command(self.session, self._seq, text, language, kind, verb, tuple(objects), frozenset(flags),
                        tuple(params), attributes if attributes is not None else {}, tuple(verbs), object_syntax)
 
-    async def decide(self, command: Command, context: CommandContext) -> CommandRun:
+    async def decide(self, command: Command, context: ProtocolContext) -> CommandRun:
         """Run the pipeline's decision on ``command``; the returned run carries the verdict and is what the
         protocol then asks for filters and completes.  If the decision is cancelled, the command's records
         say so (nothing ran), the run is complete, and the cancellation propagates."""

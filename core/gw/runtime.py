@@ -516,7 +516,7 @@ class Runtime:
             if rt not in sessions:
                 continue
             sessions.discard(rt)
-            await Pipeline("retired", stages, bind=False).session_ended(rt.session, reason)
+            await Pipeline("retired", stages).session_ended(rt.session, reason)
             if not sessions:
                 self._retired.remove(group)
                 await self._close_all(stages)

@@ -43,11 +43,17 @@ class StageOptions(StrictModel):
     use: str
 
 
-class CommandContext(Protocol):
-    """What a protocol offers stages while a command is being decided.
+class ProtocolContext(Protocol):
+    """What a protocol hands ``SessionRuntime.decide``: a :class:`CommandContext` without ``conceal``."""
 
-    ``notice`` is always there.  A protocol may offer more; stages look for it with ``getattr`` and fail
-    closed without it:
+    async def notice(self, message: str) -> None:
+        """Show an informational message to the client without ending the command (PostgreSQL
+        NoticeResponse, SSH stderr line ...)."""
+
+
+class CommandContext(ProtocolContext, Protocol):
+    """What stages get while a command is being decided.  ``notice`` (the protocol's) and ``conceal`` (core's)
+    are always there; a protocol may offer more, which stages look for with ``getattr`` (fail closed without):
 
     * ``async measure() -> gw.model.Measurement``: run the command so that nothing commits yet and count the
       rows it changes (PostgreSQL: inside a savepoint, or a transaction gw opens in autocommit).  Asking again
@@ -61,9 +67,8 @@ class CommandContext(Protocol):
       ``shutdown``), so a stage holding the command can record it.
     """
 
-    async def notice(self, message: str) -> None:
-        """Show an informational message to the client without ending the command (PostgreSQL
-        NoticeResponse, SSH stderr line ...)."""
+    def conceal(self, command: Command, values: ParamValues) -> ParamValues:
+        """``values`` after every :meth:`Stage.conceal` of the pipeline deciding this command, in order."""
 
 
 class RowFilter(Protocol):
@@ -128,8 +133,6 @@ class Stage:
     #: it may skip it unless a stage of the pipeline sets this; columns then carry :data:`UNKNOWN_SOURCES`
     #: (anything: a filter that matches on sources without asking fails closed).
     wants_sources: ClassVar[bool] = False
-    #: The combined :meth:`conceal` of the pipeline running this stage (set by :class:`gw.pipeline.Pipeline`).
-    concealer: Callable[[Command, ParamValues], ParamValues] | None = None
 
     def __init__(self, options: Any, services: Services, *, pipeline: str = "", index: int = 0) -> None:
         self.options = options
@@ -187,13 +190,8 @@ class Stage:
     def conceal(self, command: Command, values: ParamValues) -> ParamValues:
         """``command``'s bound parameter values (text or None, in order; a dict of named arguments) as a person
         may be shown them (approvers): this stage replaces any it would hide from the agent in results.  Return
-        the same shape.  Default: unchanged."""
+        the same shape.  Default: unchanged.  Stages that show parameters call ``context.conceal``."""
         return values
-
-    def concealed(self, command: Command, values: ParamValues) -> ParamValues:
-        """``values`` after the :meth:`conceal` of every stage of this stage's pipeline, in configured order
-        (what a stage that shows parameters to people calls)."""
-        return values if self.concealer is None else self.concealer(command, values)
 
     async def decided(self, command: Command, verdict: Verdict) -> None:
         """The combined verdict is known.  Raising here refuses an allowed command (fail closed)."""

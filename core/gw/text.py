@@ -35,6 +35,7 @@ def escape_visible(text: str, *, keep: str = "") -> str:
     ``\\x1b``, ``\\u202e``), so whoever reads it sees every character of what would run, and the text cannot
     redraw a terminal or reorder what is shown.  Characters in ``keep`` stay as they are: ``"\\n"`` shows
     multi-line SQL as lines, ``"\\n\\t"`` suits a ``<pre>`` block.  HTML escaping is the page's job."""
-    if text.isprintable() and _BLANK.isdisjoint(text):
+    rest = text.translate(dict.fromkeys(map(ord, keep))) if keep else text  # kept ones (\n) are hidden
+    if rest.isprintable() and _BLANK.isdisjoint(rest):
         return text  # the common case: isprintable is False for every hidden category
     return "".join(_escaped(ch) if ch not in keep and is_hidden(ch) else ch for ch in text)

@@ -210,7 +210,7 @@ class ApproveStage(Stage):
     async def _hold(self, command: Command, rule: Rule, context: CommandContext,
                     measured: Measurement | None) -> Verdict:
         while True:
-            request = await self.ledger.open_request(self._new_request(command, rule, measured=measured))
+            request = await self.ledger.open_request(self._new_request(command, context, rule, measured=measured))
             log_context.set({**(log_context.get() or {}), "request_id": request.id})  # JSON log lines name it
             self._announce(request)
             try:
@@ -320,7 +320,7 @@ class ApproveStage(Stage):
                 return self._refused(latest)
             if latest is not None and latest.status is Status.PENDING:  # expired without anyone writing it
                 await self.ledger.change(latest.id, lambda r: decisions.expire(r, time.time()))
-        request = await self.ledger.open_request(self._new_request(command, rule, key, measured=measured))
+        request = await self.ledger.open_request(self._new_request(command, context, rule, key, measured=measured))
         self._announce(request)
         return Verdict.deny(
             f"gw: approval required ({self._why(rule, measured)}); the command was not run. Request {request.id} for "
@@ -330,7 +330,7 @@ class ApproveStage(Stage):
             code=DenyCode.APPROVAL_REQUIRED, stage=self.name, rule=request.rule, request_id=request.id)
 
     # -- shared ----------------------------------------------------------------------------------------------
-    def _new_request(self, command: Command, rule: Rule, key: str = "", *,
+    def _new_request(self, command: Command, context: CommandContext, rule: Rule, key: str = "", *,
                      measured: Measurement | None = None) -> ApprovalRequest:
         s = command.session
         now = time.time()
@@ -344,28 +344,28 @@ class ApproveStage(Stage):
             flags=tuple(sorted(command.flags)), rule=rule.label(), message=rule.message or "", mode=opts.mode,
             approvers=tuple(opts.approvers), min_approvals=opts.min_approvals, created=now,
             expires=now + opts.timeout.total_seconds(), match_key=key, use_within=window.total_seconds(),
-            gateway=self.services.gateway_name, params=self._params(command),
+            gateway=self.services.gateway_name, params=self._params(command, context),
             heartbeat=now if opts.mode == "hold" else None,
             lease=self.services.config.model.gateway.chain_lease.total_seconds() if opts.mode == "hold" else 0.0,
             rows=measured.rows if measured is not None else None,
             rows_note=self._redact(measured.describe()) if measured is not None else "")
 
-    def _params(self, command: Command) -> Any:
+    def _params(self, command: Command, context: CommandContext) -> Any:
         """The bound values as approvers see them: text or None, in order (an object of named arguments for
-        protocols that have them), concealed by the pipeline's stages (a mask stage's column rules) and redacted
-        like the text."""
+        protocols that have them), concealed by the stages of the pipeline deciding the command (a mask stage's
+        column rules) and redacted like the text."""
         named = command.attributes.get("named_params") if command.attributes else None
         values: ParamValues
         if isinstance(named, Mapping):
             values = {str(k): None if v is None else param_text(v) for k, v in named.items()}
-            shown = self.concealed(command, values)
+            shown = context.conceal(command, values)
             if not isinstance(shown, dict):
                 raise TypeError("a stage's conceal changed named parameters into a list")
             return {self._redact(k): None if v is None else self._redact(v) for k, v in shown.items()}
         if not command.params:
             return None
         values = [None if v is None else param_text(v) for v in command.params]
-        shown = self.concealed(command, values)
+        shown = context.conceal(command, values)
         if not isinstance(shown, list) or len(shown) != len(values):
             raise TypeError("a stage's conceal changed the number or shape of the parameters")
         return [None if v is None else self._redact(v) for v in shown]

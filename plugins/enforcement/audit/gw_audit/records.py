@@ -34,7 +34,17 @@ Index = dict[str, str]
 def json_safe(value: Any, _depth: int = 0) -> Any:
     """``value`` as plain JSON (str keys, finite numbers, lists), so hashing and storing it cannot fail and it
     reads back exactly as it was hashed."""
-    if value is None or isinstance(value, (bool, int, str)):
+    # The plain types first, by exact type: the abstract-class checks below cost several times more, and
+    # every record's notes and attributes pass through here.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if _depth <= 16:
+        if kind is list or kind is tuple:
+            return [json_safe(v, _depth + 1) for v in value]
+        if kind is dict:
+            return {str(k): json_safe(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)

@@ -3,7 +3,9 @@ and records of commands that arrive together written in one batch (one store tra
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -12,7 +14,7 @@ from typing import Any
 import trio
 from gw_audit import chain as chain_module
 from gw_audit.chain import open_chain
-from gw_audit.records import Redactor
+from gw_audit.records import Redactor, json_safe
 from gw_audit.verify import verify_store
 
 
@@ -122,3 +124,29 @@ async def test_a_lone_session_hands_its_record_over_without_waiting_for_others(
             for i in range(8):
                 nursery.start_soon(chain.write, {"type": "command", "i": i}, {"type": "command"})
         assert len(others_ran) == 1 + 2
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+
+
+def test_json_safe_makes_plain_json_of_any_value() -> None:
+    """Plain values (the fast path, by exact type) and everything else (by abstract class) come out the same
+    way: str keys, lists for sequences and sets, text for bytes, enums as their values, non-finite numbers as
+    text, nesting deeper than 16 as the text of what is left."""
+    value = {"a": [1, True, None, "s"], 2: ("t", b"b\xff"), "set": {"y", "x"}, "colour": Colour.RED,
+             "status": Status.OK, "inf": math.inf, "frozen": frozenset({3}), "other": range(2)}
+    assert json_safe(value) == {"a": [1, True, None, "s"], "2": ["t", "b\\xff"], "set": ["x", "y"],
+                                "colour": "red", "status": "ok", "inf": "inf", "frozen": [3], "other": [0, 1]}
+    deep: Any = ["x"]
+    for _ in range(20):
+        deep = [deep]
+    out = json_safe(deep)
+    for _ in range(17):
+        out = out[0]
+    assert out == "[[[['x']]]]"
+    assert json.dumps(json_safe({"k": (1.5, [2])})) == '{"k": [1.5, [2]]}'

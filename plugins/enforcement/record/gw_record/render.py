@@ -12,17 +12,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gw.text import escape_visible
+
 from .recording import EventType, as_text, decode_value
 
 Frame = tuple[float, str, str]
 
-#: Control characters shown escaped outside terminal channels: recorded data must not drive the reader's
-#: terminal (a row holding ESC sequences could rewrite the screen or set the window title).
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if c not in (0x09, 0x0A)}
-
 
 def printable(text: str) -> str:
-    return text.replace("\r\n", "\n").translate(_ESCAPES)
+    """Recorded text outside terminal channels as the transcript shows it: lines and tabs as they are, every
+    other hidden character escaped (:func:`gw.text.escape_visible`), so recorded data cannot drive the reader's
+    terminal (ESC sequences that rewrite the screen or set the window title) nor reorder what it shows."""
+    return escape_visible(text.replace("\r\n", "\n"), keep="\n\t")
 
 
 def clock(t: float) -> str:
@@ -43,14 +44,14 @@ def _cell(value: Any) -> str:
     if isinstance(value, Mapping) and "b64" in value:
         raw = decode_value(value)
         return f"<{len(raw) if isinstance(raw, bytes) else '?'} bytes>"
-    return printable(str(value)).replace("\n", "\\n")
+    return escape_visible(str(value))  # one line per row: line ends and tabs escaped too
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> str:
     """A small aligned text table, as an SQL client would print it."""
     cells = [[_cell(v) for v in row] for row in rows]
     width = len(cells[0]) if cells else 0
-    names = [printable(c) for c in columns] or [f"column{i + 1}" for i in range(width)]
+    names = [escape_visible(c) for c in columns] or [f"column{i + 1}" for i in range(width)]
     widths = [len(n) for n in names]
     for row in cells:
         for i, v in enumerate(row[:len(widths)]):

@@ -26,7 +26,7 @@ from gw.store import Store
 from gw_record.archive import Recording
 from gw_record.cli import sessions
 from gw_record.recording import STREAM
-from gw_record.render import Frame, play
+from gw_record.render import Frame, Transcript, play
 
 RAW = b"zebra-unmasked"  # only the upstream has it; the inline scrub stage masks it (conftest)
 STAGES = '{ use = "deny_drop" }, { use = "scrub" }, { use = "record" }'
@@ -259,6 +259,24 @@ def test_replay_of_a_terminal_session_writes_the_screen(pipeline_file: Callable[
     assert "\x1b[1;34mreleases\x1b[0m" in out                # terminal output keeps its escape sequences
     assert "ls\r\r" not in out                               # typed keys are not printed twice
     assert out.rstrip().endswith("# session ended: client_closed (1 command)")
+
+
+def test_replay_escapes_what_could_drive_the_readers_terminal_outside_terminal_channels() -> None:
+    """Outside terminal channels, recorded text keeps its lines and tabs and shows every other hidden character
+    as an escape (gw.text.escape_visible: controls, bidirectional overrides, zero-width characters); a table
+    cell keeps to one line.  Terminal output (pty) stays raw, escape sequences included."""
+    transcript = Transcript({"session": "s1"})
+
+    def shown(kind: str, payload: dict[str, Any]) -> str:
+        return "".join(text for _, _, text in transcript.frames((1.0, kind, payload)))
+
+    assert shown("query", {"text": "select 1\r\n\tfrom t -- \u202eevil\x1b]0;title\x07"}) == (
+        "[00:01.000] > select 1\n    \tfrom t -- \\u202eevil\\x1b]0;title\\x07\n")
+    assert shown("data", {"channel": "stdout", "seq": 1, "data": "ok\x1b[2J\rdone\u200b\r\n"}) == (
+        "ok\\x1b[2J\\rdone\\u200b\n")
+    assert shown("rows", {"columns": ["n\x1bote"], "rows": [["a\tb\r\nc"]]}) == (
+        "  n\\x1bote\n  ---------\n  a\\tb\\r\\nc\n")
+    assert shown("data", {"channel": "pty", "data": "\x1b[1;34mls\x1b[0m\r\n"}) == "\x1b[1;34mls\x1b[0m\r\n"
 
 
 # -- timing of replay ----------------------------------------------------------------------------------------

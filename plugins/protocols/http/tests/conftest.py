@@ -39,7 +39,7 @@ HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # --import-mode=importlib does not put test directories on sys.path
     sys.path.insert(0, str(HERE))
 
-from http_adversarial import adversarial_config, scripted, ws_scripted  # noqa: F401  (fixtures)
+from http_adversarial import LONG_ECHO_AT, adversarial_config, scripted, ws_scripted  # noqa: F401  (fixtures)
 
 CUSTOMERS = {
     "customers": [
@@ -173,6 +173,29 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif path.startswith("/shortbytes/"):
+            # /short for a long body: declares 1000 bytes more than the N it sends, then closes.
+            n = int(path.rsplit("/", 1)[1])
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n + 1000))
+            self.end_headers()
+            piece = bytes(range(256)) * 256
+            while n > 0:
+                chunk = piece[: min(n, len(piece))]
+                self.wfile.write(chunk)
+                n -= len(chunk)
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif path.startswith("/echo-deep/"):
+            # N bytes of text with the Authorization header received echoed at the offsets of LONG_ECHO_AT.
+            n = int(path.rsplit("/", 1)[1])
+            echo = self.headers.get("Authorization", "").encode()
+            body = bytearray(b"abcdefghij" * (n // 10 + 1))[:n]
+            for at in LONG_ECHO_AT:
+                body[at:at + len(echo)] = echo
+            self._send(200, bytes(body[:n]), "text/plain; charset=utf-8")
         elif path == "/slow":
             time.sleep(1.0)
             self._send(200, b'{"slow": true}')
@@ -409,6 +432,16 @@ class Observer(Stage):
         OBSERVED.setdefault("refused", []).append(kw["reason"])
 
 
+class Outcomes(Stage):
+    """Records outcomes only, filtering no stream (a stand-in for the audit stage: bodies take gw's
+    unfiltered path)."""
+
+    name = "http_test_outcomes"
+
+    async def completed(self, command: Command, outcome: Outcome) -> None:
+        OBSERVED.setdefault("outcomes", []).append((command, outcome))
+
+
 class BrokenOptions(StageOptions):
     session: bool = False
     stream: bool = False
@@ -437,7 +470,7 @@ class InlineHttpPlugins:
 
     @hookimpl
     def gw_register_stages(self, register: Any) -> None:
-        for stage in (DenyByRule, HoldForApproval, JsonKeyMask, Observer, Broken):
+        for stage in (DenyByRule, HoldForApproval, JsonKeyMask, Observer, Outcomes, Broken):
             register(stage)
 
 

@@ -31,6 +31,9 @@ CARD = "4111111111111111"
 CARD_SPACED = "4111 1111 1111 1111"
 EMAIL = "ann@example.com"
 RAW_VALUES = (SSN_BARE, SSN, CARD, CARD_SPACED, EMAIL)
+#: Where the test upstream's ``/echo-deep/N`` writes the credential it received: in the first read, across
+#: 64 KiB boundaries, megabytes into the body.
+LONG_ECHO_AT = (100, 65536 - 5, 300_000, 5 * 65536 - 11, 1_000_000)
 ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be", "cp500")
 
 DOC = {"id": 7, "name": "Ann", "ssn": SSN_BARE, "card_number": CARD, "email": EMAIL,

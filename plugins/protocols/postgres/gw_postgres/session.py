@@ -693,10 +693,12 @@ class ProxySession:
     async def _wait_settled(self, entry: Statement | Portal) -> None:
         """``entry`` is pending from an earlier batch: send what is queued and wait for the server's answer."""
         while self.names.must_wait(entry):
-            await self._flush_upstream()
+            # Armed before the flush: the answer may arrive, and be relayed, while the flush is sending.
             if self._progress is None:
                 self._progress = trio.Event()
-            await self._progress.wait()
+            progress = self._progress
+            await self._flush_upstream()
+            await progress.wait()
 
     async def _established_statement(self, name: str) -> Statement | None:
         while (st := self.names.statement(name)) is not None and self.names.must_wait(st):

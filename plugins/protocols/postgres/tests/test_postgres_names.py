@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import trio
 
 STAGES = '{ use = "recorder" }, { use = "deny_verbs", verbs = ["delete"] }'
 
@@ -111,6 +112,26 @@ async def test_prepare_of_a_denied_statement_is_denied(pg_gateway: Any, pg: Any)
 async def test_pipelined_batches_wait_for_the_servers_answer(pg_gateway: Any, pg: Any, events: list[Any]) -> None:
     """Parse (rejected) ; Sync ; Bind/Execute of the name ; Sync sent in one write: gw waits for the Parse's
     answer before judging the Execute, so it judges the statement the server really holds."""
+    await _pipelined_batches(pg_gateway, pg, events)
+
+
+async def test_an_answer_relayed_while_gw_still_sends_is_not_missed(pg_gateway: Any, pg: Any, events: list[Any],
+                                                                     monkeypatch: Any) -> None:
+    """The same batches when the server's answer arrives, and is relayed, while gw is still sending what it
+    queued: the waiting Bind sees it (it once waited for an answer that had already come, and the client hung)."""
+    from gw_postgres.session import ProxySession
+
+    flush = ProxySession._flush_upstream
+
+    async def slow_flush(self: Any) -> None:
+        await flush(self)
+        await trio.sleep(0.3)  # the upstream answers before this send returns
+
+    monkeypatch.setattr(ProxySession, "_flush_upstream", slow_flush)
+    await _pipelined_batches(pg_gateway, pg, events)
+
+
+async def _pipelined_batches(pg_gateway: Any, pg: Any, events: list[Any]) -> None:
     from gw_postgres.messages import (
         Bind,
         CommandComplete,

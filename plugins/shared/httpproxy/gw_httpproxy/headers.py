@@ -154,7 +154,6 @@ class ForwardingRules:
         """Headers for the client: hop-by-hop removed (``Upgrade`` kept on a 101), ``Content-Length`` kept
         only when gw relays the body unchanged in length, injected credentials blanked wherever echoed."""
         listed = comma_tokens(headers, b"connection")
-        scrubber = self.secret_forms()
         out: HeaderList = []
         for name, value in headers:
             if name in HOP_BY_HOP or name in listed:
@@ -163,10 +162,12 @@ class ForwardingRules:
                 continue
             if name == b"content-length" and not keep_length:
                 continue
-            if scrubber is not None:
-                scrubbed = scrubber.scrub(value)
-                value = scrubbed if isinstance(scrubbed, bytes) else bytes(scrubbed)
             out.append((name, value))
+        scrubber = self.secret_forms()
+        # The values are looked at together first: ordinarily none holds anything like a secret, and one
+        # search of them all costs what one of each would.
+        if scrubber is not None and scrubber.may_need_scrub(b"\n".join([v for _, v in out])):
+            out = [(name, bytes(scrubber.scrub(value))) for name, value in out]
         out.extend(extra)
         return out
 

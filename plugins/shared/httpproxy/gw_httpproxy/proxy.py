@@ -46,7 +46,15 @@ from .codec import (
 )
 from .dialect import Refusal, Reply, RequestView
 from .filtering import FilterFailed
-from .headers import HeaderList, Headers, bearer_token, comma_tokens, header_value, header_values
+from .headers import (
+    ForwardingRules,
+    HeaderList,
+    Headers,
+    bearer_token,
+    comma_tokens,
+    header_value,
+    header_values,
+)
 from .overrides import FORM_OVERRIDE_MESSAGE, FormOverrideScanner, OverrideRefused, is_form, requested_method
 from .scrub import SecretForms, SecretScrubber, Unscrubbable, check_charset
 from .targets import BadTarget, Target, normalize_target
@@ -184,6 +192,7 @@ class ProxyConnection:
         self._watch_scope: trio.CancelScope | None = None
         self._decide_scope: trio.CancelScope | None = None
         self._hold_watch: tuple[trio.CancelScope, trio.Event] | None = None
+        self._last_forms: tuple[ForwardingRules, str, SecretForms | None] | None = None
 
     @property
     def opts(self) -> ProxyListenerOptions:
@@ -890,9 +899,7 @@ class ProxyConnection:
         forms: SecretForms | None = None
         if not bodiless:
             filt = self.dialect.response_filter(sr, run, content_type)
-            if self.setup.rules.secrets:
-                forms = self.setup.rules.secret_forms(check_charset(_charset(content_type)),
-                                                      text=_is_text(content_type))
+            forms = self._secret_forms(content_type)
         if filt is not None:
             encoding = header_value(response.headers, b"content-encoding")
             if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
@@ -916,6 +923,19 @@ class ProxyConnection:
             sent = await self._filtered_body(up, status, reason, headers, scrub, after, filt,
                                              int(declared) if declared else None)
         outcome.notes["response_bytes"] = sent
+
+    def _secret_forms(self, content_type: str) -> SecretForms | None:
+        """What the credential scrubber looks for in a body of ``content_type`` (None: no secrets).  The
+        answer for the last content type is kept: a connection's responses mostly share one."""
+        rules = self.setup.rules
+        if not rules.secrets:
+            return None
+        last = self._last_forms
+        if last is not None and last[0] is rules and last[1] == content_type:
+            return last[2]
+        forms = rules.secret_forms(check_charset(_charset(content_type)), text=_is_text(content_type))
+        self._last_forms = (rules, content_type, forms)
+        return forms
 
     async def _stream_body(self, up: UpstreamConnection, status: int, reason: bytes, headers: HeaderList,
                            scrub: SecretScrubber | None) -> int:

@@ -185,6 +185,11 @@ class SecretForms:
                     return True
         return False
 
+    def may_need_scrub(self, data: bytes | bytearray) -> bool:
+        """False when :meth:`scrub` would return ``data`` unchanged, and so for any part of it (its checks are
+        substring tests): several short values joined are ruled out in one call."""
+        return self._may_hold(data) or (self._escapes and _may_escape(data))
+
     def scrub(self, data: bytes | bytearray) -> bytes | bytearray:
         """``data`` with every complete occurrence blanked (no state: for header values and whole bodies)."""
         if self._may_hold(data):

@@ -132,3 +132,16 @@ def test_client_response_headers_and_redaction() -> None:
 ])
 def test_bearer_token(headers: list[tuple[bytes, bytes]], name: bytes, token: str | None) -> None:
     assert bearer_token(headers, name) == token
+
+
+def test_client_response_values_are_scrubbed_one_by_one() -> None:
+    """The values are searched together first (one search for the common case, no secret anywhere), but
+    scrubbed each on its own: a secret in one value, as sent or escaped, is blanked; the others, including
+    two neighbours that spell it only when joined, are kept as they are."""
+    headers = [(b"x-a", b"plain"), (b"x-b", b"Bearer%20up"), (b"x-c", b"Bearer"), (b"x-d", b" up"),
+               (b"x-e", b"got Bearer up")]
+    out = RULES.client_response(headers, keep_length=True, upgrade=False, extra=[])
+    assert out == [(b"x-a", b"plain"), (b"x-b", b"***********"), (b"x-c", b"Bearer"), (b"x-d", b" up"),
+                   (b"x-e", b"got *********")]
+    clean = [(b"x-a", b"plain"), (b"x-c", b"Bearer"), (b"x-d", b" up")]
+    assert RULES.client_response(clean, keep_length=True, upgrade=False, extra=[]) == clean

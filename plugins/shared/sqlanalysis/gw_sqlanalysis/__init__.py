@@ -19,6 +19,7 @@ new literal each time costs one lexer pass and a dictionary lookup.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -43,9 +44,11 @@ MAX_CACHED_KEY = 16384
 
 
 class _LRU(Generic[K, V]):
-    """A small bounded LRU map (entries and total key length both bounded)."""
+    """A small bounded LRU map (entries and total key length both bounded).  One classifier serves the event
+    loop and the worker threads that analyse long statements, so every access holds the map's lock (a lookup
+    and its move to the end must not interleave with another thread's eviction)."""
 
-    __slots__ = ("chars", "entries", "max_chars", "max_entries", "max_key")
+    __slots__ = ("chars", "entries", "lock", "max_chars", "max_entries", "max_key")
 
     def __init__(self, max_entries: int, max_chars: int, max_key: int = MAX_CACHED_KEY) -> None:
         self.entries: OrderedDict[K, V] = OrderedDict()
@@ -53,21 +56,26 @@ class _LRU(Generic[K, V]):
         self.max_chars = max_chars
         self.max_key = max_key
         self.chars = 0
+        self.lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
-        value = self.entries.get(key)
-        if value is not None:
-            self.entries.move_to_end(key)
-        return value
+        with self.lock:
+            value = self.entries.get(key)
+            if value is not None:
+                self.entries.move_to_end(key)
+            return value
 
     def put(self, key: K, value: V, size: int) -> None:
-        if size > self.max_key or key in self.entries:
+        if size > self.max_key:
             return
-        self.entries[key] = value
-        self.chars += size
-        while len(self.entries) > self.max_entries or self.chars > self.max_chars:
-            old, _ = self.entries.popitem(last=False)
-            self.chars -= _size(old)
+        with self.lock:
+            if key in self.entries:
+                return
+            self.entries[key] = value
+            self.chars += size
+            while len(self.entries) > self.max_entries or self.chars > self.max_chars:
+                old, _ = self.entries.popitem(last=False)
+                self.chars -= _size(old)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -134,3 +134,37 @@ def test_classify_never_raises(text: str) -> None:
         if got.kind is Kind.READ:
             assert "unparsed" not in got.flags
         c.column_sources(text)  # never raises either
+
+
+def test_a_cache_shared_with_worker_threads_stays_consistent() -> None:
+    """Long statements are analysed in worker threads with the event loop's classifier: lookups, moves and
+    evictions from several threads at once never raise and keep the size accounting exact."""
+    import sys
+    import threading
+
+    from gw_sqlanalysis import _LRU
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    lru: _LRU[str, int] = _LRU(1, 10_000)
+    errors: list[BaseException] = []
+
+    def hammer(step: int) -> None:
+        try:
+            for i in range(100_000):
+                key = f"k{(i * step) % 3}"
+                if lru.get(key) is None:
+                    lru.put(key, i, len(key))
+        except Exception as e:  # noqa: BLE001 -- the test reports it
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=hammer, args=(step,)) for step in (1, 2, 5, 7)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    assert len(lru) == 1 and lru.chars == sum(len(k) for k in lru.entries)

@@ -42,6 +42,9 @@ V = TypeVar("V")
 #: Keys longer than this are not cached (a 10,000-row INSERT should not pin megabytes per entry).
 MAX_CACHED_KEY = 16384
 
+#: Statements of one long text whose parse trees are kept (see ``Classifier.prepare_lineage``).
+MAX_LARGE_STATEMENTS = 64
+
 
 class _LRU(Generic[K, V]):
     """A small bounded LRU map (entries and total key length both bounded).  One classifier serves the event
@@ -140,7 +143,8 @@ class Classifier:
         self._lineages: _LRU[tuple[object, ...], Lineage] = _LRU(cache_size, budget)
         #: The trees and lineages of the last few statements too long for the caches above, so that a protocol
         #: can work them out off its event loop (:meth:`prepare_lineage`) and then ask again cheaply.
-        self._large_trees: _LRU[tuple[str, int | None], _Parsed | None] = _LRU(2, 1 << 62, max_key=1 << 62)
+        #: The parsed statements of the last long texts, per statement index (None: the text's only statement).
+        self._large_trees: _LRU[str, dict[int | None, _Parsed | None]] = _LRU(2, 1 << 62, max_key=1 << 62)
         self._large_lineages: _LRU[tuple[object, ...], Lineage] = _LRU(8, 1 << 62, max_key=1 << 62)
         #: How many times a statement shape was analysed from scratch (sqlglot); for tests and metrics.
         self.analyses = 0
@@ -252,8 +256,9 @@ class Classifier:
 
     def prepare_lineage(self, text: str) -> None:
         """Work out the lineage of every statement of a long ``text`` now (call it in a worker thread): the
-        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing.  The text is lexed
-        once, for all its statements."""
+        next :meth:`lineage` / :meth:`tables` calls for it then skip lexing and parsing (the trees of up to
+        :data:`MAX_LARGE_STATEMENTS` statements of the last two long texts are kept; a shorter text's are
+        cached by shape, and it is lexed again).  The text is lexed once, for all its statements."""
         try:
             split = self._split(text)
         except Exception:  # noqa: BLE001 - lineage() fails closed on such a text anyway
@@ -261,8 +266,9 @@ class Classifier:
         count = len(split[1])
         for i in range(max(1, count)):
             self._lineage(text, i, None, split)
-        if count == 1:  # asked without an index, the only statement is meant
-            self._large_trees.put((text, None), self._large_trees.entries.get((text, 0)), 1)
+        trees = self._large_trees.get(text)
+        if count == 1 and trees is not None:  # asked without an index, the only statement is meant
+            trees[None] = trees.get(0)
 
     def _split(self, text: str) -> _Split:
         lexed = self._lex(text)
@@ -271,10 +277,15 @@ class Classifier:
     def _parsed(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:
         if len(text) <= MAX_CACHED_KEY:
             return self._parse(text, statement, split)
-        if (text, statement) in self._large_trees.entries:  # None too: a text that does not parse
-            return self._large_trees.entries[(text, statement)]
+        trees = self._large_trees.get(text)
+        if trees is None:
+            trees = {}
+            self._large_trees.put(text, trees, 1)
+        if statement in trees:  # None too: a text that does not parse
+            return trees[statement]
         parsed = self._parse(text, statement, split)
-        self._large_trees.put((text, statement), parsed, 1)
+        if len(trees) < MAX_LARGE_STATEMENTS:
+            trees[statement] = parsed  # entries are only ever added: no lookup can race a removal
         return parsed
 
     def _parse(self, text: str, statement: int | None, split: _Split | None = None) -> _Parsed | None:

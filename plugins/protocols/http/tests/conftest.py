@@ -117,6 +117,18 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _send_pattern(self, n: int, content_type: str, declared: int | None = None) -> None:
+        """``n`` bytes of a repeating pattern, with ``declared`` (default ``n``) as their Content-Length."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(n if declared is None else declared))
+        self.end_headers()
+        piece = bytes(range(256)) * 256
+        while n > 0:
+            chunk = piece[: min(n, len(piece))]
+            self.wfile.write(chunk)
+            n -= len(chunk)
+
     def _handle(self) -> None:
         body = self._read_body()
         seen = SeenRequest(self.command, self.path, list(self.headers.items()), body)
@@ -135,17 +147,8 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         elif path == "/badjson":
             self._send(200, b'{"ssn": "123-45-6789", ')
         elif path.startswith(("/bytes/", "/textbytes/")):
-            n = int(path.rsplit("/", 1)[1])
-            self.send_response(200)
             kind = "text/plain" if path.startswith("/text") else "application/octet-stream"
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(n))
-            self.end_headers()
-            piece = bytes(range(256)) * 256
-            while n > 0:
-                chunk = piece[: min(n, len(piece))]
-                self.wfile.write(chunk)
-                n -= len(chunk)
+            self._send_pattern(int(path.rsplit("/", 1)[1]), kind)
         elif path == "/chunked":
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
@@ -176,15 +179,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         elif path.startswith("/shortbytes/"):
             # /short for a long body: declares 1000 bytes more than the N it sends, then closes.
             n = int(path.rsplit("/", 1)[1])
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(n + 1000))
-            self.end_headers()
-            piece = bytes(range(256)) * 256
-            while n > 0:
-                chunk = piece[: min(n, len(piece))]
-                self.wfile.write(chunk)
-                n -= len(chunk)
+            self._send_pattern(n, "application/octet-stream", declared=n + 1000)
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

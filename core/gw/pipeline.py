@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import trio
@@ -36,7 +36,6 @@ from .model import (
 )
 from .stage import (
     ColumnEdits,
-    ColumnwiseRowFilter,
     ParamValues,
     ProtocolContext,
     RowFilter,
@@ -55,11 +54,14 @@ def _overrides(stage: Stage, method: str) -> bool:
 
 
 class _RowChain:
-    __slots__ = ("_edits", "filters")
+    __slots__ = ("_edits", "_offers", "filters")
 
     def __init__(self, filters: Sequence[RowFilter]) -> None:
         self.filters = tuple(filters)
         self._edits: _ChainedEdits | None = None
+        # Looked up once (an isinstance() of a runtime-checkable protocol costs microseconds per call).
+        offers: list[Callable[[], ColumnEdits | None] | None] = [getattr(f, "columnwise", None) for f in filters]
+        self._offers = tuple(o for o in offers if o is not None) if None not in offers else None
 
     def row(self, values: list[bytes | None]) -> list[bytes | None]:
         for f in self.filters:
@@ -70,9 +72,11 @@ class _RowChain:
         """The chain's work as column edits, when every filter offers them for the rows that come now and at
         most one of them touches a column: a mask filter, then observers that need no more rows (record's,
         once it has kept what it keeps)."""
+        if self._offers is None:
+            return None
         parts = []
-        for f in self.filters:
-            edits = f.columnwise() if isinstance(f, ColumnwiseRowFilter) else None
+        for offer in self._offers:
+            edits = offer()
             if edits is None:
                 return None
             parts.append(edits)

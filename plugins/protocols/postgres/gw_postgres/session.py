@@ -23,14 +23,14 @@ import logging
 import select
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
 from gw.pipeline import CommandRun, SessionRuntime
-from gw.stage import UNKNOWN_SOURCES, ColumnwiseRowFilter, RowFilter
+from gw.stage import UNKNOWN_SOURCES, ColumnEdits, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
 from gw_sqlanalysis.grammar import MAX_DEPTH
@@ -1410,7 +1410,8 @@ class ProxySession:
 
     @staticmethod
     def _columnwise(head: Pending, width: int) -> None:
-        head.columnwise = isinstance(head.filter, ColumnwiseRowFilter)
+        # getattr, not isinstance() of the runtime-checkable protocol: microseconds per result otherwise.
+        head.columnwise = getattr(head.filter, "columnwise", None) is not None
         head.width = width
         head.batch = None
 
@@ -1423,7 +1424,8 @@ class ProxySession:
         if filt is None:
             return True
         try:
-            edits = filt.columnwise() if isinstance(filt, ColumnwiseRowFilter) else None
+            offer: Callable[[], ColumnEdits | None] | None = getattr(filt, "columnwise", None)
+            edits = offer() if offer is not None else None
             if edits is None:
                 return self._filter_each_row(head, buf, start, end)
             batch = head.batch

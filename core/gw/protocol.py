@@ -9,6 +9,7 @@ core accepts TCP connections and hands each one to :meth:`ProtocolHandler.handle
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, ClassVar
@@ -127,3 +128,16 @@ class ProtocolHandler:
         """Serve one client connection until it ends.  Exceptions are logged by core and end only this
         connection; the handler should already have sent the client a protocol-native error."""
         raise NotImplementedError
+
+
+def write_now(stream: trio.abc.Stream, data: bytes | memoryview) -> int:
+    """Write what a plain TCP stream's socket takes at once and return how many bytes that was; 0 for any other
+    stream (TLS keeps its own state), a closed one, or an error (the caller's ``send_all`` then raises trio's
+    own).  ``send_all`` costs several microseconds of Python per call besides the system call; a protocol that
+    writes once per message tries this first and hands only what is left to ``send_all``."""
+    if type(stream) is not trio.SocketStream or (fd := stream.socket.fileno()) < 0:
+        return 0
+    try:
+        return os.write(fd, data)
+    except OSError:  # BlockingIOError (no room) included
+        return 0

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from gw.model import Column, Command, DenyCode, Measurement, Outcome, OutcomeStatus, SessionEnd, Verdict
 from gw.pipeline import CommandRun, SessionRuntime
+from gw.protocol import write_now
 from gw.stage import UNKNOWN_SOURCES, ColumnEdits, RowFilter
 from gw_sqlanalysis import ANYTHING
 from gw_sqlanalysis.encodings import encoding_changes, encoding_is_safe
@@ -216,8 +217,14 @@ class ClientWriter:
         self._waiting = trio.lowlevel.ParkingLot()
 
     async def send(self, data: bytes | memoryview) -> None:
-        while self._busy:
-            await self._waiting.park()
+        if self._busy:
+            while self._busy:
+                await self._waiting.park()
+        else:
+            sent = write_now(self.stream, data)  # the socket takes it all, nearly always
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]  # the rest, before any other write
         self._busy = True
         try:
             await self.stream.send_all(data)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+from gw.protocol import write_now
 
 from .codec import CLOSED, NEED_DATA, PG_MAX_MESSAGE, Role, WireCodec
 from .errors import CONNECTION_FAILURE, CONNECTION_REJECTED, ProtocolError, UpstreamError
@@ -115,9 +116,21 @@ class UpstreamConnection:
     backend_key: BackendKeyData | None = None
     status: str = "I"
     tls: bool = False
+    #: A ``send_all`` is under way (a send now waits its turn there, which raises trio's BusyResourceError).
+    sending: bool = False
 
     async def send(self, data: bytes | memoryview) -> None:
-        await self.stream.send_all(data)
+        if self.sending:
+            await self.stream.send_all(data)
+            return
+        sent = write_now(self.stream, data)
+        if sent == len(data):
+            return
+        self.sending = True
+        try:
+            await self.stream.send_all(memoryview(data)[sent:])
+        finally:
+            self.sending = False
 
     async def next_event(self) -> Message:
         """The next message from the upstream (raises UpstreamError when it closes)."""

@@ -31,6 +31,7 @@ import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
 from gw.identity import Credential
 from gw.model import Channel, Command, Outcome, OutcomeStatus
+from gw.protocol import write_now
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
@@ -186,6 +187,8 @@ class ProxyConnection:
         self.request_headers: Headers = []
         self.response_started = False
         self._out: list[bytes] = []
+        #: A ``send_all`` to the agent is under way: nothing is written past it.
+        self._sending = False
         self._nursery: trio.Nursery | None = None
         self._idle_scope: trio.CancelScope | None = None
         self._exchange_scope: trio.CancelScope | None = None
@@ -310,14 +313,24 @@ class ProxyConnection:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
+        owner = not self._sending
+        if owner:
+            sent = write_now(self.stream, data)  # a small response nearly always goes at once
+            if sent == len(data):
+                return
+            data = data[sent:]
         # A bare cancel scope rather than trio.fail_after: this runs for every response, and the context
         # manager's generator costs more than the check below.
         scope = trio.CancelScope(deadline=trio.current_time() + self.opts.send_timeout.total_seconds())
+        self._sending = True
         try:
             with scope:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise ClientGone(str(e)) from None
+        finally:
+            if owner:
+                self._sending = False
         if scope.cancelled_caught:
             raise ClientGone("the agent stopped reading the response (send_timeout)")
 

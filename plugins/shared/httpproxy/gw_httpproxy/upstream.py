@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.errors import ConfigError
+from gw.protocol import write_now
 
 from .codec import (
     CONNECTION_CLOSED,
@@ -233,6 +234,8 @@ class UpstreamConnection:
         #: The response head arrived: a protocol error now means the body ended early.
         self.in_body = False
         self.closed = False
+        #: A ``send_all`` to the upstream is under way: nothing is written past it.
+        self._sending = False
 
     @classmethod
     async def open(cls, target: UpstreamTarget) -> UpstreamConnection:
@@ -261,19 +264,30 @@ class UpstreamConnection:
                                 "be down, retry later", reason="upstream_unreachable") from None
 
     async def _send_bytes(self, data: bytes) -> None:
-        if data:
-            # Bare cancel scopes here and in next_event rather than trio.fail_after (a generator per use):
-            # both run for every request.
-            scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
-            try:
-                with scope:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
-                                     "sending the request", before_response=True) from None
-            if scope.cancelled_caught:
-                raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
-                                    reason="upstream_timeout", status=504)
+        if not data:
+            return
+        owner = not self._sending
+        if owner:
+            sent = write_now(self.stream, data)  # a request head nearly always goes at once
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # Bare cancel scopes here and in next_event rather than trio.fail_after (a generator per use):
+        # both run for every request.
+        scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
+        self._sending = True
+        try:
+            with scope:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
+                                 "sending the request", before_response=True) from None
+        finally:
+            if owner:
+                self._sending = False
+        if scope.cancelled_caught:
+            raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
+                                reason="upstream_timeout", status=504)
 
     async def send_request(self, method: bytes, target: bytes, headers: HeaderSeq) -> None:
         await self._send_bytes(self.codec.send_request(method, target, headers))

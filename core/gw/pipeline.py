@@ -83,9 +83,8 @@ class _RowChain:
         working = [e for e in parts if e.constant or e.edited]
         if len(working) > 1:
             return None
-        cached = self._edits
-        if cached is None or len(cached.parts) != len(parts) or any(
-                a is not b for a, b in zip(cached.parts, parts)):
+        cached = self._edits  # its parts are one per filter, as these are
+        if cached is None or any(a is not b for a, b in zip(cached.parts, parts)):
             cached = self._edits = _ChainedEdits(tuple(parts), working[0] if working else parts[0])
         return cached
 

@@ -3,8 +3,9 @@
 It observes (``transforms = False``), so core runs it after transforming stages such as mask: the rows and
 bytes it records are the masked ones.  Nothing is written on the command path: events go to a per-session
 buffer in memory and a background task writes every session's pending events in one store append -- when a
-command completes, when a buffer passes ``flush_bytes``, every ``flush_interval``, at session end (awaited)
-and at shutdown (:meth:`Record.close`).  If the store keeps failing and the unwritten events pass
+command completes (at most every ``GATHER`` seconds while commands complete back to back), when a buffer
+passes ``flush_bytes``, every ``flush_interval``, at session end (awaited) and at shutdown
+(:meth:`Record.close`).  If the store keeps failing and the unwritten events pass
 ``max_buffer``, new commands are refused (:meth:`Record.check`): recording is policy, and policy fails closed.
 """
 
@@ -47,6 +48,9 @@ log = logging.getLogger("gw.record")
 
 #: A live session's index document is refreshed (command count) at most this often, in seconds.
 INDEX_REFRESH = 10.0
+#: While commands complete back to back, their events are written at most this often (seconds): one append
+#: carries every command completed in the meantime instead of one store commit per few commands.
+GATHER = 0.05
 #: An event not yet written: ``(t, type, payload, approximate stored size)``.
 _Event = tuple[float, str, dict[str, Any], int]
 #: Rough per-event overhead in the stored JSON, for the size thresholds.
@@ -205,6 +209,8 @@ class Record(Stage):
         self._pending_total = 0
         self._lock = trio.Lock()
         self._wake = trio.Event()
+        #: A buffer passed ``flush_bytes``: write it without waiting for the gathering window.
+        self._urgent = False
         self._closing = False
         self._flusher_done: trio.Event | None = None
         #: Why the last write failed, while the store is failing.
@@ -240,11 +246,15 @@ class Record(Stage):
     async def _flush_loop(self) -> None:
         assert self._flusher_done is not None
         interval = self.options.flush_interval.total_seconds()
+        last = -GATHER
         try:
             while not self._closing:
                 with trio.move_on_after(interval):
                     await self._wake.wait()
-                self._wake = trio.Event()
+                if not (self._urgent or self._closing):
+                    await trio.sleep_until(last + GATHER)  # returns at once after a quiet spell
+                self._wake, self._urgent = trio.Event(), False
+                last = trio.current_time()
                 try:
                     await self.flush()
                 except Exception:  # a system task must not raise; the next pass retries
@@ -294,6 +304,7 @@ class Record(Stage):
         tape.pending_bytes += size
         self._pending_total += size
         if tape.pending_bytes >= self.options.flush_bytes:
+            self._urgent = True
             self._wake.set()
 
     @property

@@ -274,6 +274,49 @@ async def test_size_threshold_and_completion_flush_in_the_background(pipeline_fi
         await pipeline.session_ended(s, "client_closed")
 
 
+async def test_commands_completing_back_to_back_share_a_write(pipeline_file: Callable[..., Path],
+                                                              pm: pluggy.PluginManager) -> None:
+    """A lone command's events are written as soon as it completes; while commands keep completing, their
+    events are gathered (at most one append per GATHER seconds) instead of one store commit each."""
+    path = pipeline_file('{ use = "record", flush_interval = "1h" }', listener=False)
+    async with opened(path, pm) as (rt, pipeline, stage):
+        assert rt.store is not None
+        appends = 0
+        append = stage.store.append
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal appends
+            appends += 1
+            return await append(*args, **kwargs)
+
+        stage.store.append = counting  # type: ignore[method-assign]
+        s = session()
+        await pipeline.session_started(s)
+
+        async def written(seq: int) -> None:
+            with trio.fail_after(5):
+                while True:
+                    events = [e for r in await rt.store.scan(STREAM, where={"session": "s1"})  # type: ignore[union-attr]
+                              for e in r.data.get("events", [])]
+                    if [e for e in events if e[1] == "result" and e[2]["seq"] == seq]:
+                        return
+                    await trio.sleep(0.005)
+
+        cmd = command(s, 1, "true")
+        await pipeline.decide(cmd, Context())
+        await pipeline.completed(cmd, Outcome())
+        await written(1)  # alone: written without waiting for flush_interval
+        before = appends
+        for seq in range(2, 102):
+            cmd = command(s, seq, "true")
+            await pipeline.decide(cmd, Context())
+            await pipeline.completed(cmd, Outcome())
+            await trio.sleep(0.001)  # the flusher gets to run between any two commands
+        await written(101)
+        assert appends - before < 50, f"{appends - before} appends for 100 commands completed back to back"
+        await pipeline.session_ended(s, "client_closed")
+
+
 async def test_failing_store_refuses_commands_once_the_buffer_is_full(tmp_path: Path,
                                                                       pm: pluggy.PluginManager) -> None:
     """Recording is policy: while the store fails, events wait in memory (and are written once it is back);

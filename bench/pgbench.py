@@ -2,10 +2,10 @@
 
 For each protocol mode (simple, extended) and client count (1, 8) the targets run in turn, alternating,
 for a fixed duration each; the script prints TPS and mean latency per target and the ratios to direct and to
-the bare relay, and gw's CPU time per statement.  Rounds repeat with --rounds and the median is reported.
-While the gateways run, the size of their ``gw.db-wal`` is sampled every 50 ms; a sustained run
-(``--sustained``, 60 s of pgbench -S with 8 clients through gw with audit) follows, and the largest WAL seen
-is reported.  The last table is the target table of docs/performance.md, row by row.
+the bare relay, and the CPU time per statement of gw, pgbouncer and the relay.  Rounds repeat with --rounds and
+the median is reported.  While the gateways run, the size of their ``gw.db-wal`` is sampled every 50 ms; a
+sustained run (``--sustained``, 60 s of pgbench -S with 8 clients through gw with audit) follows, and the
+largest WAL seen is reported.  The last table is the target table of docs/performance.md, row by row.
 
     python bench/pgbench.py                    # 10 s per measurement, 1 round, 60 s sustained
     python bench/pgbench.py --duration 5 --clients 8 --modes simple --sustained 0
@@ -134,6 +134,8 @@ def main() -> None:
     started: list[Gateway | PgBouncer | Relay] = []
     gateways: list[Gateway] = []
     targets: dict[str, tuple[int, str, str | None]] = {}
+    #: Processes whose CPU time per statement is reported: each proxy (gw, pgbouncer, the bare relay).
+    pids: dict[str, int] = {}
     try:
         if "direct" in args.targets:
             targets["direct"] = (PG["port"], "postgres", None)
@@ -141,22 +143,26 @@ def main() -> None:
             b = PgBouncer(DB).start()
             started.append(b)
             targets["pgbouncer"] = (b.port, "postgres", None)
+            assert b.proc is not None
+            pids["pgbouncer"] = b.proc.pid
         if "relay" in args.targets:
             r = Relay().start()
             started.append(r)
             targets["relay"] = (r.port, "postgres", None)
+            assert r.proc is not None
+            pids["relay"] = r.proc.pid
         for name, stages in (("gw-none", "none"), ("gw-audit", "audit"), ("gw-full", "full")):
             if name in args.targets:
                 g = Gateway(stages, DB).start()
                 started.append(g)
                 gateways.append(g)
                 targets[name] = (g.port, "bench-agent", g.token())
+                assert g.proc is not None
+                pids[name] = g.proc.pid
 
         results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
-        #: gw's CPU time per statement (µs), per target and client count: the sizing figure.
+        #: CPU time per statement (µs), per process and client count: gw's is the sizing figure.
         cpu: dict[tuple[str, int], list[float]] = {}
-        pids = {name: g.proc.pid for name, g in zip([n for n in targets if n.startswith("gw-")], gateways)
-                if g.proc is not None}
         wal: dict[str, int] = {}
         with WalWatch([g.dir / "state" / "gw.db-wal" for g in gateways]) as watch:
             for _ in range(args.rounds):
@@ -194,11 +200,11 @@ def main() -> None:
                     r = f"{tps / med['relay'][0]:.2f}" if "relay" in med else "-"
                     print(f"{mode:9}{clients:>8}  {name:11}{tps:>10.0f}{lat:>9.3f}{d:>9}{r:>8}")
         if cpu:
-            print("\ngw's CPU time per statement (all threads, all modes; 1e6 / us = statements per second "
-                  "per core)\n")
+            print("\nCPU time per statement of each proxy (all threads, all modes; 1e6 / us = "
+                  "statements per second per core)\n")
             for (name, clients), us in sorted(cpu.items()):
-                med = statistics.median(us)
-                print(f"  {name:10} c={clients:<3} {med:7.0f} us  ~{1e6 / med:,.0f} statements/s per core")
+                per = statistics.median(us)
+                print(f"  {name:10} c={clients:<3} {per:7.0f} us  ~{1e6 / per:,.0f} statements/s per core")
         floor = fdatasync_ms(gateways[0].dir / "state") if gateways else None
         summary({(m, c, n): (statistics.median(t for t, _ in v), statistics.median(lat for _, lat in v))
                  for (m, c, n), v in results.items()}, wal, floor)

@@ -19,7 +19,6 @@ from gw.errors import AccessDenied, AuthenticationError
 from gw.identity import Credential
 from gw.model import Column, Command, Identity, Session
 from gw.protocol import ListenerOptions, ProtocolHandler
-from gw_sqlanalysis import Classifier
 from gw_sqlanalysis.encodings import encoding_is_safe
 
 from . import errors as E
@@ -42,7 +41,7 @@ from .messages import (
     Terminate,
 )
 from .options import PostgresListenerOptions
-from .provenance import Provenance
+from .provenance import Provenance, classifier
 from .session import ProxySession, error_message
 from .upstream import Login, UpstreamConnection, UpstreamTarget, connect, send_cancel
 
@@ -140,7 +139,7 @@ class PostgresHandler(ProtocolHandler):
     def __init__(self, listener: ListenerRuntime) -> None:
         super().__init__(listener)
         self.target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
-        self.classifier = Classifier(dialect="postgres", functions=dict(self.opts.functions))
+        self.classifier = classifier(self.opts.functions)
         self.catalog = Catalog(self._catalog_connection)
         self.ssl_context: ssl.SSLContext | None = None
         #: gw's BackendKeyData handed to clients -> the upstream's, for CancelRequest.
@@ -161,7 +160,7 @@ class PostgresHandler(ProtocolHandler):
         target = UpstreamTarget.from_options(self.opts.upstream, self.listener.services.resolve_path)
         self.target = target
         if cast(PostgresListenerOptions, previous).functions != self.opts.functions:
-            self.classifier = Classifier(dialect="postgres", functions=dict(self.opts.functions))
+            self.classifier = classifier(self.opts.functions)
         if cast(PostgresListenerOptions, previous).upstream != self.opts.upstream:
             self.catalog.forget()  # another server or database: its tables are not the ones cached
             await self.catalog.aclose()

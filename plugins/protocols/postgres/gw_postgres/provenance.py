@@ -15,6 +15,7 @@ For every result a stage may filter, gw works out per column the source columns 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 from gw.model import Column
@@ -68,11 +69,16 @@ def wire_columns(fields: Sequence[FieldDescription]) -> list[Column]:
             for f in fields]
 
 
-#: The texts lexed last: one statement is read several times on its way (its facts, its result's columns,
-#: its completion), and lexing is the costly part of each.  Small, so a stream of distinct texts costs nothing.
+#: The texts lexed last: one statement is read several times on its way (its classification, its facts, its
+#: result's columns, its completion), and lexing is the costly part of each.  Sessions interleave, so the oldest
+#: text is dropped first, and the texts kept are bounded in number and in total length.  Worker threads lex
+#: long statements through it too: changes hold the lock (a lookup is one dictionary read).
 _LEXED: dict[tuple[str, str], Lexed] = {}
-_LEXED_ENTRIES = 16
+_LEXED_ENTRIES = 64
 _LEXED_SIZE = 64 * 1024
+_LEXED_BUDGET = 256 * 1024
+_lexed_lock = threading.Lock()
+_lexed_chars = 0
 
 
 #: The last text too long for ``_LEXED`` (lexed in a worker thread by :meth:`Provenance.prepare`).
@@ -81,6 +87,7 @@ _LARGE_LEXED: list[tuple[tuple[str, str], Lexed]] = []
 
 def lexed_text(text: str, dialect: str) -> Lexed:
     """``lex(text, dialect)``, from the texts lexed last when it is one of them (callers must not change it)."""
+    global _lexed_chars
     key = (text, dialect)
     hit = _LEXED.get(key)
     if hit is None:
@@ -88,13 +95,25 @@ def lexed_text(text: str, dialect: str) -> Lexed:
         if large is not None and large[0] == key:
             return large[1]
         hit = lex(text, dialect)
-        if len(text) <= _LEXED_SIZE:
-            if len(_LEXED) >= _LEXED_ENTRIES:
-                _LEXED.clear()
-            _LEXED[key] = hit
-        else:
+        if len(text) > _LEXED_SIZE:
             _LARGE_LEXED[:] = [(key, hit)]
+            return hit
+        with _lexed_lock:
+            if key not in _LEXED:
+                _LEXED[key] = hit
+                _lexed_chars += len(text)
+                while len(_LEXED) > _LEXED_ENTRIES or _lexed_chars > _LEXED_BUDGET:
+                    old = next(iter(_LEXED))
+                    del _LEXED[old]
+                    _lexed_chars -= len(old[0])
     return hit
+
+
+def classifier(functions: Mapping[str, str]) -> Classifier:
+    """The listener's classifier: it lexes through :func:`lexed_text`, so the statement it has just classified
+    is not lexed again for its facts, its result's columns and its completion."""
+    return Classifier(dialect="postgres", functions=dict(functions),
+                      lexer=lambda text: lexed_text(text, "postgres"))
 
 
 def statement_tokens(classifier: Classifier, text: str, index: int | None) -> list[str] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gw_postgres.provenance import Provenance
+from gw_postgres.provenance import Provenance, classifier
 from gw_sqlanalysis import Classifier
 
 
@@ -52,3 +52,44 @@ def test_names_are_followed_with_no_cursor_open() -> None:
     assert p.prepared == {}
     p.completed("alter table t add b int", None, "ALTER TABLE")
     assert catalog.forgotten == 1
+
+
+def test_the_listener_classifier_lexes_once_for_the_lineage_too(monkeypatch: Any) -> None:
+    """The listener's classifier lexes through the cache the lineage reads: a statement classified is not
+    lexed again for its result's columns."""
+    import gw_postgres.provenance as prov
+    import gw_sqlanalysis
+
+    calls: list[str] = []
+    real = prov.lex
+
+    def counting(text: str, dialect: str, *args: Any) -> Any:
+        calls.append(text)
+        return real(text, dialect, *args)
+
+    monkeypatch.setattr(prov, "lex", counting)
+    monkeypatch.setattr(gw_sqlanalysis, "lex", counting)  # the classifier's own lexer, were it used
+    text = "SELECT abalance FROM pgbench_accounts WHERE aid = 917263"
+    classifier({}).classify(text)
+    assert prov.lexed_text(text, "postgres").tokens[0].lower() == "select"
+    assert calls == [text]
+
+
+def test_texts_lexed_last_are_kept_oldest_out_first_within_their_bounds(monkeypatch: Any) -> None:
+    import gw_postgres.provenance as prov
+
+    monkeypatch.setattr(prov, "_LEXED", {})
+    monkeypatch.setattr(prov, "_lexed_chars", 0)
+    texts = [f"SELECT {i}" for i in range(prov._LEXED_ENTRIES + 10)]
+    for t in texts:
+        prov.lexed_text(t, "postgres")
+    kept = [k[0] for k in prov._LEXED]
+    # Sessions interleave: the most recent texts stay, whatever came before them.
+    assert kept == texts[-prov._LEXED_ENTRIES:]
+    assert prov._lexed_chars == sum(len(t) for t in kept)
+    big = "SELECT '" + "x" * (prov._LEXED_SIZE - 20) + "'"
+    for i in range(6):  # six texts of nearly 64 kB: the total length bound drops the oldest
+        prov.lexed_text(big + f" AS c{i}", "postgres")
+    assert prov._lexed_chars <= prov._LEXED_BUDGET
+    assert len(prov._LEXED) <= prov._LEXED_BUDGET // prov._LEXED_SIZE + 1
+    assert (big + " AS c5", "postgres") in prov._LEXED

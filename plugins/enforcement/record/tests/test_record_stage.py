@@ -280,7 +280,8 @@ async def test_commands_completing_back_to_back_share_a_write(pipeline_file: Cal
     events are gathered (at most one append per GATHER seconds) instead of one store commit each."""
     path = pipeline_file('{ use = "record", flush_interval = "1h" }', listener=False)
     async with opened(path, pm) as (rt, pipeline, stage):
-        assert rt.store is not None
+        store = rt.store
+        assert store is not None
         appends = 0
         append = stage.store.append
 
@@ -296,7 +297,7 @@ async def test_commands_completing_back_to_back_share_a_write(pipeline_file: Cal
         async def written(seq: int) -> None:
             with trio.fail_after(5):
                 while True:
-                    events = [e for r in await rt.store.scan(STREAM, where={"session": "s1"})  # type: ignore[union-attr]
+                    events = [e for r in await store.scan(STREAM, where={"session": "s1"})
                               for e in r.data.get("events", [])]
                     if [e for e in events if e[1] == "result" and e[2]["seq"] == seq]:
                         return

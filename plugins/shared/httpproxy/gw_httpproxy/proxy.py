@@ -31,7 +31,6 @@ import trio
 from gw.errors import AccessDenied, AuthenticationError, ConfigError
 from gw.identity import Credential
 from gw.model import Channel, Command, Outcome, OutcomeStatus
-from gw.protocol import write_now
 from gw.stage import StreamFilter
 
 from . import filtering, replies, tunnel
@@ -58,6 +57,7 @@ from .headers import (
 )
 from .overrides import FORM_OVERRIDE_MESSAGE, FormOverrideScanner, OverrideRefused, is_form, requested_method
 from .scrub import SecretForms, SecretScrubber, Unscrubbable, check_charset
+from .sending import Sender
 from .targets import BadTarget, Target, normalize_target
 from .upstream import RECEIVE_SIZE, UpstreamClosed, UpstreamConnection, UpstreamError
 from .websocket import WebSocketError
@@ -187,8 +187,7 @@ class ProxyConnection:
         self.request_headers: Headers = []
         self.response_started = False
         self._out: list[bytes] = []
-        #: A ``send_all`` to the agent is under way: nothing is written past it.
-        self._sending = False
+        self._sender = Sender(stream)
         self._nursery: trio.Nursery | None = None
         self._idle_scope: trio.CancelScope | None = None
         self._exchange_scope: trio.CancelScope | None = None
@@ -313,25 +312,11 @@ class ProxyConnection:
             return
         data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
-        owner = not self._sending
-        if owner:
-            sent = write_now(self.stream, data)  # a small response nearly always goes at once
-            if sent == len(data):
-                return
-            data = data[sent:]
-        # A bare cancel scope rather than trio.fail_after: this runs for every response, and the context
-        # manager's generator costs more than the check below.
-        scope = trio.CancelScope(deadline=trio.current_time() + self.opts.send_timeout.total_seconds())
-        self._sending = True
         try:
-            with scope:
-                await self.stream.send_all(data)
+            done = await self._sender.send(data, self.opts.send_timeout.total_seconds())
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise ClientGone(str(e)) from None
-        finally:
-            if owner:
-                self._sending = False
-        if scope.cancelled_caught:
+        if not done:
             raise ClientGone("the agent stopped reading the response (send_timeout)")
 
     def _with_close(self, headers: HeaderList) -> HeaderList:

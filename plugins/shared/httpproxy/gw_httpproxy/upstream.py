@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import trio
 from gw.errors import ConfigError
-from gw.protocol import write_now
 
 from .codec import (
     CONNECTION_CLOSED,
@@ -35,6 +34,7 @@ from .codec import (
 )
 from .headers import ForwardingRules
 from .options import ENV_REFERENCE, ProxyListenerOptions, UpstreamOptions
+from .sending import Sender
 
 RECEIVE_SIZE = 256 * 1024
 #: Secrets shorter than this are not scrubbed from responses: replacing every occurrence of a 3-byte value
@@ -234,8 +234,7 @@ class UpstreamConnection:
         #: The response head arrived: a protocol error now means the body ended early.
         self.in_body = False
         self.closed = False
-        #: A ``send_all`` to the upstream is under way: nothing is written past it.
-        self._sending = False
+        self._sender = Sender(stream)
 
     @classmethod
     async def open(cls, target: UpstreamTarget) -> UpstreamConnection:
@@ -266,26 +265,12 @@ class UpstreamConnection:
     async def _send_bytes(self, data: bytes) -> None:
         if not data:
             return
-        owner = not self._sending
-        if owner:
-            sent = write_now(self.stream, data)  # a request head nearly always goes at once
-            if sent == len(data):
-                return
-            data = data[sent:]
-        # Bare cancel scopes here and in next_event rather than trio.fail_after (a generator per use):
-        # both run for every request.
-        scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
-        self._sending = True
         try:
-            with scope:
-                await self.stream.send_all(data)
+            done = await self._sender.send(data, self.target.read_timeout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise UpstreamClosed(f"the upstream {self.target.address} closed the connection while gw was "
                                  "sending the request", before_response=True) from None
-        finally:
-            if owner:
-                self._sending = False
-        if scope.cancelled_caught:
+        if not done:
             raise UpstreamError(f"the upstream {self.target.address} stopped accepting the request body",
                                 reason="upstream_timeout", status=504)
 
@@ -325,6 +310,7 @@ class UpstreamConnection:
             if before_wait is not None:
                 await before_wait()
             data = b""
+            # A bare cancel scope, not trio.fail_after (a generator per use): it runs for every response.
             scope = trio.CancelScope(deadline=trio.current_time() + self.target.read_timeout)
             try:
                 with scope:

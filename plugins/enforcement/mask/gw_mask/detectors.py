@@ -58,7 +58,10 @@ def builtin_may_match(data: bytes) -> bool:
     every character replaced by its class those are four substring tests (C speed, no regex engine), and none
     of them can match across a NUL."""
     classes = data.translate(_CLASSES)
-    return b"@" in classes or b"00-" in classes or b"00000000" in classes or b"aa00" in classes
+    for needle in _NEEDLES:
+        if needle in classes:
+            return True
+    return False
 
 
 def builtin_hits(data: bytes) -> list[int]:

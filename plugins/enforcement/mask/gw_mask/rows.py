@@ -104,8 +104,19 @@ class ResultPlan:
     scanned: tuple[tuple[int, ValueKind], ...]
 
     def bind(self, text: TextMasker | None, json_masker: JsonMasker | None, counts: MaskCounts) -> MaskingRows:
-        fixed = tuple((a.index, _composite_replacer(a, text) if a.fields is not None
-                       else _column_replacer(a.kind, a.strategy)) for a in self.masked)
+        fixed: list[tuple[int, Callable[[bytes], Value]]] = []
+        # For a batch of rows (MaskingColumns): what every value of a column becomes when that does not depend
+        # on the value, and the other masked columns.
+        constant: dict[int, Value] = {}
+        replaced: list[tuple[int, Callable[[bytes], Value]]] = []
+        for a in self.masked:
+            replace, same = ((_composite_replacer(a, text), None) if a.fields is not None
+                             else _column_replacer(a.kind, a.strategy))
+            fixed.append((a.index, replace))
+            if same is None:
+                replaced.append((a.index, replace))
+            else:
+                constant[a.index] = same[0]
         scans: list[tuple[int, Callable[[bytes], Value]]] = []
         # Detector-only scans of one row are judged together first when the detectors allow it (most rows
         # hold nothing a detector could find): one search over the row's values instead of one per value.
@@ -121,41 +132,23 @@ class ResultPlan:
             else:
                 detected.append((index, text.null_if_found))
         may_find = text.detection.may_find if text is not None else None
-        rows = MaskingRows(fixed, tuple(scans), counts, tuple(gated), may_find)
-        constant: dict[int, bytes | None] = {}
-        replaced: list[tuple[int, Callable[[bytes], Value]]] = []
-        for action, (index, replace) in zip(self.masked, fixed):
-            is_constant, value = _constant_replacement(action)
-            if is_constant:
-                constant[index] = value
-            else:
-                replaced.append((index, replace))
         detection = text.detection if text is not None and gated else None
-        rows.columns = MaskingColumns(constant, tuple(replaced), tuple(scans), tuple(gated), detection, counts)
-        return rows
+        columns = MaskingColumns(constant, tuple(replaced), tuple(scans), tuple(gated), detection, counts)
+        return MaskingRows(tuple(fixed), tuple(scans), counts, tuple(gated), may_find, columns)
 
 
-def _constant_replacement(action: ColumnAction) -> tuple[bool, Value]:
-    """``(True, what every value of a masked column becomes)`` when that does not depend on the value (as
-    :func:`_column_replacer` decides), else ``(False, None)``."""
-    if action.fields is not None:
-        return False, None
-    if action.strategy.nulls_values or action.kind in (ValueKind.OPAQUE, ValueKind.OTHER):
-        return True, None
-    if action.kind is ValueKind.PLAIN and action.strategy.constant is not None:
-        return True, action.strategy.constant
-    return False, None
-
-
-def _column_replacer(kind: ValueKind, strategy: Strategy) -> Callable[[bytes], Value]:
+def _column_replacer(kind: ValueKind,
+                     strategy: Strategy) -> tuple[Callable[[bytes], Value], tuple[Value] | None]:
+    """How a masked column's values are replaced, and ``(what every value becomes,)`` when that does not
+    depend on the value (a protocol may then put it in a batch of rows itself), else None."""
     if strategy.nulls_values or kind in (ValueKind.OPAQUE, ValueKind.OTHER):
-        return _to_null
+        return _to_null, (None,)
     if kind is ValueKind.JSON:
         def as_json_string(value: bytes) -> Value:
             return json.dumps(strategy.mask(to_text(value)), ensure_ascii=False).encode("utf-8",
                                                                                        "surrogateescape")
-        return as_json_string
-    return strategy.mask_bytes
+        return as_json_string, None
+    return strategy.mask_bytes, (strategy.constant,) if strategy.constant is not None else None
 
 
 def _to_null(value: bytes) -> Value:
@@ -362,7 +355,8 @@ class MaskingRows:
     def __init__(self, fixed: tuple[tuple[int, Callable[[bytes], Value]], ...],
                  scans: tuple[tuple[int, Callable[[bytes], Value]], ...], counts: MaskCounts,
                  gated: tuple[tuple[int, Callable[[bytes], Value]], ...] = (),
-                 may_find: Callable[[Sequence[bytes]], bool] | None = None) -> None:
+                 may_find: Callable[[Sequence[bytes]], bool] | None = None,
+                 columns: MaskingColumns | None = None) -> None:
         self._fixed = fixed
         self._scans = scans
         self._counts = counts
@@ -371,7 +365,7 @@ class MaskingRows:
         self._may_find = may_find
         if may_find is None:
             self._scans = scans + gated
-        self.columns: MaskingColumns | None = None
+        self.columns = columns
 
     def columnwise(self) -> MaskingColumns | None:
         return self.columns

@@ -12,8 +12,8 @@ dialect and call it for every statement.
 
 Cost: classification never depends on literal values, so results are cached by the literal-normalised shape
 (sqlglot runs once per distinct shape), after a cheaper cache by exact text (by exact text and
-``standard_conforming_strings`` setting for a PostgreSQL text whose lexing depends on it).  A pgbench-style statement with a
-new literal each time costs one lexer pass and a dictionary lookup.
+``standard_conforming_strings`` setting for a PostgreSQL text whose lexing depends on it).  A pgbench-style
+statement with a new literal each time costs one lexer pass and a dictionary lookup.
 """
 
 from __future__ import annotations

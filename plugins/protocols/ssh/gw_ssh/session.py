@@ -129,7 +129,7 @@ class ConnectionSession:
                 await trio.sleep(0.05)
         self.end_reason = reason
         log.info("session %s of %s ends: %s", self.sr.session.id, self.sr.session.identity.subject, reason)
-        await self.broadcast(f"gw: {message}")
+        await self.end_channels(f"gw: {message}")
         self.conn.close()
 
     async def _watch_upstream(self) -> None:
@@ -150,15 +150,17 @@ class ConnectionSession:
             return f"session ended: {self.end_reason}"
         return "the client disconnected before the command ended"
 
-    async def broadcast(self, message: str) -> None:
-        """A line on the stderr of every open channel."""
-        data = message.encode("utf-8", "replace") + b"\n"
-        for chan in list(self.channels):
-            with trio.move_on_after(1):
-                try:
-                    await chan.send(data, stderr=True)
-                except ChannelClosedError:
-                    pass
+    async def end_channels(self, message: str) -> None:
+        """End every open channel with ``message`` on its stderr and exit status 255, then give the client a
+        moment to close them.  A client that is disconnected straight after a line may never print it (OpenSSH
+        reads the disconnect and exits before it writes out what it received with it); ended channels let the
+        client drain its output and leave by itself."""
+        async with trio.open_nursery() as nursery:
+            for chan in list(self.channels):
+                nursery.start_soon(self.refuse, chan, message, UNAVAILABLE)
+        with trio.move_on_after(1):
+            while self.channels:
+                await trio.sleep(0.05)
 
     # -- channels -------------------------------------------------------------------------------------------
     async def _serve_channel(self, chan: ServerChannel) -> None:

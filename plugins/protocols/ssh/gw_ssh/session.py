@@ -117,6 +117,9 @@ class ConnectionSession:
                 request = await self.first_request(chan)
                 if request is not None:
                     await self.refuse(chan, message, UNAVAILABLE)
+                    with trio.move_on_after(1):  # the client closes the ended channel once it has the message
+                        while not isinstance(await chan.receive(), Closed):
+                            pass
         self.conn.close()
 
     async def _terminator(self) -> None:

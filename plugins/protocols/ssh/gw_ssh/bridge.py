@@ -242,6 +242,7 @@ class _Channel:
         self._paused = False
         self._writable: asyncio.Event | None = None
         self._closed = False
+        self._muted = False
 
     # -- asyncio side ---------------------------------------------------------------------------------------
     def _a_push(self, event: ChannelEvent) -> None:
@@ -308,16 +309,24 @@ class _Channel:
 
     # -- trio side ------------------------------------------------------------------------------------------
     async def receive(self) -> ChannelEvent:
-        """The next event; :class:`Closed` (again and again) once the channel is gone."""
-        try:
-            event = await self._events.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return Closed()
-        if isinstance(event, Data):
-            self.bridge.post(self._a_consumed, len(event.data))
-        elif isinstance(event, Closed):
-            self._to_trio.close()
-        return event
+        """The next event; :class:`Closed` (again and again) once the channel is gone.  After :meth:`mute`,
+        only that."""
+        while True:
+            try:
+                event = await self._events.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return Closed()
+            if isinstance(event, Data):
+                self.bridge.post(self._a_consumed, len(event.data))
+            elif isinstance(event, Closed):
+                self._to_trio.close()
+            if not self._muted or isinstance(event, Closed):
+                return event
+
+    def mute(self) -> None:
+        """gw is ending this channel: from now on nothing the peer sends is passed on (what is queued included),
+        only the channel's end."""
+        self._muted = True
 
     async def send(self, data: bytes, *, stderr: bool = False) -> None:
         """Write ``data`` (to stderr with ``stderr=True``); waits while the peer's window is full."""

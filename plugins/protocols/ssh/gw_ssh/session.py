@@ -157,9 +157,10 @@ class ConnectionSession:
         """End every open channel with ``message`` on its stderr and exit status 255, then give the client a
         moment to close them.  A client that is disconnected straight after a line may never print it (OpenSSH
         reads the disconnect and exits before it writes out what it received with it); ended channels let the
-        client drain its output and leave by itself."""
+        client drain its output and leave by itself.  What the client sends meanwhile reaches nothing."""
         async with trio.open_nursery() as nursery:
             for chan in list(self.channels):
+                chan.mute()
                 nursery.start_soon(self.refuse, chan, message, UNAVAILABLE)
         with trio.move_on_after(1):
             while self.channels:

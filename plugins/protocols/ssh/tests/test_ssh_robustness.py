@@ -10,7 +10,10 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+import trio
 from gw_ssh._asyncssh import asyncssh
+from gw_ssh.bridge import Bridge, ServerChannel
+from gw_ssh.events import Closed, Data, Eof, SignalRequest
 
 if TYPE_CHECKING:
     from conftest import Gateway
@@ -69,6 +72,33 @@ def test_token_expiry_ends_the_session_with_a_message(gateway: Gateway) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert ends[0]["reason"] == "token_expired"
+
+
+async def test_a_channel_gw_ends_passes_nothing_more_from_the_client() -> None:
+    # Between gw deciding to end a session (token expired, revoked) and the client closing its channels, what
+    # the client sends -- and what it sent that the relay has not read yet -- must not reach the target.
+    bridge = Bridge("mute-test")
+    await bridge.start()
+    try:
+        chan = ServerChannel(bridge, None)  # type: ignore[arg-type]  # no asyncssh server: events are pushed
+        bridge.post(chan._a_data, b"before", False)
+        await bridge.run(asyncio.sleep, 0)  # the asyncio loop has run the post
+        first = await chan.receive()
+        assert first == Data(b"before")
+        bridge.post(chan._a_data, b"queued when gw ends the channel", False)
+        await bridge.run(asyncio.sleep, 0)
+        chan.mute()
+        bridge.post(chan._a_data, b"sent after", False)
+        bridge.post(chan._a_push, SignalRequest("INT"))
+        bridge.post(chan._a_push, Eof())
+        bridge.post(chan._a_lost, None)
+        with trio.fail_after(5):
+            assert await chan.receive() == Closed()
+            assert await chan.receive() == Closed()
+        await bridge.run(asyncio.sleep, 0)
+        assert chan._unconsumed == 0  # the dropped data still counts as read: the window is not held shut
+    finally:
+        await bridge.stop()
 
 
 def test_garbage_instead_of_ssh_is_dropped_and_nothing_else_is_disturbed(gateway: Gateway) -> None:

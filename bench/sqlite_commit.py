@@ -13,7 +13,6 @@ and the WAL pages written per commit; a bare ``fdatasync`` on the same directory
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -22,11 +21,10 @@ from typing import Any
 
 import gw_sqlite.store as sqlite_store
 import trio
+from common import fdatasync_ms
 from gw.runtime import Runtime
 from gw.testing import write_pipeline
 from gw_sqlite import SqliteStore
-
-from common import fdatasync_ms
 
 RECORD = {"v": 1, "type": "command", "text": "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;",
           "pad": "y" * 300}

@@ -31,12 +31,12 @@ def prepare() -> None:
                         PG["user"], DB], check=True, capture_output=True)
 
 
-def start(gw: Gateway, store: str, workers: int | None) -> subprocess.Popen[bytes]:
+def start(gw: Gateway, store: str, workers: int | None, schema: str) -> subprocess.Popen[bytes]:
     path = gw.dir / "pipeline.toml"
     if store == "postgres":
         text = path.read_text().replace('use = "sqlite"\npath = "state/gw.db"',
                                         f'use = "postgres"\ndsn = "host={PG["host"]} port={PG["port"]} '
-                                        f'user={PG["user"]} dbname={DB}"\nschema = "{gw.schema}"')
+                                        f'user={PG["user"]} dbname={DB}"\nschema = "{schema}"')
         path.write_text(text)
     args = [sys.executable, "-c", "from gw.cli import main; main()", "serve", str(path), "--log-level", "warning"]
     if workers:
@@ -66,8 +66,8 @@ def main() -> None:
     results = []
     for store, workers in targets:
         gw = Gateway("audit", DB)
-        gw.schema = f"gw_bench_{secrets.token_hex(4)}"  # type: ignore[attr-defined]
-        proc = start(gw, store, workers)
+        schema = f"gw_bench_{secrets.token_hex(4)}"
+        proc = start(gw, store, workers, schema)
         try:
             token = gw.token()
             tps, latency = pgbench(gw.port, token, args.clients, args.duration)
@@ -75,7 +75,7 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
             if store == "postgres":
-                psql(f"drop schema if exists {gw.schema} cascade", DB)  # type: ignore[attr-defined]
+                psql(f"drop schema if exists {schema} cascade", DB)
         label = f"{store} store, " + (f"--workers {workers}" if workers else "one process")
         results.append((label, tps, latency))
         print(f"{label:32} {tps:9.0f} tps  {latency:7.2f} ms", file=sys.stderr)

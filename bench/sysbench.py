@@ -26,10 +26,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 from common import BIN, STAGES, Relay, free_port, wait_port
 
-MY = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+class MariaDB(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+MY: MariaDB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 DB = "gw_sysbench"
 
 
@@ -173,8 +182,8 @@ def main() -> None:
                 for name in targets:
                     tps, lat = med[name]
                     d = f"{tps / med['direct'][0]:.2f}" if "direct" in med else "-"
-                    r = f"{tps / med['relay'][0]:.2f}" if "relay" in med else "-"
-                    print(f"{test:19}{threads:>8}  {name:10}{tps:>10.0f}{lat:>9.3f}{d:>9}{r:>8}")
+                    vs_relay = f"{tps / med['relay'][0]:.2f}" if "relay" in med else "-"
+                    print(f"{test:19}{threads:>8}  {name:10}{tps:>10.0f}{lat:>9.3f}{d:>9}{vs_relay:>8}")
     finally:
         for s in started:
             s.stop()  # type: ignore[attr-defined]

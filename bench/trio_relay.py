@@ -31,10 +31,9 @@ async def main(port: int, up_host: str, up_port: int) -> None:
         except OSError:
             await client.aclose()
             return
-        async with client, upstream:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pump, client, upstream)
-                nursery.start_soon(pump, upstream, client)
+        async with client, upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, upstream)
+            nursery.start_soon(pump, upstream, client)
 
     print(f"relay on 127.0.0.1:{port} -> {up_host}:{up_port}", flush=True)
     await trio.serve_tcp(handle, port, host="127.0.0.1")

@@ -247,6 +247,22 @@ key_file = "{upstream_key}"
 known_hosts = "known_hosts_other"
 
 [[listeners]]
+name = "brief"
+protocol = "ssh"
+listen = "127.0.0.1:0"
+identity = "dev"
+pipeline = "hosts"
+host_key_file = ".gw/ssh_host_ed25519"
+session_max = "2s"
+
+[listeners.upstream]
+host = "127.0.0.1"
+port = {port}
+user = "{user}"
+key_file = "{upstream_key}"
+known_hosts = "known_hosts"
+
+[[listeners]]
 name = "down"
 protocol = "ssh"
 listen = "127.0.0.1:0"
@@ -397,7 +413,7 @@ def gateway(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     try:
         with open(d / "client_known_hosts", "w") as f:
             f.writelines(f"[127.0.0.1]:{process.port(name)} {host_public}\n"
-                         for name in ("web-1", "locked", "rekeyed", "stranger", "down", "corpus"))
+                         for name in ("web-1", "locked", "rekeyed", "stranger", "down", "corpus", "brief"))
         yield Gateway(d, config, process, sshd, keys)
     finally:
         process.stop()

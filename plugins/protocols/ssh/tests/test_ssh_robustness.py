@@ -74,6 +74,20 @@ def test_token_expiry_ends_the_session_with_a_message(gateway: Gateway) -> None:
     assert ends[0]["reason"] == "token_expired"
 
 
+def test_session_max_ends_every_channel_with_the_reason(gateway: Gateway) -> None:
+    # The listener's cap, whatever the token says: the client is told why, the command is cancelled with it.
+    command = "sleep 20; echo capped-too-late"
+    started = time.monotonic()
+    result = gateway.ssh(command, listener="brief")
+    assert time.monotonic() - started < 12
+    assert result.returncode == 255
+    assert b"gw: this session reached the listener's session_max; reconnect to continue" in result.stderr
+    assert b"capped-too-late" not in result.stdout
+    outcome = gateway.audit_command(command, timeout=10)["outcome"]
+    assert outcome["status"] == "cancelled"
+    assert "session_max" in outcome["error_message"]
+
+
 async def test_a_channel_gw_ends_passes_nothing_more_from_the_client() -> None:
     # Between gw deciding to end a session (token expired, revoked) and the client closing its channels, what
     # the client sends -- and what it sent that the relay has not read yet -- must not reach the target.

@@ -125,6 +125,16 @@ Subsystem sftp internal-sftp
         log.close()
 
 
+#: The upstream section of the listeners that reach the test sshd as they should.
+TARGET = """\
+[listeners.upstream]
+host = "127.0.0.1"
+port = {port}
+user = "{user}"
+key_file = "{upstream_key}"
+known_hosts = "known_hosts"
+"""
+
 PIPELINE = """\
 [gateway]
 data_dir = ".gw"
@@ -173,13 +183,7 @@ shell = "deny"
 sftp = "allow"
 allow_groups = ["agents", "dba", "ops"]
 
-[listeners.upstream]
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-key_file = "{upstream_key}"
-known_hosts = "known_hosts"
-
+{target}
 [[listeners]]
 name = "web-1"
 protocol = "ssh"
@@ -194,13 +198,7 @@ user_ca = "user_ca.pub"
 user_ca_groups = ["agents"]
 allow_groups = ["agents", "dba", "ops"]
 
-[listeners.upstream]
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-key_file = "{upstream_key}"
-known_hosts = "known_hosts"
-
+{target}
 [[listeners]]
 name = "locked"
 protocol = "ssh"
@@ -255,13 +253,7 @@ pipeline = "hosts"
 host_key_file = ".gw/ssh_host_ed25519"
 session_max = "2s"
 
-[listeners.upstream]
-host = "127.0.0.1"
-port = {port}
-user = "{user}"
-key_file = "{upstream_key}"
-known_hosts = "known_hosts"
-
+{target}
 [[listeners]]
 name = "down"
 protocol = "ssh"
@@ -401,7 +393,8 @@ def gateway(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ga
     (vault / "root").mkdir(parents=True)
     (vault / "shadow").write_text(f"root:{VAULT_MARKER}:19000:0:99999:7:::\n")
     (vault / "root" / "secret").write_text(f"{VAULT_MARKER}\n")
-    config.write_text(PIPELINE.format(secret_env=SECRET_ENV, port=sshd.port, user=sshd.user,
+    target = TARGET.format(port=sshd.port, user=sshd.user, upstream_key=sshd.upstream_key)
+    config.write_text(PIPELINE.format(secret_env=SECRET_ENV, port=sshd.port, user=sshd.user, target=target,
                                       upstream_key=sshd.upstream_key, down_port=free_port(), vault=vault))
     (d / "askpass.sh").write_text('#!/bin/sh\nprintf "%s\\n" "$GW_TEST_TOKEN"\n')
     (d / "askpass.sh").chmod(0o755)

@@ -133,7 +133,7 @@ class ConnectionSession:
         self.end_reason = reason
         log.info("session %s of %s ends: %s", self.sr.session.id, self.sr.session.identity.subject, reason)
         await self.end_channels(f"gw: {message}")
-        self.conn.close()
+        await self._disconnect_after_channels()
 
     async def _watch_upstream(self) -> None:
         assert self.upstream is not None
@@ -141,7 +141,12 @@ class ConnectionSession:
         target = self.handler.target
         self.end_reason = f"upstream_closed: {lost}" if lost else "upstream_closed"
         self.closing = f"the connection to the target {target.host}:{target.port} was lost; reconnect to continue"
-        # The channels report the loss themselves (each gets exit status 255); give them a moment.
+        # The channels report the loss themselves (each gets exit status 255).
+        await self._disconnect_after_channels()
+
+    async def _disconnect_after_channels(self) -> None:
+        """Give the channels up to a second to end (each leaves ``channels`` when its relay returns), then
+        disconnect the client."""
         with trio.move_on_after(1):
             while self.channels:
                 await trio.sleep(0.05)
@@ -154,17 +159,14 @@ class ConnectionSession:
         return "the client disconnected before the command ended"
 
     async def end_channels(self, message: str) -> None:
-        """End every open channel with ``message`` on its stderr and exit status 255, then give the client a
-        moment to close them.  A client that is disconnected straight after a line may never print it (OpenSSH
-        reads the disconnect and exits before it writes out what it received with it); ended channels let the
-        client drain its output and leave by itself.  What the client sends meanwhile reaches nothing."""
+        """End every open channel with ``message`` on its stderr and exit status 255, before the client is
+        disconnected.  A client that is disconnected straight after a line may never print it (OpenSSH reads the
+        disconnect and exits before it writes out what it received with it); ended channels let the client
+        drain its output and close them itself.  What the client sends meanwhile reaches nothing."""
         async with trio.open_nursery() as nursery:
             for chan in list(self.channels):
                 chan.mute()
                 nursery.start_soon(self.refuse, chan, message, UNAVAILABLE)
-        with trio.move_on_after(1):
-            while self.channels:
-                await trio.sleep(0.05)
 
     # -- channels -------------------------------------------------------------------------------------------
     async def _serve_channel(self, chan: ServerChannel) -> None:
